@@ -1,0 +1,142 @@
+"""Command line: ``trainrecon demo | train | reconstruct | evaluate | import``.
+
+Each command takes a few common options; everything else comes from a JSON config (``--config``) whose
+fields are the dataclass fields of the corresponding config, validated on load.  User errors print one line
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .config import from_dict, load_config, to_dict
+from .errors import TrainreconError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reconstruct a network's training set from its weights, and score the leak.")
+
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto")
+
+
+def _device(name: str):
+    from .runtime import resolve_device
+
+    return resolve_device(name)
+
+
+def _cfg(cls, path: Optional[Path], overrides: dict[str, Any]):
+    base = load_config(cls, path) if path is not None else cls()
+    data = to_dict(base)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(cls, data, where=str(path) if path else "option")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="output folder"),
+    seed: int = typer.Option(0, help="seed for the victim and the attack"),
+    device: str = DeviceOpt,
+) -> None:
+    """Offline demo: train a digits even/odd victim, attack it, write grid.png and metrics.json."""
+    from .pipeline import demo as run_demo
+
+    run_demo(out, _device(device), seed)
+
+
+@app.command()
+def train(
+    out: Path = typer.Argument(..., help="victim folder to write"),
+    dataset: Optional[str] = typer.Option(None, help="mnist, cifar10, digits or npz"),
+    task: Optional[str] = typer.Option(None, help="odd_even or vehicles_animals"),
+    n_per_class: Optional[int] = typer.Option(None, help="training images per binary class"),
+    hidden: Optional[str] = typer.Option(None, help="hidden widths, e.g. 500,500"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder with the data files (default $TRAINRECON_DATA or ./data)"),
+    task_config: Optional[Path] = typer.Option(None, help="JSON with TaskConfig fields"),
+    config: Optional[Path] = typer.Option(None, help="JSON with TrainConfig fields"),
+    seed: Optional[int] = typer.Option(None),
+    device: str = DeviceOpt,
+) -> None:
+    """Train a victim toward the KKT direction (resumes from OUT/checkpoint)."""
+    from .data.tasks import TaskConfig
+    from .pipeline import train_victim
+    from .training import TrainConfig
+
+    tcfg = _cfg(TaskConfig, task_config, {"dataset": dataset, "task": task, "n_per_class": n_per_class})
+    widths = None
+    if hidden is not None:
+        try:
+            widths = [int(v) for v in hidden.split(",")]
+        except ValueError:
+            raise TrainreconError(f"--hidden: expected comma-separated integers, got {hidden!r}") from None
+    rcfg = _cfg(TrainConfig, config, {"hidden": widths, "seed": seed})
+    train_victim(tcfg, rcfg, out, data_dir, _device(device))
+
+
+@app.command()
+def reconstruct(
+    victim: Path = typer.Argument(..., help="victim folder"),
+    out: Path = typer.Argument(..., help="output folder"),
+    method: str = typer.Option("haim", help="attack method (haim)"),
+    config: Optional[Path] = typer.Option(None, help="JSON with the method's config fields"),
+    m: Optional[int] = typer.Option(None, help="number of candidates (default 2n)"),
+    iterations: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUT's checkpoint"),
+    device: str = DeviceOpt,
+) -> None:
+    """Reconstruct training data from a victim's weights (the attacker sees only the victim folder)."""
+    from .attacks.runner import METHODS, reconstruct as run
+    from .models.victim import load_victim
+
+    if method not in METHODS:
+        raise TrainreconError(f"--method: unknown method {method!r} (available: {', '.join(METHODS)})")
+    cfg = _cfg(METHODS[method], config, {"m": m, "iterations": iterations, "seed": seed})
+    res = run(load_victim(victim), cfg, out, _device(device), resume=resume)
+    typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration)")
+
+
+@app.command()
+def evaluate(
+    victim: Path = typer.Argument(..., help="victim folder"),
+    candidates: list[Path] = typer.Argument(..., help="one or more .npz with x (m, C, H, W) in centred space; unioned"),
+    out: Path = typer.Option(..., "--out", help="folder for metrics.json, grid.png, l2_curve.png"),
+    data_dir: Optional[Path] = typer.Option(None, help="data folder for the task recorded in train.json"),
+    truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set, instead of train.json's task"),
+    heldout: Optional[Path] = typer.Option(None, help=".npz of held-out images for the false-positive control"),
+) -> None:
+    """Score candidates against the victim's training set (the only step that sees it)."""
+    from .pipeline import evaluate_run
+
+    evaluate_run(victim, candidates, out, data_dir, truth, heldout)
+
+
+@app.command("import")
+def import_(
+    weights: Path = typer.Argument(..., help="state dict: .safetensors, or a PyTorch file (loaded weights_only)"),
+    architecture: Path = typer.Argument(..., help="JSON: widths, bias, activation, input_shape"),
+    out: Path = typer.Argument(..., help="victim folder to write"),
+    mean: Optional[Path] = typer.Option(None, help=".npz whose x is the input mean image"),
+) -> None:
+    """Turn a user's MLP weights plus an architecture description into a victim folder."""
+    from .models.victim import import_victim
+
+    import_victim(weights, architecture, out, mean)
+    typer.echo(f"wrote victim folder {out}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except TrainreconError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun with --resume to continue", err=True)
+        sys.exit(130)
+
+
+__all__ = ["app", "main", "to_dict"]

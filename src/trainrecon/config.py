@@ -1,0 +1,136 @@
+"""Typed configs: dataclasses that validate their fields and round-trip through JSON.
+
+Every result folder holds the config that produced it, written with :func:`save_json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import TrainreconError
+
+T = TypeVar("T")
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    """Coerce ``value`` (from JSON) to type ``tp``, or raise a one-line error naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check(value, a, where)
+            except TrainreconError as e:
+                errors.append(str(e))
+        raise TrainreconError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise TrainreconError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise TrainreconError(f"{where}: expected a list, got {type(value).__name__}")
+        item = args[0] if args else Any
+        out = [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return out if origin is list else tuple(out)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TrainreconError(f"{where}: expected an object, got {type(value).__name__}")
+        return {str(k): _check(v, args[1] if args else Any, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise TrainreconError(f"{where}: expected an object, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TrainreconError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TrainreconError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TrainreconError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise TrainreconError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass ``cls`` from a JSON object, checking field names and types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TrainreconError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _check(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise TrainreconError(f"{where}: {e}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` (dataclass or plain data) as indented JSON, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_dict(obj), indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise TrainreconError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TrainreconError(f"{path}: not valid JSON ({e})") from None
+
+
+def load_config(cls: type[T], path: str | os.PathLike) -> T:
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise TrainreconError(f"{path}: expected a JSON object")
+    return from_dict(cls, data, where=str(path))
+
+
+def override(cfg: T, overrides: dict[str, Any], where: str = "option") -> T:
+    """Return a copy of dataclass ``cfg`` with ``overrides`` applied (validated like JSON input)."""
+    data = to_dict(cfg)
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        data[k] = to_dict(v)
+    return from_dict(type(cfg), data, where=where)

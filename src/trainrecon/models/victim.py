@@ -1,0 +1,161 @@
+"""The victim folder: what an attacker is given, and what evaluation adds.
+
+A victim is a folder holding
+
+* ``model.safetensors``: the trained parameters ``layers.{i}.weight`` / ``layers.{i}.bias`` and, when the
+  model's input pipeline centres its inputs, ``input_mean`` (C, H, W).  NTK-regime victims also hold the
+  initial parameters as ``init.layers.{i}.weight`` ...
+* ``model.json``: the architecture (:class:`MLPSpec`).
+* ``train.json``: how it was trained: the task and the *indices* of the training images (never the images),
+  the trainer config and its final KKT residual.  Only evaluation reads the task and indices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..config import from_dict, load_json, save_json, to_dict
+from ..errors import TrainreconError
+from .mlp import MLPSpec
+
+INIT_PREFIX = "init."
+
+
+@dataclass
+class Victim:
+    spec: MLPSpec
+    params: list[torch.Tensor]
+    input_mean: np.ndarray | None = None
+    init_params: list[torch.Tensor] | None = None
+    train_info: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "Victim":
+        conv = lambda ps: None if ps is None else [p.to(device=device, dtype=dtype) for p in ps]  # noqa: E731
+        return dataclasses.replace(self, params=conv(self.params), init_params=conv(self.init_params))
+
+    def mean_chw(self) -> np.ndarray:
+        shape = tuple(self.spec.input_shape)
+        return np.zeros(shape) if self.input_mean is None else np.asarray(self.input_mean).reshape(shape)
+
+
+def _check_params(spec: MLPSpec, tensors: dict[str, torch.Tensor], where: str, prefix: str = "") -> list[torch.Tensor]:
+    out = []
+    for name, shape in spec.param_shapes().items():
+        key = prefix + name
+        if key not in tensors:
+            raise TrainreconError(f"{where}: missing tensor {key!r} required by model.json")
+        t = tensors[key]
+        if tuple(t.shape) != shape:
+            raise TrainreconError(f"{where}: tensor {key!r} has shape {tuple(t.shape)}, model.json implies {shape}")
+        if not torch.isfinite(t).all():
+            raise TrainreconError(f"{where}: tensor {key!r} holds NaN or inf")
+        out.append(t)
+    return out
+
+
+def save_victim(
+    folder: str | Path,
+    spec: MLPSpec,
+    params: list[torch.Tensor],
+    input_mean: np.ndarray | None = None,
+    train_info: dict[str, Any] | None = None,
+    init_params: list[torch.Tensor] | None = None,
+) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {n: p.detach().cpu().contiguous() for n, p in zip(spec.param_names(), params)}
+    if init_params is not None:
+        tensors.update({INIT_PREFIX + n: p.detach().cpu().contiguous() for n, p in zip(spec.param_names(), init_params)})
+    if input_mean is not None:
+        tensors["input_mean"] = torch.as_tensor(np.asarray(input_mean, dtype=np.float64).reshape(spec.input_shape))
+    save_file(tensors, str(folder / "model.safetensors"))
+    save_json(folder / "model.json", spec)
+    save_json(folder / "train.json", train_info or {})
+    return folder
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise TrainreconError(f"{path}: file not found")
+    try:
+        # clone: fresh, aligned allocations, so BLAS results do not depend on where the file buffer sat
+        return {k: v.clone() for k, v in load_file(str(path)).items()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise TrainreconError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def load_victim(folder: str | Path) -> Victim:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TrainreconError(f"{folder}: victim folder not found")
+    spec = from_dict(MLPSpec, _obj(load_json(folder / "model.json"), folder / "model.json"), str(folder / "model.json"))
+    path = folder / "model.safetensors"
+    tensors = read_safetensors(path)
+    params = _check_params(spec, tensors, str(path))
+    init = None
+    if any(k.startswith(INIT_PREFIX) for k in tensors):
+        init = _check_params(spec, tensors, str(path), INIT_PREFIX)
+    mean = tensors.get("input_mean")
+    if mean is not None and mean.numel() != spec.widths[0]:
+        raise TrainreconError(f"{path}: input_mean has {mean.numel()} values, expected {spec.widths[0]}")
+    info = load_json(folder / "train.json") if (folder / "train.json").is_file() else {}
+    return Victim(spec, params, None if mean is None else mean.double().numpy().reshape(spec.input_shape), init, _obj(info, folder / "train.json"))
+
+
+def _obj(data: Any, where: Path) -> dict:
+    if not isinstance(data, dict):
+        raise TrainreconError(f"{where}: expected a JSON object")
+    return data
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a user's state dict: safetensors, or a PyTorch file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    if not path.is_file():
+        raise TrainreconError(f"{path}: file not found")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for hostile pickles, RuntimeError/EOFError for truncated files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainreconError(f"{path}: refused to load (weights_only=True): {msg}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]  # Haim's {'batch','epoch','state_dict'} wrapper
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise TrainreconError(f"{path}: expected a dict of tensors (a state dict)")
+    return {k.replace("convnet.", "layers."): v for k, v in obj.items()}
+
+
+def import_victim(weights: str | Path, architecture: str | Path, out: str | Path, mean: str | Path | None = None) -> Path:
+    """Turn a user's MLP state dict plus an architecture JSON into a victim folder.
+
+    ``architecture`` holds :class:`MLPSpec` fields (widths, bias, activation, input_shape).  Tensor names are
+    ``layers.{i}.weight`` / ``layers.{i}.bias``; an optional ``input_mean`` tensor (or ``mean``, an .npz with
+    ``x`` holding the mean image) records the input centring.
+    """
+    spec = from_dict(MLPSpec, _obj(load_json(architecture), Path(architecture)), str(architecture))
+    tensors = read_state_dict(weights)
+    params = [t.double() for t in _check_params(spec, tensors, str(weights))]
+    init = None
+    if any(k.startswith(INIT_PREFIX) for k in tensors):
+        init = [t.double() for t in _check_params(spec, tensors, str(weights), INIT_PREFIX)]
+    input_mean = tensors.get("input_mean")
+    if mean is not None:
+        from ..data.formats import read_npz
+
+        input_mean = read_npz(mean)[0]
+    if input_mean is not None:
+        input_mean = np.asarray(input_mean, dtype=np.float64)
+        if input_mean.size != spec.widths[0]:
+            raise TrainreconError(f"input mean: {input_mean.size} values, expected {spec.widths[0]}")
+    info = {"imported_from": Path(weights).name, "architecture": to_dict(spec)}
+    return save_victim(out, spec, params, input_mean, info, init)

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+
+from trainrecon.data.tasks import TaskConfig, build_task
+from trainrecon.models.victim import save_victim
+from trainrecon.training import TrainConfig, train_binary
+
+torch.set_num_threads(2)
+
+TINY_TASK = TaskConfig(dataset="digits", task="odd_even", n_per_class=5, centring="pixel")
+TINY_TRAIN = TrainConfig(hidden=[16, 16], margin_schedule=[10.0, 100.0], lbfgs_iters=60, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_task():
+    return build_task(TINY_TASK)
+
+
+@pytest.fixture(scope="session")
+def tiny_victim(tmp_path_factory, tiny_task):
+    """A digits even/odd victim with 10 training images and a 64-16-16-1 MLP, trained once per session."""
+    folder = tmp_path_factory.mktemp("victim")
+    x = torch.as_tensor(tiny_task.centred(tiny_task.x_train))
+    y = torch.as_tensor(tiny_task.y_train, dtype=torch.float64)
+    spec, params, summary = train_binary(TINY_TRAIN, x, y, log=lambda *a: None)
+    info = {"task": {"dataset": "digits", "task": "odd_even", "n_per_class": 5, "centring": "pixel", "path": "", "heldout_path": ""},
+            "train_indices": tiny_task.idx_train.tolist(), "final": summary["final"]}
+    save_victim(folder, spec, params, tiny_task.mean, info)
+    return folder
+
+
+@pytest.fixture()
+def rng():
+    return np.random.default_rng(0)
