@@ -139,4 +139,4 @@ def main() -> None:
         sys.exit(130)
 
 
-__all__ = ["app", "main", "to_dict"]
+__all__ = ["app", "main"]

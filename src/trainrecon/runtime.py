@@ -1,10 +1,9 @@
-"""Run-time helpers shared by training, attacks and the CLI: devices, dtypes, seeds, progress bars."""
+"""Run-time helpers shared by training, attacks and the CLI: devices, dtypes, progress bars."""
 
 from __future__ import annotations
 
 import sys
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -29,16 +28,6 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise TrainreconError(f"dtype: {name!r} is not one of {', '.join(DTYPES)}")
     return DTYPES[name]
-
-
-def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g
-
-
-def rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(int(seed))
 
 
 def progress(total: int, desc: str, initial: int = 0):

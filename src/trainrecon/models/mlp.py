@@ -40,6 +40,8 @@ class MLPSpec:
     input_shape: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.activation not in ("relu", "leaky_relu", "gelu"):
+            raise TrainreconError(f"model.activation: {self.activation!r} is not one of relu, leaky_relu, gelu")
         if len(self.widths) < 2 or any(w <= 0 for w in self.widths):
             raise TrainreconError(f"model.widths: need at least two positive widths, got {self.widths}")
         if len(self.bias) != len(self.widths) - 1:
