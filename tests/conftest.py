@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainrecon.config import to_dict
 from trainrecon.data.tasks import TaskConfig, build_task
 from trainrecon.models.victim import save_victim
 from trainrecon.training import TrainConfig, train_binary
@@ -24,7 +25,7 @@ def tiny_victim(tmp_path_factory, tiny_task):
     x = torch.as_tensor(tiny_task.centred(tiny_task.x_train))
     y = torch.as_tensor(tiny_task.y_train, dtype=torch.float64)
     spec, params, summary = train_binary(TINY_TRAIN, x, y, log=lambda *a: None)
-    info = {"task": {"dataset": "digits", "task": "odd_even", "n_per_class": 5, "centring": "pixel", "path": "", "heldout_path": ""},
+    info = {"task": to_dict(TINY_TASK),
             "train_indices": tiny_task.idx_train.tolist(), "final": summary["final"]}
     save_victim(folder, spec, params, tiny_task.mean, info)
     return folder

@@ -62,4 +62,4 @@ def test_hostile_and_truncated_files_are_refused(tmp_path, tiny_victim):
     # wrong shape named
     (tmp_path / "arch2.json").write_text(json.dumps({**ARCH, "widths": [64, 9, 1]}))
     with pytest.raises(TrainreconError, match="layers.0.weight"):
-        import_victim(tmp_path / "v2.pt" if False else tiny_victim / "model.safetensors", tmp_path / "arch2.json", tmp_path / "v3")
+        import_victim(tiny_victim / "model.safetensors", tmp_path / "arch2.json", tmp_path / "v3")

@@ -57,16 +57,14 @@ def load_truth(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Training images, labels, held-out control images and centring mean, for evaluation only."""
     shape = tuple(victim.spec.input_shape)
+    x_ho_file = None if heldout is None else to_float_nchw(read_npz(heldout)[0], str(heldout))
     if truth is not None:
         x, y = read_npz(truth)
         x_tr = to_float_nchw(x, str(truth))
         if x_tr.shape[1:] != shape:
             raise TrainreconError(f"{truth}: images of shape {x_tr.shape[1:]}, but the victim takes {shape}")
-        x_ho = None
-        if heldout is not None:
-            x_ho = to_float_nchw(read_npz(heldout)[0], str(heldout))
         mean = victim.mean_chw() if victim.input_mean is not None else x_tr.mean(axis=0)
-        return x_tr, y, x_ho, mean
+        return x_tr, y, x_ho_file, mean
     if "task" not in victim.train_info:
         raise TrainreconError("evaluate: the victim's train.json names no task; pass the training set with --truth")
     task = from_dict(TaskConfig, victim.train_info["task"], "train.json.task")
@@ -74,9 +72,7 @@ def load_truth(
     recorded = victim.train_info.get("train_indices")
     if recorded is not None and list(map(int, recorded)) != data.idx_train.tolist():
         raise TrainreconError("train.json: recorded train_indices differ from the task's selection on this data")
-    x_ho = data.x_heldout
-    if heldout is not None:
-        x_ho = to_float_nchw(read_npz(heldout)[0], str(heldout))
+    x_ho = data.x_heldout if x_ho_file is None else x_ho_file
     mean = victim.mean_chw() if victim.input_mean is not None else data.mean
     return data.x_train, data.y_train, x_ho, mean
 

@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.func import grad, vmap
 
 from .config import load_json, save_json, to_dict
 from .errors import TrainreconError
 from .models.mlp import MLPSpec, flatten, forward, init_params, unflatten
+from .models.victim import save_tensors
 from .runtime import progress, resolve_dtype
 
 
@@ -205,7 +206,7 @@ def train_binary(
             return
         st, js = _state_paths(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        save_file({"theta": flat.detach().cpu().contiguous()}, str(st))
+        save_tensors(st, {"theta": flat})
         save_json(js, {"stage": done, "config": cfg, "history": history})
 
     t0 = time.time()

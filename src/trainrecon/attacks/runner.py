@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from ..config import load_json, save_json, to_dict
 from ..errors import TrainreconError
-from ..models.victim import Victim, read_safetensors
+from ..models.victim import Victim, read_safetensors, save_tensors
 from ..runtime import progress, resolve_dtype
 from .haim import HaimConfig, haim_init, haim_labels, haim_objective
 
@@ -87,12 +86,11 @@ def reconstruct(
     save_json(out / "config.json", cfg_record)
 
     def checkpoint(it: int) -> None:
-        tensors = {"x": X.cpu().contiguous(), "lambda": lam.cpu().contiguous()}
+        tensors = {"x": X, "lambda": lam}
         if buf_x is not None:
-            tensors["momentum_x"] = buf_x.cpu().contiguous()
-            tensors["momentum_lambda"] = buf_l.cpu().contiguous()
-        save_file(tensors, str(ck_t) + ".tmp")
-        Path(str(ck_t) + ".tmp").replace(ck_t)
+            tensors["momentum_x"] = buf_x
+            tensors["momentum_lambda"] = buf_l
+        save_tensors(ck_t, tensors)
         save_json(ck_j, {"iteration": it, "config": cfg_record, "history": history})
 
     t0 = time.time()

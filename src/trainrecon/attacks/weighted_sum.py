@@ -79,8 +79,7 @@ class WeightedSumObjective:
             prior = self.prior(X, M)
             gx, gm = torch.autograd.grad(stat + prior, [X, M])
         else:
-            with torch.no_grad():
-                Wd = W.detach()
+            Wd = W.detach()
             s = self.feature_sum(X, Wd)
             stat = self.stationarity(s)
             u = [2 * (si - t) for si, t in zip(s, self.target)]

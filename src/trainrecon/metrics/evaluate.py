@@ -57,11 +57,14 @@ def summarise(values: np.ndarray) -> dict[str, Any]:
 
 
 def score_pairs(reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Paper and classic SSIM of each reference image with its matched candidate (mean added, min-max
+    scaled); unmatched rows (idx < 0) score NaN.  Also returns the scaled matched images ('matched')."""
     ok = idx >= 0
-    matched = minmax_per_image(cand[torch.as_tensor(idx[ok])] + mean)
-    out = {"paper": np.full(len(idx), np.nan), "classic": np.full(len(idx), np.nan)}
-    out["paper"][ok] = ssim_paper(reference[torch.as_tensor(np.flatnonzero(ok))], matched).numpy()
-    out["classic"][ok] = ssim_classic(reference[torch.as_tensor(np.flatnonzero(ok))], matched).numpy()
+    matched = minmax_per_image(cand[torch.as_tensor(np.maximum(idx, 0))] + mean)
+    rows = torch.as_tensor(np.flatnonzero(ok))
+    out = {"paper": np.full(len(idx), np.nan), "classic": np.full(len(idx), np.nan), "matched": matched.numpy()}
+    out["paper"][ok] = ssim_paper(reference[rows], matched[rows]).numpy()
+    out["classic"][ok] = ssim_classic(reference[rows], matched[rows]).numpy()
     return out
 
 
@@ -126,7 +129,7 @@ def evaluate(
         metrics["protocols"][proto] = entry
         pairs[proto] = {
             "train": tr.numpy(),
-            "matched": minmax_per_image(cand[torch.as_tensor(np.maximum(idx, 0))] + mu).numpy(),
+            "matched": s["matched"],
             "ssim": s["paper"],
             "index": idx,
         }

@@ -71,15 +71,23 @@ def save_victim(
 ) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {n: p.detach().cpu().contiguous() for n, p in zip(spec.param_names(), params)}
+    tensors = dict(zip(spec.param_names(), params))
     if init_params is not None:
-        tensors.update({INIT_PREFIX + n: p.detach().cpu().contiguous() for n, p in zip(spec.param_names(), init_params)})
+        tensors.update({INIT_PREFIX + n: p for n, p in zip(spec.param_names(), init_params)})
     if input_mean is not None:
         tensors["input_mean"] = torch.as_tensor(np.asarray(input_mean, dtype=np.float64).reshape(spec.input_shape))
-    save_file(tensors, str(folder / "model.safetensors"))
+    save_tensors(folder / "model.safetensors", tensors)
     save_json(folder / "model.json", spec)
     save_json(folder / "train.json", train_info or {})
     return folder
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write tensors as safetensors atomically (temp file + rename), so a kill never leaves a torn file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
