@@ -6,7 +6,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from trainrecon.attacks.haim import HaimConfig
 from trainrecon.attacks.runner import reconstruct

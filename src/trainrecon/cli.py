@@ -50,21 +50,25 @@ def demo(
 @app.command()
 def train(
     out: Path = typer.Argument(..., help="victim folder to write"),
+    trainer: str = typer.Option("kkt", help="kkt (logistic / cross-entropy toward max-margin), regression "
+                                "(MSE or Huber with weight decay) or ntk (Loo: wide, SGD with momentum, theta_0 saved)"),
     dataset: Optional[str] = typer.Option(None, help="mnist, cifar10, digits or npz"),
-    task: Optional[str] = typer.Option(None, help="odd_even or vehicles_animals"),
-    n_per_class: Optional[int] = typer.Option(None, help="training images per binary class"),
+    task: Optional[str] = typer.Option(None, help="odd_even, vehicles_animals or multiclass"),
+    n_per_class: Optional[int] = typer.Option(None, help="training images per class"),
     hidden: Optional[str] = typer.Option(None, help="hidden widths, e.g. 500,500"),
     data_dir: Optional[Path] = typer.Option(None, help="folder with the data files (default $TRAINRECON_DATA or ./data)"),
     task_config: Optional[Path] = typer.Option(None, help="JSON with TaskConfig fields"),
-    config: Optional[Path] = typer.Option(None, help="JSON with TrainConfig fields"),
+    config: Optional[Path] = typer.Option(None, help="JSON with the trainer's config fields"),
     seed: Optional[int] = typer.Option(None),
     device: str = DeviceOpt,
 ) -> None:
-    """Train a victim toward the KKT direction (resumes from OUT/checkpoint)."""
+    """Train a victim (resumes from OUT/checkpoint)."""
     from .data.tasks import TaskConfig
     from .pipeline import train_victim
-    from .training import TrainConfig
+    from .training import TRAINERS
 
+    if trainer not in TRAINERS:
+        raise TrainreconError(f"--trainer: unknown trainer {trainer!r} (available: {', '.join(TRAINERS)})")
     tcfg = _cfg(TaskConfig, task_config, {"dataset": dataset, "task": task, "n_per_class": n_per_class})
     widths = None
     if hidden is not None:
@@ -72,7 +76,7 @@ def train(
             widths = [int(v) for v in hidden.split(",")]
         except ValueError:
             raise TrainreconError(f"--hidden: expected comma-separated integers, got {hidden!r}") from None
-    rcfg = _cfg(TrainConfig, config, {"hidden": widths, "seed": seed})
+    rcfg = _cfg(TRAINERS[trainer][0], config, {"hidden": widths, "seed": seed})
     train_victim(tcfg, rcfg, out, data_dir, _device(device))
 
 
@@ -80,7 +84,7 @@ def train(
 def reconstruct(
     victim: Path = typer.Argument(..., help="victim folder"),
     out: Path = typer.Argument(..., help="output folder"),
-    method: str = typer.Option("haim", help="attack method (haim)"),
+    method: str = typer.Option("haim", help="haim, buzaglo-multiclass, buzaglo-regression or loo-ntk"),
     config: Optional[Path] = typer.Option(None, help="JSON with the method's config fields"),
     m: Optional[int] = typer.Option(None, help="number of candidates (default 2n)"),
     iterations: Optional[int] = typer.Option(None),
@@ -94,7 +98,7 @@ def reconstruct(
 
     if method not in METHODS:
         raise TrainreconError(f"--method: unknown method {method!r} (available: {', '.join(METHODS)})")
-    cfg = _cfg(METHODS[method], config, {"m": m, "iterations": iterations, "seed": seed})
+    cfg = _cfg(METHODS[method][0], config, {"m": m, "iterations": iterations, "seed": seed})
     res = run(load_victim(victim), cfg, out, _device(device), resume=resume)
     typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration)")
 
@@ -126,6 +130,90 @@ def import_(
 
     import_victim(weights, architecture, out, mean)
     typer.echo(f"wrote victim folder {out}")
+
+
+@app.command("run")
+def run_(
+    experiment: Path = typer.Argument(..., help="experiment JSON: task, trainer, train, method, attack (bench/cases/)"),
+    out: Path = typer.Option(..., "--out", help="output folder (rerun to resume)"),
+    data_dir: Optional[Path] = typer.Option(None, help="data folder (default $TRAINRECON_DATA or ./data)"),
+    device: str = DeviceOpt,
+) -> None:
+    """Train the victim, attack it and evaluate it, as one experiment file says."""
+    from .pipeline import run_experiment
+
+    run_experiment(experiment, out, data_dir, _device(device))
+
+
+@app.command("train-poly")
+def train_poly(
+    out: Path = typer.Argument(..., help="victim folder to write"),
+    alpha: int = typer.Option(3, help="degree of t -> t^alpha"),
+    width: int = typer.Option(50, help="number of neurons"),
+    n: int = typer.Option(3, help="training samples"),
+    d: int = typer.Option(20, help="input dimension"),
+    data: str = typer.Option("sphere", help="sphere, gaussian, digits or mnist (PCA to d dims)"),
+    steps: int = typer.Option(5000, help="normalised-GD steps"),
+    fixed_second_layer: bool = typer.Option(False, "--fixed-second-layer", help="train W only, a_k = +-1/sqrt(K)"),
+    config: Optional[Path] = typer.Option(None, help="JSON with PolyTrainConfig fields"),
+    data_dir: Optional[Path] = typer.Option(None, help="data folder for digits/mnist"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train a two-layer polynomial network toward the KKT direction (identifiability experiments)."""
+    from .identifiability.polynomial import PolyDataConfig, PolyTrainConfig
+    from .identifiability.victims import make_trained_victim
+
+    dcfg = from_dict(PolyDataConfig, {"kind": data, "n": n, "d": d, "seed": seed}, "option")
+    tcfg = _cfg(PolyTrainConfig, config, {"alpha": alpha, "width": width, "steps": steps, "seed": seed,
+                                          "train_second_layer": False if fixed_second_layer else None})
+    make_trained_victim(out, dcfg, tcfg, data_dir)
+    typer.echo(f"wrote victim folder {out}")
+
+
+@app.command("exact-kkt")
+def exact_kkt(
+    out: Path = typer.Argument(..., help="victim folder to write"),
+    alpha: int = typer.Option(3),
+    n: int = typer.Option(5),
+    d: int = typer.Option(10),
+    data: str = typer.Option("gaussian", help="sample directions: sphere, gaussian, digits or mnist"),
+    data_dir: Optional[Path] = typer.Option(None),
+    seed: int = typer.Option(0),
+) -> None:
+    """Build a network at an exact KKT point for given data (neurons on the moment tensor's eigenvectors)."""
+    from .identifiability.polynomial import PolyDataConfig
+    from .identifiability.victims import make_exact_victim
+
+    dcfg = from_dict(PolyDataConfig, {"kind": data, "n": n, "d": d, "seed": seed}, "option")
+    info = make_exact_victim(out, dcfg, alpha, seed, data_dir)
+    typer.echo(f"wrote victim folder {out} ({info['n_neurons']} neurons)")
+
+
+@app.command()
+def identify(
+    victim: Path = typer.Argument(..., help="a two-layer polynomial victim folder"),
+    out: Path = typer.Option(..., "--out", help="folder for report.json, samples.npz, identify.png"),
+    config: Optional[Path] = typer.Option(None, help="JSON with IdentifyConfig fields"),
+    margin: Optional[float] = typer.Option(None, help="the victim's margin y f(x) of active samples, if known"),
+    polish: Optional[bool] = typer.Option(None, "--polish/--no-polish", help="Levenberg-Marquardt on the KKT equations"),
+    truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training samples, for scoring only"),
+    score: bool = typer.Option(True, "--score/--no-score", help="score against the samples rebuilt from train.json"),
+    data_dir: Optional[Path] = typer.Option(None),
+) -> None:
+    """Certified algebraic reconstruction from a polynomial network: verdict, samples, diagnostics."""
+    from .identifiability.identify import IdentifyConfig
+    from .pipeline import identify_run
+
+    cfg = _cfg(IdentifyConfig, config, {"margin": margin, "polish": polish})
+    identify_run(victim, out, cfg, truth, score, data_dir)
+
+
+@app.command("identify-demo")
+def identify_demo(out: Path = typer.Option(Path("runs/identify-demo"), help="output folder")) -> None:
+    """Exact recovery at exact KKT points, the alpha = 2 counterexample, and a trained network (offline, < 1 min)."""
+    from .pipeline import identify_demo as run
+
+    run(out)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ into its output folder.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,40 +16,55 @@ import torch
 
 from .attacks.haim import HaimConfig
 from .attacks.runner import reconstruct
-from .config import from_dict, save_json, to_dict
+from .config import from_dict, load_config, save_json, to_dict
 from .data.formats import read_npz, to_float_nchw
 from .data.tasks import TaskConfig, build_task
 from .errors import TrainreconError
 from .metrics.evaluate import evaluate, headline
 from .models.victim import Victim, load_victim, save_victim
 from .reports import l2_curve_plot, pair_grid
-from .training import TrainConfig, train_binary
+from .training import TRAINERS, TrainConfig
+
+
+def trainer_of(train) -> tuple[str, Any]:
+    """(name, train function) for a trainer config instance."""
+    for name, (cls, fn) in TRAINERS.items():
+        if type(train) is cls:
+            return name, fn
+    raise TrainreconError(f"no trainer takes a {type(train).__name__}")
 
 
 def train_victim(
-    task: TaskConfig, train: TrainConfig, out: str | Path, data_dir: str | Path | None = None,
+    task: TaskConfig, train, out: str | Path, data_dir: str | Path | None = None,
     device: torch.device | str = "cpu", log=print,
 ) -> Path:
-    """Train a binary victim on ``task`` and write the victim folder ``out``."""
-    if task.task == "multiclass":
-        raise TrainreconError("task.task: multiclass victims are not supported by this trainer yet (binary tasks only)")
+    """Train a victim on ``task`` with the trainer ``train``'s type names and write the victim folder ``out``."""
+    name, fit = trainer_of(train)
     out = Path(out)
     data = build_task(task, data_dir)
     log(f"task {task.dataset}/{task.task}: n = {data.n} training images of shape {data.x_train.shape[1:]}")
     x = torch.as_tensor(data.centred(data.x_train))
-    y = torch.as_tensor(data.y_train, dtype=torch.float64)
-    spec, params, summary = train_binary(train, x, y, checkpoint_dir=out / "checkpoint", device=device, log=log)
+    if task.task == "multiclass":
+        classes = np.unique(data.y_train)
+        y = torch.as_tensor(np.searchsorted(classes, data.y_train))
+        n_classes = len(classes)
+    else:
+        y, n_classes = torch.as_tensor(data.y_train, dtype=torch.float64), 2
+    spec, params, summary = fit(train, x, y, checkpoint_dir=out / "checkpoint", device=device, log=log, n_classes=n_classes)
     info = {
         "task": to_dict(task),
         "train_indices": data.idx_train.tolist(),
         "heldout_indices": data.idx_heldout.tolist(),
+        "trainer_kind": name,
         "trainer": to_dict(train),
         "final": summary["final"],
-        "rescale_factor": summary["rescale_factor"],
+        "rescale_factor": summary.get("rescale_factor", 1.0),
         "seconds": summary["seconds"],
         "history": summary["history"],
     }
-    save_victim(out, spec, [p.cpu() for p in params], data.mean, info)
+    init = summary.get("init_params")
+    save_victim(out, spec, [p.cpu() for p in params], data.mean, info,
+                None if init is None else [p.cpu() for p in init])
     return out
 
 
@@ -134,3 +150,159 @@ def demo(out: str | Path = "runs/demo", device: torch.device | str = "cpu", seed
     save_json(out / "config.json", {"task": DEMO_TASK, "train": train_cfg, "attack": attack_cfg, "seed": seed})
     log(f"wrote {out / 'grid.png'} and {out / 'metrics.json'} in {time.time() - t0:.0f} s")
     return metrics
+
+
+def identify_run(
+    victim_dir: str | Path, out: str | Path, cfg=None, truth: str | Path | None = None, score: bool = True,
+    data_dir: str | Path | None = None, log=print,
+) -> dict[str, Any]:
+    """``trainrecon identify``: certified reconstruction from a polynomial victim; writes report.json,
+    samples.npz (x, y, lambda and the neurons-as-data baseline) and identify.png.  Scoring against the
+    training samples (from --truth or rebuilt from train.json) happens after, and apart from, the attack."""
+    from .identifiability.identify import IdentifyConfig, compare_to_truth, identify, poly_from_victim
+    from .identifiability.polynomial import poly_kkt_residual
+    from .identifiability.victims import poly_truth
+    from .reports import identify_plot
+
+    cfg = cfg or IdentifyConfig()
+    victim = load_victim(victim_dir)
+    net = poly_from_victim(victim)
+    t0 = time.time()
+    rep = identify(net, cfg, scale_recorded=bool(victim.train_info.get("rescaled_to_unit_margin", False)))
+    rep["seconds"] = time.time() - t0
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = rep.pop("samples")
+    baseline = rep.pop("baseline")
+    arrays = {"baseline": baseline}
+    if samples is not None:
+        arrays.update({"x": samples["x"], "y": samples["y"], "lambda": samples["lambda"]})
+    np.savez_compressed(out / "samples.npz", **arrays)
+    scores = None
+    if truth is not None or (score and "data" in victim.train_info):
+        if truth is not None:
+            X_true, y_true = read_npz(truth)
+            X_true = np.asarray(X_true, dtype=np.float64).reshape(len(X_true), -1)
+            if X_true.shape[1] != net.W.shape[1]:
+                raise TrainreconError(f"{truth}: samples of dimension {X_true.shape[1]}, the victim takes {net.W.shape[1]}")
+        else:
+            X_true, y_true = poly_truth(victim, data_dir)
+        y_true = np.ones(len(X_true)) if y_true is None else np.asarray(y_true, dtype=np.float64)
+        lam = np.asarray(poly_kkt_residual(torch.as_tensor(net.a), torch.as_tensor(net.W), torch.as_tensor(X_true),
+                                           torch.as_tensor(y_true), net.alpha, net.second_layer_trained)["lambdas"])
+        active = lam > 1e-3 * lam.max() if lam.max() > 0 else np.ones(len(lam), bool)
+        scores = {"n_train": int(len(X_true)), "n_active": int(active.sum()),
+                  "recovered": compare_to_truth(None if samples is None else samples["x"], X_true, active),
+                  "neurons_as_data": compare_to_truth(baseline, X_true, active)}
+        rep["score"] = scores
+    save_json(out / "report.json", {"config": cfg, **rep})
+    identify_plot(rep, out / "identify.png")
+    line = (f"{rep['verdict']}: {rep.get('n_recovered', 0)} samples recovered from {rep['significant_neurons']} neurons "
+            f"({rep['distinct_directions']} directions, span {rep['neuron_span']}); system rank "
+            f"{rep.get('system_rank')}/{rep['system_unknowns']}")
+    if rep.get("certificate"):
+        line += f"; certificate {rep['certificate'].split(':')[0]}"
+    log(line)
+    for r in rep["reasons"]:
+        log(f"  - {r}")
+    if scores is not None:
+        rec, base = scores["recovered"], scores["neurons_as_data"]
+        log(f"  scored against {scores['n_active']} active training samples: max relative error "
+            f"{rec['max_rel_error']:.2e} (neurons as data: {base['max_rel_error']:.2e}), mean 1-|cos| "
+            f"{rec['mean_one_minus_cos']:.2e} (neurons as data: {base['mean_one_minus_cos']:.2e})")
+    return rep
+
+
+def identify_demo(out: str | Path = "runs/identify-demo", log=print) -> dict[str, Any]:
+    """Offline identifiability demo: exact KKT points (alpha 3 and 4), alpha = 2, a trained network."""
+    from .identifiability.demos import alpha2_counterexample
+    from .identifiability.polynomial import PolyDataConfig, PolyTrainConfig
+    from .identifiability.victims import make_exact_victim, make_trained_victim
+
+    out = Path(out)
+    results: dict[str, Any] = {}
+    cases = [
+        ("exact_alpha3", "exact KKT point, alpha 3, n 5, d 10", PolyDataConfig("gaussian", 5, 10, 2), 3),
+        ("exact_alpha4", "exact KKT point, alpha 4, n 3, d 20", PolyDataConfig("gaussian", 3, 20, 0), 4),
+    ]
+    for name, title, data, alpha in cases:
+        log(f"[{title}]")
+        make_exact_victim(out / name / "victim", data, alpha, seed=data.seed)
+        results[name] = identify_run(out / name / "victim", out / name, log=log)
+    log("[alpha = 2: two data sets, one network]")
+    a2 = alpha2_counterexample()
+    log(f"  KKT residuals {a2['kkt_residual_original']:.1e} and {a2['kkt_residual_alternative']:.1e}, all margins 1, "
+        f"yet the sets differ (mean 1-|cos| {a2['mean_one_minus_cos_between_sets']:.2f}); identify says "
+        f"'{a2['identify_verdict']}'")
+    results["alpha2"] = a2
+    log("[trained by normalised GD: alpha 4, n 2, d 20, width 50]")
+    make_trained_victim(out / "trained" / "victim", PolyDataConfig("sphere", 2, 20, 0),
+                        PolyTrainConfig(alpha=4, width=50, steps=5000), log=log)
+    results["trained"] = identify_run(out / "trained" / "victim", out / "trained", log=log)
+    save_json(out / "demo.json", results)
+    log(f"wrote {out / 'demo.json'}")
+    return results
+
+
+@dataclass
+class Experiment:
+    """One experiment file (``bench/cases/*.json``): a task, a trainer and its config, a method and its config."""
+
+    task: TaskConfig
+    trainer: str = "kkt"
+    method: str = "haim"
+    train: dict = field(default_factory=dict)
+    attack: dict = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        from .attacks.runner import METHODS
+
+        if self.trainer not in TRAINERS:
+            raise TrainreconError(f"experiment.trainer: unknown trainer {self.trainer!r} (available: {', '.join(TRAINERS)})")
+        if self.method not in METHODS:
+            raise TrainreconError(f"experiment.method: unknown method {self.method!r} (available: {', '.join(METHODS)})")
+
+    def configs(self, where: str):
+        from .attacks.runner import METHODS
+
+        return (from_dict(TRAINERS[self.trainer][0], self.train, f"{where}: train"),
+                from_dict(METHODS[self.method][0], self.attack, f"{where}: attack"))
+
+
+def run_experiment(
+    path: str | Path, out: str | Path, data_dir: str | Path | None = None, device: torch.device | str = "cpu",
+    log=print,
+) -> dict[str, Any]:
+    """Train (or reuse) the victim, run the attack (resumable), evaluate with the held-out control.
+
+    Writes ``out/experiment.json``, ``victim/``, ``reconstruction/``, ``metrics.json``, ``grid.png``,
+    ``l2_curve.png``; returns a summary (counts, seconds per iteration, victim residual)."""
+    exp = load_config(Experiment, path)
+    train_cfg, attack_cfg = exp.configs(str(path))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, "task": exp.task,
+                                        "trainer": exp.trainer, "train": train_cfg, "method": exp.method,
+                                        "attack": attack_cfg})
+    t0 = time.time()
+    if not (out / "victim" / "model.safetensors").is_file():
+        train_victim(exp.task, train_cfg, out / "victim", data_dir, device, log)
+    train_wall = time.time() - t0
+    victim = load_victim(out / "victim")
+    res = reconstruct(victim, attack_cfg, out / "reconstruction", device, resume=True, log=log)
+    metrics = evaluate_run(out / "victim", [out / "reconstruction" / "candidates.npz"], out, data_dir=data_dir, log=log)
+    haim = metrics["protocols"]["haim_nn"]
+    return {
+        "case": Path(path).stem, "method": exp.method, "description": exp.description,
+        "n": metrics["n"], "m": metrics["m"], "architecture": victim.spec.widths,
+        "victim_residual": victim.train_info["final"].get("kkt_residual"),
+        "victim_train_seconds": victim.train_info["seconds"], "train_wall_seconds_this_run": train_wall,
+        "attack_iterations": res["iterations_done"], "attack_seconds": res["seconds"],
+        "seconds_per_iteration": res["seconds_per_iteration"], "final_loss": res["final_loss"],
+        "ssim_gt_0.4": haim["ssim_paper"]["count_gt_0.4"],
+        "control_ssim_gt_0.4": haim["control"]["ssim_paper"]["count_gt_0.4"] if haim["control"] else None,
+        "above_control": haim["above_control"]["ssim_paper_gt_0.4"] if haim["above_control"] else None,
+        "best10_mean_ssim": haim["ssim_paper"]["mean_top10"],
+        "per_class_ssim_gt_0.4": haim.get("per_class_ssim_paper_gt_0.4"),
+    }

@@ -68,3 +68,33 @@ def l2_curve_plot(curve: list[float], control: list[float] | None, path: str | P
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def identify_plot(rep: dict, path) -> None:
+    """Diagnostics of ``identify``: neuron-span and moment-tensor spectra, and (if scored) the errors."""
+    score = rep.get("score")
+    fig, axes = plt.subplots(1, 2 if score else 1, figsize=(10 if score else 5, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    ax.semilogy(range(1, len(rep["neuron_span_spectrum"]) + 1), np.maximum(rep["neuron_span_spectrum"], 1e-18),
+                "o-", label="neuron matrix W")
+    if rep.get("tensor_spectrum"):
+        ax.semilogy(range(1, len(rep["tensor_spectrum"]) + 1), np.maximum(rep["tensor_spectrum"], 1e-18), "s-",
+                    label="T unfolding")
+    ax.set_xlabel("index")
+    ax.set_ylabel("relative singular value")
+    ax.set_title(f"{rep['verdict']} (alpha {rep['alpha']})")
+    ax.legend()
+    if score:
+        ax = axes[0, 1]
+        rec = score["recovered"].get("rel_errors") or [1.0] * score["n_active"]
+        base = score["neurons_as_data"].get("rel_errors") or [1.0] * score["n_active"]
+        idx = np.arange(len(rec))
+        ax.bar(idx - 0.2, np.maximum(rec, 1e-17), 0.4, label="identify")
+        ax.bar(idx + 0.2, np.maximum(base, 1e-17), 0.4, label="neurons as data")
+        ax.set_yscale("log")
+        ax.set_xlabel("active training sample")
+        ax.set_ylabel("relative L2 error")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -14,50 +14,39 @@ x ~ init_scale N(0, 1), lambda ~ U(0, 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from ..errors import TrainreconError
 from ..models.mlp import MLPSpec, Surrogate, forward
+from ..models.victim import Victim
+from .optim import SGDMomentum
+from .plan import AttackConfig, AttackPlan, box_penalty
 from .weighted_sum import WeightedSumObjective
 
 
 @dataclass
-class HaimConfig:
+class HaimConfig(AttackConfig):
     """Hyper-parameters of the Haim KKT attack.
 
     The objective, the 1/m scaling, the penalties and the optimiser are the reference code's.  The reference
     sweeps init_scale, lr, lambda_min and alpha per run and keeps lr_lambda at 1e-4; the defaults here were
     tuned on trainrecon victims (rescaled to unit minimum margin), where a faster lr_lambda = 0.01 lets the
-    multipliers reach their scale.  ``m = 0`` means 2 n (twice the training-set size recorded with the victim).
+    multipliers reach their scale.
     """
 
-    m: int = 0
-    iterations: int = 8000
-    lr: float = 0.03
     lr_lambda: float = 0.01
-    init_scale: float = 0.1
     lambda_min: float = 0.1
     lambda_penalty: float = 5.0
     alpha: float = 30.0
     box: float = 1.0
     box_weight: float = 1.0
     momentum: float = 0.9
-    dtype: Literal["float64", "float32"] = "float64"
-    seed: int = 0
-    chunk_size: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 100
 
     def __post_init__(self) -> None:
-        if self.m < 0 or self.m % 2:
-            raise TrainreconError(f"attack.m: need an even number of candidates (or 0 for 2n), got {self.m}")
-        for name in ("iterations", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 0 or (name != "iterations" and getattr(self, name) == 0):
-                raise TrainreconError(f"attack.{name}: must be positive")
-        if self.lr <= 0 or self.alpha <= 0:
-            raise TrainreconError("attack.lr and attack.alpha must be positive")
+        super().__post_init__()
+        if self.alpha <= 0:
+            raise TrainreconError("attack.alpha must be positive")
 
 
 def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -65,6 +54,18 @@ def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:
     y = torch.ones(m, dtype=dtype, device=device)
     y[: m // 2] = -1
     return y
+
+
+def kkt_prior(cfg: "HaimConfig"):
+    """Haim / Buzaglo prior: box [-box, box] on the centred x (weight box_weight) + penalty (lambda_min - lambda)_+^2."""
+
+    def prior(X, lam):
+        reg = cfg.box_weight * box_penalty(X, -cfg.box, cfg.box)
+        if cfg.lambda_penalty:
+            reg = reg + cfg.lambda_penalty * ((cfg.lambda_min - lam).clamp_min(0) ** 2).sum()
+        return reg
+
+    return prior
 
 
 def haim_objective(spec: MLPSpec, theta: list[torch.Tensor], cfg: HaimConfig, m: int) -> WeightedSumObjective:
@@ -79,11 +80,7 @@ def haim_objective(spec: MLPSpec, theta: list[torch.Tensor], cfg: HaimConfig, m:
     def weights(lam):
         return (lam * labels / m)[:, None]
 
-    def prior(X, lam):
-        box = ((X - cfg.box).clamp_min(0) ** 2).sum() + ((-cfg.box - X).clamp_min(0) ** 2).sum()
-        return cfg.box_weight * box + cfg.lambda_penalty * ((cfg.lambda_min - lam).clamp_min(0) ** 2).sum()
-
-    return WeightedSumObjective(theta, theta, phi, weights, prior, labels, cfg.chunk_size)
+    return WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg), labels, cfg.chunk_size)
 
 
 def haim_init(m: int, d: int, cfg: HaimConfig, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,3 +89,18 @@ def haim_init(m: int, d: int, cfg: HaimConfig, dtype, device) -> tuple[torch.Ten
     X = torch.randn(m, d, generator=g, dtype=torch.float64) * cfg.init_scale
     lam = torch.rand(m, generator=g, dtype=torch.float64)
     return X.to(device=device, dtype=dtype), lam.to(device=device, dtype=dtype)
+
+
+def kkt_optimisers(cfg: HaimConfig) -> tuple[SGDMomentum, SGDMomentum]:
+    """Two SGD-with-momentum optimisers on one loss: x (lr) and lambda (lr_lambda)."""
+    return SGDMomentum(cfg.lr, cfg.momentum), SGDMomentum(cfg.lr_lambda, cfg.momentum)
+
+
+def haim_plan(victim: Victim, cfg: HaimConfig, m: int) -> AttackPlan:
+    """The Haim attack on a victim already on its device and dtype."""
+    if m % 2:
+        raise TrainreconError(f"attack.m: the Haim attack needs an even number of candidates, got {m}")
+    obj = haim_objective(victim.spec, victim.params, cfg, m)
+    X, lam = haim_init(m, victim.spec.widths[0], cfg, victim.params[0].dtype, victim.params[0].device)
+    labels = haim_labels(m, torch.float64, "cpu").numpy()
+    return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), labels)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import TrainreconError
 
-Activation = Literal["relu", "leaky_relu", "gelu"]
+Activation = Literal["relu", "leaky_relu", "gelu", "power"]
 
 
 @dataclass
@@ -31,17 +31,21 @@ class MLPSpec:
     """Architecture of an MLP victim (serialised as ``model.json``).
 
     ``widths`` = [input dim, hidden..., outputs]; ``bias[i]`` says whether ``layers.{i}`` has a bias;
-    ``input_shape`` is (C, H, W) of one input, flattened in C-H-W order.
+    ``input_shape`` is (C, H, W) of one input, flattened in C-H-W order.  ``activation = "power"`` is
+    t -> t^degree (the two-layer polynomial networks of the identifiability module).
     """
 
     widths: list[int]
     bias: list[bool]
     activation: Activation = "relu"
     input_shape: list[int] = field(default_factory=list)
+    degree: int = 0
 
     def __post_init__(self) -> None:
-        if self.activation not in ("relu", "leaky_relu", "gelu"):
-            raise TrainreconError(f"model.activation: {self.activation!r} is not one of relu, leaky_relu, gelu")
+        if self.activation not in ("relu", "leaky_relu", "gelu", "power"):
+            raise TrainreconError(f"model.activation: {self.activation!r} is not one of relu, leaky_relu, gelu, power")
+        if (self.activation == "power") != (self.degree > 0):
+            raise TrainreconError("model.degree: give a positive degree exactly when activation is 'power'")
         if len(self.widths) < 2 or any(w <= 0 for w in self.widths):
             raise TrainreconError(f"model.widths: need at least two positive widths, got {self.widths}")
         if len(self.bias) != len(self.widths) - 1:
@@ -100,7 +104,9 @@ class Surrogate:
 EXACT = Surrogate()
 
 
-def _activate(z: torch.Tensor, activation: str, surrogate: Surrogate) -> torch.Tensor:
+def _activate(z: torch.Tensor, activation: str, surrogate: Surrogate, degree: int = 0) -> torch.Tensor:
+    if activation == "power":
+        return z**degree  # smooth already: no surrogate
     if surrogate.kind == "exact":
         if activation == "relu":
             return torch.relu(z)
@@ -138,7 +144,7 @@ def forward(
         if spec.bias[i]:
             h = h + next(it)
         if i < spec.n_layers - 1:
-            h = _activate(h, spec.activation, surrogate)
+            h = _activate(h, spec.activation, surrogate, spec.degree)
     return h
 
 

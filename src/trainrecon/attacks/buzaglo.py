@@ -1,0 +1,120 @@
+"""Reconstruction of Buzaglo et al., NeurIPS 2023 ("Deconstructing Data Reconstruction: Multiclass, Weight
+Decay and General Losses"), reference code gonbuzaglo/decoreco.
+
+**Multiclass** (cross-entropy victims, K outputs).  One multiplier per candidate times its margin to the
+runner-up class, candidate labels fixed in contiguous class blocks (block c of size m/K has label c):
+
+    L = sum_p || theta_p - (1/m) sum_i grad_{theta_p} [ lambda_i ( Phi~_{y_i}(x_i) - max_{j != y_i} Phi~_j(x_i) ) ] ||^2
+        + box(x) + 5 sum_i (lambda_min - lambda_i)_+^2
+
+(the max is taken on forward values; its gradient reaches the argmax class only).
+
+**Regression / weight decay** (MSE or Huber victims with weight decay; the stationarity of the regularised
+loss): theta = sum_i lambda_i grad Phi(x_i) with free multipliers, no labels and no lambda_min penalty:
+
+    L = sum_p || theta_p - (1/m) sum_i lambda_i grad_{theta_p} Phi~(x_i) ||^2 + box(x),   lambda ~ N(0, 1).
+
+Phi~, the box on the centred candidates and the two SGD-with-momentum optimisers are Haim's
+(:mod:`.haim`).  Defaults are the reference runs': multiclass ``reconstructions/multiclass/sweep.txt``
+(init 3.6e-4, lr 2.4e-4, lambda lr 0.95, lambda_min 0.040, alpha 326); regression
+``reconstruct_regression_run1_args.txt`` (init 0.0197, lr 0.95, alpha 90, lambda lr at its default 1e-4).
+Both were tuned for victims trained 1e6 epochs by GD; see ``configs/`` for settings tuned on trainrecon's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import TrainreconError
+from ..models.mlp import Surrogate, forward
+from ..models.victim import Victim
+from .haim import HaimConfig, kkt_optimisers, kkt_prior
+from .plan import AttackPlan
+from .weighted_sum import WeightedSumObjective
+
+
+@dataclass
+class BuzagloMulticlassConfig(HaimConfig):
+    """Buzaglo multiclass attack; ``m = 0`` means 2 n, and m must be a multiple of the number of classes."""
+
+    iterations: int = 50000
+    lr: float = 2.4e-4
+    lr_lambda: float = 0.95
+    init_scale: float = 3.6e-4
+    lambda_min: float = 0.040
+    alpha: float = 326.0
+
+
+@dataclass
+class BuzagloRegressionConfig(HaimConfig):
+    """Buzaglo regression / weight-decay attack: free multipliers initialised N(0, 1), no lambda_min term."""
+
+    iterations: int = 50000
+    lr: float = 0.95
+    lr_lambda: float = 1e-4
+    init_scale: float = 0.0197
+    lambda_penalty: float = 0.0
+    alpha: float = 90.0
+
+
+def block_labels(m: int, n_classes: int) -> np.ndarray:
+    """Contiguous class blocks: candidate i has label i // (m / K)."""
+    if m % n_classes:
+        raise TrainreconError(f"attack.m: {m} candidates do not split into {n_classes} equal class blocks")
+    return np.repeat(np.arange(n_classes), m // n_classes)
+
+
+def runner_up_margin(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Phi_{y}(x) - max_{j != y} Phi_j(x) for each row of ``out`` (m, K); returns (m, 1)."""
+    y = labels.long()[:, None]
+    others = out.scatter(1, y, -torch.inf)
+    return out.gather(1, y) - others.max(dim=1, keepdim=True).values
+
+
+def _init(m: int, d: int, cfg: HaimConfig, like: torch.Tensor, normal_lambda: bool):
+    g = torch.Generator().manual_seed(cfg.seed)
+    X = torch.randn(m, d, generator=g, dtype=torch.float64) * cfg.init_scale
+    lam = torch.randn(m, generator=g, dtype=torch.float64) if normal_lambda else torch.rand(m, generator=g, dtype=torch.float64)
+    return X.to(like), lam.to(like)
+
+
+def buzaglo_multiclass_plan(victim: Victim, cfg: BuzagloMulticlassConfig, m: int) -> AttackPlan:
+    spec, theta = victim.spec, victim.params
+    K = spec.n_outputs
+    if K < 2:
+        raise TrainreconError("the Buzaglo multiclass attack needs a victim with several outputs; use --method haim "
+                              "or buzaglo-regression for a one-output victim")
+    labels_np = block_labels(m, K)
+    labels = torch.as_tensor(labels_np, device=theta[0].device)
+    surrogate = Surrogate("modified_relu", cfg.alpha)
+
+    def phi(params, X, lab):
+        return runner_up_margin(forward(spec, params, X, surrogate), lab)
+
+    def weights(lam):
+        return (lam / m)[:, None]
+
+    obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg), labels, cfg.chunk_size)
+    X, lam = _init(m, spec.widths[0], cfg, theta[0], normal_lambda=False)
+    return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), labels_np)
+
+
+def buzaglo_regression_plan(victim: Victim, cfg: BuzagloRegressionConfig, m: int) -> AttackPlan:
+    spec, theta = victim.spec, victim.params
+    if spec.n_outputs != 1:
+        raise TrainreconError(f"the Buzaglo regression attack needs a one-output victim, this one has {spec.n_outputs}")
+    surrogate = Surrogate("modified_relu", cfg.alpha)
+    no_labels = torch.zeros(m, device=theta[0].device)
+
+    def phi(params, X, _lab):
+        return forward(spec, params, X, surrogate)
+
+    def weights(lam):
+        return (lam / m)[:, None]
+
+    obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg), no_labels, cfg.chunk_size)
+    X, lam = _init(m, spec.widths[0], cfg, theta[0], normal_lambda=True)
+    return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), None)

@@ -1,0 +1,53 @@
+"""The reference optimisers as explicit update rules whose whole state is a dict of tensors.
+
+Keeping the state explicit (not inside ``torch.optim``) lets a checkpoint hold it next to the iterate, so
+a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class SGDMomentum:
+    """``torch.optim.SGD(lr, momentum)``: buf <- mu buf + g (buf = g at the first step); p <- p - lr buf."""
+
+    lr: float
+    momentum: float
+
+    def step(self, p: torch.Tensor, g: torch.Tensor, state: State) -> torch.Tensor:
+        buf = state.get("buf")
+        state["buf"] = g.clone() if buf is None else buf.mul_(self.momentum).add_(g)
+        return p - self.lr * state["buf"]
+
+
+@dataclass
+class Adam:
+    """Adam (Kingma & Ba) with bias correction, as ``optax.adam`` / Loo's ``sparse_adam`` in bulk mode:
+    m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2; p <- p - lr m_hat / (sqrt(v_hat) + eps).
+
+    Loo's sparse variant keeps a per-element step count and skips elements whose gradient is exactly zero;
+    with every candidate in every step (bulk mode) no gradient is exactly zero and the two coincide.
+    """
+
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def step(self, p: torch.Tensor, g: torch.Tensor, state: State) -> torch.Tensor:
+        if "m" not in state:
+            state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            state["t"] = torch.zeros((), dtype=torch.float64)
+        state["t"] += 1
+        t = float(state["t"])
+        state["m"].mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+        state["v"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        m_hat = state["m"] / (1 - self.beta1**t)
+        v_hat = state["v"] / (1 - self.beta2**t)
+        return p - self.lr * m_hat / (v_hat.sqrt() + self.eps)

@@ -1,0 +1,86 @@
+"""What every victim trainer shares: the architecture fields of its config and checkpoint paths."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from ..config import load_json, save_json, to_dict
+from ..errors import TrainreconError
+from ..models.mlp import MLPSpec
+from ..models.victim import save_tensors
+from ..runtime import resolve_dtype
+
+
+@dataclass
+class NetConfig:
+    """Architecture and seed of a victim MLP.
+
+    ``bias[i]`` says whether layer i has a bias and ``init_scale[i]`` multiplies the LeCun std 1/sqrt(fan_in)
+    of layer i; empty lists take the trainer's defaults.
+    """
+
+    hidden: list[int] = field(default_factory=lambda: [100, 100])
+    bias: list[bool] = field(default_factory=list)
+    activation: str = "relu"
+    init_scale: list[float] = field(default_factory=list)
+    seed: int = 0
+    dtype: str = "float64"
+
+    def complete(self, first_bias_only: bool, init: float) -> None:
+        """Fill empty ``bias`` / ``init_scale`` with the trainer's defaults and validate."""
+        n_layers = len(self.hidden) + 1
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise TrainreconError(f"train.hidden: need positive hidden widths, got {self.hidden}")
+        if not self.bias:
+            self.bias = [True] + [not first_bias_only] * (n_layers - 1)
+        if not self.init_scale:
+            self.init_scale = [init] * n_layers
+        if len(self.bias) != n_layers:
+            raise TrainreconError(f"train.bias: need {n_layers} entries (one per layer), got {len(self.bias)}")
+        if len(self.init_scale) != n_layers:
+            raise TrainreconError(f"train.init_scale: need {n_layers} entries, got {len(self.init_scale)}")
+        resolve_dtype(self.dtype)
+
+    def spec(self, input_shape: list[int], n_outputs: int = 1) -> MLPSpec:
+        return MLPSpec(
+            widths=[math.prod(input_shape), *self.hidden, n_outputs],
+            bias=list(self.bias),
+            activation=self.activation,  # type: ignore[arg-type]
+            input_shape=list(input_shape),
+        )
+
+
+def state_paths(folder: Path) -> tuple[Path, Path]:
+    """(tensors, metadata) of a trainer checkpoint in ``folder``."""
+    return folder / "train_checkpoint.safetensors", folder / "train_checkpoint.json"
+
+
+def load_state(folder: Path | None, cfg, device, dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The trainer checkpoint in ``folder`` (tensors on device/dtype, metadata), or None if there is none.
+
+    Refuses a checkpoint written with another config: resuming it would mix two runs."""
+    if folder is None:
+        return None
+    st, js = state_paths(folder)
+    if not (st.is_file() and js.is_file()):
+        return None
+    meta = load_json(js)
+    if meta.get("config") != to_dict(cfg):
+        raise TrainreconError(f"{js}: checkpoint was made with a different training config; use a new folder")
+    return {k: v.clone().to(device=device, dtype=dtype) for k, v in load_file(str(st)).items()}, meta
+
+
+def save_state(folder: Path | None, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a trainer checkpoint (atomically) into ``folder``; nothing if ``folder`` is None."""
+    if folder is None:
+        return
+    st, js = state_paths(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tensors(st, tensors)
+    save_json(js, meta)

@@ -1,0 +1,172 @@
+"""Buzaglo multiclass / regression and Loo NTK objectives against dense float64 oracles."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch.func import grad, jacrev
+
+from trainrecon.attacks.buzaglo import (BuzagloMulticlassConfig, BuzagloRegressionConfig, block_labels,
+                                        buzaglo_multiclass_plan, buzaglo_regression_plan)
+from trainrecon.attacks.loo import LooConfig, beta_schedule, loo_plan
+from trainrecon.models.mlp import MLPSpec, Surrogate, flatten, forward, init_params, unflatten
+from trainrecon.models.victim import Victim
+
+D = 6
+MC_SPEC = MLPSpec(widths=[D, 5, 4, 3], bias=[True, False, False])
+BIN_SPEC = MLPSpec(widths=[D, 5, 4, 1], bias=[True, False, False])
+NTK_SPEC = MLPSpec(widths=[D, 5, 4, 2], bias=[True, True, True])
+MEAN = np.linspace(0.1, 0.6, D)
+
+
+def victim(spec, seed, with_init=False):
+    params = init_params(spec, [2.0] * spec.n_layers, seed=seed)
+    params = [p + 0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + i), dtype=p.dtype)
+              for i, p in enumerate(params)]  # nonzero biases
+    init = init_params(spec, [1.5] * spec.n_layers, seed=seed + 7) if with_init else None
+    return Victim(spec, params, MEAN.reshape(1, 1, D), init)
+
+
+def box(X, lo, hi):
+    return ((X - hi).clamp_min(0) ** 2).sum() + ((lo - X).clamp_min(0) ** 2).sum()
+
+
+def dense_multiclass(theta_flat, X, lam, target, cfg, labels):
+    sur = Surrogate("modified_relu", cfg.alpha)
+    m = X.shape[0]
+
+    def margin(out, j):
+        y = int(labels[j])
+        others = torch.cat([out[:y], out[y + 1:]])
+        return (out[y] - others.max())[None]
+
+    rows = [jacrev(lambda th, j=j: margin(forward(MC_SPEC, unflatten(MC_SPEC, th), X[j:j + 1], sur)[0], j))(theta_flat)
+            for j in range(m)]
+    G = torch.stack(rows)[:, 0]
+    s = ((lam / m)[:, None] * G).sum(0)
+    return ((target - s) ** 2).sum() + box(X, -1, 1) + 5 * ((cfg.lambda_min - lam).clamp_min(0) ** 2).sum()
+
+
+def dense_regression(theta_flat, X, lam, target, cfg):
+    sur = Surrogate("modified_relu", cfg.alpha)
+    m = X.shape[0]
+    G = torch.stack([jacrev(lambda th, j=j: forward(BIN_SPEC, unflatten(BIN_SPEC, th), X[j:j + 1], sur)[0, 0])(theta_flat)
+                     for j in range(m)])
+    s = ((lam / m)[:, None] * G).sum(0)
+    return ((target - s) ** 2).sum() + box(X, -1, 1)
+
+
+def dense_loo(theta_flat, X, alpha, target, beta):
+    sur = Surrogate("softplus", beta)
+    m, K = alpha.shape
+    G = torch.stack([jacrev(lambda th, j=j: forward(NTK_SPEC, unflatten(NTK_SPEC, th), X[j:j + 1], sur)[0])(theta_flat)
+                     for j in range(m)])  # (m, K, P)
+    s = ((alpha / (m * K))[:, :, None] * G).sum((0, 1))
+    mu = torch.as_tensor(MEAN)
+    return ((target - s) ** 2).sum() + 0.1 * box(X, -mu, 1 - mu) / D
+
+
+def random_point(m, K, seed):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(m, D, generator=g, dtype=torch.float64) * 0.9
+    X[0, 0] = 1.7  # outside the box, so the prior's gradient is exercised
+    M = torch.rand(m, K, generator=g, dtype=torch.float64) if K else torch.rand(m, generator=g, dtype=torch.float64)
+    return X, M
+
+
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_buzaglo_multiclass_matches_dense_oracle(chunk):
+    v = victim(MC_SPEC, 1)
+    cfg = BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.4, chunk_size=chunk)
+    m = 6
+    plan = buzaglo_multiclass_plan(v, cfg, m)
+    assert plan.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    X, lam = random_point(m, 0, 3)
+    out = forward(MC_SPEC, v.params, X)
+    top2 = out.scatter(1, torch.as_tensor(plan.labels)[:, None], -torch.inf).topk(2, dim=1).values
+    assert (top2[:, 0] - top2[:, 1]).abs().min() > 1e-3  # no ties: the max has one gradient
+    values, gx, gl = plan.objective(0).value_and_grad(X, lam)
+    th = flatten(v.params)
+    ref = dense_multiclass(th, X, lam, th, cfg, plan.labels)
+    rgx, rgl = grad(dense_multiclass, argnums=(1, 2))(th, X, lam, th, cfg, plan.labels)
+    assert values["total"] == pytest.approx(float(ref), rel=1e-12)
+    assert torch.allclose(gx, rgx, rtol=1e-9, atol=1e-12) and torch.allclose(gl, rgl, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_buzaglo_regression_matches_dense_oracle(chunk):
+    v = victim(BIN_SPEC, 3)
+    cfg = BuzagloRegressionConfig(alpha=7.0, chunk_size=chunk)
+    m = 5
+    plan = buzaglo_regression_plan(v, cfg, m)
+    assert plan.labels is None
+    X, lam = random_point(m, 0, 4)
+    lam = lam - 0.5  # free sign
+    values, gx, gl = plan.objective(0).value_and_grad(X, lam)
+    th = flatten(v.params)
+    ref = dense_regression(th, X, lam, th, cfg)
+    rgx, rgl = grad(dense_regression, argnums=(1, 2))(th, X, lam, th, cfg)
+    assert values["total"] == pytest.approx(float(ref), rel=1e-12)
+    assert torch.allclose(gx, rgx, rtol=1e-9, atol=1e-12) and torch.allclose(gl, rgl, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel_at,it", [("final", 0), ("final", 30000), ("init", 50000)])
+def test_loo_matches_dense_oracle(kernel_at, it):
+    v = victim(NTK_SPEC, 5, with_init=True)
+    cfg = LooConfig(dtype="float64", kernel_at=kernel_at)
+    m = 4
+    plan = loo_plan(v, cfg, m)
+    X, alpha = random_point(m, 2, 6)
+    values, gx, ga = plan.objective(it).value_and_grad(X, alpha)
+    at = flatten(v.params if kernel_at == "final" else v.init_params)
+    target = flatten(v.params) - flatten(v.init_params)
+    beta = beta_schedule(cfg, it)
+    ref = dense_loo(at, X, alpha, target, beta)
+    rgx, rga = grad(dense_loo, argnums=(1, 2))(at, X, alpha, target, beta)
+    assert values["total"] == pytest.approx(float(ref), rel=1e-12)
+    assert torch.allclose(gx, rgx, rtol=1e-9, atol=1e-12) and torch.allclose(ga, rga, rtol=1e-9, atol=1e-12)
+
+
+def test_loo_beta_schedule_is_the_references():
+    cfg = LooConfig()
+    assert beta_schedule(cfg, 0) == 11.0
+    assert beta_schedule(cfg, 20000) == pytest.approx(20.0)
+    assert beta_schedule(cfg, 40000) == pytest.approx(110.0)
+    assert beta_schedule(cfg, 46000) == 200.0
+
+
+def exact_point(plan, X_true, M_true):
+    """Rebuild the plan's objective with target = the exact weighted sum of features at the known points."""
+    obj = plan.objective(0)
+    return dataclasses.replace(obj, target=obj.feature_sum(X_true, obj.weights(M_true)))
+
+
+@pytest.mark.parametrize("method", ["multiclass", "regression", "loo"])
+def test_exact_stationary_point_has_zero_objective(method):
+    g = torch.Generator().manual_seed(11)
+    m = 6
+    X_true = torch.rand(m, D, generator=g, dtype=torch.float64) * 0.3 - 0.05  # inside every box
+    if method == "multiclass":
+        plan = buzaglo_multiclass_plan(victim(MC_SPEC, 12), BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.1), m)
+        M_true = torch.rand(m, generator=g, dtype=torch.float64) + 0.5  # above lambda_min: no penalty
+    elif method == "regression":
+        plan = buzaglo_regression_plan(victim(BIN_SPEC, 13), BuzagloRegressionConfig(alpha=5.0), m)
+        M_true = torch.randn(m, generator=g, dtype=torch.float64)
+    else:
+        plan = loo_plan(victim(NTK_SPEC, 14, with_init=True), LooConfig(dtype="float64"), m)
+        M_true = torch.rand(m, 2, generator=g, dtype=torch.float64) - 0.5
+    obj = exact_point(plan, X_true, M_true)
+    values, gx, gm = obj.value_and_grad(X_true, M_true)
+    assert values["total"] < 1e-28
+    assert gx.abs().max() < 1e-13 and gm.abs().max() < 1e-13
+    values2, _, _ = obj.value_and_grad(X_true + 0.05, M_true)
+    assert values2["total"] > 1e-6
+
+
+def test_block_labels_refuse_uneven_blocks():
+    from trainrecon.errors import TrainreconError
+
+    assert block_labels(6, 3).tolist() == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(TrainreconError, match="attack.m"):
+        block_labels(7, 3)
