@@ -170,3 +170,18 @@ def test_block_labels_refuse_uneven_blocks():
     assert block_labels(6, 3).tolist() == [0, 0, 1, 1, 2, 2]
     with pytest.raises(TrainreconError, match="attack.m"):
         block_labels(7, 3)
+
+
+def test_pixel_box_keeps_candidates_in_the_pixel_range():
+    """box_space 'pixel': the prior is sum (x - (1 - mu))_+^2 + (-mu - x)_+^2, zero exactly on [-mu, 1 - mu]."""
+    from trainrecon.attacks.haim import kkt_prior
+
+    mu = torch.as_tensor(MEAN)
+    prior = kkt_prior(BuzagloRegressionConfig(box_space="pixel"), mu)
+    lam = torch.zeros(2, dtype=torch.float64)
+    inside = torch.stack([-mu, 1 - mu])
+    assert float(prior(inside, lam)) == 0.0
+    X = torch.stack([-mu - 0.3, 1 - mu + 0.2])
+    assert float(prior(X, lam)) == pytest.approx(D * (0.3**2 + 0.2**2), rel=1e-12)
+    centred = kkt_prior(BuzagloRegressionConfig())  # the reference: [-1, 1] on the centred x
+    assert float(centred(X, lam)) == pytest.approx(float(((X.abs() - 1).clamp_min(0) ** 2).sum()), rel=1e-12)

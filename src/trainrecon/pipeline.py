@@ -235,10 +235,11 @@ def identify_demo(out: str | Path = "runs/identify-demo", log=print) -> dict[str
         f"yet the sets differ (mean 1-|cos| {a2['mean_one_minus_cos_between_sets']:.2f}); identify says "
         f"'{a2['identify_verdict']}'")
     results["alpha2"] = a2
-    log("[trained by normalised GD: alpha 4, n 2, d 20, width 50]")
-    make_trained_victim(out / "trained" / "victim", PolyDataConfig("sphere", 2, 20, 0),
-                        PolyTrainConfig(alpha=4, width=50, steps=5000), log=log)
-    results["trained"] = identify_run(out / "trained" / "victim", out / "trained", log=log)
+    for name, n in (("trained_n2", 2), ("trained_n5", 5)):
+        log(f"[trained by normalised GD: alpha 4, n {n}, d 20, width 50]")
+        make_trained_victim(out / name / "victim", PolyDataConfig("sphere", n, 20, 0),
+                            PolyTrainConfig(alpha=4, width=50, steps=5000), log=log)
+        results[name] = identify_run(out / name / "victim", out / name, log=log)
     save_json(out / "demo.json", results)
     log(f"wrote {out / 'demo.json'}")
     return results
@@ -304,5 +305,9 @@ def run_experiment(
         "control_ssim_gt_0.4": haim["control"]["ssim_paper"]["count_gt_0.4"] if haim["control"] else None,
         "above_control": haim["above_control"]["ssim_paper_gt_0.4"] if haim["above_control"] else None,
         "best10_mean_ssim": haim["ssim_paper"]["mean_top10"],
+        "ssim_gt_0.5": haim["ssim_paper"]["count_gt_0.5"],
+        "control_ssim_gt_0.5": haim["control"]["ssim_paper"]["count_gt_0.5"] if haim["control"] else None,
+        "classic_ssim_gt_0.4": haim["ssim_classic"].get("count_gt_0.4"),
+        "control_classic_ssim_gt_0.4": haim["control"]["ssim_classic"].get("count_gt_0.4") if haim["control"] else None,
         "per_class_ssim_gt_0.4": haim.get("per_class_ssim_paper_gt_0.4"),
     }

@@ -31,7 +31,7 @@ import torch
 from ..errors import TrainreconError
 from ..models.mlp import Surrogate, forward
 from ..models.victim import Victim
-from .haim import HaimConfig, kkt_optimisers, kkt_prior
+from .haim import HaimConfig, kkt_optimisers, kkt_prior, victim_mean
 from .plan import AttackPlan
 from .weighted_sum import WeightedSumObjective
 
@@ -97,7 +97,7 @@ def buzaglo_multiclass_plan(victim: Victim, cfg: BuzagloMulticlassConfig, m: int
     def weights(lam):
         return (lam / m)[:, None]
 
-    obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg), labels, cfg.chunk_size)
+    obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, victim_mean(victim)), labels, cfg.chunk_size)
     X, lam = _init(m, spec.widths[0], cfg, theta[0], normal_lambda=False)
     return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), labels_np)
 
@@ -115,6 +115,6 @@ def buzaglo_regression_plan(victim: Victim, cfg: BuzagloRegressionConfig, m: int
     def weights(lam):
         return (lam / m)[:, None]
 
-    obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg), no_labels, cfg.chunk_size)
+    obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, victim_mean(victim)), no_labels, cfg.chunk_size)
     X, lam = _init(m, spec.widths[0], cfg, theta[0], normal_lambda=True)
     return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), None)

@@ -14,6 +14,7 @@ x ~ init_scale N(0, 1), lambda ~ U(0, 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -32,7 +33,9 @@ class HaimConfig(AttackConfig):
     The objective, the 1/m scaling, the penalties and the optimiser are the reference code's.  The reference
     sweeps init_scale, lr, lambda_min and alpha per run and keeps lr_lambda at 1e-4; the defaults here were
     tuned on trainrecon victims (rescaled to unit minimum margin), where a faster lr_lambda = 0.01 lets the
-    multipliers reach their scale.
+    multipliers reach their scale.  ``box_space = "centred"`` is the reference's box [-box, box] on the centred
+    candidates; ``"pixel"`` (a trainrecon option) keeps x + mean in [0, 1], the valid pixel range, as Loo's
+    prior does, which stops candidates from going darker than the background.
     """
 
     lr_lambda: float = 0.01
@@ -40,6 +43,7 @@ class HaimConfig(AttackConfig):
     lambda_penalty: float = 5.0
     alpha: float = 30.0
     box: float = 1.0
+    box_space: Literal["centred", "pixel"] = "centred"
     box_weight: float = 1.0
     momentum: float = 0.9
 
@@ -56,11 +60,18 @@ def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:
     return y
 
 
-def kkt_prior(cfg: "HaimConfig"):
-    """Haim / Buzaglo prior: box [-box, box] on the centred x (weight box_weight) + penalty (lambda_min - lambda)_+^2."""
+def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
+    """Haim / Buzaglo prior: box [-box, box] on the centred x (or [-mean, 1 - mean] with box_space 'pixel'),
+    weight box_weight, + lambda_penalty (lambda_min - lambda)_+^2."""
+    if cfg.box_space == "pixel":
+        if mean is None:
+            raise TrainreconError("attack.box_space: 'pixel' needs the victim's input mean")
+        lo, hi = -mean.reshape(1, -1), 1 - mean.reshape(1, -1)
+    else:
+        lo, hi = -cfg.box, cfg.box
 
     def prior(X, lam):
-        reg = cfg.box_weight * box_penalty(X, -cfg.box, cfg.box)
+        reg = cfg.box_weight * box_penalty(X, lo, hi)
         if cfg.lambda_penalty:
             reg = reg + cfg.lambda_penalty * ((cfg.lambda_min - lam).clamp_min(0) ** 2).sum()
         return reg
@@ -68,7 +79,9 @@ def kkt_prior(cfg: "HaimConfig"):
     return prior
 
 
-def haim_objective(spec: MLPSpec, theta: list[torch.Tensor], cfg: HaimConfig, m: int) -> WeightedSumObjective:
+def haim_objective(
+    spec: MLPSpec, theta: list[torch.Tensor], cfg: HaimConfig, m: int, mean: torch.Tensor | None = None
+) -> WeightedSumObjective:
     if spec.n_outputs != 1:
         raise TrainreconError(f"the Haim attack needs a binary (1-output) victim, this one has {spec.n_outputs} outputs")
     surrogate = Surrogate("modified_relu", cfg.alpha)
@@ -80,7 +93,7 @@ def haim_objective(spec: MLPSpec, theta: list[torch.Tensor], cfg: HaimConfig, m:
     def weights(lam):
         return (lam * labels / m)[:, None]
 
-    return WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg), labels, cfg.chunk_size)
+    return WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, mean), labels, cfg.chunk_size)
 
 
 def haim_init(m: int, d: int, cfg: HaimConfig, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,6 +102,12 @@ def haim_init(m: int, d: int, cfg: HaimConfig, dtype, device) -> tuple[torch.Ten
     X = torch.randn(m, d, generator=g, dtype=torch.float64) * cfg.init_scale
     lam = torch.rand(m, generator=g, dtype=torch.float64)
     return X.to(device=device, dtype=dtype), lam.to(device=device, dtype=dtype)
+
+
+def victim_mean(victim: Victim) -> torch.Tensor:
+    """The victim's centring mean as a flat tensor on its parameters' device and dtype."""
+    like = victim.params[0]
+    return torch.as_tensor(victim.mean_chw(), dtype=like.dtype, device=like.device).reshape(-1)
 
 
 def kkt_optimisers(cfg: HaimConfig) -> tuple[SGDMomentum, SGDMomentum]:
@@ -100,7 +119,7 @@ def haim_plan(victim: Victim, cfg: HaimConfig, m: int) -> AttackPlan:
     """The Haim attack on a victim already on its device and dtype."""
     if m % 2:
         raise TrainreconError(f"attack.m: the Haim attack needs an even number of candidates, got {m}")
-    obj = haim_objective(victim.spec, victim.params, cfg, m)
+    obj = haim_objective(victim.spec, victim.params, cfg, m, victim_mean(victim))
     X, lam = haim_init(m, victim.spec.widths[0], cfg, victim.params[0].dtype, victim.params[0].device)
     labels = haim_labels(m, torch.float64, "cpu").numpy()
     return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), labels)

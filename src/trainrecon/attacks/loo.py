@@ -25,6 +25,7 @@ import torch
 from ..errors import TrainreconError
 from ..models.mlp import Surrogate, forward
 from ..models.victim import Victim
+from .haim import victim_mean
 from .optim import Adam
 from .plan import AttackConfig, AttackPlan, box_penalty
 from .weighted_sum import WeightedSumObjective
@@ -68,7 +69,7 @@ def loo_plan(victim: Victim, cfg: LooConfig, m: int) -> AttackPlan:
     like = theta_T[0]
     target = [pT - p0 for pT, p0 in zip(theta_T, theta_0)]
     at = theta_T if cfg.kernel_at == "final" else theta_0
-    mu = torch.as_tensor(victim.mean_chw(), dtype=like.dtype, device=like.device).reshape(1, -1)
+    mu = victim_mean(victim).reshape(1, -1)
     d = spec.widths[0]
     no_labels = torch.zeros(m, device=like.device)
 

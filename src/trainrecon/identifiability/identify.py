@@ -303,7 +303,7 @@ def compare_to_truth(X_rec: np.ndarray | None, X_true: np.ndarray, active: np.nd
     for i, j in zip(rows, cols):
         s = np.sign(cos[i, j]) or 1.0
         err[i] = np.linalg.norm(s * X_rec[j] - Xt[i]) / np.linalg.norm(Xt[i])
-        one_minus[i] = 1 - abs(cos[i, j])
+        one_minus[i] = max(0.0, 1 - abs(cos[i, j]))
     return {"n_true": n, "matched": int(len(rows)), "max_rel_error": float(err.max()), "rel_errors": err.tolist(),
             "mean_one_minus_cos": float(one_minus.mean()), "recovered_cos_ge_0.99": int((one_minus <= 0.01).sum())}
 

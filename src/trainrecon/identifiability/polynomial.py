@@ -121,7 +121,9 @@ class PolyTrainConfig:
 
 
 def train_polynomial(cfg: PolyTrainConfig, X: torch.Tensor, y: torch.Tensor, log=print):
-    """Returns (a, W, summary).  Balanced init |w_k|^2 = alpha a_k^2 when both layers train."""
+    """Returns (a, W, summary).  Balanced init |w_k|^2 = alpha a_k^2 when both layers train.
+
+    The summary's ``history`` tracks log-loss, normalised margin and KKT residual at ten points of training."""
     X, y = X.double(), y.double()
     n, d = X.shape
     g = torch.Generator().manual_seed(cfg.seed)
@@ -137,7 +139,18 @@ def train_polynomial(cfg: PolyTrainConfig, X: torch.Tensor, y: torch.Tensor, log
         q = y * poly_f(a_, W_, X, cfg.alpha)
         return torch.logsumexp(log_logistic(q), 0) - math.log(n)
 
-    for t in range(cfg.steps):
+    history = []
+    every = max(cfg.steps // 10, 1)
+    for t in range(cfg.steps + 1):
+        if t % every == 0 or t == cfg.steps:
+            with torch.no_grad():
+                q = y * poly_f(a, W, X, cfg.alpha)
+                res = poly_kkt_residual(a, W, X, y, cfg.alpha, cfg.train_second_layer)["kkt_residual"]
+            history.append({"step": t, "log_loss": float(log_loss(a, W)), "min_margin_over_norm":
+                            float(q.min()) / float(torch.cat([a, W.reshape(-1)]).norm()) ** (cfg.alpha + 1),
+                            "kkt_residual": res})
+        if t == cfg.steps:
+            break
         W_ = W.clone().requires_grad_(True)
         a_ = a.clone().requires_grad_(cfg.train_second_layer)
         params = [a_, W_] if cfg.train_second_layer else [W_]
@@ -166,7 +179,7 @@ def train_polynomial(cfg: PolyTrainConfig, X: torch.Tensor, y: torch.Tensor, log
     summary = {"train_accuracy": float((q > 0).double().mean()), "min_margin": float(q.min()),
                "margin_spread": float(q.max() / q.min()) if float(q.min()) > 0 else None,
                "kkt_residual": res["kkt_residual"], "n_active": res["n_active"], "lambdas": res["lambdas"],
-               "seconds": time.time() - t0}
+               "seconds": time.time() - t0, "history": history}
     log(f"trained polynomial net: accuracy {summary['train_accuracy']:.3f}, KKT residual {res['kkt_residual']:.3g} "
         f"({res['n_active']} active of {n})")
     return a, W, summary

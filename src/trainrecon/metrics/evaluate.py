@@ -137,15 +137,16 @@ def evaluate(
 
 
 def headline(metrics: dict[str, Any]) -> str:
-    """One line for the terminal: the Haim-protocol count above the held-out control."""
+    """One line for the terminal: the Haim-protocol counts (paper SSIM, window 3; classic SSIM, 11x11)
+    against the held-out control."""
     p = metrics["protocols"]["haim_nn"]
+    paper, classic = p["ssim_paper"], p["ssim_classic"]
+    line = f"n={metrics['n']} m={metrics['m']}: {paper['count_gt_0.4']} training images with SSIM > 0.4"
     if p["control"] is None:
-        return (
-            f"n={metrics['n']} m={metrics['m']}: {p['ssim_paper']['count_gt_0.4']} training images with SSIM > 0.4 "
-            f"(no held-out control given: not a recovery claim); best-10 mean SSIM {p['ssim_paper']['mean_top10']:.3f}"
-        )
-    return (
-        f"n={metrics['n']} m={metrics['m']}: {p['ssim_paper']['count_gt_0.4']} training images with SSIM > 0.4 "
-        f"(held-out control {p['control']['ssim_paper']['count_gt_0.4']}, above control "
-        f"{p['above_control']['ssim_paper_gt_0.4']}); best-10 mean SSIM {p['ssim_paper']['mean_top10']:.3f}"
-    )
+        return line + (f" (no held-out control given: not a recovery claim); best-10 mean SSIM {paper['mean_top10']:.3f}")
+    line += (f" (held-out control {p['control']['ssim_paper']['count_gt_0.4']}, above control "
+             f"{p['above_control']['ssim_paper_gt_0.4']}); best-10 mean SSIM {paper['mean_top10']:.3f}")
+    if classic.get("defined", True):
+        line += (f"; classic 11x11 SSIM > 0.4: {classic['count_gt_0.4']} "
+                 f"(control {p['control']['ssim_classic']['count_gt_0.4']})")
+    return line

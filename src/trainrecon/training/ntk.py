@@ -15,7 +15,7 @@ a stable step for momentum 0.9; the reference uses lr 4e-5 at width 2048 for up 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from .residuals import stationarity_residual
 class NTKTrainConfig(NetConfig):
     """Loo et al.'s victim trainer: all layers biased, LeCun init, MSE, full-batch SGD with momentum."""
 
+    hidden: list[int] = field(default_factory=lambda: [512, 512])
     lr: float = 0.0
     momentum: float = 0.9
     max_epochs: int = 20000
