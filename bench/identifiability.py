@@ -54,6 +54,7 @@ def exact_rows(seeds):
             rows.append({"alpha": alpha, "n": n, "d": d, "seed": seed, "neurons": len(p.a),
                          "distinct_directions": rep["distinct_directions"], "span": rep["neuron_span"],
                          "system_rank": rep.get("system_rank"), "unknowns": rep["system_unknowns"],
+                         "gram_rank": rep.get("gram_rank"), "gram_needed": rep.get("gram_needed"),
                          "verdict": rep["verdict"], "certificate": (rep.get("certificate") or "").split(":")[0],
                          "max_rel_error": rec["max_rel_error"], "baseline_max_rel_error": base["max_rel_error"],
                          "seconds": time.time() - t0})
@@ -144,7 +145,8 @@ def main(argv=None):
     save_json(a.out / "results.json", {"exact": exact, "perturbed": pert, "trained": trained,
                                        "base_setting": BASE, "seconds": time.time() - t0})
     md = ["## Exact KKT points", markdown(exact, ["alpha", "n", "d", "seed", "neurons", "distinct_directions", "span",
-                                                 "system_rank", "unknowns", "verdict", "certificate", "max_rel_error",
+                                                 "system_rank", "unknowns", "gram_rank", "gram_needed", "verdict",
+                                                 "certificate", "max_rel_error",
                                                  "baseline_max_rel_error"]),
           "", "## Exact point (alpha 3, n 4, d 12) with noise on theta",
           markdown(pert, ["noise", "polish", "kkt_residual", "verdict", "max_rel_error", "baseline_max_rel_error"]),

@@ -132,3 +132,14 @@ def test_cli_identify_on_an_exact_victim(tmp_path):
 def test_cli_identify_refuses_a_relu_victim(tmp_path, tiny_victim):
     r = subprocess.run(CLI + ["identify", str(tiny_victim), "--out", str(tmp_path / "id")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: identify: needs a two-layer polynomial victim")
+
+
+def test_too_few_neuron_directions_never_certified():
+    """An exact KKT point with one neuron for two samples: the one-dimensional system is 'full rank', yet the
+    second sample lies outside the span of the neurons; identify must refuse."""
+    V, y = shifted_gaussian(2, 10, 0)
+    p = build_exact_kkt(V, y, 3)
+    assert len(p.a) == 1
+    rep = identify(PolyNet(p.a, p.W, 3), IdentifyConfig(), scale_recorded=True)
+    assert rep["system_rank"] == rep["system_unknowns"]
+    assert rep["verdict"] == NOT_CERTIFIED and "outside the span" in rep["reasons"][-1]

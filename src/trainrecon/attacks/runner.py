@@ -85,7 +85,7 @@ def reconstruct(
     X, M = plan.X, plan.M
     state_x: dict[str, torch.Tensor] = {}
     state_m: dict[str, torch.Tensor] = {}
-    start, history = 0, []
+    start, history, seconds_before = 0, [], 0.0
     if ck_j.is_file() and ck_t.is_file():
         if not resume:
             raise TrainreconError(f"{out}: holds a checkpoint of an earlier run; pass --resume or choose a new folder")
@@ -97,13 +97,15 @@ def reconstruct(
         state_x = _unprefixed("opt_x", state, device, dtype)
         state_m = _unprefixed("opt_m", state, device, dtype)
         start, history = int(meta["iteration"]), list(meta["history"])
+        seconds_before = float(meta.get("seconds", 0.0))
         log(f"resuming from iteration {start}")
     save_json(out / "config.json", cfg_record)
 
     def checkpoint(it: int) -> None:
         tensors = {"x": X, "multipliers": M, **_prefixed("opt_x", state_x), **_prefixed("opt_m", state_m)}
         save_tensors(ck_t, tensors)
-        save_json(ck_j, {"iteration": it, "config": cfg_record, "history": history})
+        save_json(ck_j, {"iteration": it, "config": cfg_record, "history": history,
+                         "seconds": seconds_before + time.time() - t0})
 
     t0 = time.time()
     bar = progress(cfg.iterations, method, initial=start)
@@ -122,8 +124,7 @@ def reconstruct(
         if done % cfg.checkpoint_every == 0 or done == end:
             checkpoint(done)
     bar.close()
-    seconds = time.time() - t0
-    iters_run = end - start
+    seconds = seconds_before + time.time() - t0  # over all sessions of this run
     shape = [m, *v.spec.input_shape]
     result = {
         "method": method,
@@ -131,7 +132,7 @@ def reconstruct(
         "iterations_done": end,
         "finished": end == cfg.iterations,
         "seconds": seconds,
-        "seconds_per_iteration": seconds / max(iters_run, 1),
+        "seconds_per_iteration": seconds / max(end, 1),
         "final_loss": history[-1] if history else None,
     }
     save_json(out / "loss.json", {"history": history, **result})

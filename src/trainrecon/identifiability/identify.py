@@ -30,7 +30,7 @@ import torch
 
 from ..errors import TrainreconError
 from ..models.victim import Victim
-from .jennrich import jennrich, refine_cp
+from .jennrich import jennrich, powers_np, refine_cp
 from .symmetric import gap_rank, gradient_design, monomials, n_monomials, to_dense, unfolding_spectrum
 
 IDENTIFIED = "identified"
@@ -262,20 +262,29 @@ def identify(net: PolyNet, cfg: IdentifyConfig = IdentifyConfig(), scale_recorde
             reasons.append(f"KKT residual {end:.2e} at the recovered samples is above tolerance {cfg.tol:.0e} (or "
                            "their margins differ from the margin): the network is not at an exact KKT point of "
                            "these samples, which are approximations")
-        if rank < needed and (local_rank is None or local_rank < len(X) * (rep["d"] + 1)):
+        isolated = local_rank is not None and local_rank == len(X) * (rep["d"] + 1)
+        if n_dir <= r:
+            reasons.append(f"the neurons point in only {n_dir} distinct directions within their {r}-dimensional "
+                           f"span: at least {len(X)} samples, others may lie outside the span of the neurons")
+        elif rank < needed and not isolated:
             reasons.append(f"interpolation system rank {rank} < {needed} and the samples are not an isolated "
-                           f"solution: the {n_dir} distinct neuron directions in a {r}-dimensional span do not "
-                           f"determine the data; at least {len(X)} samples, others may lie outside the span of the neurons")
-    if n_dir <= r:
-        reasons.append(f"the neurons point in only {n_dir} distinct directions within their {r}-dimensional span: "
-                       f"samples outside the span of the neurons cannot be ruled out; at least {len(X)} samples, "
-                       "others may lie outside the span of the neurons")
+                           f"solution: the {n_dir} distinct neuron directions do not determine the data; at least "
+                           f"{len(X)} samples, others may lie outside the span of the neurons")
     if not len(X):
         reasons.append("no consistent component was recovered")
-    rep["certificate"] = (None if reasons else "global: the joint interpolation system has full rank"
+    gram = np.linalg.svd(powers_np(U, al - 1), compute_uv=False) if al >= 2 else np.ones(1)
+    gram_rank = int((gram > 1e-9 * gram[0]).sum())
+    gram_needed = n_monomials(r, al - 1)
+    rep.update({"gram_rank": gram_rank, "gram_needed": gram_needed,
+                "outside_span_ruled_out": bool(gram_rank == gram_needed)})
+    scope = ("; the neuron powers span Sym^(alpha-1), which also rules out samples outside the span"
+             if gram_rank == gram_needed else
+             f"; unique among samples in the span of the neurons (Gram rank {gram_rank} < {gram_needed}: samples "
+             "partly outside the span are not ruled out)")
+    rep["certificate"] = (None if reasons else ("global: the joint interpolation system has full rank"
                           if rank == needed else "local: the recovered samples are an isolated exact solution of the "
                           "KKT equations (Jacobian of full column rank); the linear system alone leaves "
-                          f"{needed - rank} dimensions of T free")
+                          f"{needed - rank} dimensions of T free") + scope)
     rep["verdict"] = IDENTIFIED if not reasons else NOT_CERTIFIED
     rep["reasons"] = reasons
     rep["n_recovered"] = int(len(X))
