@@ -71,3 +71,20 @@ def test_cli_evaluate_writes_metrics_and_pictures(tmp_path, tiny_victim):
     assert (tmp_path / "ev" / "grid.png").stat().st_size > 1000
     assert (tmp_path / "ev" / "l2_curve.png").is_file()
     assert (tmp_path / "rec" / "config.json").is_file()
+
+
+def test_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, tiny_victim):
+    v = load_victim(tiny_victim)
+    cfg = HaimConfig(iterations=8, checkpoint_every=4, log_every=2)
+    reconstruct(v, cfg, tmp_path / "r", log=lambda *a: None, stop_after=4)
+    ck = tmp_path / "r" / "checkpoint.json"
+    meta = json.loads(ck.read_text())
+    del meta["config"]["attack"]["box_space"]  # as written by a version without the field
+    ck.write_text(json.dumps(meta))
+    assert reconstruct(v, cfg, tmp_path / "r", resume=True, log=lambda *a: None)["finished"]
+    from trainrecon.errors import TrainreconError
+
+    reconstruct(v, cfg, tmp_path / "s", log=lambda *a: None, stop_after=4)
+    changed = HaimConfig(iterations=8, checkpoint_every=4, log_every=2, box_space="pixel")
+    with np.testing.assert_raises(TrainreconError):
+        reconstruct(v, changed, tmp_path / "s", resume=True, log=lambda *a: None)

@@ -47,6 +47,17 @@ def default_m(victim: Victim) -> int:
     return 2 * len(idx)
 
 
+def same_run(saved: Any, current: dict[str, Any], cls) -> bool:
+    """Whether a checkpoint's config record is this run's.  A field the saved record lacks (added to the
+    config class after the checkpoint was written) matches when this run leaves it at its default."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("attack"), dict):
+        return False
+    defaults = to_dict(cls())
+    attack = {**{k: v for k, v in current["attack"].items() if k not in saved["attack"] and v == defaults.get(k)},
+              **saved["attack"]}
+    return {**saved, "attack": attack} == current
+
+
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v for k, v in state.items()}
 
@@ -90,7 +101,7 @@ def reconstruct(
         if not resume:
             raise TrainreconError(f"{out}: holds a checkpoint of an earlier run; pass --resume or choose a new folder")
         meta = load_json(ck_j)
-        if meta.get("config") != cfg_record:
+        if not same_run(meta.get("config"), cfg_record, type(cfg)):
             raise TrainreconError(f"{ck_j}: checkpoint was made with a different attack config; use a new folder")
         state = read_safetensors(ck_t)
         X, M = state["x"].to(device=device, dtype=dtype), state["multipliers"].to(device=device, dtype=dtype)
