@@ -134,3 +134,11 @@ def override(cfg: T, overrides: dict[str, Any], where: str = "option") -> T:
             continue
         data[k] = to_dict(v)
     return from_dict(type(cfg), data, where=where)
+
+
+def registered_name(registry: dict[str, tuple], cfg: Any, what: str) -> str:
+    """The key of ``registry`` (name -> (config class, ...)) whose config class is exactly ``cfg``'s type."""
+    for name, entry in registry.items():
+        if type(cfg) is entry[0]:
+            return name
+    raise TrainreconError(f"no {what} takes a {type(cfg).__name__}")

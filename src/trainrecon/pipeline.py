@@ -16,7 +16,7 @@ import torch
 
 from .attacks.haim import HaimConfig
 from .attacks.runner import reconstruct
-from .config import from_dict, load_config, save_json, to_dict
+from .config import from_dict, load_config, registered_name, save_json, to_dict
 from .data.formats import read_npz, to_float_nchw
 from .data.tasks import TaskConfig, build_task
 from .errors import TrainreconError
@@ -26,20 +26,13 @@ from .reports import l2_curve_plot, pair_grid
 from .training import TRAINERS, TrainConfig
 
 
-def trainer_of(train) -> tuple[str, Any]:
-    """(name, train function) for a trainer config instance."""
-    for name, (cls, fn) in TRAINERS.items():
-        if type(train) is cls:
-            return name, fn
-    raise TrainreconError(f"no trainer takes a {type(train).__name__}")
-
-
 def train_victim(
     task: TaskConfig, train, out: str | Path, data_dir: str | Path | None = None,
     device: torch.device | str = "cpu", log=print,
 ) -> Path:
     """Train a victim on ``task`` with the trainer ``train``'s type names and write the victim folder ``out``."""
-    name, fit = trainer_of(train)
+    name = registered_name(TRAINERS, train, "trainer")
+    fit = TRAINERS[name][1]
     out = Path(out)
     data = build_task(task, data_dir)
     log(f"task {task.dataset}/{task.task}: n = {data.n} training images of shape {data.x_train.shape[1:]}")

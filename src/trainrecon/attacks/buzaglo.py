@@ -14,11 +14,11 @@ loss): theta = sum_i lambda_i grad Phi(x_i) with free multipliers, no labels and
 
     L = sum_p || theta_p - (1/m) sum_i lambda_i grad_{theta_p} Phi~(x_i) ||^2 + box(x),   lambda ~ N(0, 1).
 
-Phi~, the box on the centred candidates and the two SGD-with-momentum optimisers are Haim's
-(:mod:`.haim`).  Defaults are the reference runs': multiclass ``reconstructions/multiclass/sweep.txt``
+Phi~, the box prior (on the centred candidates, or in pixel space with ``box_space = "pixel"``), the
+initialisation and the two SGD-with-momentum optimisers are Haim's (:mod:`.haim`).  Defaults are the reference runs': multiclass ``reconstructions/multiclass/sweep.txt``
 (init 3.6e-4, lr 2.4e-4, lambda lr 0.95, lambda_min 0.040, alpha 326); regression
 ``reconstruct_regression_run1_args.txt`` (init 0.0197, lr 0.95, alpha 90, lambda lr at its default 1e-4).
-Both were tuned for victims trained 1e6 epochs by GD; see ``configs/`` for settings tuned on trainrecon's.
+Both were tuned for victims trained 1e6 epochs by GD; ``bench/cases/`` holds settings tuned on trainrecon's.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from ..errors import TrainreconError
 from ..models.mlp import Surrogate, forward
 from ..models.victim import Victim
-from .haim import HaimConfig, kkt_optimisers, kkt_prior, victim_mean
+from .haim import HaimConfig, haim_init, kkt_optimisers, kkt_prior, victim_mean
 from .plan import AttackPlan
 from .weighted_sum import WeightedSumObjective
 
@@ -74,13 +74,6 @@ def runner_up_margin(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return out.gather(1, y) - others.max(dim=1, keepdim=True).values
 
 
-def _init(m: int, d: int, cfg: HaimConfig, like: torch.Tensor, normal_lambda: bool):
-    g = torch.Generator().manual_seed(cfg.seed)
-    X = torch.randn(m, d, generator=g, dtype=torch.float64) * cfg.init_scale
-    lam = torch.randn(m, generator=g, dtype=torch.float64) if normal_lambda else torch.rand(m, generator=g, dtype=torch.float64)
-    return X.to(like), lam.to(like)
-
-
 def buzaglo_multiclass_plan(victim: Victim, cfg: BuzagloMulticlassConfig, m: int) -> AttackPlan:
     spec, theta = victim.spec, victim.params
     K = spec.n_outputs
@@ -98,7 +91,7 @@ def buzaglo_multiclass_plan(victim: Victim, cfg: BuzagloMulticlassConfig, m: int
         return (lam / m)[:, None]
 
     obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, victim_mean(victim)), labels, cfg.chunk_size)
-    X, lam = _init(m, spec.widths[0], cfg, theta[0], normal_lambda=False)
+    X, lam = haim_init(m, spec.widths[0], cfg, theta[0])
     return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), labels_np)
 
 
@@ -116,5 +109,5 @@ def buzaglo_regression_plan(victim: Victim, cfg: BuzagloRegressionConfig, m: int
         return (lam / m)[:, None]
 
     obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, victim_mean(victim)), no_labels, cfg.chunk_size)
-    X, lam = _init(m, spec.widths[0], cfg, theta[0], normal_lambda=True)
+    X, lam = haim_init(m, spec.widths[0], cfg, theta[0], normal_lambda=True)
     return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), None)

@@ -96,12 +96,16 @@ def haim_objective(
     return WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, mean), labels, cfg.chunk_size)
 
 
-def haim_init(m: int, d: int, cfg: HaimConfig, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """x ~ init_scale N(0, 1) of shape (m, d); lambda ~ U(0, 1), from ``cfg.seed``."""
+def haim_init(
+    m: int, d: int, cfg: HaimConfig, like: torch.Tensor, normal_lambda: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x ~ init_scale N(0, 1) of shape (m, d); lambda ~ U(0, 1) (Haim, Buzaglo multiclass) or N(0, 1)
+    (Buzaglo regression), from ``cfg.seed``; on the device and dtype of ``like``."""
     g = torch.Generator().manual_seed(cfg.seed)
     X = torch.randn(m, d, generator=g, dtype=torch.float64) * cfg.init_scale
-    lam = torch.rand(m, generator=g, dtype=torch.float64)
-    return X.to(device=device, dtype=dtype), lam.to(device=device, dtype=dtype)
+    draw = torch.randn if normal_lambda else torch.rand
+    lam = draw(m, generator=g, dtype=torch.float64)
+    return X.to(like), lam.to(like)
 
 
 def victim_mean(victim: Victim) -> torch.Tensor:
@@ -120,6 +124,6 @@ def haim_plan(victim: Victim, cfg: HaimConfig, m: int) -> AttackPlan:
     if m % 2:
         raise TrainreconError(f"attack.m: the Haim attack needs an even number of candidates, got {m}")
     obj = haim_objective(victim.spec, victim.params, cfg, m, victim_mean(victim))
-    X, lam = haim_init(m, victim.spec.widths[0], cfg, victim.params[0].dtype, victim.params[0].device)
+    X, lam = haim_init(m, victim.spec.widths[0], cfg, victim.params[0])
     labels = haim_labels(m, torch.float64, "cpu").numpy()
     return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), labels)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import load_json, save_json, to_dict
+from ..config import load_json, registered_name, save_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Victim, read_safetensors, save_tensors
 from ..runtime import progress, resolve_dtype
@@ -31,13 +31,6 @@ METHODS = {
     "buzaglo-regression": (BuzagloRegressionConfig, buzaglo_regression_plan),
     "loo-ntk": (LooConfig, loo_plan),
 }
-
-
-def method_of(cfg) -> str:
-    for name, (cls, _) in METHODS.items():
-        if type(cfg) is cls:
-            return name
-    raise TrainreconError(f"no reconstruction method takes a {type(cfg).__name__}")
 
 
 def default_m(victim: Victim) -> int:
@@ -84,7 +77,7 @@ def reconstruct(
 
     ``stop_after`` ends the run early after that many iterations (leaving a checkpoint), for tests.
     """
-    method = method_of(cfg)
+    method = registered_name(METHODS, cfg, "reconstruction method")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dtype = resolve_dtype(cfg.dtype)

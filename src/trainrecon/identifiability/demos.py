@@ -1,4 +1,4 @@
-"""Demonstrations: exact recovery at an exact KKT point, and alpha = 2 non-identifiability."""
+"""Demonstration of alpha = 2 non-identifiability (the exact-recovery demos run through ``pipeline.identify_demo``)."""
 
 from __future__ import annotations
 
@@ -42,18 +42,3 @@ def alpha2_counterexample(n: int = 4, d: int = 10, seed: int = 0) -> dict[str, A
         "mean_one_minus_cos_between_sets": match["mean_one_minus_cos"],
         "identify_verdict": identify(net, IdentifyConfig(polish=False), scale_recorded=True)["verdict"],
     }
-
-
-def exact_recovery(alpha: int = 3, n: int = 5, d: int = 10, seed: int = 0) -> dict[str, Any]:
-    """Build an exact KKT point for random non-orthogonal data; recover it; report the errors."""
-    rng = np.random.default_rng(seed)
-    V = rng.normal(size=(n, d)) + 0.5
-    y = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
-    p = build_exact_kkt(V, y, alpha, seed=seed)
-    rep = identify(PolyNet(p.a, p.W, alpha), IdentifyConfig(), scale_recorded=True)
-    cmp = compare_to_truth(rep["samples"]["x"] if rep["samples"] else None, p.X)
-    base = compare_to_truth(rep["baseline"], p.X)
-    return {"alpha": alpha, "n": n, "d": d, "neurons": int(len(p.a)), "verdict": rep["verdict"],
-            "certificate": rep.get("certificate"), "reasons": rep["reasons"],
-            "max_rel_error": cmp["max_rel_error"], "baseline_max_rel_error": base["max_rel_error"],
-            "baseline_mean_one_minus_cos": base["mean_one_minus_cos"], "mean_one_minus_cos": cmp["mean_one_minus_cos"]}

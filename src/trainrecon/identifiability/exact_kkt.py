@@ -21,15 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import TrainreconError
-from .symmetric import rank_one_sum
-
-
-def _powers(U: np.ndarray, k: int) -> np.ndarray:
-    """Rows u^(x)k, flattened: (S, r^k)."""
-    out = np.ones((U.shape[0], 1))
-    for _ in range(k):
-        out = (out[:, :, None] * U[:, None, :]).reshape(U.shape[0], -1)
-    return out
+from .symmetric import rank_one_sum, tensor_powers
 
 
 def z_eigenpairs(T: np.ndarray, starts: int = 400, seed: int = 0, tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
@@ -45,14 +37,14 @@ def z_eigenpairs(T: np.ndarray, starts: int = 400, seed: int = 0, tol: float = 1
     U /= np.linalg.norm(U, axis=1, keepdims=True)
     T1 = T.reshape(r, -1)  # (r, r^(alpha-1))
     T2 = T.reshape(r * r, -1)  # (r^2, r^(alpha-2))
-    mu = np.einsum("sr,sr->s", U, _powers(U, alpha - 1) @ T1.T)
+    mu = np.einsum("sr,sr->s", U, tensor_powers(U, alpha - 1) @ T1.T)
     eye = np.eye(r)
     for _ in range(100):
-        G = _powers(U, alpha - 1) @ T1.T  # (S, r)
+        G = tensor_powers(U, alpha - 1) @ T1.T  # (S, r)
         F = np.concatenate([G - mu[:, None] * U, (1 - (U * U).sum(1, keepdims=True)) / 2], axis=1)
         if np.abs(F).max() < tol:
             break
-        H = (alpha - 1) * (_powers(U, alpha - 2) @ T2.T).reshape(-1, r, r)
+        H = (alpha - 1) * (tensor_powers(U, alpha - 2) @ T2.T).reshape(-1, r, r)
         Jac = np.zeros((len(U), r + 1, r + 1))
         Jac[:, :r, :r] = H - mu[:, None, None] * eye
         Jac[:, :r, r] = -U
@@ -62,7 +54,7 @@ def z_eigenpairs(T: np.ndarray, starts: int = 400, seed: int = 0, tol: float = 1
         except np.linalg.LinAlgError:
             delta = np.stack([np.linalg.lstsq(J, -f, rcond=None)[0] for J, f in zip(Jac, F)])
         U, mu = U + delta[:, :r], mu + delta[:, r]
-    G = _powers(U, alpha - 1) @ T1.T
+    G = tensor_powers(U, alpha - 1) @ T1.T
     ok = (np.linalg.norm(G - mu[:, None] * U, axis=1) < 1e-10) & (np.abs((U * U).sum(1) - 1) < 1e-10) & (np.abs(mu) > 1e-10)
     found_u: list[np.ndarray] = []
     found_mu: list[float] = []

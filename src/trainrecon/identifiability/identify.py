@@ -12,8 +12,12 @@ algorithm and refines the CP fit; (5) turns each component c_i v_i^(x)alpha into
 x_i = t_i v_i with y_i f(x_i) = margin, lambda_i = |c_i| / t_i^alpha; (6) checks end to end that
 theta = sum_i lambda_i y_i grad_theta f(x_i); (7) optionally polishes the KKT objective from there.
 
-Verdict: **identified** only if alpha >= 3, the joint system has full column rank, and the interpolation,
-CP and end-to-end residuals are all below ``tol``; otherwise **not certified** with the reason.  Ambiguities
+Verdict: **identified** only if alpha >= 3, the neurons have more distinct directions than the dimension r of
+their span, the KKT residual and the margins of the final samples are within ``tol``, and the answer is
+unique: globally (the joint system has full column rank) or locally (the Jacobian of the KKT equations in the
+samples has full column rank).  Otherwise **not certified**, with the reason.  The report also says whether the
+neurons' (alpha-1)-th powers span Sym^(alpha-1) of the span (the Gram condition), which rules out samples
+partly outside it.  Ambiguities
 that no algorithm can remove are stated: for odd alpha (x, y) and (-x, -y) are the same term; for even alpha
 x and -x are; the common scale of all x_i is fixed only by the margin (exact when the victim is stored at unit
 minimum margin, as trainrecon's are; otherwise the x_i are right up to one common factor).
@@ -30,8 +34,9 @@ import torch
 
 from ..errors import TrainreconError
 from ..models.victim import Victim
-from .jennrich import jennrich, powers_np, refine_cp
-from .symmetric import gap_rank, gradient_design, monomials, n_monomials, to_dense, unfolding_spectrum
+from .jennrich import jennrich, refine_cp
+from .polynomial import poly_f, poly_grads
+from .symmetric import gap_rank, gradient_design, monomials, n_monomials, tensor_powers, to_dense, unfolding_spectrum
 
 IDENTIFIED = "identified"
 NOT_CERTIFIED = "not certified"
@@ -77,14 +82,13 @@ class PolyNet:
     second_layer_trained: bool = True
 
     def f(self, X: np.ndarray) -> np.ndarray:
-        return ((X @ self.W.T) ** self.alpha) @ self.a
+        """f(x) = sum_k a_k (w_k . x)^alpha for each row of X."""
+        return poly_f(torch.as_tensor(self.a), torch.as_tensor(self.W), torch.as_tensor(X), self.alpha).numpy()
 
     def grads(self, X: np.ndarray) -> np.ndarray:
         """Per-sample gradient of f with respect to the trained parameters, flattened (n, P)."""
-        Z = X @ self.W.T
-        gW = (self.alpha * self.a * Z ** (self.alpha - 1))[:, :, None] * X[:, None, :]
-        parts = ([Z**self.alpha] if self.second_layer_trained else []) + [gW.reshape(len(X), -1)]
-        return np.concatenate(parts, axis=1)
+        return poly_grads(torch.as_tensor(self.a), torch.as_tensor(self.W), torch.as_tensor(X), self.alpha,
+                          self.second_layer_trained).numpy()
 
     def theta(self) -> np.ndarray:
         return np.concatenate(([self.a] if self.second_layer_trained else []) + [self.W.reshape(-1)])
@@ -272,7 +276,7 @@ def identify(net: PolyNet, cfg: IdentifyConfig = IdentifyConfig(), scale_recorde
                            f"{len(X)} samples, others may lie outside the span of the neurons")
     if not len(X):
         reasons.append("no consistent component was recovered")
-    gram = np.linalg.svd(powers_np(U, al - 1), compute_uv=False) if al >= 2 else np.ones(1)
+    gram = np.linalg.svd(tensor_powers(U, al - 1), compute_uv=False) if al >= 2 else np.ones(1)
     gram_rank = int((gram > 1e-9 * gram[0]).sum())
     gram_needed = n_monomials(r, al - 1)
     rep.update({"gram_rank": gram_rank, "gram_needed": gram_needed,

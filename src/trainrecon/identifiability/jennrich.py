@@ -12,14 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .symmetric import contract
-
-
-def powers_np(V: np.ndarray, k: int) -> np.ndarray:
-    out = np.ones((V.shape[0], 1))
-    for _ in range(k):
-        out = (out[:, :, None] * V[:, None, :]).reshape(V.shape[0], -1)
-    return out
+from .symmetric import contract, tensor_powers
 
 
 def multilinear(T: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -31,7 +24,7 @@ def multilinear(T: np.ndarray, U: np.ndarray) -> np.ndarray:
 
 def cp_fit(T: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares weights c for unit rows V (R, r) and the relative residual ||T - sum c v^alpha|| / ||T||."""
-    A = powers_np(V, T.ndim).T  # (r^alpha, R)
+    A = tensor_powers(V, T.ndim).T  # (r^alpha, R)
     c, *_ = np.linalg.lstsq(A, T.reshape(-1), rcond=None)
     res = np.linalg.norm(A @ c - T.reshape(-1)) / max(np.linalg.norm(T), 1e-300)
     return c, float(res)
@@ -82,7 +75,5 @@ def refine_cp(T: np.ndarray, V: np.ndarray, c: np.ndarray, iters: int = 300) -> 
 
     opt.step(closure)
     V2 = Vt.detach().numpy()
-    norms = np.linalg.norm(V2, axis=1)
-    V2 = V2 / norms[:, None]
-    c_fit, res_fit = cp_fit(T, V2)
-    return V2, c_fit, res_fit
+    V2 = V2 / np.linalg.norm(V2, axis=1, keepdims=True)
+    return (V2, *cp_fit(T, V2))  # weights refitted for the unit directions

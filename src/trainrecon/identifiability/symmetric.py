@@ -13,16 +13,18 @@ import math
 import numpy as np
 
 
+def tensor_powers(V: np.ndarray, k: int) -> np.ndarray:
+    """The rows v_i^(x)k of ``V`` (n, r), flattened: an (n, r^k) array (k = 0 gives ones)."""
+    out = np.ones((V.shape[0], 1))
+    for _ in range(k):
+        out = (out[:, :, None] * V[:, None, :]).reshape(V.shape[0], -1)
+    return out
+
+
 def rank_one_sum(weights: np.ndarray, vectors: np.ndarray, alpha: int) -> np.ndarray:
     """T = sum_i weights_i v_i^(x)alpha for the rows v_i of ``vectors`` (n, r); a dense (r,)*alpha array."""
     r = vectors.shape[1]
-    T = np.zeros((r,) * alpha)
-    for w, v in zip(weights, vectors):
-        t = v
-        for _ in range(alpha - 1):
-            t = np.multiply.outer(t, v)
-        T += w * t
-    return T
+    return (np.asarray(weights, dtype=np.float64) @ tensor_powers(vectors, alpha)).reshape((r,) * alpha)
 
 
 def contract(T: np.ndarray, u: np.ndarray, times: int) -> np.ndarray:

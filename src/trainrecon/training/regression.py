@@ -66,7 +66,7 @@ def train_regression(
 ) -> tuple[MLPSpec, list[torch.Tensor], dict[str, Any]]:
     """Fit a one-output MLP to +-1 targets with weight decay; returns (spec, params, summary)."""
     if n_classes != 2:
-        raise TrainreconError("train.loss: regression victims take a binary task (+-1 targets)")
+        raise TrainreconError("task.task: regression victims take a binary task (+-1 targets), not multiclass")
     dtype = resolve_dtype(cfg.dtype)
     spec = cfg.spec(list(x.shape[1:]), 1)
     x = x.to(device=device, dtype=dtype).reshape(len(x), -1)
@@ -82,10 +82,12 @@ def train_regression(
         f = forward(spec, unflatten(spec, th), x)[:, 0]
         return sample_loss(cfg.loss, f, y).mean() + 0.5 * cfg.weight_decay * (th * th).sum()
 
-    def rel_grad(th: torch.Tensor) -> float:
+    def value_and_rel_grad(th: torch.Tensor) -> tuple[float, float]:
+        """J(theta) and ||grad J|| / (wd ||theta||), from one evaluation."""
         t = th.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(objective(t), t)
-        return float(g.norm() / (cfg.weight_decay * t.detach().norm()).clamp_min(1e-300))
+        value = objective(t)
+        (g,) = torch.autograd.grad(value, t)
+        return float(value.detach()), float(g.norm() / (cfg.weight_decay * t.detach().norm()).clamp_min(1e-300))
 
     t0 = time.time()
     bar = progress(cfg.max_iters, "train", initial=done)
@@ -106,10 +108,10 @@ def train_regression(
         if not torch.isfinite(flat).all():
             raise TrainreconError("training diverged; lower train.init_scale")
         done += steps
-        relative_gradient = rel_grad(flat)
+        value, relative_gradient = value_and_rel_grad(flat)
         with torch.no_grad():
             f = forward(spec, unflatten(spec, flat), x)[:, 0]
-            entry = {"iterations": done, "objective": float(objective(flat)), "relative_gradient": relative_gradient,
+            entry = {"iterations": done, "objective": value, "relative_gradient": relative_gradient,
                      "train_mse": float(((f - y) ** 2).mean()), "sign_accuracy": float((f * y > 0).double().mean()),
                      "seconds": time.time() - t0}
         history.append(entry)
