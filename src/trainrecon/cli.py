@@ -110,12 +110,24 @@ def evaluate(
     out: Path = typer.Option(..., "--out", help="folder for metrics.json, grid.png, l2_curve.png"),
     data_dir: Optional[Path] = typer.Option(None, help="data folder for the task recorded in train.json"),
     truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set, instead of train.json's task"),
-    heldout: Optional[Path] = typer.Option(None, help=".npz of held-out images for the false-positive control"),
+    heldout: Optional[Path] = typer.Option(None, help=".npz of images the victim never saw (more than n): the first n "
+                                           "are the held-out control, all of them the headline's comparison pool"),
+    null: list[str] = typer.Option([], "--null", help="NAME=FILE: a further negative-control candidate set (centred "
+                                   ".npz), e.g. shadow=runs/shadow_rec/candidates.npz; repeatable"),
+    threshold: Optional[float] = typer.Option(None, help="the headline's similarity threshold (default 0.5)"),
 ) -> None:
-    """Score candidates against the victim's training set (the only step that sees it)."""
+    """Score candidates against the victim's training set (the only step that sees it), with controls."""
+    from .metrics.headline import HeadlineRule
     from .pipeline import evaluate_run
 
-    evaluate_run(victim, candidates, out, data_dir, truth, heldout)
+    nulls = {}
+    for item in null:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise TrainreconError(f"--null: expected NAME=FILE, got {item!r}")
+        nulls[name] = Path(path)
+    rule = _cfg(HeadlineRule, None, {"threshold": threshold})
+    evaluate_run(victim, candidates, out, data_dir, truth, heldout, null_files=nulls, rule=rule)
 
 
 @app.command("import")

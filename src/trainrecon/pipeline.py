@@ -21,8 +21,9 @@ from .data.formats import read_npz, to_float_nchw
 from .data.tasks import TaskConfig, build_task
 from .errors import TrainreconError
 from .metrics.evaluate import evaluate, headline
+from .metrics.headline import HeadlineRule
 from .models.victim import Victim, load_victim, save_victim
-from .reports import l2_curve_plot, pair_grid
+from .reports import evidence_plot, l2_curve_plot, pair_grid
 from .training import TRAINERS, TrainConfig
 
 
@@ -64,7 +65,8 @@ def train_victim(
 def load_truth(
     victim: Victim, data_dir: str | Path | None, truth: str | Path | None, heldout: str | Path | None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
-    """Training images, labels, held-out control images and centring mean, for evaluation only."""
+    """Training images, labels, held-out images (the control first, then the pool) and centring mean, for
+    evaluation only."""
     shape = tuple(victim.spec.input_shape)
     x_ho_file = None if heldout is None else to_float_nchw(read_npz(heldout)[0], str(heldout))
     if truth is not None:
@@ -81,67 +83,93 @@ def load_truth(
     recorded = victim.train_info.get("train_indices")
     if recorded is not None and list(map(int, recorded)) != data.idx_train.tolist():
         raise TrainreconError("train.json: recorded train_indices differ from the task's selection on this data")
-    x_ho = data.x_heldout if x_ho_file is None else x_ho_file
+    x_ho = data.heldout_all if x_ho_file is None else x_ho_file
     mean = victim.mean_chw() if victim.input_mean is not None else data.mean
     return data.x_train, data.y_train, x_ho, mean
+
+
+def read_candidates(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Centred candidates (m, C, H, W) from an .npz's ``x``, checked for shape and finiteness."""
+    x, _ = read_npz(path)
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TrainreconError(f"{path}: x is not numeric (dtype {np.asarray(x).dtype})") from None
+    if x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
+        x = x.reshape(-1, *shape)
+    if x.shape[1:] != shape or x.shape[0] == 0:
+        raise TrainreconError(f"{path}: candidates of shape {x.shape}, the victim takes (m >= 1, {', '.join(map(str, shape))}) (centred space)")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
+        raise TrainreconError(f"{path}: {bad} candidate(s) hold NaN or inf")
+    return x
 
 
 def evaluate_run(
     victim_dir: str | Path, candidate_files: list[str | Path], out: str | Path, data_dir: str | Path | None = None,
     truth: str | Path | None = None, heldout: str | Path | None = None, log=print,
+    null_files: dict[str, str | Path] | None = None, rule: HeadlineRule = HeadlineRule(),
 ) -> dict[str, Any]:
-    """Score the union of candidate files against the victim's training set; write metrics.json and PNGs."""
+    """Score the union of candidate files against the victim's training set, with the controls of
+    ``metrics/headline.py`` (and further named null candidate files, e.g. a shadow victim's); write
+    metrics.json, grid.png, evidence.png and l2_curve.png."""
     victim = load_victim(victim_dir)
     shape = tuple(victim.spec.input_shape)
-    cands = []
-    for f in candidate_files:
-        x, _ = read_npz(f)
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
-            x = x.reshape(-1, *shape)
-        if x.shape[1:] != shape:
-            raise TrainreconError(f"{f}: candidates of shape {x.shape[1:]}, the victim takes {shape} (centred space)")
-        cands.append(x)
+    cands = [read_candidates(f, shape) for f in candidate_files]
+    nulls = {name: read_candidates(f, shape) for name, f in (null_files or {}).items()}
     x_tr, y_tr, x_ho, mean = load_truth(victim, data_dir, truth, heldout)
-    metrics, pairs = evaluate(np.concatenate(cands), x_tr, x_ho, mean, y_tr, runs_unioned=len(cands))
+    if not (np.isfinite(x_tr).all() and (x_ho is None or np.isfinite(x_ho).all())):
+        raise TrainreconError(f"{truth or heldout or 'the task data'}: training or held-out images hold NaN or inf")
+    if len(x_tr) == 0:
+        raise TrainreconError(f"{truth or 'the task data'}: no training images to evaluate against")
+    metrics, pairs = evaluate(np.concatenate(cands), x_tr, x_ho, mean, y_tr, runs_unioned=len(cands),
+                              extra_nulls=nulls, rule=rule)
     metrics["candidate_files"] = [Path(f).name for f in candidate_files]
+    metrics["null_files"] = {k: Path(f).name for k, f in (null_files or {}).items()}
     metrics["mean_source"] = "victim input_mean" if victim.input_mean is not None else "training-set per-pixel mean"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "metrics.json", metrics)
-    p = pairs["haim_nn"]
-    pair_grid(p["train"], p["matched"], p["ssim"], out / "grid.png",
-              "training image | nearest reconstruction (Haim protocol), SSIM (window 3)")
+    p, head = pairs["hungarian"], metrics["headline"]
+    recovered = np.zeros(len(p["index"]), bool)
+    recovered[head.get("recovered_indices", [])] = True
+    pair_grid(p["train"], p["matched"], p["similarities"]["attack"], out / "grid.png",
+              f"training image | its one-to-one candidate, {head['similarity'].split(' (')[0]}; "
+              f"green: recovered by the headline rule ({int(recovered.sum())} of {len(recovered)})", recovered)
     loo = metrics["protocols"]["loo_greedy"]
     l2_curve_plot(loo["l2_curve"], loo["l2_curve_control"], out / "l2_curve.png")
+    evidence_plot(pairs, metrics, out / "evidence.png")
     log(headline(metrics))
     return metrics
 
 
-DEMO_TASK = TaskConfig(dataset="digits", task="odd_even", n_per_class=25, centring="pixel")
-DEMO_TRAIN = TrainConfig(hidden=[100, 100])
-DEMO_ATTACK = HaimConfig()
+DEMO_TASK = TaskConfig(dataset="mnist_mini", task="odd_even", n_per_class=20, centring="pixel")
+DEMO_TRAIN = TrainConfig(hidden=[200, 200])
+DEMO_ATTACK = HaimConfig(iterations=8000, lr=1.0, lr_lambda=0.01, init_scale=1e-3, lambda_min=0.1, alpha=30.0,
+                         log_every=500, box_space="pixel")
 
 
 def demo(out: str | Path = "runs/demo", device: torch.device | str = "cpu", seed: int = 0, log=print) -> dict[str, Any]:
-    """Offline demo: digits even/odd victim, Haim KKT attack, evaluation with held-out control, grid.png."""
+    """Offline demo: an MNIST even/odd victim (n = 40, 784-200-200-1) on the MNIST subset shipped with the
+    package, the Haim KKT attack, evaluation with every control; grid.png, evidence.png, metrics.json."""
     out = Path(out)
     t0 = time.time()
     train_cfg = from_dict(TrainConfig, {**to_dict(DEMO_TRAIN), "seed": seed})
     attack_cfg = from_dict(HaimConfig, {**to_dict(DEMO_ATTACK), "seed": seed})
     victim_dir = out / "victim"
     if not (victim_dir / "model.safetensors").is_file():
-        log("[1/3] training the victim (digits, even vs odd)")
+        log(f"[1/3] training the victim (MNIST even vs odd, n = {2 * DEMO_TASK.n_per_class}, shipped subset)")
         train_victim(DEMO_TASK, train_cfg, victim_dir, device=device, log=log)
     victim = load_victim(victim_dir)
     log(f"      victim KKT residual {victim.train_info['final']['kkt_residual']:.3f} (the floor for any reconstruction)")
     log(f"[2/3] reconstructing with the Haim KKT attack ({attack_cfg.iterations} iterations)")
     res = reconstruct(victim, attack_cfg, out / "reconstruction", device=device, resume=True, log=log)
     log(f"      {res['seconds_per_iteration'] * 1e3:.1f} ms per iteration")
-    log("[3/3] evaluating against the training set and a held-out control")
-    metrics = evaluate_run(victim_dir, [out / "reconstruction" / "candidates.npz"], out, log=log)
+    log("[3/3] evaluating against the training set, held-out images, null candidates and the true images")
     save_json(out / "config.json", {"task": DEMO_TASK, "train": train_cfg, "attack": attack_cfg, "seed": seed})
-    log(f"wrote {out / 'grid.png'} and {out / 'metrics.json'} in {time.time() - t0:.0f} s")
+    metrics = evaluate_run(victim_dir, [out / "reconstruction" / "candidates.npz"], out, log=lambda *a: None)
+    log(f"wrote {out / 'grid.png'}, {out / 'evidence.png'} and {out / 'metrics.json'} in {time.time() - t0:.0f} s")
+    log(headline(metrics))
     return metrics
 
 
@@ -240,7 +268,11 @@ def identify_demo(out: str | Path = "runs/identify-demo", log=print) -> dict[str
 
 @dataclass
 class Experiment:
-    """One experiment file (``bench/cases/*.json``): a task, a trainer and its config, a method and its config."""
+    """One experiment file (``bench/cases/*.json``): a task, a trainer and its config, a method and its config.
+
+    ``shadow: true`` adds the shadow-victim control: the same trainer and attack on the task's next
+    ``n_per_class`` images of each class (disjoint from the victim's, same distribution); its candidates are
+    scored against the victim's training set as one more negative control."""
 
     task: TaskConfig
     trainer: str = "kkt"
@@ -248,6 +280,7 @@ class Experiment:
     train: dict = field(default_factory=dict)
     attack: dict = field(default_factory=dict)
     description: str = ""
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         from .attacks.runner import METHODS
@@ -278,14 +311,17 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, "task": exp.task,
                                         "trainer": exp.trainer, "train": train_cfg, "method": exp.method,
-                                        "attack": attack_cfg})
+                                        "attack": attack_cfg, "shadow": exp.shadow})
     t0 = time.time()
     if not (out / "victim" / "model.safetensors").is_file():
         train_victim(exp.task, train_cfg, out / "victim", data_dir, device, log)
     train_wall = time.time() - t0
     victim = load_victim(out / "victim")
     res = reconstruct(victim, attack_cfg, out / "reconstruction", device, resume=True, log=log)
-    metrics = evaluate_run(out / "victim", [out / "reconstruction" / "candidates.npz"], out, data_dir=data_dir, log=log)
+    nulls = {"shadow": shadow_candidates(exp, train_cfg, attack_cfg, victim, out, data_dir, device, log)} if exp.shadow else {}
+    metrics = evaluate_run(out / "victim", [out / "reconstruction" / "candidates.npz"], out, data_dir=data_dir, log=log,
+                           null_files=nulls)
+    head = metrics["headline"]
     haim = metrics["protocols"]["haim_nn"]
     return {
         "case": Path(path).stem, "method": exp.method, "description": exp.description,
@@ -303,4 +339,22 @@ def run_experiment(
         "classic_ssim_gt_0.4": haim["ssim_classic"].get("count_gt_0.4"),
         "control_classic_ssim_gt_0.4": haim["control"]["ssim_classic"].get("count_gt_0.4") if haim["control"] else None,
         "per_class_ssim_gt_0.4": haim.get("per_class_ssim_paper_gt_0.4"),
+        "headline": {k: head.get(k) for k in ("recovered", "controls", "informative", "similarity", "threshold")},
     }
+
+
+def shadow_candidates(exp: Experiment, train_cfg, attack_cfg, victim: Victim, out: Path, data_dir, device, log) -> Path:
+    """Train and attack the shadow victim (the task's next ``n_per_class`` images per class, same trainer and
+    attack); return its candidates moved into the victim's centred space (x + shadow mean - victim mean)."""
+    import dataclasses
+
+    task = dataclasses.replace(exp.task, skip_per_class=exp.task.skip_per_class + exp.task.n_per_class)
+    if not (out / "shadow_victim" / "model.safetensors").is_file():
+        log(f"shadow victim: the next {exp.task.n_per_class} images per class")
+        train_victim(task, train_cfg, out / "shadow_victim", data_dir, device, log)
+    shadow = load_victim(out / "shadow_victim")
+    reconstruct(shadow, attack_cfg, out / "shadow_reconstruction", device, resume=True, log=log)
+    x = read_candidates(out / "shadow_reconstruction" / "candidates.npz", tuple(victim.spec.input_shape))
+    moved = out / "shadow_reconstruction" / "candidates_in_victim_space.npz"
+    np.savez_compressed(moved, x=x + shadow.mean_chw() - victim.mean_chw())
+    return moved

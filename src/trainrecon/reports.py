@@ -17,8 +17,11 @@ def _to_hwc(img: np.ndarray) -> np.ndarray:
     return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
 
 
-def pair_grid(train: np.ndarray, matched: np.ndarray, ssim: np.ndarray, path: str | Path, title: str, max_pairs: int = 100) -> None:
-    """Training images beside their matched reconstructions, best SSIM first (SSIM printed under each pair)."""
+def pair_grid(train: np.ndarray, matched: np.ndarray, ssim: np.ndarray, path: str | Path, title: str,
+              highlight: np.ndarray | None = None, max_pairs: int = 100) -> None:
+    """Training images beside their matched reconstructions, best SSIM first (SSIM printed above each pair,
+    green where ``highlight`` is set; by default where SSIM > 0.4)."""
+    highlight = np.nan_to_num(ssim, nan=-1) > 0.4 if highlight is None else highlight
     order = np.argsort(-np.nan_to_num(ssim, nan=-1))[:max_pairs]
     cols = min(10, len(order))
     rows = math.ceil(len(order) / cols)
@@ -31,7 +34,7 @@ def pair_grid(train: np.ndarray, matched: np.ndarray, ssim: np.ndarray, path: st
         sep = np.ones((a.shape[0], 1) + a.shape[2:])
         ax = axes.ravel()[k]
         ax.imshow(np.concatenate([a, sep, b], axis=1), cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{ssim[i]:.2f}", fontsize=7, pad=1, color="green" if ssim[i] > 0.4 else "black")
+        ax.set_title(f"{ssim[i]:.2f}", fontsize=7, pad=1, color="green" if highlight[i] else "black")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.3)
     fig.savefig(path, dpi=110)
@@ -95,6 +98,42 @@ def identify_plot(rep: dict, path) -> None:
         ax.set_xlabel("active training sample")
         ax.set_ylabel("relative L2 error")
         ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+SET_STYLES = {"attack": ("training images (attack)", "C0", "-"), "heldout": ("held-out images (attack)", "C1", "--"),
+              "positive": ("true images as candidates", "C2", ":"), "null_mean": ("null: input mean", "C3", "-."),
+              "null_noise": ("null: noise", "C4", "-."), "null_heldout_mean": ("null: another subset's mean", "C5", "-."),
+              "shadow": ("null: shadow victim's attack", "C6", "-.")}
+
+
+def evidence_plot(pairs: dict, metrics: dict, path: str | Path) -> None:
+    """Per protocol, the ECDF of each reference image's similarity to its matched candidate, for the attack
+    on training and on held-out images, every null set and the true images: where the attack's curve leaves
+    the nulls and held-out curves is the evidence of a leak."""
+    panels = [("headline", "headline rule (one to one)")] + [(p, p) for p in metrics["protocols"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3), squeeze=False)
+    kind = pairs["headline"]["similarity"].split(" (")[0]
+    for ax, (key, title) in zip(axes.ravel(), panels):
+        sims = pairs[key]["similarities"] if key in pairs else {}
+        for k, (name, vals) in enumerate(sorted(sims.items())):
+            v = np.sort(np.asarray(vals, dtype=np.float64)[np.isfinite(vals)])
+            if not len(v):
+                continue
+            label, color, ls = SET_STYLES.get(name, (name.replace("_", " "), f"C{7 + k % 3}", "-."))
+            ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=label, color=color, linestyle=ls)
+        if key == "headline" and metrics["headline"].get("threshold") is not None:
+            ax.axvline(metrics["headline"]["threshold"], color="gray", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(f"{kind} to matched candidate", fontsize=8)
+        ax.set_ylabel("fraction of images", fontsize=8)
+        ax.set_xlim(-0.2, 1.02)
+    axes[0, 0].legend(fontsize=6, loc="upper left")
+    head = metrics["headline"]
+    fig.suptitle(f"recovered {head.get('recovered')} of {head['n']} (headline); curves to the right = more similar",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

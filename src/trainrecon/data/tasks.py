@@ -7,7 +7,12 @@ Conventions follow the reference code (shared/reference/baselines.md):
 * Multiclass tasks take the first k images of each class by index.
 * Centring ``pixel`` subtracts the per-pixel mean image of the *training subset* (Haim/Buzaglo);
   ``channel`` a per-channel mean, ``scalar`` one number (Loo), ``none`` nothing.
-* The held-out control set is built by the same rule from the test split: images the victim never saw.
+* The held-out control set is built by the same rule from the test split: images the victim never saw.  Beyond
+  it, a held-out *pool* (up to ``pool_factor`` times as many, the next images of each class) serves the
+  evaluation's headline rule (``metrics/headline.py``).
+* ``skip_per_class`` skips the first k images of each class: a shadow victim's training set, disjoint from the
+  victim's and drawn from the same distribution.
+* ``mnist_mini`` is the MNIST subset shipped with the package (``data/mnist_mini.md``: provenance, licence).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 from ..errors import TrainreconError
 from .formats import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_cifar_batch, read_idx, read_npz, to_float_nchw
 
-Dataset = Literal["mnist", "cifar10", "digits", "npz"]
+Dataset = Literal["mnist", "cifar10", "digits", "npz", "mnist_mini"]
 TaskKind = Literal["odd_even", "vehicles_animals", "multiclass"]
 Centring = Literal["pixel", "channel", "scalar", "none"]
 
@@ -40,13 +45,16 @@ class TaskConfig:
     centring: Centring = "pixel"
     path: str = ""
     heldout_path: str = ""
+    skip_per_class: int = 0
 
     def __post_init__(self) -> None:
         if self.n_per_class <= 0:
             raise TrainreconError(f"task.n_per_class: must be positive, got {self.n_per_class}")
+        if self.skip_per_class < 0:
+            raise TrainreconError(f"task.skip_per_class: must be >= 0, got {self.skip_per_class}")
         if self.dataset == "cifar10" and self.task == "odd_even":
             raise TrainreconError("task.task: 'odd_even' needs digit labels; use 'vehicles_animals' for cifar10")
-        if self.dataset in ("mnist", "digits") and self.task == "vehicles_animals":
+        if self.dataset in ("mnist", "digits", "mnist_mini") and self.task == "vehicles_animals":
             raise TrainreconError(f"task.task: 'vehicles_animals' needs CIFAR-10 labels, not {self.dataset}")
         if self.dataset == "npz" and not self.path:
             raise TrainreconError("task.path: dataset 'npz' needs the path of an .npz with x and y")
@@ -64,6 +72,13 @@ class TaskData:
     idx_heldout: np.ndarray
     mean: np.ndarray
     classes: list[str]
+    x_pool: np.ndarray | None = None
+    idx_pool: np.ndarray | None = None
+
+    @property
+    def heldout_all(self) -> np.ndarray:
+        """The held-out control followed by the pool: every image the evaluation may compare against."""
+        return self.x_heldout if self.x_pool is None else np.concatenate([self.x_heldout, self.x_pool])
 
     @property
     def n(self) -> int:
@@ -96,6 +111,12 @@ def load_split(dataset: str, split: Literal["train", "test"], data_dir: Path, pa
         y = d.target.astype(np.int64)
         sl = slice(0, DIGITS_TRAIN_POOL) if split == "train" else slice(DIGITS_TRAIN_POOL, None)
         return x[sl, None], y[sl]
+    if dataset == "mnist_mini":
+        from importlib.resources import files
+
+        with files("trainrecon.data").joinpath("mnist_mini.npz").open("rb") as f, np.load(f, allow_pickle=False) as d:
+            x, y = (d["x_train"], d["y_train"]) if split == "train" else (d["x_test"], d["y_test"])
+            return to_float_nchw(x, "mnist_mini.npz"), y.astype(np.int64)
     if dataset == "npz":
         if not path:
             raise TrainreconError(f"task.{'path' if split == 'train' else 'heldout_path'}: no .npz given for the {split} split")
@@ -151,15 +172,20 @@ def binary_label(task: str, y: np.ndarray) -> np.ndarray:
     raise TrainreconError(f"task.task: {task!r} is not a binary task")
 
 
-def balanced_scan(labels: np.ndarray, classes: list[int], per_class: int, where: str) -> np.ndarray:
-    """Indices of the first ``per_class`` items of each class, scanning in index order."""
+def balanced_scan(labels: np.ndarray, classes: list[int], per_class: int, where: str, skip: int = 0) -> np.ndarray:
+    """Indices of items ``skip .. skip + per_class - 1`` of each class, scanning in index order."""
     picked = []
     for c in classes:
-        idx = np.flatnonzero(labels == c)[:per_class]
+        idx = np.flatnonzero(labels == c)[skip : skip + per_class]
         if len(idx) < per_class:
-            raise TrainreconError(f"{where}: only {len(idx)} images of class {c}, need {per_class}")
+            raise TrainreconError(f"{where}: only {len(idx)} images of class {c} after skipping {skip}, need {per_class}")
         picked.append(idx)
     return np.sort(np.concatenate(picked))
+
+
+def pool_scan(labels: np.ndarray, classes: list[int], skip: int, per_class: int) -> np.ndarray:
+    """Up to ``per_class`` further items of each class after the first ``skip``, as many as the split has."""
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[skip : skip + per_class] for c in classes]))
 
 
 def compute_mean(x: np.ndarray, centring: str) -> np.ndarray:
@@ -174,8 +200,9 @@ def compute_mean(x: np.ndarray, centring: str) -> np.ndarray:
     return np.zeros(shape)
 
 
-def build_task(cfg: TaskConfig, data_dir: str | Path | None = None) -> TaskData:
-    """Training set, held-out control set (same rule on the test split) and the centring mean."""
+def build_task(cfg: TaskConfig, data_dir: str | Path | None = None, pool_factor: int = 5) -> TaskData:
+    """Training set, held-out control set (same rule on the test split), the held-out pool (up to
+    ``pool_factor`` x n further test images, balanced the same way) and the centring mean."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     x_tr, y_tr = load_split(cfg.dataset, "train", data_dir, cfg.path)
     x_te, y_te = load_split(cfg.dataset, "test", data_dir, cfg.heldout_path or cfg.path)
@@ -185,16 +212,16 @@ def build_task(cfg: TaskConfig, data_dir: str | Path | None = None) -> TaskData:
         x_tr, y_tr, x_te, y_te = x_tr[:half], y_tr[:half], x_tr[half:], y_tr[half:]
     if cfg.task == "multiclass":
         classes = sorted(int(c) for c in np.unique(y_tr))
-        idx_tr = balanced_scan(y_tr, classes, cfg.n_per_class, f"{cfg.dataset} train split")
-        idx_te = balanced_scan(y_te, classes, cfg.n_per_class, f"{cfg.dataset} test split")
-        ytr, yte = y_tr[idx_tr], y_te[idx_te]
+        lab_tr, lab_te = y_tr, y_te
         names = [str(c) for c in classes]
     else:
-        b_tr, b_te = binary_label(cfg.task, y_tr), binary_label(cfg.task, y_te)
-        idx_tr = balanced_scan(b_tr, [-1, 1], cfg.n_per_class, f"{cfg.dataset} train split")
-        idx_te = balanced_scan(b_te, [-1, 1], cfg.n_per_class, f"{cfg.dataset} test split")
-        ytr, yte = b_tr[idx_tr], b_te[idx_te]
+        classes = [-1, 1]
+        lab_tr, lab_te = binary_label(cfg.task, y_tr), binary_label(cfg.task, y_te)
         names = ["even", "odd"] if cfg.task == "odd_even" else ["vehicle", "animal"]
+    idx_tr = balanced_scan(lab_tr, classes, cfg.n_per_class, f"{cfg.dataset} train split", cfg.skip_per_class)
+    idx_te = balanced_scan(lab_te, classes, cfg.n_per_class, f"{cfg.dataset} test split")
+    idx_pool = pool_scan(lab_te, classes, cfg.n_per_class, pool_factor * cfg.n_per_class)
+    ytr, yte = lab_tr[idx_tr], lab_te[idx_te]
     xtr = x_tr[idx_tr]
     return TaskData(
         x_train=xtr,
@@ -205,4 +232,6 @@ def build_task(cfg: TaskConfig, data_dir: str | Path | None = None) -> TaskData:
         idx_heldout=idx_te,
         mean=compute_mean(xtr, cfg.centring),
         classes=names,
+        x_pool=x_te[idx_pool],
+        idx_pool=idx_pool,
     )

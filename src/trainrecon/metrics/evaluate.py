@@ -11,7 +11,10 @@ Protocols (each reports SSIM > 0.4 / > 0.5 counts and the mean SSIM of the best 
   distances in selection order are the reconstruction curve.
 
 Every count is repeated with held-out images of the same task that the victim never saw in place of the
-training set: the number of "matches" chance alone produces.  A recovery claim is the count above it.
+training set (the number of "matches" chance alone produces), with null candidate sets built from what the
+attacker knows (the input mean, noise), and with the true images as candidates (the positive control).  The
+claim itself is ``metrics["headline"]`` (:mod:`.headline`): these field protocols are kept for comparison with
+papers, and ``informative`` says per protocol whether its positive control stands clear of its negatives.
 """
 
 from __future__ import annotations
@@ -21,18 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .matching import extraction_score, greedy_one_to_one, hungarian, ncc_dist, nearest, sq_dist, uses_half_resolution
+from .headline import HeadlineRule, headline_counts, headline_line, minmax_per_image, null_sets, one_to_one
+from .matching import extraction_score, greedy_one_to_one, ncc_dist, nearest, sq_dist, uses_half_resolution
 from .ssim import ssim_classic, ssim_paper
 
 THRESHOLDS = (0.4, 0.5)
 PROTOCOLS = ("haim_nn", "hungarian", "loo_greedy")
-
-
-def minmax_per_image(x: torch.Tensor) -> torch.Tensor:
-    flat = x.reshape(x.shape[0], -1)
-    lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
-    hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
-    return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 
 def match(protocol: str, reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -40,8 +37,9 @@ def match(protocol: str, reference: torch.Tensor, cand: torch.Tensor, mean: torc
     if protocol == "loo_greedy":
         idx, _, curve = greedy_one_to_one(sq_dist(reference, cand + mean).sqrt())
         return idx, curve
-    d = ncc_dist(reference - mean, cand, half_resolution=uses_half_resolution(reference.shape))
-    return (nearest(d) if protocol == "haim_nn" else hungarian(d)), None
+    if protocol == "hungarian":
+        return one_to_one(reference, cand, mean), None
+    return nearest(ncc_dist(reference - mean, cand, half_resolution=uses_half_resolution(reference.shape))), None
 
 
 def summarise(values: np.ndarray) -> dict[str, Any]:
@@ -68,6 +66,30 @@ def score_pairs(reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor,
     return out
 
 
+def protocol_counts(proto: str, reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor,
+                    record: dict[str, np.ndarray], name: str) -> dict[str, Any]:
+    """SSIM counts of one candidate set under one field protocol (for the controls); the per-image SSIMs go
+    into ``record[name]`` (classic where defined, else paper) for the evidence picture."""
+    idx, _ = match(proto, reference, cand, mean)
+    s = score_pairs(reference, cand, mean, idx)
+    record[name] = s["classic"] if np.isfinite(s["classic"]).any() else s["paper"]
+    return {"ssim_paper": summarise(s["paper"]), "ssim_classic": summarise(s["classic"])}
+
+
+def protocol_informative(entry: dict[str, Any], n: int) -> dict[str, bool]:
+    """Per SSIM kind at 0.4: does the perfect attack beat the held-out images it also matches, and every null,
+    by at least n / 2?"""
+    out = {}
+    for kind in ("ssim_paper", "ssim_classic"):
+        pos = entry["positive_control"]["train"][kind]
+        if not pos.get("defined", True):
+            continue
+        neg = [entry["positive_control"]["heldout"][kind]["count_gt_0.4"]] if entry["positive_control"]["heldout"] else []
+        neg += [v[kind]["count_gt_0.4"] for v in entry["null_controls"].values()]
+        out[kind] = bool(pos["count_gt_0.4"] - max(neg, default=0) >= n / 2)
+    return out
+
+
 def evaluate(
     candidates: np.ndarray,
     train: np.ndarray,
@@ -75,10 +97,15 @@ def evaluate(
     mean: np.ndarray,
     train_labels: np.ndarray | None = None,
     runs_unioned: int = 1,
+    extra_nulls: dict[str, np.ndarray] | None = None,
+    rule: HeadlineRule = HeadlineRule(),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Score centred ``candidates`` (m, C, H, W) against raw ``train`` / ``heldout`` images in [0, 1].
+    """Score centred ``candidates`` (m, C, H, W) against raw ``train`` images in [0, 1].
 
-    Returns (metrics for metrics.json, per-protocol pairs for pictures).
+    ``heldout``: raw images the victim never saw; the first n are the held-out control of every protocol, and
+    all of them the pool of the headline's rule (:mod:`.headline`).  ``extra_nulls``: further named negative
+    controls in centred space (a shadow victim's candidates, user files).  Returns (metrics for metrics.json,
+    per-protocol pairs and per-set similarities for pictures).
     """
     cand = torch.as_tensor(np.asarray(candidates, dtype=np.float64))
     tr = torch.as_tensor(np.asarray(train, dtype=np.float64))
@@ -86,33 +113,47 @@ def evaluate(
     mu = torch.as_tensor(np.asarray(mean, dtype=np.float64)).reshape(1, *tr.shape[1:])
     if cand.shape[1:] != tr.shape[1:]:
         raise ValueError(f"candidates have image shape {tuple(cand.shape[1:])}, training images {tuple(tr.shape[1:])}")
+    n = int(tr.shape[0])
+    control = None if ho is None else ho[:n]
+    nulls = null_sets(cand, ho, mu, rule.null_seed)
+    nulls.update({k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in (extra_nulls or {}).items()})
+    head, sims = headline_counts(cand, tr, ho, mu, nulls, rule)
     gray = tr.shape[1] == 1
     metrics: dict[str, Any] = {
-        "n": int(tr.shape[0]),
+        "headline": head,
+        "n": n,
         "m": int(cand.shape[0]),
         "runs_unioned": int(runs_unioned),
-        "n_heldout_control": 0 if ho is None else int(ho.shape[0]),
+        "n_heldout_control": 0 if control is None else int(control.shape[0]),
+        "n_heldout_pool": 0 if ho is None else int(ho.shape[0]),
         "extraction_score": {
             "metric": "l2" if gray else "ncc",
             "value": extraction_score(cand, tr - mu, "l2" if gray else "ncc"),
         },
         "protocols": {},
     }
-    pairs: dict[str, Any] = {}
+    pairs: dict[str, Any] = {"headline": {"similarities": sims, "similarity": head["similarity"]}}
+    truth = tr - mu
     for proto in PROTOCOLS:
         idx, curve = match(proto, tr, cand, mu)
         s = score_pairs(tr, cand, mu, idx)
+        dist = {"attack": s["classic"] if np.isfinite(s["classic"]).any() else s["paper"]}
         entry: dict[str, Any] = {
             "ssim_paper": summarise(s["paper"]),
             "ssim_classic": summarise(s["classic"]),
             "unique_candidates_used": int(len(np.unique(idx[idx >= 0]))),
             "control": None,
             "above_control": None,
+            "null_controls": {name: protocol_counts(proto, tr, c, mu, dist, name) for name, c in nulls.items()},
+            "positive_control": {"train": protocol_counts(proto, tr, truth, mu, dist, "positive"),
+                                 "heldout": None if control is None else protocol_counts(proto, control, truth, mu, {}, "")},
         }
+        entry["informative"] = protocol_informative(entry, n)
         curve_c = None
-        if ho is not None:
-            idx_c, curve_c = match(proto, ho, cand, mu)
-            s_c = score_pairs(ho, cand, mu, idx_c)
+        if control is not None:
+            idx_c, curve_c = match(proto, control, cand, mu)
+            s_c = score_pairs(control, cand, mu, idx_c)
+            dist["heldout"] = s_c["classic"] if np.isfinite(s_c["classic"]).any() else s_c["paper"]
             entry["control"] = {"ssim_paper": summarise(s_c["paper"]), "ssim_classic": summarise(s_c["classic"])}
             entry["above_control"] = {
                 f"ssim_paper_gt_{t}": entry["ssim_paper"][f"count_gt_{t}"] - entry["control"]["ssim_paper"][f"count_gt_{t}"]
@@ -132,21 +173,21 @@ def evaluate(
             "matched": s["matched"],
             "ssim": s["paper"],
             "index": idx,
+            "similarities": dist,
         }
     return metrics, pairs
 
 
 def headline(metrics: dict[str, Any]) -> str:
-    """One line for the terminal: the Haim-protocol counts (paper SSIM, window 3; classic SSIM, 11x11)
-    against the held-out control."""
+    """Two lines for the terminal: the field's Haim-protocol counts beside the held-out control (for comparison
+    with papers), then the honest headline (the CLI's last line)."""
     p = metrics["protocols"]["haim_nn"]
     paper, classic = p["ssim_paper"], p["ssim_classic"]
-    line = f"n={metrics['n']} m={metrics['m']}: {paper['count_gt_0.4']} training images with SSIM > 0.4"
-    if p["control"] is None:
-        return line + (f" (no held-out control given: not a recovery claim); best-10 mean SSIM {paper['mean_top10']:.3f}")
-    line += (f" (held-out control {p['control']['ssim_paper']['count_gt_0.4']}, above control "
-             f"{p['above_control']['ssim_paper_gt_0.4']}); best-10 mean SSIM {paper['mean_top10']:.3f}")
+    line = f"field protocol (Haim NN, not a claim): n={metrics['n']} m={metrics['m']}, {paper['count_gt_0.4']} with SSIM > 0.4"
+    if p["control"] is not None:
+        line += f" (held-out {p['control']['ssim_paper']['count_gt_0.4']})"
     if classic.get("defined", True):
-        line += (f"; classic 11x11 SSIM > 0.4: {classic['count_gt_0.4']} "
-                 f"(control {p['control']['ssim_classic']['count_gt_0.4']})")
-    return line
+        line += f", classic SSIM > 0.4: {classic['count_gt_0.4']}"
+        if p["control"] is not None:
+            line += f" (held-out {p['control']['ssim_classic']['count_gt_0.4']})"
+    return line + "\n" + headline_line(metrics["headline"])

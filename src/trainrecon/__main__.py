@@ -1,0 +1,5 @@
+"""``python -m trainrecon``: the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""The honest headline: training images recovered one to one, each nearer its candidate than any unseen image.
+
+For candidates C (centred, m of them), training images T (n), a held-out set H of images the victim never saw
+(|H| several times n; its first n form the held-out control), and the null candidate sets N_1..N_k:
+
+1. **Preprocessing** (one, stated): a candidate is shown as ``minmax(c + mean)``, per image (Haim's ``scale``).
+2. **Matching**: one to one, Hungarian on Haim's NCC distance between T - mean and C (``hungarian`` protocol).
+3. **Similarity** s(a, b): classic 11x11 SSIM where the window fits (MNIST, CIFAR), else the paper's window-3
+   SSIM (8x8 digits).
+4. Training image t_i with matched candidate c_i is **recovered** iff
+
+       s(t_i, c_i) > tau,   s(t_i, c_i) > max_{h in H} s(h, c_i),   s(t_i, c_i) > max_k max_{c in N_k} s(t_i, c):
+
+   the candidate clears the threshold, looks more like t_i than like any image the victim never saw (a
+   candidate that is merely "a typical digit" fails: among several times n unseen digits one is as close), and
+   beats the best that every null candidate set reaches for t_i.
+
+Each control is scored by the same rule (its third clause dropped, since the nulls are what it compares to):
+
+* **held-out control**: the attack's candidates matched to the first n held-out images, each compared with H
+  minus itself: how many never-seen images the rule would call "recovered".
+* **negative controls** (built from what the attacker has): ``null_mean`` (m copies of the input mean: zeros in
+  centred space), ``null_noise`` (m Gaussian candidates at the attack's scale, seeded), ``null_heldout_mean``
+  (m copies of another subset's mean: H's), and any named sets passed in (a shadow victim's candidates).
+* **positive control**: the true training images as candidates, what a perfect attack scores; and how many
+  held-out images it also "recovers".
+
+``informative`` is true when the positive control beats every negative control by at least n/2; an
+uninformative rule reports its counts but makes no claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import TrainreconError
+from .matching import hungarian, ncc_dist, uses_half_resolution
+from .ssim import ssim_cross, ssim_kind
+
+RULE_TEXT = ("one-to-one (Hungarian on NCC) match; a training image counts when its candidate's SSIM with it "
+             "exceeds the threshold, the candidate's SSIM with every held-out image, and the best SSIM any null "
+             "candidate set reaches for that image")
+PREPROCESSING = "candidate + input mean, min-max scaled per image to [0, 1]"
+
+
+@dataclass(frozen=True)
+class HeadlineRule:
+    """The headline's threshold on the similarity (see the module docstring) and the noise null's seed."""
+
+    threshold: float = 0.5
+    null_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.threshold) and -1.0 <= self.threshold < 1.0):
+            raise TrainreconError(f"headline.threshold: must be a finite number in [-1, 1), got {self.threshold}")
+        if not 0 <= self.null_seed < 2**63:
+            raise TrainreconError(f"headline.null_seed: must be in [0, 2^63), got {self.null_seed}")
+
+
+def minmax_per_image(x: torch.Tensor) -> torch.Tensor:
+    flat = x.reshape(x.shape[0], -1)
+    lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
+    hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def shown(cand: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """What a centred candidate looks like to every protocol: minmax(c + mean) per image."""
+    return minmax_per_image(cand + mean)
+
+
+def one_to_one(reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) -> np.ndarray:
+    """Candidate index for each reference image (raw, in [0, 1]) by Hungarian matching on the NCC distance
+    between reference - mean and the centred candidates; -1 where m < n leaves a row unmatched."""
+    return hungarian(ncc_dist(reference - mean, cand, half_resolution=uses_half_resolution(reference.shape)))
+
+
+def null_sets(cand: torch.Tensor, heldout: torch.Tensor | None, mean: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """Negative-control candidate sets of the attack's size m, in centred space: the input mean (zeros), noise at
+    the candidates' scale, and (with held-out images) another subset's mean."""
+    m = cand.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    scale = float(cand.std()) if cand.numel() > 1 else 1.0
+    out = {
+        "null_mean": torch.zeros_like(cand),
+        "null_noise": torch.randn(cand.shape, generator=g, dtype=torch.float64) * (scale if np.isfinite(scale) and scale > 0 else 1.0),
+    }
+    if heldout is not None and len(heldout):
+        out["null_heldout_mean"] = (heldout.mean(dim=0, keepdim=True) - mean).expand(m, *cand.shape[1:]).clone()
+    return out
+
+
+def best_similarity(reference: torch.Tensor, cand_shown: torch.Tensor, kind: str) -> torch.Tensor:
+    """For each reference image the highest similarity any (distinct) candidate reaches."""
+    uniq = torch.unique(cand_shown.reshape(cand_shown.shape[0], -1), dim=0).reshape(-1, *cand_shown.shape[1:])
+    return ssim_cross(reference, uniq, kind).max(dim=1).values
+
+
+def recovered_mask(
+    reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor, heldout: torch.Tensor, kind: str,
+    threshold: float, null_best: torch.Tensor | None = None, reference_in_heldout: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The rule of the module docstring for one candidate set against ``reference``.
+
+    ``reference_in_heldout[i]``: the row of ``heldout`` that *is* reference image i (the held-out control),
+    excluded from its own comparison; -1 or None for none.  Returns the matched index, the similarity to the
+    matched reference, the best held-out similarity of that candidate, and the boolean mask.
+    """
+    idx = one_to_one(reference, cand, mean)
+    ok = idx >= 0
+    sim = np.full(len(idx), np.nan)
+    pool_best = np.full(len(idx), np.nan)
+    if ok.any():
+        rows = np.flatnonzero(ok)
+        matched = shown(cand[torch.as_tensor(idx[rows])], mean)
+        sim[rows] = ssim_cross(reference[torch.as_tensor(rows)], matched, kind).diagonal().numpy()
+        vs_pool = ssim_cross(matched, heldout, kind)
+        if reference_in_heldout is not None:
+            for k, r in enumerate(rows):
+                if reference_in_heldout[r] >= 0:
+                    vs_pool[k, int(reference_in_heldout[r])] = -np.inf
+        pool_best[rows] = vs_pool.max(dim=1).values.numpy() if heldout.shape[0] else -np.inf
+    with np.errstate(invalid="ignore"):
+        mask = ok & (sim > threshold) & (sim > pool_best)
+        if null_best is not None:
+            mask &= sim > null_best.numpy()
+    return {"index": idx, "similarity": sim, "heldout_best": pool_best, "recovered": mask}
+
+
+def headline_counts(
+    cand: torch.Tensor, train: torch.Tensor, heldout: torch.Tensor | None, mean: torch.Tensor,
+    nulls: dict[str, torch.Tensor], rule: HeadlineRule = HeadlineRule(),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``headline`` object of metrics.json and per-set similarities (for the ECDF picture).
+
+    ``heldout``: raw images the victim never saw, at least n + 1 of them for a claim; the first n are the
+    held-out control.  ``nulls``: named centred candidate sets scored as negative controls (:func:`null_sets`
+    and any others, such as a shadow victim's candidates).
+    """
+    n = train.shape[0]
+    kind = ssim_kind(train.shape)
+    head: dict[str, Any] = {
+        "recovered": None, "n": int(n), "m": int(cand.shape[0]), "rule": RULE_TEXT, "preprocessing": PREPROCESSING,
+        "similarity": "classic SSIM (11x11, sigma 1.5)" if kind == "classic" else "paper SSIM (window 3, sigma 1.5)",
+        "threshold": rule.threshold, "heldout_pool": 0 if heldout is None else int(heldout.shape[0]),
+        "controls": {}, "informative": False,
+    }
+    if heldout is None or heldout.shape[0] <= n:
+        head["reason"] = (f"no claim: the rule needs more than n = {n} held-out images (images the victim never saw), "
+                          f"got {head['heldout_pool']}; pass --heldout")
+        return head, {}
+    sims: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    null_best = None
+    for name, c in nulls.items():
+        r = recovered_mask(train, c, mean, heldout, kind, rule.threshold)
+        counts[name] = int(r["recovered"].sum())
+        sims[name] = r["similarity"]
+        best = best_similarity(train, shown(c, mean), kind)
+        null_best = best if null_best is None else torch.maximum(null_best, best)
+    control = heldout[:n]
+    self_rows = np.arange(n)
+    r_ho = recovered_mask(control, cand, mean, heldout, kind, rule.threshold, reference_in_heldout=self_rows)
+    counts["heldout"] = int(r_ho["recovered"].sum())
+    sims["heldout"] = r_ho["similarity"]
+    truth = train - mean
+    r_pos = recovered_mask(train, truth, mean, heldout, kind, rule.threshold)
+    r_pos_ho = recovered_mask(control, truth, mean, heldout, kind, rule.threshold, reference_in_heldout=self_rows)
+    sims["positive"] = r_pos["similarity"]
+    r = recovered_mask(train, cand, mean, heldout, kind, rule.threshold, null_best=null_best)
+    sims["attack"] = r["similarity"]
+    negatives = {k: v for k, v in counts.items()}
+    positive = int(r_pos["recovered"].sum())
+    worst = max(negatives.values())
+    head.update({
+        "recovered": int(r["recovered"].sum()),
+        "recovered_indices": np.flatnonzero(r["recovered"]).tolist(),
+        "controls": {**negatives, "positive": positive, "positive_heldout": int(r_pos_ho["recovered"].sum())},
+        "negative_controls_max": worst,
+        "informative": bool(positive - worst >= n / 2),
+        "informative_rule": "positive control - max(negative controls) >= n / 2",
+    })
+    return head, sims
+
+
+def headline_line(head: dict[str, Any]) -> str:
+    """The CLI's last line."""
+    if head.get("recovered") is None:
+        return f"headline: {head.get('reason', 'no claim')}"
+    c = head["controls"]
+    nulls = ", ".join(f"{k.removeprefix('null_')} {v}" for k, v in c.items() if k not in ("heldout", "positive", "positive_heldout"))
+    verdict = "informative" if head["informative"] else "UNINFORMATIVE for this data: no claim"
+    return (f"headline: {head['recovered']} of {head['n']} training images recovered "
+            f"({head['similarity'].split(' (')[0]} > {head['threshold']}, one to one, nearer than all "
+            f"{head['heldout_pool']} held-out images); controls: held-out {c['heldout']}, nulls [{nulls}], "
+            f"true images {c['positive']}; protocol {verdict}")
