@@ -9,9 +9,20 @@ import numpy as np
 
 from trainrecon.attacks.haim import HaimConfig
 from trainrecon.attacks.runner import reconstruct
+from trainrecon.checkpoint import load_checkpoint, save_checkpoint
+from trainrecon.errors import TrainreconError
 from trainrecon.models.victim import load_victim
 
 CLI = [sys.executable, "-c", "from trainrecon.cli import main; main()"]
+
+
+def checkpoint_iteration(path) -> int:
+    """The iteration a run's checkpoint holds (0 while there is none)."""
+    try:
+        loaded = load_checkpoint(path)
+    except TrainreconError:  # caught mid-rename: never, the write is atomic; tolerated for the poll
+        return 0
+    return 0 if loaded is None else int(loaded[1]["iteration"])
 
 
 def test_resume_is_bit_identical(tmp_path, tiny_victim):
@@ -36,13 +47,13 @@ def test_sigkill_then_resume_gives_the_same_candidates(tmp_path, tiny_victim):
     assert ref.returncode == 0, ref.stderr
     proc = subprocess.Popen(CLI + ["reconstruct", str(tiny_victim), str(tmp_path / "run"), "--config", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ck = tmp_path / "run" / "checkpoint.json"
+    ck = tmp_path / "run" / "checkpoint.safetensors"
     deadline = time.time() + 120
-    while time.time() < deadline and not (ck.is_file() and json.loads(ck.read_text() or "{}").get("iteration", 0) >= 50):
+    while time.time() < deadline and checkpoint_iteration(ck) < 50:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = json.loads(ck.read_text())["iteration"]
+    killed_at = checkpoint_iteration(ck)
     assert killed_at < 1500, "the run finished before it could be killed"
     again = subprocess.run(CLI + ["reconstruct", str(tiny_victim), str(tmp_path / "run"), "--config", str(cfg)],
                            capture_output=True, text=True)
@@ -77,10 +88,10 @@ def test_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, tiny_
     v = load_victim(tiny_victim)
     cfg = HaimConfig(iterations=8, checkpoint_every=4, log_every=2)
     reconstruct(v, cfg, tmp_path / "r", log=lambda *a: None, stop_after=4)
-    ck = tmp_path / "r" / "checkpoint.json"
-    meta = json.loads(ck.read_text())
+    ck = tmp_path / "r" / "checkpoint.safetensors"
+    tensors, meta = load_checkpoint(ck)
     del meta["config"]["attack"]["box_space"]  # as written by a version without the field
-    ck.write_text(json.dumps(meta))
+    save_checkpoint(ck, tensors, meta)
     assert reconstruct(v, cfg, tmp_path / "r", resume=True, log=lambda *a: None)["finished"]
     from trainrecon.errors import TrainreconError
 

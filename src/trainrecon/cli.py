@@ -7,14 +7,15 @@ and exit with status 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from .config import from_dict, load_config, to_dict
-from .errors import TrainreconError
+from .config import from_dict, load_json
+from .errors import Interrupted, TrainreconError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Reconstruct a network's training set from its weights, and score the leak.")
@@ -29,8 +30,11 @@ def _device(name: str):
 
 
 def _cfg(cls, path: Optional[Path], overrides: dict[str, Any]):
-    base = load_config(cls, path) if path is not None else cls()
-    data = to_dict(base)
+    """``cls`` from the JSON file's fields (if any) with the command-line options on top, validated once, so
+    that defaults that depend on other fields (a trainer's bias list on ``hidden``) follow the options."""
+    data = load_json(path) if path is not None else {}
+    if not isinstance(data, dict):
+        raise TrainreconError(f"{path}: expected a JSON object")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(cls, data, where=str(path) if path else "option")
 
@@ -138,9 +142,11 @@ def import_(
     mean: Optional[Path] = typer.Option(None, help=".npz whose x is the input mean image"),
 ) -> None:
     """Turn a user's MLP weights plus an architecture description into a victim folder."""
+    from .checkpoint import folder_lock
     from .models.victim import import_victim
 
-    import_victim(weights, architecture, out, mean)
+    with folder_lock(out):
+        import_victim(weights, architecture, out, mean)
     typer.echo(f"wrote victim folder {out}")
 
 
@@ -229,14 +235,47 @@ def identify_demo(out: Path = typer.Option(Path("runs/identify-demo"), help="out
 
 
 def main() -> None:
+    """Run the CLI; every failure is one line on stderr: user errors exit 2, interruptions 130 (after saving a
+    checkpoint), anything unexpected 1 (``TRAINRECON_DEBUG=1`` shows its traceback)."""
+    import click
+
+    # typer >= 0.20 vendors its own click: catch both families
+    exits = tuple({typer.Exit, click.exceptions.Exit})
+    aborts = tuple({typer.Abort, click.exceptions.Abort})
+    usage = tuple(c for c in (getattr(typer, "TyperException", None), click.ClickException) if c is not None)
     try:
-        app(standalone_mode=True)
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int) and rv:  # no_args_is_help and friends return an exit code
+            sys.exit(rv)
+    except Interrupted as e:
+        typer.echo(f"interrupted: {e}", err=True)
+        sys.exit(130)
     except TrainreconError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; rerun with --resume to continue", err=True)
+    except exits as e:
+        sys.exit(getattr(e, "exit_code", 0))
+    except aborts:
+        typer.echo("interrupted before any work was saved", err=True)
         sys.exit(130)
+    except usage as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            sys.exit(0)  # typer printed the help already
+        e.show()
+        sys.exit(getattr(e, "exit_code", 2))
+    except OSError as e:
+        where = e.filename if e.filename is not None else "file system"
+        typer.echo(f"error: {where}: {e.strerror or e}", err=True)
+        sys.exit(2)
+    except MemoryError:
+        typer.echo("error: out of memory; make the problem smaller (fewer candidates, narrower network)", err=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001: the promise is one line, never a traceback
+        if os.environ.get("TRAINRECON_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        typer.echo(f"error: unexpected {type(e).__name__}: {msg} (rerun with TRAINRECON_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
 
 
 __all__ = ["app", "main"]

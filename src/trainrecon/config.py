@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -63,11 +64,19 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TrainreconError(f"{where}: expected an integer, got {value!r}")
+        if abs(value) >= 2**63:
+            raise TrainreconError(f"{where}: {value} is out of range (|value| < 2^63)")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TrainreconError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise TrainreconError(f"{where}: {value} is out of range for a float") from None
+        if not math.isfinite(value):
+            raise TrainreconError(f"{where}: must be a finite number, got {value}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise TrainreconError(f"{where}: expected a string, got {value!r}")
@@ -87,6 +96,20 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
         return cls(**kwargs)
     except TypeError as e:
         raise TrainreconError(f"{where}: {e}") from None
+
+
+def check_numbers(cfg: Any, where: str) -> None:
+    """Raise a one-line error for a non-finite float field (NaN passes every ``<= 0`` check) or a seed outside
+    [0, 2^63), in dataclass ``cfg`` built from Python rather than JSON."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        vals = v if isinstance(v, (list, tuple)) else [v]
+        for x in vals:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise TrainreconError(f"{where}.{f.name}: must be a finite number, got {x}")
+        if f.name == "seed" or f.name.endswith("_seed"):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+                raise TrainreconError(f"{where}.{f.name}: must be an integer in [0, 2^63), got {v!r}")
 
 
 def to_dict(obj: Any) -> Any:

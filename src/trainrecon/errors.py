@@ -6,3 +6,8 @@ class TrainreconError(Exception):
 
     The CLI prints ``str(err)`` on one line and exits with status 2; it never shows a traceback.
     """
+
+
+class Interrupted(TrainreconError):
+    """A long run stopped by Ctrl-C (or SIGTERM) after saving its checkpoint; the message says how to resume.
+    The CLI exits with status 130."""

@@ -16,49 +16,91 @@ import torch
 
 from .attacks.haim import HaimConfig
 from .attacks.runner import reconstruct
-from .config import from_dict, load_config, registered_name, save_json, to_dict
+from .checkpoint import first_difference, folder_lock
+from .config import from_dict, load_config, load_json, registered_name, save_json, to_dict
 from .data.formats import read_npz, to_float_nchw
 from .data.tasks import TaskConfig, build_task
-from .errors import TrainreconError
+from .errors import Interrupted, TrainreconError
 from .metrics.evaluate import evaluate, headline
 from .metrics.headline import HeadlineRule
 from .models.victim import Victim, load_victim, save_victim
 from .reports import evidence_plot, l2_curve_plot, pair_grid
+from .runtime import require_memory
 from .training import TRAINERS, TrainConfig
+
+
+def train_bytes(spec_widths: list[int], n: int) -> float:
+    """A generous estimate of a trainer's peak memory: L-BFGS keeps 2 x 50 parameter-sized vectors, and every
+    layer's activations for the n training images are kept a few times over."""
+    n_params = sum(a * b + b for a, b in zip(spec_widths[:-1], spec_widths[1:]))
+    return 8 * (110 * n_params + 8 * n * sum(spec_widths))
+
+
+def normalised_record(info: dict[str, Any]) -> dict[str, Any]:
+    """task / trainer_kind / trainer of a train.json, with fields added since it was written at their defaults."""
+    out = {"task": info.get("task"), "trainer_kind": info.get("trainer_kind"), "trainer": info.get("trainer")}
+    try:
+        out["task"] = to_dict(from_dict(TaskConfig, info["task"], "train.json.task"))
+        out["trainer"] = to_dict(from_dict(TRAINERS[info["trainer_kind"]][0], info["trainer"], "train.json.trainer"))
+    except (TrainreconError, KeyError, TypeError):
+        pass
+    return out
 
 
 def train_victim(
     task: TaskConfig, train, out: str | Path, data_dir: str | Path | None = None,
     device: torch.device | str = "cpu", log=print,
 ) -> Path:
-    """Train a victim on ``task`` with the trainer ``train``'s type names and write the victim folder ``out``."""
+    """Train a victim on ``task`` with the trainer ``train``'s type names and write the victim folder ``out``.
+
+    The folder is locked while training.  A folder holding a finished victim is reused only when it was trained
+    with the same task, trainer and config (and refused otherwise, naming the first difference); an imported
+    victim is never overwritten.  The trainer's checkpoint resumes only on the same config and data."""
     name = registered_name(TRAINERS, train, "trainer")
     fit = TRAINERS[name][1]
     out = Path(out)
-    data = build_task(task, data_dir)
-    log(f"task {task.dataset}/{task.task}: n = {data.n} training images of shape {data.x_train.shape[1:]}")
-    x = torch.as_tensor(data.centred(data.x_train))
-    if task.task == "multiclass":
-        classes = np.unique(data.y_train)
-        y = torch.as_tensor(np.searchsorted(classes, data.y_train))
-        n_classes = len(classes)
-    else:
-        y, n_classes = torch.as_tensor(data.y_train, dtype=torch.float64), 2
-    spec, params, summary = fit(train, x, y, checkpoint_dir=out / "checkpoint", device=device, log=log, n_classes=n_classes)
-    info = {
-        "task": to_dict(task),
-        "train_indices": data.idx_train.tolist(),
-        "heldout_indices": data.idx_heldout.tolist(),
-        "trainer_kind": name,
-        "trainer": to_dict(train),
-        "final": summary["final"],
-        "rescale_factor": summary.get("rescale_factor", 1.0),
-        "seconds": summary["seconds"],
-        "history": summary["history"],
-    }
-    init = summary.get("init_params")
-    save_victim(out, spec, [p.cpu() for p in params], data.mean, info,
-                None if init is None else [p.cpu() for p in init])
+    record = {"task": to_dict(task), "trainer_kind": name, "trainer": to_dict(train)}
+    with folder_lock(out):
+        if (out / "train.json").is_file() or (out / "model.safetensors").is_file():
+            old = load_json(out / "train.json") if (out / "train.json").is_file() else {}
+            if not isinstance(old, dict) or "task" not in old:
+                raise TrainreconError(f"{out}: holds a victim that was not trained here (imported, or incomplete); "
+                                      "choose a new folder")
+            diff = first_difference(normalised_record(old), record)
+            if diff:
+                raise TrainreconError(f"{out}: holds a victim trained differently ({diff}); choose a new folder")
+            if (out / "model.safetensors").is_file():
+                log(f"{out}: already trained with this task and config; nothing to do")
+                return out
+        data = build_task(task, data_dir)
+        log(f"task {task.dataset}/{task.task}: n = {data.n} training images of shape {data.x_train.shape[1:]}")
+        x = torch.as_tensor(data.centred(data.x_train))
+        if task.task == "multiclass":
+            classes = np.unique(data.y_train)
+            y = torch.as_tensor(np.searchsorted(classes, data.y_train))
+            n_classes = len(classes)
+        else:
+            y, n_classes = torch.as_tensor(data.y_train, dtype=torch.float64), 2
+        widths = train.spec(list(x.shape[1:]), 1 if n_classes == 2 else n_classes).widths
+        require_memory(train_bytes(widths, data.n), f"training a {'-'.join(map(str, widths))} victim", device)
+        try:
+            spec, params, summary = fit(train, x, y, checkpoint_dir=out / "checkpoint", device=device, log=log,
+                                        n_classes=n_classes)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted while training; the last checkpoint in {out / 'checkpoint'} is kept: "
+                              "rerun the same command to resume") from None
+        info = {
+            **record,
+            "train_indices": data.idx_train.tolist(),
+            "heldout_indices": data.idx_heldout.tolist(),
+            "final": summary["final"],
+            "rescale_factor": summary.get("rescale_factor", 1.0),
+            "seconds": summary["seconds"],
+            "history": summary["history"],
+        }
+        init = summary.get("init_params")
+        save_victim(out, spec, [p.cpu() for p in params], data.mean, info,
+                    None if init is None else [p.cpu() for p in init])
     return out
 
 
@@ -113,6 +155,11 @@ def evaluate_run(
     """Score the union of candidate files against the victim's training set, with the controls of
     ``metrics/headline.py`` (and further named null candidate files, e.g. a shadow victim's); write
     metrics.json, grid.png, evidence.png and l2_curve.png."""
+    with folder_lock(out):
+        return _evaluate_run(victim_dir, candidate_files, Path(out), data_dir, truth, heldout, log, null_files, rule)
+
+
+def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldout, log, null_files, rule) -> dict[str, Any]:
     victim = load_victim(victim_dir)
     shape = tuple(victim.spec.input_shape)
     cands = [read_candidates(f, shape) for f in candidate_files]
@@ -127,8 +174,6 @@ def evaluate_run(
     metrics["candidate_files"] = [Path(f).name for f in candidate_files]
     metrics["null_files"] = {k: Path(f).name for k, f in (null_files or {}).items()}
     metrics["mean_source"] = "victim input_mean" if victim.input_mean is not None else "training-set per-pixel mean"
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     save_json(out / "metrics.json", metrics)
     p, head = pairs["hungarian"], metrics["headline"]
     recovered = np.zeros(len(p["index"]), bool)
@@ -152,7 +197,11 @@ DEMO_ATTACK = HaimConfig(iterations=8000, lr=1.0, lr_lambda=0.01, init_scale=1e-
 def demo(out: str | Path = "runs/demo", device: torch.device | str = "cpu", seed: int = 0, log=print) -> dict[str, Any]:
     """Offline demo: an MNIST even/odd victim (n = 40, 784-200-200-1) on the MNIST subset shipped with the
     package, the Haim KKT attack, evaluation with every control; grid.png, evidence.png, metrics.json."""
-    out = Path(out)
+    with folder_lock(out):
+        return _demo(Path(out), device, seed, log)
+
+
+def _demo(out: Path, device, seed: int, log) -> dict[str, Any]:
     t0 = time.time()
     train_cfg = from_dict(TrainConfig, {**to_dict(DEMO_TRAIN), "seed": seed})
     attack_cfg = from_dict(HaimConfig, {**to_dict(DEMO_ATTACK), "seed": seed})
@@ -308,10 +357,27 @@ def run_experiment(
     exp = load_config(Experiment, path)
     train_cfg, attack_cfg = exp.configs(str(path))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, "task": exp.task,
-                                        "trainer": exp.trainer, "train": train_cfg, "method": exp.method,
-                                        "attack": attack_cfg, "shadow": exp.shadow})
+    record = {"task": exp.task, "trainer": exp.trainer, "train": train_cfg, "method": exp.method, "attack": attack_cfg,
+              "shadow": exp.shadow}
+    with folder_lock(out):
+        if (out / "experiment.json").is_file():
+            old = load_json(out / "experiment.json")
+            old = {k: old.get(k) for k in record} if isinstance(old, dict) else {}
+            try:  # fields added since that file was written count at their defaults
+                old = to_dict({"task": from_dict(TaskConfig, old["task"], "experiment.json.task"), "trainer": old["trainer"],
+                               "train": from_dict(TRAINERS[old["trainer"]][0], old["train"], "experiment.json.train"),
+                               "method": old["method"], "attack": from_dict(type(attack_cfg), old["attack"], "experiment.json.attack"),
+                               "shadow": bool(old.get("shadow"))})
+            except (TrainreconError, KeyError, TypeError):
+                pass
+            diff = first_difference(old, to_dict(record))
+            if diff:
+                raise TrainreconError(f"{out}: holds results of a different experiment ({diff}); choose a new folder")
+        save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, **record})
+        return _run_experiment(exp, path, train_cfg, attack_cfg, out, data_dir, device, log)
+
+
+def _run_experiment(exp: Experiment, path, train_cfg, attack_cfg, out: Path, data_dir, device, log) -> dict[str, Any]:
     t0 = time.time()
     if not (out / "victim" / "model.safetensors").is_file():
         train_victim(exp.task, train_cfg, out / "victim", data_dir, device, log)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 
 import torch
 from tqdm.auto import tqdm
@@ -13,15 +16,44 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; anything else (mps, meta, ...) is refused in one line."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         raise TrainreconError(f"--device: unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainreconError(f"--device: {name!r} requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise TrainreconError(f"--device: {name!r} is not supported (use cpu, cuda, cuda:N or auto)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainreconError(f"--device: {name!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise TrainreconError(f"--device: {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Memory free for a new allocation on ``device`` (MemAvailable on Linux CPUs), or None if unknown."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def require_memory(nbytes: float, what: str, device: torch.device | str = "cpu") -> None:
+    """Refuse, before allocating, a job whose estimated footprint exceeds the memory available."""
+    free = available_bytes(device)
+    if free is not None and nbytes > free:
+        raise TrainreconError(f"{what}: needs about {nbytes / 2**30:.1f} GiB, only {free / 2**30:.1f} GiB is available "
+                              f"on {torch.device(device)}; make it smaller")
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -33,3 +65,28 @@ def resolve_dtype(name: str) -> torch.dtype:
 def progress(total: int, desc: str, initial: int = 0):
     """A tqdm bar that stays quiet when stderr is not a terminal."""
     return tqdm(total=total, desc=desc, initial=initial, disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+
+
+class StopRequest:
+    """While active, SIGINT (Ctrl-C) and SIGTERM set ``requested`` instead of killing the process, so a loop can
+    stop at an iteration boundary, save a consistent checkpoint and say how to resume.  A second Ctrl-C
+    interrupts at once (Python's default).  Outside the main thread it does nothing."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, _frame) -> None:
+        self.requested = signal.Signals(signum).name
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, old)

@@ -50,7 +50,12 @@ class HaimConfig(AttackConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.alpha <= 0:
-            raise TrainreconError("attack.alpha must be positive")
+            raise TrainreconError(f"attack.alpha: must be positive, got {self.alpha}")
+        for name in ("lr_lambda", "lambda_penalty", "box", "box_weight"):
+            if getattr(self, name) < 0:
+                raise TrainreconError(f"attack.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise TrainreconError(f"attack.momentum: must be in [0, 1), got {self.momentum}")
 
 
 def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:

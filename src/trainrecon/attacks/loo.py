@@ -53,6 +53,10 @@ class LooConfig(AttackConfig):
         super().__post_init__()
         if self.beta_start < 0 or self.beta_max <= 0 or self.beta_period <= 0:
             raise TrainreconError("attack.beta_start must be >= 0, attack.beta_max and attack.beta_period positive")
+        if self.box_weight < 0:
+            raise TrainreconError(f"attack.box_weight: must be >= 0, got {self.box_weight}")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1 and self.adam_eps > 0):
+            raise TrainreconError("attack.adam_beta1 and adam_beta2 must be in [0, 1), adam_eps positive")
 
 
 def beta_schedule(cfg: LooConfig, it: int) -> float:

@@ -8,6 +8,7 @@ from typing import Callable, Literal, Protocol
 import numpy as np
 import torch
 
+from ..config import check_numbers
 from ..errors import TrainreconError
 from .weighted_sum import WeightedSumObjective
 
@@ -28,13 +29,16 @@ class AttackConfig:
     log_every: int = 100
 
     def __post_init__(self) -> None:
+        check_numbers(self, "attack")
         if self.m < 0:
             raise TrainreconError(f"attack.m: need a number of candidates (or 0 for 2n), got {self.m}")
-        if self.iterations < 0:
-            raise TrainreconError("attack.iterations: must be >= 0")
-        for name in ("checkpoint_every", "log_every", "lr"):
+        if self.iterations < 1:
+            raise TrainreconError(f"attack.iterations: must be >= 1 (0 would save the random starts as candidates), got {self.iterations}")
+        for name in ("checkpoint_every", "log_every", "lr", "init_scale"):
             if getattr(self, name) <= 0:
-                raise TrainreconError(f"attack.{name}: must be positive")
+                raise TrainreconError(f"attack.{name}: must be positive, got {getattr(self, name)}")
+        if self.chunk_size < 0:
+            raise TrainreconError(f"attack.chunk_size: must be >= 0 (0: one chunk), got {self.chunk_size}")
 
 
 class Optimizer(Protocol):

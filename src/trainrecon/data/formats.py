@@ -17,6 +17,7 @@ import hashlib
 import io
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def _read_bytes(path: Path) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise TrainreconError(f"{path}: corrupt gzip stream ({e})") from None
     return raw
 
@@ -162,7 +163,11 @@ def to_float_nchw(x: np.ndarray, where: str) -> np.ndarray:
         raise TrainreconError(f"{where}: 'x' has shape {x.shape}; expected (N,H,W), (N,H,W,C) or (N,C,H,W)")
     if x.dtype == np.uint8:
         return x.astype(np.float64) / 255.0
+    if x.dtype.kind not in "fiu" or x.dtype == bool:
+        raise TrainreconError(f"{where}: 'x' has dtype {x.dtype}; expected uint8 or real-valued images")
     x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise TrainreconError(f"{where}: 'x' holds NaN or inf")
     if x.size and (x.min() < -1e-6 or x.max() > 1 + 1e-6):
         raise TrainreconError(f"{where}: float images must lie in [0, 1] (found [{x.min():.3g}, {x.max():.3g}])")
     return x

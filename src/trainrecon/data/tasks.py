@@ -101,6 +101,17 @@ def _first_existing(data_dir: Path, names: list[str]) -> Path | None:
     return None
 
 
+def labelled_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images in [0, 1] (N, C, H, W) and integer labels from an .npz with ``x`` and ``y`` of equal length."""
+    x, y = read_npz(path)
+    if y is None:
+        raise TrainreconError(f"{path}: missing array 'y' (the labels)")
+    y = np.asarray(y)
+    if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+        raise TrainreconError(f"{path}: 'y' must be {len(x)} integer labels, got shape {y.shape} of {y.dtype}")
+    return to_float_nchw(x, str(path)), y.astype(np.int64)
+
+
 def load_split(dataset: str, split: Literal["train", "test"], data_dir: Path, path: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Images (N, C, H, W) in [0, 1] and integer labels of one split, in canonical order."""
     if dataset == "digits":
@@ -120,16 +131,12 @@ def load_split(dataset: str, split: Literal["train", "test"], data_dir: Path, pa
     if dataset == "npz":
         if not path:
             raise TrainreconError(f"task.{'path' if split == 'train' else 'heldout_path'}: no .npz given for the {split} split")
-        x, y = read_npz(path)
-        if y is None:
-            raise TrainreconError(f"{path}: missing array 'y'")
-        return to_float_nchw(x, path), y.astype(np.int64)
+        return labelled_npz(path)
     if dataset == "mnist":
         npz = ["mnist_subset.npz", "mnist_train.npz"] if split == "train" else ["mnist_test.npz"]
         found = _first_existing(data_dir, npz)
         if found is not None:
-            x, y = read_npz(found)
-            return to_float_nchw(x, str(found)), y.astype(np.int64)
+            return labelled_npz(found)
         stem = "train" if split == "train" else "t10k"
         img = _first_existing(data_dir, [f"{stem}-images-idx3-ubyte", f"{stem}-images.idx3-ubyte"])
         lab = _first_existing(data_dir, [f"{stem}-labels-idx1-ubyte", f"{stem}-labels.idx1-ubyte"])
@@ -147,8 +154,7 @@ def load_split(dataset: str, split: Literal["train", "test"], data_dir: Path, pa
         npz = ["cifar10_subset.npz", "cifar10_train.npz"] if split == "train" else ["cifar10_test_subset.npz", "cifar10_test.npz"]
         found = _first_existing(data_dir, npz)
         if found is not None:
-            x, y = read_npz(found)
-            return to_float_nchw(x, str(found)), y.astype(np.int64)
+            return labelled_npz(found)
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         for sub in (data_dir / "cifar-10-batches-py", data_dir):
             if (sub / names[0]).is_file():

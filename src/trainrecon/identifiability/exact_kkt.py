@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import TrainreconError
+from ..runtime import require_memory
+from .polynomial import MAX_DEGREE
 from .symmetric import rank_one_sum, tensor_powers
 
 
@@ -99,6 +101,11 @@ def build_exact_kkt(
     V = np.asarray(V, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n, d = V.shape
+    if not 2 <= alpha <= MAX_DEGREE:
+        raise TrainreconError(f"alpha: need a degree in [2, {MAX_DEGREE}], got {alpha}")
+    r = min(n, d)
+    require_memory(8 * (4 * r**alpha + 4 * starts * r ** (alpha - 1) + starts * r * r + 2 * n * d),
+                   f"an exact KKT point of degree {alpha} on {r} directions")
     Vn = V / np.linalg.norm(V, axis=1, keepdims=True)
     Q, _ = np.linalg.qr(Vn.T)  # (d, n) orthonormal basis of the data span
     Vq = Vn @ Q

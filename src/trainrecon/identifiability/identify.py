@@ -32,6 +32,7 @@ import numpy as np
 import scipy.optimize
 import torch
 
+from ..config import check_numbers
 from ..errors import TrainreconError
 from ..models.victim import Victim
 from .jennrich import jennrich, refine_cp
@@ -66,6 +67,9 @@ class IdentifyConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers(self, "identify")
+        if self.jennrich_draws < 1 or self.polish_iters < 0 or self.max_design_entries < 1:
+            raise TrainreconError("identify.jennrich_draws and max_design_entries must be >= 1, polish_iters >= 0")
         if not 0 < self.neuron_threshold <= 1:
             raise TrainreconError("identify.neuron_threshold must be in (0, 1]")
         if self.tol <= 0 or self.span_tol <= 0 or self.rank_tol <= 0:

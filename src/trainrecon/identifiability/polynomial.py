@@ -25,7 +25,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ..config import check_numbers
 from ..errors import TrainreconError
+from ..runtime import require_memory
 from ..models.mlp import MLPSpec
 from ..training.kkt import log_logistic
 from ..training.residuals import gram_fit
@@ -62,6 +64,9 @@ def poly_kkt_residual(a, W, X, y, alpha: int, train_a: bool = True) -> dict[str,
             "n_active": int((lam > 1e-3 * big).sum()) if big > 0 else 0}
 
 
+MAX_DEGREE = 12  # beyond it t^alpha over- or underflows float64 for any useful scale
+
+
 @dataclass
 class PolyDataConfig:
     """Inputs for polynomial victims: points on the unit sphere or Gaussian in R^d, or real images
@@ -74,8 +79,10 @@ class PolyDataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_numbers(self, "data")
         if self.n <= 0 or self.d <= 0:
             raise TrainreconError(f"data.n and data.d must be positive, got n={self.n}, d={self.d}")
+        require_memory(8 * 4 * self.n * self.d, f"data with n = {self.n} samples in d = {self.d} dimensions")
 
 
 def make_poly_data(cfg: PolyDataConfig, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +121,9 @@ class PolyTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.alpha < 2:
-            raise TrainreconError(f"train.alpha: need a degree >= 2, got {self.alpha}")
+        check_numbers(self, "train")
+        if not 2 <= self.alpha <= MAX_DEGREE:
+            raise TrainreconError(f"train.alpha: need a degree in [2, {MAX_DEGREE}], got {self.alpha}")
         if self.width <= 0 or self.steps < 0 or self.lr <= 0 or self.init_scale <= 0:
             raise TrainreconError("train.width, train.lr and train.init_scale must be positive, train.steps >= 0")
 

@@ -54,6 +54,8 @@ class MLPSpec:
             )
         if not self.input_shape:
             self.input_shape = [1, 1, self.widths[0]]
+        if len(self.input_shape) != 3 or any(v <= 0 for v in self.input_shape):
+            raise TrainreconError(f"model.input_shape: need three positive sizes (C, H, W), got {self.input_shape}")
         if math.prod(self.input_shape) != self.widths[0]:
             raise TrainreconError(
                 f"model.input_shape: {self.input_shape} has {math.prod(self.input_shape)} values, "

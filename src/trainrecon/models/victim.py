@@ -53,6 +53,10 @@ def _check_params(spec: MLPSpec, tensors: dict[str, torch.Tensor], where: str, p
         if key not in tensors:
             raise TrainreconError(f"{where}: missing tensor {key!r} required by model.json")
         t = tensors[key]
+        if not t.is_floating_point():
+            raise TrainreconError(f"{where}: tensor {key!r} has dtype {str(t.dtype).removeprefix('torch.')}; weights must be "
+                                  "real floating point (complex, integer and bool tensors are refused, not converted)")
+        t = t.double()
         if tuple(t.shape) != shape:
             raise TrainreconError(f"{where}: tensor {key!r} has shape {tuple(t.shape)}, model.json implies {shape}")
         if not torch.isfinite(t).all():
@@ -76,9 +80,9 @@ def save_victim(
         tensors.update({INIT_PREFIX + n: p for n, p in zip(spec.param_names(), init_params)})
     if input_mean is not None:
         tensors["input_mean"] = torch.as_tensor(np.asarray(input_mean, dtype=np.float64).reshape(spec.input_shape))
-    save_tensors(folder / "model.safetensors", tensors)
     save_json(folder / "model.json", spec)
     save_json(folder / "train.json", train_info or {})
+    save_tensors(folder / "model.safetensors", tensors)  # last: its presence marks a complete victim folder
     return folder
 
 
@@ -112,10 +116,27 @@ def load_victim(folder: str | Path) -> Victim:
     if any(k.startswith(INIT_PREFIX) for k in tensors):
         init = _check_params(spec, tensors, str(path), INIT_PREFIX)
     mean = tensors.get("input_mean")
-    if mean is not None and mean.numel() != spec.widths[0]:
-        raise TrainreconError(f"{path}: input_mean has {mean.numel()} values, expected {spec.widths[0]}")
+    if mean is not None:
+        mean = check_mean(mean, spec, str(path))
     info = load_json(folder / "train.json") if (folder / "train.json").is_file() else {}
-    return Victim(spec, params, None if mean is None else mean.double().numpy().reshape(spec.input_shape), init, _obj(info, folder / "train.json"))
+    return Victim(spec, params, mean, init, _obj(info, folder / "train.json"))
+
+
+def check_mean(mean: Any, spec: MLPSpec, where: str) -> np.ndarray:
+    """The input mean as float64 (C, H, W): real numbers, finite, one per input."""
+    if isinstance(mean, torch.Tensor):
+        if not mean.is_floating_point():
+            raise TrainreconError(f"{where}: input mean has dtype {str(mean.dtype).removeprefix('torch.')}, expected real floats")
+        mean = mean.double().numpy()
+    mean = np.asarray(mean)
+    if mean.dtype.kind not in "fiu" or mean.dtype == bool:
+        raise TrainreconError(f"{where}: input mean has dtype {mean.dtype}, expected real numbers")
+    mean = mean.astype(np.float64)
+    if mean.size != spec.widths[0]:
+        raise TrainreconError(f"{where}: input mean has {mean.size} values, expected {spec.widths[0]}")
+    if not np.isfinite(mean).all():
+        raise TrainreconError(f"{where}: input mean holds NaN or inf")
+    return mean.reshape(spec.input_shape)
 
 
 def _obj(data: Any, where: Path) -> dict:
@@ -127,7 +148,7 @@ def _obj(data: Any, where: Path) -> dict:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a user's state dict: safetensors, or a PyTorch file loaded with ``weights_only=True``."""
     path = Path(path)
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         return read_safetensors(path)
     if not path.is_file():
         raise TrainreconError(f"{path}: file not found")
@@ -150,20 +171,22 @@ def import_victim(weights: str | Path, architecture: str | Path, out: str | Path
     ``layers.{i}.weight`` / ``layers.{i}.bias``; an optional ``input_mean`` tensor (or ``mean``, an .npz with
     ``x`` holding the mean image) records the input centring.
     """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(p.name != ".trainrecon.lock" for p in out.iterdir())):
+        raise TrainreconError(f"{out}: exists and is not an empty folder; import into a new folder")
     spec = from_dict(MLPSpec, _obj(load_json(architecture), Path(architecture)), str(architecture))
     tensors = read_state_dict(weights)
-    params = [t.double() for t in _check_params(spec, tensors, str(weights))]
+    params = _check_params(spec, tensors, str(weights))
     init = None
     if any(k.startswith(INIT_PREFIX) for k in tensors):
-        init = [t.double() for t in _check_params(spec, tensors, str(weights), INIT_PREFIX)]
+        init = _check_params(spec, tensors, str(weights), INIT_PREFIX)
     input_mean = tensors.get("input_mean")
+    where = str(weights)
     if mean is not None:
         from ..data.formats import read_npz
 
-        input_mean = read_npz(mean)[0]
+        input_mean, where = read_npz(mean)[0], str(mean)
     if input_mean is not None:
-        input_mean = np.asarray(input_mean, dtype=np.float64)
-        if input_mean.size != spec.widths[0]:
-            raise TrainreconError(f"input mean: {input_mean.size} values, expected {spec.widths[0]}")
+        input_mean = check_mean(input_mean, spec, where)
     info = {"imported_from": Path(weights).name, "architecture": to_dict(spec)}
     return save_victim(out, spec, params, input_mean, info, init)

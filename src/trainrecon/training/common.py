@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
-from ..config import load_json, save_json, to_dict
+from ..checkpoint import first_difference, fingerprint, load_checkpoint, save_checkpoint
+from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
 from ..models.mlp import MLPSpec
-from ..models.victim import save_tensors
 from ..runtime import resolve_dtype
 
 
@@ -34,6 +33,7 @@ class NetConfig:
 
     def complete(self, first_bias_only: bool, init: float) -> None:
         """Fill empty ``bias`` / ``init_scale`` with the trainer's defaults and validate."""
+        check_numbers(self, "train")
         n_layers = len(self.hidden) + 1
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise TrainreconError(f"train.hidden: need positive hidden widths, got {self.hidden}")
@@ -45,6 +45,8 @@ class NetConfig:
             raise TrainreconError(f"train.bias: need {n_layers} entries (one per layer), got {len(self.bias)}")
         if len(self.init_scale) != n_layers:
             raise TrainreconError(f"train.init_scale: need {n_layers} entries, got {len(self.init_scale)}")
+        if any(s <= 0 for s in self.init_scale):
+            raise TrainreconError(f"train.init_scale: every entry must be positive, got {self.init_scale}")
         resolve_dtype(self.dtype)
 
     def spec(self, input_shape: list[int], n_outputs: int = 1) -> MLPSpec:
@@ -57,30 +59,35 @@ class NetConfig:
 
 
 def state_paths(folder: Path) -> tuple[Path, Path]:
-    """(tensors, metadata) of a trainer checkpoint in ``folder``."""
+    """(checkpoint, legacy metadata) of a trainer checkpoint in ``folder``: one file since the checkpoint module;
+    the JSON beside it is read only for checkpoints of earlier versions."""
     return folder / "train_checkpoint.safetensors", folder / "train_checkpoint.json"
 
 
-def load_state(folder: Path | None, cfg, device, dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The trainer checkpoint in ``folder`` (tensors on device/dtype, metadata), or None if there is none.
+def load_state(folder: Path | None, cfg, device, dtype, x: torch.Tensor, y: torch.Tensor
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The trainer checkpoint in ``folder`` (tensors on device/dtype, state), or None if there is none.
 
-    Refuses a checkpoint written with another config: resuming it would mix two runs."""
+    Refuses a checkpoint written with another config or on other training data (x, y): resuming it would mix
+    two runs."""
     if folder is None:
         return None
     st, js = state_paths(folder)
-    if not (st.is_file() and js.is_file()):
+    loaded = load_checkpoint(st, js)
+    if loaded is None:
         return None
-    meta = load_json(js)
-    if meta.get("config") != to_dict(cfg):
-        raise TrainreconError(f"{js}: checkpoint was made with a different training config; use a new folder")
-    return {k: v.clone().to(device=device, dtype=dtype) for k, v in load_file(str(st)).items()}, meta
+    tensors, meta = loaded
+    diff = first_difference(meta.get("config"), to_dict(cfg))
+    if diff:
+        raise TrainreconError(f"{st}: checkpoint was made with a different training config ({diff}); use a new folder")
+    if "data" in meta and meta["data"] != fingerprint([x, y]):
+        raise TrainreconError(f"{st}: checkpoint was made on different training data; use a new folder")
+    return {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}, meta
 
 
-def save_state(folder: Path | None, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a trainer checkpoint (atomically) into ``folder``; nothing if ``folder`` is None."""
+def save_state(folder: Path | None, tensors: dict[str, torch.Tensor], meta: dict[str, Any], x: torch.Tensor,
+               y: torch.Tensor) -> None:
+    """Write a trainer checkpoint (one file, atomically) into ``folder``; nothing if ``folder`` is None."""
     if folder is None:
         return
-    st, js = state_paths(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_tensors(st, tensors)
-    save_json(js, meta)
+    save_checkpoint(state_paths(folder)[0], tensors, {**meta, "data": fingerprint([x, y])})

@@ -121,7 +121,7 @@ def train_kkt(
     L = spec.homogeneity_degree()
     flat = flatten(init_params(spec, cfg.init_scale, cfg.seed, dtype)).to(device)
     stage, history = 0, []
-    state = load_state(checkpoint_dir, cfg, device, dtype)
+    state = load_state(checkpoint_dir, cfg, device, dtype, x, y)
     if state is not None:
         flat, stage, history = state[0]["theta"], int(state[1]["stage"]), list(state[1]["history"])
         log(f"resuming training after stage {stage}")
@@ -150,7 +150,7 @@ def train_kkt(
             f"KKT residual {entry['kkt_residual']:.4f}")
 
     def checkpoint(done: int) -> None:
-        save_state(checkpoint_dir, {"theta": flat}, {"stage": done, "config": cfg, "history": history})
+        save_state(checkpoint_dir, {"theta": flat}, {"stage": done, "config": cfg, "history": history}, x, y)
 
     t0 = time.time()
     n_stages = 1 + len(cfg.margin_schedule)

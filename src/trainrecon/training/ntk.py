@@ -92,7 +92,7 @@ def train_ntk(
     flat0 = flatten(init_params(spec, cfg.init_scale, cfg.seed, dtype)).to(device)
     lr = cfg.lr or 1.0 / gauss_newton_top_eigenvalue(spec, flat0, x)
     flat, buf, epoch, history = flat0.clone(), torch.zeros_like(flat0), 0, []
-    state = load_state(checkpoint_dir, cfg, device, dtype)
+    state = load_state(checkpoint_dir, cfg, device, dtype, x, y)
     if state is not None:
         flat, buf = state[0]["theta"], state[0]["momentum"]
         epoch, history = int(state[1]["epoch"]), list(state[1]["history"])
@@ -103,7 +103,7 @@ def train_ntk(
 
     def save(ep: int) -> None:
         save_state(checkpoint_dir, {"theta": flat, "momentum": buf},
-                   {"epoch": ep, "config": cfg, "history": history, "lr": lr})
+                   {"epoch": ep, "config": cfg, "history": history, "lr": lr}, x, y)
 
     t0 = time.time()
     bar = progress(cfg.max_epochs, "train", initial=epoch)

@@ -73,7 +73,7 @@ def train_regression(
     y = y.to(device=device, dtype=dtype)
     flat = flatten(init_params(spec, cfg.init_scale, cfg.seed, dtype)).to(device)
     done, history = 0, []
-    state = load_state(checkpoint_dir, cfg, device, dtype)
+    state = load_state(checkpoint_dir, cfg, device, dtype, x, y)
     if state is not None:
         flat, done, history = state[0]["theta"], int(state[1]["iterations"]), list(state[1]["history"])
         log(f"resuming training after {done} L-BFGS iterations")
@@ -117,7 +117,7 @@ def train_regression(
         history.append(entry)
         log(f"  {done} iterations: objective {entry['objective']:.6g}, relative gradient {entry['relative_gradient']:.2e}")
         bar.update(steps)
-        save_state(checkpoint_dir, {"theta": flat}, {"iterations": done, "config": cfg, "history": history})
+        save_state(checkpoint_dir, {"theta": flat}, {"iterations": done, "config": cfg, "history": history}, x, y)
     bar.close()
     params = unflatten(spec, flat)
     res = stationarity_residual(spec, params, x, torch.ones(len(x), 1, dtype=dtype, device=device), nonneg=False)
