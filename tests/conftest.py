@@ -34,3 +34,12 @@ def tiny_victim(tmp_path_factory, tiny_task):
 @pytest.fixture()
 def rng():
     return np.random.default_rng(0)
+
+
+def build_objective(method_cls, victim, cfg, m, it=0):
+    """(objective at iteration ``it``, initial candidate set) of a registered method on a Victim."""
+    from trainrecon.attacks.payload import Payload
+
+    method = method_cls(Payload.of(victim, disclose_n=False), cfg)
+    cands = method.init(m)
+    return method.objective(it, cands), cands

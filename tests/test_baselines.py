@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch.func import grad, jacrev
 
-from trainrecon.attacks.buzaglo import (BuzagloMulticlassConfig, BuzagloRegressionConfig, block_labels,
-                                        buzaglo_multiclass_plan, buzaglo_regression_plan)
-from trainrecon.attacks.loo import LooConfig, beta_schedule, loo_plan
+from conftest import build_objective
+from trainrecon.attacks.buzaglo import (BuzagloMulticlass, BuzagloMulticlassConfig, BuzagloRegression,
+                                        BuzagloRegressionConfig, block_labels)
+from trainrecon.attacks.loo import LooConfig, LooNTK, beta_schedule
+from trainrecon.attacks.weighted_sum import SquaredDistance
 from trainrecon.models.mlp import MLPSpec, Surrogate, flatten, forward, init_params, unflatten
 from trainrecon.models.victim import Victim
 
@@ -80,16 +82,17 @@ def test_buzaglo_multiclass_matches_dense_oracle(chunk):
     v = victim(MC_SPEC, 1)
     cfg = BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.4, chunk_size=chunk)
     m = 6
-    plan = buzaglo_multiclass_plan(v, cfg, m)
-    assert plan.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    obj, cands = build_objective(BuzagloMulticlass, v, cfg, m)
+    labels = cands.labels.numpy()
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2]
     X, lam = random_point(m, 0, 3)
     out = forward(MC_SPEC, v.params, X)
-    top2 = out.scatter(1, torch.as_tensor(plan.labels)[:, None], -torch.inf).topk(2, dim=1).values
+    top2 = out.scatter(1, torch.as_tensor(labels)[:, None], -torch.inf).topk(2, dim=1).values
     assert (top2[:, 0] - top2[:, 1]).abs().min() > 1e-3  # no ties: the max has one gradient
-    values, gx, gl = plan.objective(0).value_and_grad(X, lam)
+    values, gx, gl = obj.value_and_grad(X, lam)
     th = flatten(v.params)
-    ref = dense_multiclass(th, X, lam, th, cfg, plan.labels)
-    rgx, rgl = grad(dense_multiclass, argnums=(1, 2))(th, X, lam, th, cfg, plan.labels)
+    ref = dense_multiclass(th, X, lam, th, cfg, labels)
+    rgx, rgl = grad(dense_multiclass, argnums=(1, 2))(th, X, lam, th, cfg, labels)
     assert values["total"] == pytest.approx(float(ref), rel=1e-12)
     assert torch.allclose(gx, rgx, rtol=1e-9, atol=1e-12) and torch.allclose(gl, rgl, rtol=1e-9, atol=1e-12)
 
@@ -99,11 +102,11 @@ def test_buzaglo_regression_matches_dense_oracle(chunk):
     v = victim(BIN_SPEC, 3)
     cfg = BuzagloRegressionConfig(alpha=7.0, chunk_size=chunk)
     m = 5
-    plan = buzaglo_regression_plan(v, cfg, m)
-    assert plan.labels is None
+    obj, cands = build_objective(BuzagloRegression, v, cfg, m)
+    assert cands.labels is None
     X, lam = random_point(m, 0, 4)
     lam = lam - 0.5  # free sign
-    values, gx, gl = plan.objective(0).value_and_grad(X, lam)
+    values, gx, gl = obj.value_and_grad(X, lam)
     th = flatten(v.params)
     ref = dense_regression(th, X, lam, th, cfg)
     rgx, rgl = grad(dense_regression, argnums=(1, 2))(th, X, lam, th, cfg)
@@ -116,9 +119,9 @@ def test_loo_matches_dense_oracle(kernel_at, it):
     v = victim(NTK_SPEC, 5, with_init=True)
     cfg = LooConfig(dtype="float64", kernel_at=kernel_at)
     m = 4
-    plan = loo_plan(v, cfg, m)
+    obj, _ = build_objective(LooNTK, v, cfg, m, it)
     X, alpha = random_point(m, 2, 6)
-    values, gx, ga = plan.objective(it).value_and_grad(X, alpha)
+    values, gx, ga = obj.value_and_grad(X, alpha)
     at = flatten(v.params if kernel_at == "final" else v.init_params)
     target = flatten(v.params) - flatten(v.init_params)
     beta = beta_schedule(cfg, it)
@@ -136,10 +139,9 @@ def test_loo_beta_schedule_is_the_references():
     assert beta_schedule(cfg, 46000) == 200.0
 
 
-def exact_point(plan, X_true, M_true):
-    """Rebuild the plan's objective with target = the exact weighted sum of features at the known points."""
-    obj = plan.objective(0)
-    return dataclasses.replace(obj, target=obj.feature_sum(X_true, obj.weights(M_true)))
+def exact_point(obj, X_true, M_true):
+    """The objective with target = the exact weighted sum of features at the known points."""
+    return dataclasses.replace(obj, outer=SquaredDistance(obj.feature_sum(X_true, obj.weights(M_true))))
 
 
 @pytest.mark.parametrize("method", ["multiclass", "regression", "loo"])
@@ -148,15 +150,15 @@ def test_exact_stationary_point_has_zero_objective(method):
     m = 6
     X_true = torch.rand(m, D, generator=g, dtype=torch.float64) * 0.3 - 0.05  # inside every box
     if method == "multiclass":
-        plan = buzaglo_multiclass_plan(victim(MC_SPEC, 12), BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.1), m)
+        obj, _ = build_objective(BuzagloMulticlass, victim(MC_SPEC, 12), BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.1), m)
         M_true = torch.rand(m, generator=g, dtype=torch.float64) + 0.5  # above lambda_min: no penalty
     elif method == "regression":
-        plan = buzaglo_regression_plan(victim(BIN_SPEC, 13), BuzagloRegressionConfig(alpha=5.0), m)
+        obj, _ = build_objective(BuzagloRegression, victim(BIN_SPEC, 13), BuzagloRegressionConfig(alpha=5.0), m)
         M_true = torch.randn(m, generator=g, dtype=torch.float64)
     else:
-        plan = loo_plan(victim(NTK_SPEC, 14, with_init=True), LooConfig(dtype="float64"), m)
+        obj, _ = build_objective(LooNTK, victim(NTK_SPEC, 14, with_init=True), LooConfig(dtype="float64"), m)
         M_true = torch.rand(m, 2, generator=g, dtype=torch.float64) - 0.5
-    obj = exact_point(plan, X_true, M_true)
+    obj = exact_point(obj, X_true, M_true)
     values, gx, gm = obj.value_and_grad(X_true, M_true)
     assert values["total"] < 1e-28
     assert gx.abs().max() < 1e-13 and gm.abs().max() < 1e-13

@@ -4,11 +4,18 @@ import pytest
 import torch
 from torch.func import grad, jacrev
 
-from trainrecon.attacks.haim import HaimConfig, haim_labels, haim_objective
+from conftest import build_objective
+from trainrecon.attacks.haim import Haim, HaimConfig, haim_labels
+from trainrecon.attacks.weighted_sum import SquaredDistance
 from trainrecon.models.mlp import MLPSpec, Surrogate, flatten, forward, init_params, unflatten
+from trainrecon.models.victim import Victim
 
 SPEC = MLPSpec(widths=[6, 5, 4, 1], bias=[True, False, False])
 CFG = HaimConfig(alpha=5.0, lambda_min=0.3)
+
+
+def haim_objective(spec, params, cfg, m):
+    return build_objective(Haim, Victim(spec, params), cfg, m)[0]
 
 
 def dense_loss(theta_flat, X, lam, target_flat, m):
@@ -50,7 +57,7 @@ def test_exact_stationary_point_has_zero_objective():
     lam_true = torch.tensor([0.7, 1.3, 0.9, 2.0], dtype=torch.float64)
     obj = haim_objective(SPEC, params, CFG, m)
     target = obj.feature_sum(X_true, obj.weights(lam_true))
-    obj = dataclasses.replace(obj, target=target)
+    obj = dataclasses.replace(obj, outer=SquaredDistance(target))
     values, gx, gl = obj.value_and_grad(X_true, lam_true)
     assert values["total"] < 1e-28
     assert gx.abs().max() < 1e-13 and gl.abs().max() < 1e-13

@@ -4,7 +4,8 @@ import torch
 
 import pytest
 
-from trainrecon.training import TrainConfig, kkt_residual, margins, nnls_gram, train_binary
+from trainrecon.models.stationarity import nnls_gram
+from trainrecon.training import TrainConfig, kkt_residual, margins, train_binary
 from trainrecon.models.mlp import flatten
 
 

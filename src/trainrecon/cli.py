@@ -15,6 +15,7 @@ from typing import Any, Optional
 import typer
 
 from .config import from_dict, load_json
+from .attacks import METHODS
 from .errors import Interrupted, TrainreconError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -88,22 +89,22 @@ def train(
 def reconstruct(
     victim: Path = typer.Argument(..., help="victim folder"),
     out: Path = typer.Argument(..., help="output folder"),
-    method: str = typer.Option("haim", help="haim, buzaglo-multiclass, buzaglo-regression or loo-ntk"),
+    method: str = typer.Option("haim", help="one of: " + ", ".join(METHODS)),
     config: Optional[Path] = typer.Option(None, help="JSON with the method's config fields"),
     m: Optional[int] = typer.Option(None, help="number of candidates (default 2n)"),
     iterations: Optional[int] = typer.Option(None),
     seed: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT's checkpoint"),
+    disclose_n: bool = typer.Option(True, "--disclose-n/--no-disclose-n",
+                                    help="whether the attacker is told the training-set size (m defaults to 2n)"),
     device: str = DeviceOpt,
 ) -> None:
-    """Reconstruct training data from a victim's weights (the attacker sees only the victim folder)."""
-    from .attacks.runner import METHODS, reconstruct as run
-    from .models.victim import load_victim
+    """Reconstruct training data from a victim's weights; the attacker is given only the weights, the input
+    mean, the initial weights where the method needs them, and n if disclosed (recorded in config.json)."""
+    from .attacks import method_named, payload_from_folder, reconstruct as run
 
-    if method not in METHODS:
-        raise TrainreconError(f"--method: unknown method {method!r} (available: {', '.join(METHODS)})")
-    cfg = _cfg(METHODS[method][0], config, {"m": m, "iterations": iterations, "seed": seed})
-    res = run(load_victim(victim), cfg, out, _device(device), resume=resume)
+    cfg = _cfg(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed})
+    res = run(payload_from_folder(victim, disclose_n), cfg, out, _device(device), resume=resume)
     typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration)")
 
 

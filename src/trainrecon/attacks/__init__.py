@@ -1,17 +1,23 @@
-"""Reconstruction objectives (attacks) and the loop that runs them.
+"""Reconstruction methods and the loop that runs them.
 
-Every method is a :class:`~.weighted_sum.WeightedSumObjective` (a loss of a weighted sum of per-sample
-feature vectors) plus a starting point and optimisers (:class:`~.plan.AttackPlan`):
-``haim`` (:mod:`.haim`), ``buzaglo-multiclass`` / ``buzaglo-regression`` (:mod:`.buzaglo`), ``loo-ntk`` (:mod:`.loo`).
+A method is one class (:class:`~.method.Method`, registered by name in :data:`~.method.METHODS`): a stationarity
+form, a prior, a surrogate activation, candidate labels and initialisation, optimisers.  It builds a
+:class:`~.weighted_sum.WeightedSumObjective` over a :class:`~.candidates.CandidateSet`, from what the threat
+model gives the attacker (:class:`~.payload.Payload`).  ``haim`` (:mod:`.haim`), ``buzaglo-multiclass`` /
+``buzaglo-regression`` (:mod:`.buzaglo`), ``loo-ntk`` (:mod:`.loo`).
 """
 
-from .buzaglo import BuzagloMulticlassConfig, BuzagloRegressionConfig
-from .haim import HaimConfig, haim_objective
-from .loo import LooConfig
-from .runner import METHODS, reconstruct
-from .weighted_sum import WeightedSumObjective
+from .buzaglo import BuzagloMulticlass, BuzagloMulticlassConfig, BuzagloRegression, BuzagloRegressionConfig
+from .candidates import CandidateSet
+from .haim import Haim, HaimConfig
+from .loo import LooConfig, LooNTK
+from .method import METHODS, AttackConfig, Method, method_for, method_named, register
+from .payload import Payload, payload_from_folder
+from .runner import reconstruct
+from .weighted_sum import SquaredDistance, WeightedSumObjective
 
 __all__ = [
-    "HaimConfig", "BuzagloMulticlassConfig", "BuzagloRegressionConfig", "LooConfig",
-    "METHODS", "WeightedSumObjective", "haim_objective", "reconstruct",
+    "AttackConfig", "BuzagloMulticlass", "BuzagloMulticlassConfig", "BuzagloRegression", "BuzagloRegressionConfig",
+    "CandidateSet", "Haim", "HaimConfig", "LooConfig", "LooNTK", "METHODS", "Method", "Payload", "SquaredDistance",
+    "WeightedSumObjective", "method_for", "method_named", "payload_from_folder", "reconstruct", "register",
 ]

@@ -4,7 +4,7 @@ Decay and General Losses"), reference code gonbuzaglo/decoreco.
 **Multiclass** (cross-entropy victims, K outputs).  One multiplier per candidate times its margin to the
 runner-up class, candidate labels fixed in contiguous class blocks (block c of size m/K has label c):
 
-    L = sum_p || theta_p - (1/m) sum_i grad_{theta_p} [ lambda_i ( Phi~_{y_i}(x_i) - max_{j != y_i} Phi~_j(x_i) ) ] ||^2
+    L = sum_p || theta_p - (1/m0) sum_i grad_{theta_p} [ lambda_i ( Phi~_{y_i}(x_i) - max_{j != y_i} Phi~_j(x_i) ) ] ||^2
         + box(x) + 5 sum_i (lambda_min - lambda_i)_+^2
 
 (the max is taken on forward values; its gradient reaches the argmax class only).
@@ -12,7 +12,7 @@ runner-up class, candidate labels fixed in contiguous class blocks (block c of s
 **Regression / weight decay** (MSE or Huber victims with weight decay; the stationarity of the regularised
 loss): theta = sum_i lambda_i grad Phi(x_i) with free multipliers, no labels and no lambda_min penalty:
 
-    L = sum_p || theta_p - (1/m) sum_i lambda_i grad_{theta_p} Phi~(x_i) ||^2 + box(x),   lambda ~ N(0, 1).
+    L = sum_p || theta_p - (1/m0) sum_i lambda_i grad_{theta_p} Phi~(x_i) ||^2 + box(x),   lambda ~ N(0, 1).
 
 Phi~, the box prior (on the centred candidates, or in pixel space with ``box_space = "pixel"``), the
 initialisation and the two SGD-with-momentum optimisers are Haim's (:mod:`.haim`).  Defaults are the reference runs': multiclass ``reconstructions/multiclass/sweep.txt``
@@ -29,11 +29,9 @@ import numpy as np
 import torch
 
 from ..errors import TrainreconError
-from ..models.mlp import Surrogate, forward
-from ..models.victim import Victim
-from .haim import HaimConfig, haim_init, kkt_optimisers, kkt_prior, victim_mean
-from .plan import AttackPlan
-from .weighted_sum import WeightedSumObjective
+from ..models.stationarity import KKT, WEIGHT_DECAY
+from .haim import HaimConfig, KKTMethod
+from .method import register
 
 
 @dataclass
@@ -67,47 +65,35 @@ def block_labels(m: int, n_classes: int) -> np.ndarray:
     return np.repeat(np.arange(n_classes), m // n_classes)
 
 
-def runner_up_margin(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Phi_{y}(x) - max_{j != y} Phi_j(x) for each row of ``out`` (m, K); returns (m, 1)."""
-    y = labels.long()[:, None]
-    others = out.scatter(1, y, -torch.inf)
-    return out.gather(1, y) - others.max(dim=1, keepdim=True).values
+@register
+class BuzagloMulticlass(KKTMethod):
+    """Runner-up margin of K-class victims, labels in class blocks (the KKT form, multiclass)."""
+
+    name = "buzaglo-multiclass"
+    Config = BuzagloMulticlassConfig
+    form = KKT
+
+    def check(self) -> None:
+        if self.payload.spec.n_outputs < 2:
+            raise TrainreconError("the Buzaglo multiclass attack needs a victim with several outputs; use --method "
+                                  "haim or buzaglo-regression for a one-output victim")
+
+    def labels(self, m: int) -> torch.Tensor:
+        return torch.as_tensor(block_labels(m, self.payload.spec.n_outputs))
 
 
-def buzaglo_multiclass_plan(victim: Victim, cfg: BuzagloMulticlassConfig, m: int) -> AttackPlan:
-    spec, theta = victim.spec, victim.params
-    K = spec.n_outputs
-    if K < 2:
-        raise TrainreconError("the Buzaglo multiclass attack needs a victim with several outputs; use --method haim "
-                              "or buzaglo-regression for a one-output victim")
-    labels_np = block_labels(m, K)
-    labels = torch.as_tensor(labels_np, device=theta[0].device)
-    surrogate = Surrogate("modified_relu", cfg.alpha)
+@register
+class BuzagloRegression(KKTMethod):
+    """Weight-decay stationarity of one-output victims: free multipliers ~ N(0, 1), no labels."""
 
-    def phi(params, X, lab):
-        return runner_up_margin(forward(spec, params, X, surrogate), lab)
+    name = "buzaglo-regression"
+    Config = BuzagloRegressionConfig
+    form = WEIGHT_DECAY
 
-    def weights(lam):
-        return (lam / m)[:, None]
+    def check(self) -> None:
+        if self.payload.spec.n_outputs != 1:
+            raise TrainreconError(f"the Buzaglo regression attack needs a one-output victim, this one has "
+                                  f"{self.payload.spec.n_outputs}")
 
-    obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, victim_mean(victim)), labels, cfg.chunk_size)
-    X, lam = haim_init(m, spec.widths[0], cfg, theta[0])
-    return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), labels_np)
-
-
-def buzaglo_regression_plan(victim: Victim, cfg: BuzagloRegressionConfig, m: int) -> AttackPlan:
-    spec, theta = victim.spec, victim.params
-    if spec.n_outputs != 1:
-        raise TrainreconError(f"the Buzaglo regression attack needs a one-output victim, this one has {spec.n_outputs}")
-    surrogate = Surrogate("modified_relu", cfg.alpha)
-    no_labels = torch.zeros(m, device=theta[0].device)
-
-    def phi(params, X, _lab):
-        return forward(spec, params, X, surrogate)
-
-    def weights(lam):
-        return (lam / m)[:, None]
-
-    obj = WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, victim_mean(victim)), no_labels, cfg.chunk_size)
-    X, lam = haim_init(m, spec.widths[0], cfg, theta[0], normal_lambda=True)
-    return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), None)
+    def multipliers(self, m: int, g: torch.Generator) -> torch.Tensor:
+        return torch.randn(m, generator=g, dtype=torch.float64)

@@ -2,11 +2,12 @@
 
 Candidates x_1..x_m with fixed labels (first half -1, second half +1) and free multipliers lambda minimise
 
-    L(x, lambda) = sum_p || theta_p - (1/m) sum_i lambda_i y_i grad_{theta_p} Phi~(theta; x_i) ||^2
+    L(x, lambda) = sum_p || theta_p - (1/m0) sum_i lambda_i grad_{theta_p} [y_i Phi~(theta; x_i)] ||^2
                    + sum_{i,pix} [(x - 1)_+^2 + (-1 - x)_+^2]  +  5 sum_i (lambda_min - lambda_i)_+^2,
 
 where Phi~ is the network with the modified ReLU (forward relu, derivative sigmoid(alpha z)), the box is on
-the centred candidates, and the sum runs over every parameter tensor (biases included), unnormalised.
+the centred candidates, the sum runs over every parameter tensor (biases included), unnormalised, and m0 is
+the number of candidates at initialisation (the KKT form of :mod:`trainrecon.models.stationarity`).
 Optimiser: SGD with momentum 0.9 on x (lr) and on lambda (lr_lambda, 1e-4 in the reference);
 x ~ init_scale N(0, 1), lambda ~ U(0, 1).
 """
@@ -19,11 +20,11 @@ from typing import Literal
 import torch
 
 from ..errors import TrainreconError
-from ..models.mlp import MLPSpec, Surrogate, forward
-from ..models.victim import Victim
+from ..models.mlp import Surrogate
+from ..models.stationarity import KKT
+from .method import AttackConfig, Method, box_penalty, register
 from .optim import SGDMomentum
-from .plan import AttackConfig, AttackPlan, box_penalty
-from .weighted_sum import WeightedSumObjective
+from .payload import Payload
 
 
 @dataclass
@@ -84,51 +85,48 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
     return prior
 
 
-def haim_objective(
-    spec: MLPSpec, theta: list[torch.Tensor], cfg: HaimConfig, m: int, mean: torch.Tensor | None = None
-) -> WeightedSumObjective:
-    if spec.n_outputs != 1:
-        raise TrainreconError(f"the Haim attack needs a binary (1-output) victim, this one has {spec.n_outputs} outputs")
-    surrogate = Surrogate("modified_relu", cfg.alpha)
-    labels = haim_labels(m, theta[0].dtype, theta[0].device)
+class KKTMethod(Method):
+    """What Haim and both Buzaglo attacks share: the modified-ReLU surrogate, the box / lambda prior, one
+    multiplier per candidate weighted by 1/m0, SGD with momentum on x (lr) and on lambda (lr_lambda)."""
 
-    def phi(params, X, _labels):
-        return forward(spec, params, X, surrogate)
+    cfg: HaimConfig
 
-    def weights(lam):
-        return (lam * labels / m)[:, None]
+    def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
+        super().__init__(payload, cfg)
+        self._prior = kkt_prior(cfg, payload.mean_flat())
+        self._surrogate = Surrogate("modified_relu", cfg.alpha)
 
-    return WeightedSumObjective(theta, theta, phi, weights, kkt_prior(cfg, mean), labels, cfg.chunk_size)
+    def weights(self, M: torch.Tensor, m0: int) -> torch.Tensor:
+        return (M / m0)[:, None]
 
+    def prior(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        return self._prior(X, M)
 
-def haim_init(
-    m: int, d: int, cfg: HaimConfig, like: torch.Tensor, normal_lambda: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """x ~ init_scale N(0, 1) of shape (m, d); lambda ~ U(0, 1) (Haim, Buzaglo multiclass) or N(0, 1)
-    (Buzaglo regression), from ``cfg.seed``; on the device and dtype of ``like``."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    X = torch.randn(m, d, generator=g, dtype=torch.float64) * cfg.init_scale
-    draw = torch.randn if normal_lambda else torch.rand
-    lam = draw(m, generator=g, dtype=torch.float64)
-    return X.to(like), lam.to(like)
+    def surrogate(self, it: int) -> Surrogate:
+        return self._surrogate
 
+    def multipliers(self, m: int, g: torch.Generator) -> torch.Tensor:
+        """lambda ~ U(0, 1)."""
+        return torch.rand(m, generator=g, dtype=torch.float64)
 
-def victim_mean(victim: Victim) -> torch.Tensor:
-    """The victim's centring mean as a flat tensor on its parameters' device and dtype."""
-    like = victim.params[0]
-    return torch.as_tensor(victim.mean_chw(), dtype=like.dtype, device=like.device).reshape(-1)
+    def optimisers(self) -> tuple[SGDMomentum, SGDMomentum]:
+        return SGDMomentum(self.cfg.lr, self.cfg.momentum), SGDMomentum(self.cfg.lr_lambda, self.cfg.momentum)
 
 
-def kkt_optimisers(cfg: HaimConfig) -> tuple[SGDMomentum, SGDMomentum]:
-    """Two SGD-with-momentum optimisers on one loss: x (lr) and lambda (lr_lambda)."""
-    return SGDMomentum(cfg.lr, cfg.momentum), SGDMomentum(cfg.lr_lambda, cfg.momentum)
+@register
+class Haim(KKTMethod):
+    """Haim et al. 2022: binary KKT, labels -1 / +1 in halves, lambda >= lambda_min (soft)."""
 
+    name = "haim"
+    Config = HaimConfig
+    form = KKT
 
-def haim_plan(victim: Victim, cfg: HaimConfig, m: int) -> AttackPlan:
-    """The Haim attack on a victim already on its device and dtype."""
-    if m % 2:
-        raise TrainreconError(f"attack.m: the Haim attack needs an even number of candidates, got {m}")
-    obj = haim_objective(victim.spec, victim.params, cfg, m, victim_mean(victim))
-    X, lam = haim_init(m, victim.spec.widths[0], cfg, victim.params[0])
-    labels = haim_labels(m, torch.float64, "cpu").numpy()
-    return AttackPlan(lambda it: obj, X, lam, *kkt_optimisers(cfg), labels)
+    def check(self) -> None:
+        if self.payload.spec.n_outputs != 1:
+            raise TrainreconError(f"the Haim attack needs a binary (1-output) victim, this one has "
+                                  f"{self.payload.spec.n_outputs} outputs")
+
+    def labels(self, m: int) -> torch.Tensor:
+        if m % 2:
+            raise TrainreconError(f"attack.m: the Haim attack needs an even number of candidates, got {m}")
+        return haim_labels(m, torch.float64, "cpu")

@@ -3,7 +3,7 @@ Tangent Kernel and Dataset Distillation"), reference code yolky/understanding_re
 
 Candidates X (m, d) and free duals alpha (m, K) minimise
 
-    g(theta)  = grad_theta [ (1/(mK)) sum_{i,k} alpha_ik f_k^beta(x_i; theta) ]
+    g(theta)  = grad_theta [ (1/(m0 K)) sum_{i,k} alpha_ik f_k^beta(x_i; theta) ]
     L         = sum_p || (theta_T - theta_0)_p - g(theta_T)_p ||^2
                 + 0.1 (1/(HWC)) sum_{i,pix} [ (x - (1 - mu))_+^2 + (-mu - x)_+^2 ]
 
@@ -23,12 +23,10 @@ from typing import Literal
 import torch
 
 from ..errors import TrainreconError
-from ..models.mlp import Surrogate, forward
-from ..models.victim import Victim
-from .haim import victim_mean
+from ..models.mlp import Surrogate
+from ..models.stationarity import NTK
+from .method import AttackConfig, Method, box_penalty, register
 from .optim import Adam
-from .plan import AttackConfig, AttackPlan, box_penalty
-from .weighted_sum import WeightedSumObjective
 
 
 @dataclass
@@ -64,35 +62,38 @@ def beta_schedule(cfg: LooConfig, it: int) -> float:
     return min(cfg.beta_start + 10.0 ** (it / cfg.beta_period), cfg.beta_max)
 
 
-def loo_plan(victim: Victim, cfg: LooConfig, m: int) -> AttackPlan:
-    spec, theta_T, theta_0 = victim.spec, victim.params, victim.init_params
-    if theta_0 is None:
-        raise TrainreconError("the Loo NTK attack needs the victim's initial parameters (init.* tensors in "
-                              "model.safetensors); train with --trainer ntk or import them")
-    K = spec.n_outputs
-    like = theta_T[0]
-    target = [pT - p0 for pT, p0 in zip(theta_T, theta_0)]
-    at = theta_T if cfg.kernel_at == "final" else theta_0
-    mu = victim_mean(victim).reshape(1, -1)
-    d = spec.widths[0]
-    no_labels = torch.zeros(m, device=like.device)
+@register
+class LooNTK(Method):
+    """Loo et al.: the NTK form, softplus surrogate on a beta schedule, pixel-space box, Adam."""
 
-    def prior(X, _alpha):
-        return cfg.box_weight * box_penalty(X, -mu, 1 - mu) / d
+    name = "loo-ntk"
+    Config = LooConfig
+    form = NTK
+    cfg: LooConfig
 
-    def weights(alpha):
-        return alpha / (m * K)
+    def check(self) -> None:
+        if self.payload.init_params is None:
+            raise TrainreconError("the Loo NTK attack needs the victim's initial parameters (init.* tensors in "
+                                  "model.safetensors); train with --trainer ntk or import them")
+        self._mu = self.payload.mean_flat().reshape(1, -1)
 
-    def objective(it: int) -> WeightedSumObjective:
-        surrogate = Surrogate("softplus", beta_schedule(cfg, it))
+    @property
+    def kernel_at_init(self) -> bool:  # type: ignore[override]
+        return self.cfg.kernel_at == "init"
 
-        def phi(params, X, _lab):
-            return forward(spec, params, X, surrogate)
+    def weights(self, M: torch.Tensor, m0: int) -> torch.Tensor:
+        return M / (m0 * M.shape[1])
 
-        return WeightedSumObjective(at, target, phi, weights, prior, no_labels, cfg.chunk_size)
+    def prior(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        return self.cfg.box_weight * box_penalty(X, -self._mu, 1 - self._mu) / X.shape[1]
 
-    g = torch.Generator().manual_seed(cfg.seed)
-    X = (torch.randn(m, d, generator=g, dtype=torch.float64) * cfg.init_scale).to(like)
-    alpha = ((torch.rand(m, K, generator=g, dtype=torch.float64) * 2 - 1) * cfg.dual_init).to(like)
-    opt = Adam(cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps)
-    return AttackPlan(objective, X, alpha, opt, opt, None)
+    def surrogate(self, it: int) -> Surrogate:
+        return Surrogate("softplus", beta_schedule(self.cfg, it))
+
+    def multipliers(self, m: int, g: torch.Generator) -> torch.Tensor:
+        """alpha ~ U(-dual_init, dual_init), (m, K)."""
+        return (torch.rand(m, self.payload.spec.n_outputs, generator=g, dtype=torch.float64) * 2 - 1) * self.cfg.dual_init
+
+    def optimisers(self) -> tuple[Adam, Adam]:
+        opt = Adam(self.cfg.lr, self.cfg.adam_beta1, self.cfg.adam_beta2, self.cfg.adam_eps)
+        return opt, opt

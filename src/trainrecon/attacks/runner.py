@@ -1,10 +1,13 @@
 """Running an attack: initialise, optimise with checkpoints, resume, write the candidates.
 
-Output folder: ``config.json`` (method + every hyper-parameter + the victim's content hash),
+Output folder: ``config.json`` (method + every hyper-parameter + the victim's content hash + what the attacker
+was given),
 ``candidates.npz`` (x in the victim's centred input space, shape (m, C, H, W); the fixed candidate labels y
-where the method has them; the multipliers, (m,) or (m, K)), ``loss.json`` (history), ``candidates.png``, and
-while running ``checkpoint.safetensors`` (one file: tensors and state, see :mod:`trainrecon.checkpoint`).  A resumed run continues bit-for-bit
-where it stopped: the optimiser state is saved with the iterate and nothing random happens after init.
+where the method has them; the multipliers, (m,) or (m, K); candidate ids and parent ids), ``loss.json``
+(history), ``candidates.png``, and
+while running ``checkpoint.safetensors`` (one file: the candidate set and the run's state, see
+:mod:`trainrecon.checkpoint` and :mod:`.candidates`).  A resumed run continues bit for bit where it stopped:
+the optimiser state is saved with the iterate and nothing random happens after init.
 """
 
 from __future__ import annotations
@@ -17,28 +20,18 @@ import numpy as np
 import torch
 
 from ..checkpoint import first_difference, fingerprint, folder_lock, load_checkpoint, save_checkpoint
-from ..config import registered_name, save_json, to_dict
+from ..config import save_json, to_dict
 from ..errors import Interrupted, TrainreconError
-from ..models.victim import Victim
 from ..runtime import StopRequest, progress, require_memory, resolve_dtype
-from .buzaglo import BuzagloMulticlassConfig, BuzagloRegressionConfig, buzaglo_multiclass_plan, buzaglo_regression_plan
-from .haim import HaimConfig, haim_plan
-from .loo import LooConfig, loo_plan
-
-# method name -> (config class, plan builder)
-METHODS = {
-    "haim": (HaimConfig, haim_plan),
-    "buzaglo-multiclass": (BuzagloMulticlassConfig, buzaglo_multiclass_plan),
-    "buzaglo-regression": (BuzagloRegressionConfig, buzaglo_regression_plan),
-    "loo-ntk": (LooConfig, loo_plan),
-}
+from .candidates import CandidateSet
+from .method import METHODS, method_for
+from .payload import Payload
 
 
-def default_m(victim: Victim) -> int:
-    idx = victim.train_info.get("train_indices")
-    if not idx:
-        raise TrainreconError("attack.m: the victim records no training-set size; pass the number of candidates (--m)")
-    return 2 * len(idx)
+def default_m(payload: Payload) -> int:
+    if not payload.n_train:
+        raise TrainreconError("attack.m: the training-set size is not disclosed; pass the number of candidates (--m)")
+    return 2 * payload.n_train
 
 
 def same_run(saved: Any, current: dict[str, Any], cls) -> bool:
@@ -52,34 +45,10 @@ def same_run(saved: Any, current: dict[str, Any], cls) -> bool:
     return {**saved, "attack": attack} == current
 
 
-def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
-
-
-def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor], device, dtype) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in tensors.items():
-        if k.startswith(prefix + "."):
-            name = k[len(prefix) + 1 :]
-            out[name] = v.to(device=device) if name == "t" else v.to(device=device, dtype=dtype)
-    return out
-
-
-def victim_fingerprint(victim: Victim) -> str:
-    """Content hash of what the attacker is given: weights, initial weights, input mean, architecture."""
-    tensors: dict[str, Any] = dict(zip(victim.spec.param_names(), victim.params))
-    if victim.init_params is not None:
-        tensors.update({f"init.{k}": v for k, v in zip(victim.spec.param_names(), victim.init_params)})
-    if victim.input_mean is not None:
-        tensors["input_mean"] = np.asarray(victim.input_mean, dtype=np.float64)
-    tensors["spec"] = np.frombuffer(repr(to_dict(victim.spec)).encode(), dtype=np.uint8)
-    return fingerprint(tensors)
-
-
-def attack_bytes(victim: Victim, m: int, cfg) -> float:
+def attack_bytes(payload: Payload, m: int, cfg) -> float:
     """A generous estimate of an attack's peak memory: candidates with optimiser state, per-candidate
     activations of every layer (chunked when chunk_size > 0), and a few copies of the parameters."""
-    widths = victim.spec.widths
+    widths = payload.spec.widths
     n_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     rows = min(m, cfg.chunk_size) if cfg.chunk_size else m
     item = 4 if cfg.dtype == "float32" else 8
@@ -94,7 +63,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 def reconstruct(
-    victim: Victim,
+    payload: Payload,
     cfg,
     out_dir: str | Path,
     device: torch.device | str = "cpu",
@@ -102,30 +71,33 @@ def reconstruct(
     log=print,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Run the attack that ``cfg``'s type names (see ``METHODS``) on ``victim``; write results to ``out_dir``.
+    """Run the method that ``cfg``'s type belongs to on what the attacker is given; write results to ``out_dir``.
 
-    The folder is locked for the run.  ``resume`` continues the checkpoint in ``out_dir`` only when it was made
-    by the same method and config on the same victim (content hash); Ctrl-C saves a checkpoint first.
-    ``stop_after`` ends the run early after that many iterations (leaving a checkpoint), for tests.
+    ``payload`` is a :class:`~.payload.Payload` (a loaded ``Victim`` is reduced to one, n disclosed).  The folder
+    is locked for the run.  ``resume`` continues the checkpoint in ``out_dir`` only when it was made by the same
+    method and config on the same victim (content hash); Ctrl-C saves a checkpoint first.  ``stop_after`` ends
+    the run early after that many iterations (leaving a checkpoint), for tests.
     """
-    method = registered_name(METHODS, cfg, "reconstruction method")
+    if not isinstance(payload, Payload):
+        payload = Payload.of(payload)
+    method = method_for(cfg)
     out = Path(out_dir)
     with folder_lock(out):
-        return _reconstruct(victim, cfg, method, out, device, resume, log, stop_after)
+        return _reconstruct(payload, cfg, method, out, device, resume, log, stop_after)
 
 
-def _reconstruct(victim: Victim, cfg, method: str, out: Path, device, resume: bool, log, stop_after) -> dict[str, Any]:
+def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after) -> dict[str, Any]:
     dtype = resolve_dtype(cfg.dtype)
-    m = cfg.m or default_m(victim)
-    require_memory(attack_bytes(victim, m, cfg), f"attack with m = {m} candidates", device)
-    cfg_record = {"method": method, "m": m, "attack": to_dict(cfg), "victim": victim_fingerprint(victim)}
+    m = cfg.m or default_m(payload)
+    require_memory(attack_bytes(payload, m, cfg), f"attack with m = {m} candidates", device)
+    cfg_record = {"method": method.name, "m": m, "attack": to_dict(cfg), "victim": payload.fingerprint()}
+    run_id = fingerprint({"record": np.frombuffer(repr(cfg_record).encode(), dtype=np.uint8)})
     ck = out / "checkpoint.safetensors"
     legacy_json = out / "checkpoint.json"
-    v = victim.to(torch.device(device), dtype)
-    plan = METHODS[method][1](v, cfg, m)
-    X, M = plan.X, plan.M
-    state_x: dict[str, torch.Tensor] = {}
-    state_m: dict[str, torch.Tensor] = {}
+    attack = method(payload.to(torch.device(device), dtype), cfg)
+    cands = attack.init(m)
+    cands.runs = [run_id]
+    opt_x, opt_m = attack.optimisers()
     start, history, seconds_before = 0, [], 0.0
     loaded = load_checkpoint(ck, legacy_json)
     if loaded is not None:
@@ -139,30 +111,29 @@ def _reconstruct(victim: Victim, cfg, method: str, out: Path, device, resume: bo
             diff = first_difference(saved, cfg_record) if isinstance(saved, dict) else "config"
             what = "another victim" if diff and diff.startswith("victim") else f"a different attack config: {diff}"
             raise TrainreconError(f"{ck}: checkpoint was made with {what}; use a new folder")
-        X, M = state["x"].to(device=device, dtype=dtype), state["multipliers"].to(device=device, dtype=dtype)
-        state_x = _unprefixed("opt_x", state, device, dtype)
-        state_m = _unprefixed("opt_m", state, device, dtype)
+        record = meta.get("candidates") or {"m0": m, "runs": [run_id]}
+        cands = CandidateSet.from_tensors(state, record, labels=cands.labels).to(device, dtype)
         start, history = int(meta["iteration"]), list(meta["history"])
         seconds_before = float(meta.get("seconds", 0.0))
         log(f"resuming from iteration {start}")
-    save_json(out / "config.json", cfg_record)
+    save_json(out / "config.json", {**cfg_record, "payload": payload.record()})
 
     def checkpoint(it: int) -> None:
-        tensors = {"x": X, "multipliers": M, **_prefixed("opt_x", state_x), **_prefixed("opt_m", state_m)}
-        save_checkpoint(ck, tensors, {"iteration": it, "config": cfg_record, "history": history,
-                                      "seconds": seconds_before + time.time() - t0})
+        save_checkpoint(ck, cands.tensors(), {"iteration": it, "config": cfg_record, "history": history,
+                                              "seconds": seconds_before + time.time() - t0,
+                                              "candidates": cands.record()})
         legacy_json.unlink(missing_ok=True)
 
     t0 = time.time()
-    bar = progress(cfg.iterations, method, initial=start)
+    bar = progress(cfg.iterations, method.name, initial=start)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
     with StopRequest() as stop:
         for it in range(start, end):
-            values, gx, gm = plan.objective(it).value_and_grad(X, M)
+            values, gx, gm = attack.objective(it, cands).value_and_grad(cands.x, cands.multipliers)
             if not np.isfinite(values["total"]):
                 raise TrainreconError(f"attack diverged at iteration {it} (loss {values['total']}); lower attack.lr")
-            X = plan.opt_x.step(X, gx, state_x)
-            M = plan.opt_m.step(M, gm, state_m)
+            cands.x = opt_x.step(cands.x, gx, cands.state_x)
+            cands.multipliers = opt_m.step(cands.multipliers, gm, cands.state_m)
             bar.update(1)
             done = it + 1
             if done % cfg.log_every == 0 or done == cfg.iterations:
@@ -176,10 +147,9 @@ def _reconstruct(victim: Victim, cfg, method: str, out: Path, device, resume: bo
                                   f"in {out}; resume with the same command and --resume")
     bar.close()
     seconds = seconds_before + time.time() - t0  # over all sessions of this run
-    shape = [m, *v.spec.input_shape]
     result = {
-        "method": method,
-        "m": m,
+        "method": method.name,
+        "m": cands.m,
         "iterations_done": end,
         "finished": end == cfg.iterations,
         "seconds": seconds,
@@ -187,12 +157,23 @@ def _reconstruct(victim: Victim, cfg, method: str, out: Path, device, resume: bo
         "final_loss": history[-1] if history else None,
     }
     save_json(out / "loss.json", {"history": history, **result})
-    arrays = {"x": X.detach().cpu().double().numpy().reshape(shape), "multipliers": M.detach().cpu().double().numpy()}
-    if plan.labels is not None:
-        arrays["y"] = plan.labels
-    write_npz(out / "candidates.npz", **arrays)
+    write_candidates(out / "candidates.npz", cands, payload.spec.input_shape)
     if end == cfg.iterations:
         from ..reports import candidate_grid
 
-        candidate_grid(arrays["x"], victim.mean_chw(), out / "candidates.png")
+        candidate_grid(cands.x.detach().cpu().double().numpy().reshape(cands.m, *payload.spec.input_shape),
+                       payload.mean_chw(), out / "candidates.png")
     return result
+
+
+def write_candidates(path: Path, cands: CandidateSet, input_shape) -> None:
+    """candidates.npz: x (m, C, H, W) in centred space, multipliers, labels y (if any), ids and parents."""
+    arrays = {"x": cands.x.detach().cpu().double().numpy().reshape(cands.m, *input_shape),
+              "multipliers": cands.multipliers.detach().cpu().double().numpy(),
+              "ids": cands.ids.cpu().numpy(), "parents": cands.parents.cpu().numpy()}
+    if cands.labels is not None:
+        arrays["y"] = cands.labels.cpu().numpy()
+    write_npz(path, **arrays)
+
+
+__all__ = ["METHODS", "reconstruct", "default_m"]

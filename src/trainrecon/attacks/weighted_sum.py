@@ -1,68 +1,93 @@
 """The common form of every reconstruction objective here: a loss of a weighted sum of per-sample features.
 
-    J(X, M) = F( s ),   s = sum_j sum_k w_jk(M) g_k(x_j),   g_k(x) = grad_theta phi_k(theta; x)
-              + R(X, M)
+    J(X, M) = F( s ) + R(X, M),   s = sum_j sum_k w_jk(M) g_k(x_j),   g_k(x) = grad_theta phi_k(theta; x)
 
 with candidates X (m, d), multipliers M, per-candidate weights w(M) (m, K), per-sample scalar features
-phi(theta; x) in R^K (the network output, a margin, ... evaluated with a smooth surrogate activation),
-F(s) = sum_p ||target_p - s_p||^2 over every parameter tensor p, and a prior R (box, multiplier penalty).
+phi(theta; x) in R^K (a stationarity form's features, evaluated with a smooth surrogate activation), an outer
+loss F (pluggable; :class:`SquaredDistance` F(s) = sum_p ||target_p - s_p||^2 over every parameter tensor p is
+what every method here uses) and a prior R (box, multiplier penalty).
 
-s is never formed per sample: s = grad_theta sum_jk w_jk phi_k(theta; x_j), one reverse pass.  The gradient
-with respect to the candidates uses u = dF/ds = 2 (s - target) held fixed:
+s is never formed per sample: s = grad_theta sum_jk w_jk phi_k(theta; x_j), one reverse pass.  With
+u = dF/ds held fixed, the gradient is exact through the **per-candidate term**
 
-    dJ/dx_j = sum_k w_jk grad_x <u, g_k(x_j)>,   dJ/dw_jk = <u, g_k(x_j)>,
+    h_j(x) = sum_k w_jk <u, g_k(x)>,     dJ/dx_j = grad_x h_j(x_j),   dJ/dw_jk = <u, g_k(x_j)>,
 
-which is exact, and lets the sum be accumulated over chunks of candidates so that memory stays bounded
-(m = 1000 candidates of 3072 dims).  With a single chunk the usual double backward is used (one pass).
-The same fixed-u directional term <u, g(x)> is what sample splitting differentiates twice.
+so one code path serves one or many chunks of candidates (memory stays bounded at m = 1000 of 3072 dims):
+for a single chunk, s comes out of the same double-backward pass; for several, s is accumulated first.
+h_j is what sample splitting differentiates twice: its Hessian in x is candidate j's splitting matrix.
+:meth:`WeightedSumObjective.per_candidate_term` evaluates every h_j at once by a forward-mode derivative of
+phi along u in parameter space, differentiable in X.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
+from torch.func import jvp
 
 Params = Sequence[torch.Tensor]
-PhiFn = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]  # (theta, X, labels) -> (m, K)
+PhiFn = Callable[[Params, torch.Tensor, torch.Tensor | None], torch.Tensor]  # (theta, X, labels) -> (m, K)
 WeightFn = Callable[[torch.Tensor], torch.Tensor]  # multipliers -> (m, K)
 PriorFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (X, multipliers) -> scalar
 
 
+class OuterLoss(Protocol):
+    """F(s) over the parameter-shaped sum s, and its gradient u = dF/ds."""
+
+    def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+    def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]: ...
+
+
+@dataclass
+class SquaredDistance:
+    """F(s) = sum_p ||target_p - s_p||^2,  u = 2 (s - target)."""
+
+    target: list[torch.Tensor]
+
+    def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
+        return sum(((t - si) ** 2).sum() for t, si in zip(self.target, s))
+
+    def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [2 * (si - t) for si, t in zip(s, self.target)]
+
+
 @dataclass
 class WeightedSumObjective:
-    """J(X, M) = sum_p ||target_p - s_p||^2 + prior(X, M), s = grad_theta sum_jk w_jk(M) phi_k(theta; x_j).
+    """J(X, M) = F(s) + prior(X, M), s = grad_theta sum_jk w_jk(M) phi_k(theta; x_j).
 
-    ``theta`` are the parameters at which features are evaluated (theta_T; the victim); ``target`` what the
-    weighted sum must reproduce (theta_T for KKT, theta_T - theta_0 for NTK).
+    ``theta`` are the parameters at which features are evaluated (theta_T, or theta_0 for the NTK kernel at
+    initialisation); ``outer`` what the weighted sum is scored by (its target is theta_T for KKT and
+    weight decay, theta_T - theta_0 for NTK).
     """
 
     theta: list[torch.Tensor]
-    target: list[torch.Tensor]
+    outer: OuterLoss
     phi: PhiFn
     weights: WeightFn
     prior: PriorFn
-    labels: torch.Tensor
+    labels: torch.Tensor | None
     chunk_size: int = 0
 
     def _chunks(self, m: int) -> list[slice]:
         c = self.chunk_size if 0 < self.chunk_size < m else m
         return [slice(i, min(i + c, m)) for i in range(0, m, c)]
 
+    def _lab(self, sl: slice) -> torch.Tensor | None:
+        return None if self.labels is None else self.labels[sl]
+
     def feature_sum(self, X: torch.Tensor, W: torch.Tensor) -> list[torch.Tensor]:
         """s = sum_j sum_k W_jk grad_theta phi_k(theta; x_j), accumulated over chunks (no graph kept)."""
         theta = [p.detach().requires_grad_(True) for p in self.theta]
         s = [torch.zeros_like(p) for p in theta]
         for sl in self._chunks(X.shape[0]):
-            out = (self.phi(theta, X[sl].detach(), self.labels[sl]) * W[sl].detach()).sum()
+            out = (self.phi(theta, X[sl].detach(), self._lab(sl)) * W[sl].detach()).sum()
             for acc, g in zip(s, torch.autograd.grad(out, theta, allow_unused=True)):
                 if g is not None:
                     acc += g
         return s
-
-    def stationarity(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
-        return sum(((t - si) ** 2).sum() for t, si in zip(self.target, s))
 
     def value_and_grad(self, X: torch.Tensor, M: torch.Tensor) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         """Returns ({'total', 'stationarity', 'prior'}, dJ/dX, dJ/dM)."""
@@ -70,35 +95,51 @@ class WeightedSumObjective:
         M = M.detach().requires_grad_(True)
         theta = [p.detach().requires_grad_(True) for p in self.theta]
         W = self.weights(M)
+        Wd = W.detach()
         chunks = self._chunks(X.shape[0])
-        if len(chunks) == 1:
-            out = (self.phi(theta, X, self.labels) * W).sum()
-            s = torch.autograd.grad(out, theta, create_graph=True, allow_unused=True)
-            s = [torch.zeros_like(p) if g is None else g for p, g in zip(theta, s)]
-            stat = self.stationarity(s)
-            prior = self.prior(X, M)
-            gx, gm = torch.autograd.grad(stat + prior, [X, M])
-        else:
-            Wd = W.detach()
-            s = self.feature_sum(X, Wd)
-            stat = self.stationarity(s)
-            u = [2 * (si - t) for si, t in zip(s, self.target)]
-            gx = torch.zeros_like(X)
-            gw = torch.zeros_like(Wd)
-            for sl in chunks:
-                xc = X[sl].detach().requires_grad_(True)
-                wc = Wd[sl].clone().requires_grad_(True)
-                out = (self.phi(theta, xc, self.labels[sl]) * wc).sum()
-                gs = torch.autograd.grad(out, theta, create_graph=True, allow_unused=True)
-                h = sum((g * ui).sum() for g, ui in zip(gs, u) if g is not None)
-                gxc, gwc = torch.autograd.grad(h, [xc, wc])
+        s = self.feature_sum(X, Wd) if len(chunks) > 1 else None
+        u = None if s is None else self.outer.grad(s)
+        gx = torch.zeros_like(X)
+        gw = torch.zeros_like(Wd)
+        for sl in chunks:
+            xc = X[sl].detach().requires_grad_(True)
+            wc = Wd[sl].clone().requires_grad_(True)
+            out = (self.phi(theta, xc, self._lab(sl)) * wc).sum()
+            gs = torch.autograd.grad(out, theta, create_graph=True, allow_unused=True)
+            gs = [torch.zeros_like(p) if g is None else g for p, g in zip(theta, gs)]
+            if s is None:  # one chunk: this pass's sum is the whole s
+                s = [g.detach() for g in gs]
+                u = self.outer.grad(s)
+            h = sum((g * ui).sum() for g, ui in zip(gs, u))
+            gxc, gwc = torch.autograd.grad(h, [xc, wc], allow_unused=True)
+            if gxc is not None:
                 gx[sl] = gxc
-                gw[sl] = gwc
-            (gm,) = torch.autograd.grad(W, M, grad_outputs=gw)
-            prior = self.prior(X, M)
-            px, pm = torch.autograd.grad(prior, [X, M], allow_unused=True)
-            gx = gx + (px if px is not None else 0)
-            gm = gm + (pm if pm is not None else 0)
+            gw[sl] = gwc
+        (gm,) = torch.autograd.grad(W, M, grad_outputs=gw, allow_unused=True)
+        gm = torch.zeros_like(M) if gm is None else gm
+        stat = self.outer.value(s)
+        prior = self.prior(X, M)
+        px, pm = torch.autograd.grad(prior, [X, M], allow_unused=True) if prior.requires_grad else (None, None)
+        gx = gx + (px if px is not None else 0)
+        gm = gm + (pm if pm is not None else 0)
         values = {"stationarity": float(stat.detach()), "prior": float(prior.detach())}
         values["total"] = values["stationarity"] + values["prior"]
         return values, gx.detach(), gm.detach()
+
+    def u(self, X: torch.Tensor, M: torch.Tensor) -> list[torch.Tensor]:
+        """u = dF/ds at the current candidates."""
+        return self.outer.grad(self.feature_sum(X, self.weights(M)))
+
+    def per_candidate_term(self, X: torch.Tensor, W: torch.Tensor, u: Sequence[torch.Tensor],
+                           labels: torch.Tensor | None = None) -> torch.Tensor:
+        """h_j = sum_k W_jk <u, grad_theta phi_k(theta; x_j)> for every row of X, shape (m,), differentiable in X:
+        the directional derivative of phi along u in parameter space (forward mode), weighted.  ``labels``
+        default to the objective's (pass the rows' own labels when X is a subset or a perturbed copy)."""
+        labels = self.labels if labels is None else labels
+        theta = [p.detach() for p in self.theta]
+
+        def phi_of(*params):
+            return self.phi(list(params), X, labels)
+
+        _, tangent = jvp(phi_of, tuple(theta), tuple(ui.detach() for ui in u))
+        return (W * tangent).sum(dim=1)

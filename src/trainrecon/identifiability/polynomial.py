@@ -30,7 +30,7 @@ from ..errors import TrainreconError
 from ..runtime import require_memory
 from ..models.mlp import MLPSpec
 from ..training.kkt import log_logistic
-from ..training.residuals import gram_fit
+from ..models.stationarity import gram_fit
 
 
 def poly_spec(d: int, width: int, alpha: int) -> MLPSpec:

@@ -104,7 +104,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise TrainreconError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 
-def load_victim(folder: str | Path) -> Victim:
+def load_victim(folder: str | Path, training_record: bool = True) -> Victim:
+    """A victim folder's weights, architecture and (unless ``training_record`` is False, as on the attacker's
+    side) its ``train.json``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise TrainreconError(f"{folder}: victim folder not found")
@@ -118,7 +120,7 @@ def load_victim(folder: str | Path) -> Victim:
     mean = tensors.get("input_mean")
     if mean is not None:
         mean = check_mean(mean, spec, str(path))
-    info = load_json(folder / "train.json") if (folder / "train.json").is_file() else {}
+    info = load_json(folder / "train.json") if training_record and (folder / "train.json").is_file() else {}
     return Victim(spec, params, mean, init, _obj(info, folder / "train.json"))
 
 

@@ -3,14 +3,14 @@
 * :mod:`.kkt`: logistic / cross-entropy toward the KKT direction of max-margin (Haim, Buzaglo multiclass).
 * :mod:`.regression`: MSE / Huber with weight decay to a stationary point (Buzaglo regression).
 * :mod:`.ntk`: wide MLPs trained briefly by SGD with momentum, theta_0 saved (Loo et al.).
-* :mod:`.residuals`: how far a victim is from the form its attack assumes (the reconstruction floor).
+* How far a victim is from the form its attack assumes (the reconstruction floor) is
+  :meth:`trainrecon.models.stationarity.StationarityForm.residual`.
 """
 
 from .common import NetConfig
-from .kkt import TrainConfig, log_logistic, margins, train_binary, train_kkt
+from .kkt import TrainConfig, kkt_residual, log_logistic, margins, train_binary, train_kkt
 from .ntk import NTKTrainConfig, train_ntk
 from .regression import RegressionTrainConfig, train_regression
-from .residuals import kkt_residual, nnls_gram, per_sample_grads, stationarity_residual
 
 TRAINERS = {
     "kkt": (TrainConfig, train_kkt),
@@ -21,5 +21,5 @@ TRAINERS = {
 __all__ = [
     "NetConfig", "TrainConfig", "RegressionTrainConfig", "NTKTrainConfig", "TRAINERS",
     "train_kkt", "train_binary", "train_regression", "train_ntk",
-    "kkt_residual", "nnls_gram", "per_sample_grads", "stationarity_residual", "log_logistic", "margins",
+    "kkt_residual", "log_logistic", "margins",
 ]

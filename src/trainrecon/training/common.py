@@ -1,4 +1,4 @@
-"""What every victim trainer shares: the architecture fields of its config and checkpoint paths."""
+"""What every victim trainer shares: the architecture fields of its config, its prologue, its checkpoint."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from ..checkpoint import first_difference, fingerprint, load_checkpoint, save_checkpoint
 from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
-from ..models.mlp import MLPSpec
+from ..models.mlp import MLPSpec, flatten, init_params
 from ..runtime import resolve_dtype
 
 
@@ -56,6 +56,14 @@ class NetConfig:
             activation=self.activation,  # type: ignore[arg-type]
             input_shape=list(input_shape),
         )
+
+
+def setup(cfg: NetConfig, x: torch.Tensor, n_outputs: int, device) -> tuple[torch.dtype, MLPSpec, torch.Tensor, torch.Tensor]:
+    """Every trainer's prologue: (dtype, architecture, inputs flattened on device, initial flat parameters)."""
+    dtype = resolve_dtype(cfg.dtype)
+    spec = cfg.spec(list(x.shape[1:]), n_outputs)
+    flat0 = flatten(init_params(spec, cfg.init_scale, cfg.seed, dtype)).to(device)
+    return dtype, spec, x.to(device=device, dtype=dtype).reshape(len(x), -1), flat0
 
 
 def state_paths(folder: Path) -> tuple[Path, Path]:

@@ -18,7 +18,7 @@ log L(theta) = log mean_i l_i, l_i = log(1 + sum_j e^{-q_ij}), evaluated in log 
 
 Progress is measured by the KKT residual (:func:`kkt_residual`): multipliers fitted by non-negative least
 squares on the training set,  min_{lambda >= 0} ||theta - sum_i lambda_i grad q_i|| / ||theta|| (runner-up margin
-for multiclass, see :mod:`.residuals`).
+for multiclass, see :mod:`trainrecon.models.stationarity`).
 This residual is the floor any reconstruction can reach; ReLU kinks at the training points keep it above 0.
 """
 
@@ -33,10 +33,10 @@ from typing import Any
 import torch
 
 from ..errors import TrainreconError
-from ..models.mlp import MLPSpec, flatten, forward, init_params, unflatten
-from ..runtime import progress, resolve_dtype
-from .common import NetConfig, load_state, save_state
-from .residuals import kkt_residual
+from ..models import stationarity
+from ..models.mlp import MLPSpec, forward, unflatten
+from ..runtime import progress
+from .common import NetConfig, load_state, save_state, setup
 
 
 @dataclass
@@ -70,14 +70,14 @@ def log_logistic(q: torch.Tensor) -> torch.Tensor:
 
 
 def margin_matrix(spec: MLPSpec, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Margins q_ij: (n, 1) with q_i = y_i f(x_i) for a binary net; (n, K) with q_ij = f_{y_i} - f_j for a
-    multiclass net, +inf in the label's own column (so it never counts as a constraint)."""
-    out = forward(spec, params, x)
-    if out.shape[1] == 1:
-        return (y * out[:, 0])[:, None]
-    yi = y.long()[:, None]
-    q = out.gather(1, yi) - out
-    return q.scatter(1, yi, torch.inf)
+    """Margins q_ij of the network on (x, y) (see :func:`trainrecon.models.stationarity.margin_matrix`)."""
+    return stationarity.margin_matrix(forward(spec, params, x), y)
+
+
+def kkt_residual(spec: MLPSpec, params, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """The victim's distance to the KKT form (runner-up margin for K > 2, an upper bound on the full
+    multiclass residual and exactly the floor of the Buzaglo attack)."""
+    return stationarity.KKT.residual(spec, params, x, y)
 
 
 def margins(spec: MLPSpec, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -114,12 +114,9 @@ def train_kkt(
     Returns the spec, the parameters (rescaled so that min_i q_i = 1 if ``cfg.rescale_to_unit_margin``)
     and a summary with the history of log-loss, normalised margin and KKT residual per stage.
     """
-    dtype = resolve_dtype(cfg.dtype)
-    spec = cfg.spec(list(x.shape[1:]), 1 if n_classes == 2 else n_classes)
-    x = x.to(device=device, dtype=dtype).reshape(len(x), -1)
+    dtype, spec, x, flat = setup(cfg, x, 1 if n_classes == 2 else n_classes, device)
     y = y.to(device=device, dtype=dtype)
     L = spec.homogeneity_degree()
-    flat = flatten(init_params(spec, cfg.init_scale, cfg.seed, dtype)).to(device)
     stage, history = 0, []
     state = load_state(checkpoint_dir, cfg, device, dtype, x, y)
     if state is not None:

@@ -23,10 +23,10 @@ import torch
 from torch.func import jvp, vjp
 
 from ..errors import TrainreconError
-from ..models.mlp import MLPSpec, flatten, forward, init_params, unflatten
-from ..runtime import progress, resolve_dtype
-from .common import NetConfig, load_state, save_state
-from .residuals import stationarity_residual
+from ..models.mlp import MLPSpec, forward, unflatten
+from ..runtime import progress
+from .common import NetConfig, load_state, save_state, setup
+from ..models.stationarity import NTK
 
 
 @dataclass
@@ -85,11 +85,8 @@ def train_ntk(
     n_classes: int = 2,
 ) -> tuple[MLPSpec, list[torch.Tensor], dict[str, Any]]:
     """Train Loo's victim; the summary carries ``init_params`` (theta_0) for the victim folder."""
-    dtype = resolve_dtype(cfg.dtype)
-    spec = cfg.spec(list(x.shape[1:]), 1 if n_classes == 2 else n_classes)
-    x = x.to(device=device, dtype=dtype).reshape(len(x), -1)
+    dtype, spec, x, flat0 = setup(cfg, x, 1 if n_classes == 2 else n_classes, device)
     target = regression_targets(y, n_classes, dtype).to(device)
-    flat0 = flatten(init_params(spec, cfg.init_scale, cfg.seed, dtype)).to(device)
     lr = cfg.lr or 1.0 / gauss_newton_top_eigenvalue(spec, flat0, x)
     flat, buf, epoch, history = flat0.clone(), torch.zeros_like(flat0), 0, []
     state = load_state(checkpoint_dir, cfg, device, dtype, x, y)
@@ -131,15 +128,11 @@ def train_ntk(
     history.append({"epoch": epoch, "loss": loss, "seconds": time.time() - t0})
     save(epoch)
     params, init = unflatten(spec, flat), unflatten(spec, flat0)
-    K = spec.n_outputs
-    xs = x.repeat_interleave(K, 0)
-    coef = torch.eye(K, dtype=dtype, device=device).repeat(len(x), 1)
-    delta = [p - p0 for p, p0 in zip(params, init)]
-    at_init = stationarity_residual(spec, params, xs, coef, target=delta, nonneg=False, grads_at=init)
-    at_final = stationarity_residual(spec, params, xs, coef, target=delta, nonneg=False)
+    at_init = NTK.residual(spec, params, x, init=init, grads_at=init)
+    at_final = NTK.residual(spec, params, x, init=init)
     with torch.no_grad():
         acc = forward(spec, params, x)
-        acc = float(((acc[:, 0] * target[:, 0]) > 0).double().mean()) if K == 1 else float(
+        acc = float(((acc[:, 0] * target[:, 0]) > 0).double().mean()) if spec.n_outputs == 1 else float(
             (acc.argmax(1) == target.argmax(1)).double().mean())
     final = {"epochs": epoch, "loss": loss, "lr": lr, "train_accuracy": acc,
              "relative_change": float((flat - flat0).norm() / flat0.norm()),

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TrainreconError
-from ..models.mlp import MLPSpec, flatten, forward, init_params, unflatten
-from ..runtime import progress, resolve_dtype
-from .common import NetConfig, load_state, save_state
-from .residuals import stationarity_residual
+from ..models.mlp import MLPSpec, forward, unflatten
+from ..runtime import progress
+from .common import NetConfig, load_state, save_state, setup
+from ..models.stationarity import WEIGHT_DECAY
 
 
 @dataclass
@@ -67,11 +67,8 @@ def train_regression(
     """Fit a one-output MLP to +-1 targets with weight decay; returns (spec, params, summary)."""
     if n_classes != 2:
         raise TrainreconError("task.task: regression victims take a binary task (+-1 targets), not multiclass")
-    dtype = resolve_dtype(cfg.dtype)
-    spec = cfg.spec(list(x.shape[1:]), 1)
-    x = x.to(device=device, dtype=dtype).reshape(len(x), -1)
+    dtype, spec, x, flat = setup(cfg, x, 1, device)
     y = y.to(device=device, dtype=dtype)
-    flat = flatten(init_params(spec, cfg.init_scale, cfg.seed, dtype)).to(device)
     done, history = 0, []
     state = load_state(checkpoint_dir, cfg, device, dtype, x, y)
     if state is not None:
@@ -120,7 +117,7 @@ def train_regression(
         save_state(checkpoint_dir, {"theta": flat}, {"iterations": done, "config": cfg, "history": history}, x, y)
     bar.close()
     params = unflatten(spec, flat)
-    res = stationarity_residual(spec, params, x, torch.ones(len(x), 1, dtype=dtype, device=device), nonneg=False)
+    res = WEIGHT_DECAY.residual(spec, params, x)
     final = {**history[-1], "kkt_residual": res["kkt_residual"], "n_active": res["n_active"],
              "train_accuracy": history[-1]["sign_accuracy"]}
     log(f"trained: sign accuracy {final['sign_accuracy']:.3f}, train MSE {final['train_mse']:.4g}, "

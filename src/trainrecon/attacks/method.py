@@ -1,0 +1,153 @@
+"""A reconstruction method is one class: its config, its stationarity form, its prior, its candidates'
+initialisation and labels, and its optimisers.  Methods register themselves by name in :data:`METHODS`;
+the CLI's method list and help come from there.
+
+The objective every method builds (:meth:`Method.objective`) is the weighted-sum form of :mod:`.weighted_sum`,
+
+    J = || target - grad_theta sum_jk w_jk(M) phi_k(theta_at; x_j) ||^2 + R(X, M),   phi = form.features(f~(x), y),
+
+with f~ the network under the method's smooth surrogate activation at iteration i, w = the method's weights
+normalised by m0 (the initial number of candidates), and target / theta_at from the stationarity form
+(:mod:`trainrecon.models.stationarity`).  A new method subclasses :class:`Method`, sets ``name``,
+``Config`` and ``form``, implements ``labels`` / ``weights`` / ``prior`` / ``surrogate`` / ``optimisers``
+(and ``init`` when its starting point differs), and decorates itself with :func:`register`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
+
+import torch
+
+from ..config import check_numbers
+from ..errors import TrainreconError
+from ..models.mlp import Surrogate, forward
+from ..models.stationarity import StationarityForm
+from .candidates import CandidateSet
+from .payload import Payload
+from .weighted_sum import SquaredDistance, WeightedSumObjective
+
+
+@dataclass
+class AttackConfig:
+    """Fields every method's config has.  ``m = 0`` means 2 n (twice the disclosed training-set size);
+    ``chunk_size`` bounds memory by accumulating the weighted sum over candidate chunks."""
+
+    m: int = 0
+    iterations: int = 8000
+    lr: float = 0.03
+    init_scale: float = 0.1
+    dtype: Literal["float64", "float32"] = "float64"
+    seed: int = 0
+    chunk_size: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 100
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "attack")
+        if self.m < 0:
+            raise TrainreconError(f"attack.m: need a number of candidates (or 0 for 2n), got {self.m}")
+        if self.iterations < 1:
+            raise TrainreconError(f"attack.iterations: must be >= 1 (0 would save the random starts as candidates), got {self.iterations}")
+        for name in ("checkpoint_every", "log_every", "lr", "init_scale"):
+            if getattr(self, name) <= 0:
+                raise TrainreconError(f"attack.{name}: must be positive, got {getattr(self, name)}")
+        if self.chunk_size < 0:
+            raise TrainreconError(f"attack.chunk_size: must be >= 0 (0: one chunk), got {self.chunk_size}")
+
+
+class Optimizer(Protocol):
+    def step(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+def box_penalty(X: torch.Tensor, lo, hi) -> torch.Tensor:
+    """sum over candidates and pixels of (x - hi)_+^2 + (lo - x)_+^2."""
+    return ((X - hi).clamp_min(0) ** 2).sum() + ((lo - X).clamp_min(0) ** 2).sum()
+
+
+class Method:
+    """Base class; see the module docstring.  ``payload`` must already be on the run's device and dtype."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AttackConfig]]
+    form: ClassVar[StationarityForm]
+    kernel_at_init: bool = False  # evaluate features at theta_0 instead of theta_T (Loo's NTK-exact variant)
+
+    def __init__(self, payload: Payload, cfg: AttackConfig) -> None:
+        if type(cfg) is not self.Config:
+            raise TrainreconError(f"method {self.name}: expected a {self.Config.__name__}, got {type(cfg).__name__}")
+        self.payload, self.cfg = payload, cfg
+        self.check()
+        theta, init = payload.params, payload.init_params
+        self.at = init if self.kernel_at_init else theta
+        self.outer = SquaredDistance(self.form.target(theta, init))
+
+    # -- what a method defines ---------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse a victim this method cannot attack (one line)."""
+
+    def labels(self, m: int) -> torch.Tensor | None:
+        """The candidates' fixed labels, or None."""
+        return None
+
+    def weights(self, M: torch.Tensor, m0: int) -> torch.Tensor:
+        """Per-candidate weights w (m, K) from the multipliers."""
+        raise NotImplementedError
+
+    def prior(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def surrogate(self, it: int) -> Surrogate:
+        raise NotImplementedError
+
+    def multipliers(self, m: int, g: torch.Generator) -> torch.Tensor:
+        """Initial multipliers, drawn after x from the same generator."""
+        raise NotImplementedError
+
+    def optimisers(self) -> tuple[Optimizer, Optimizer]:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------------------------
+    def init(self, m: int) -> CandidateSet:
+        """x ~ init_scale N(0, 1) (m, d) in centred space, then the multipliers, from ``cfg.seed``."""
+        like = self.payload.params[0]
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        X = torch.randn(m, self.payload.spec.widths[0], generator=g, dtype=torch.float64) * self.cfg.init_scale
+        M = self.multipliers(m, g)
+        labels = self.labels(m)
+        return CandidateSet(X.to(like), M.to(like), None if labels is None else labels.to(like.device))
+
+    def objective(self, it: int, cands: CandidateSet) -> WeightedSumObjective:
+        spec, surrogate, form, m0 = self.payload.spec, self.surrogate(it), self.form, cands.m0
+
+        def phi(params, X, labels):
+            return form.features(forward(spec, params, X, surrogate), labels)
+
+        return WeightedSumObjective(self.at, self.outer, phi, lambda M: self.weights(M, m0), self.prior,
+                                    cands.labels, self.cfg.chunk_size)
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` available by its ``name`` (CLI ``--method``, experiment files)."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"a method named {cls.name!r} is already registered")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_for(cfg: AttackConfig) -> type[Method]:
+    """The registered method whose config class is exactly ``cfg``'s type."""
+    for cls in METHODS.values():
+        if type(cfg) is cls.Config:
+            return cls
+    raise TrainreconError(f"no reconstruction method takes a {type(cfg).__name__}")
+
+
+def method_named(name: str, where: str = "--method") -> type[Method]:
+    if name not in METHODS:
+        raise TrainreconError(f"{where}: unknown method {name!r} (available: {', '.join(METHODS)})")
+    return METHODS[name]

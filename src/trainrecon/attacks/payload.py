@@ -1,0 +1,86 @@
+"""The threat model in code: what an attacker is given, and nothing else.
+
+A :class:`Payload` holds the victim's architecture and trained weights, its initial weights (only where the
+method needs them and the victim folder has them), the input mean of its preprocessing, and the number of
+training samples only when it is disclosed.  Labels of the training set are never given (the methods fix
+their candidates' labels themselves).  :func:`payload_from_folder` reads ``model.json`` and
+``model.safetensors`` and, for a disclosed n, the *length* of ``train.json``'s index list; the task, the
+indices and every data loader stay on the evaluation side.  ``record()`` is written into every run's
+``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import fingerprint
+from ..config import load_json, to_dict
+from ..errors import TrainreconError
+from ..models.mlp import MLPSpec
+from ..models.victim import Victim, load_victim
+
+
+@dataclass(frozen=True)
+class Payload:
+    spec: MLPSpec
+    params: list[torch.Tensor]
+    input_mean: np.ndarray | None = None
+    init_params: list[torch.Tensor] | None = None
+    n_train: int | None = None
+
+    @staticmethod
+    def of(victim: Victim, disclose_n: bool = True) -> "Payload":
+        """The attacker's view of a loaded victim: its training record is dropped, except n if disclosed."""
+        idx = victim.train_info.get("train_indices") if disclose_n else None
+        return Payload(victim.spec, victim.params, victim.input_mean, victim.init_params,
+                       len(idx) if idx else None)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "Payload":
+        conv = lambda ps: None if ps is None else [p.to(device=device, dtype=dtype) for p in ps]  # noqa: E731
+        return dataclasses.replace(self, params=conv(self.params), init_params=conv(self.init_params))
+
+    def mean_chw(self) -> np.ndarray:
+        shape = tuple(self.spec.input_shape)
+        return np.zeros(shape) if self.input_mean is None else np.asarray(self.input_mean).reshape(shape)
+
+    def mean_flat(self) -> torch.Tensor:
+        """The input mean as a flat tensor on the parameters' device and dtype."""
+        like = self.params[0]
+        return torch.as_tensor(self.mean_chw(), dtype=like.dtype, device=like.device).reshape(-1)
+
+    def fingerprint(self) -> str:
+        """Content hash of everything given: weights, initial weights, input mean, architecture, n."""
+        names = self.spec.param_names()
+        tensors: dict[str, Any] = dict(zip(names, self.params))
+        if self.init_params is not None:
+            tensors.update({f"init.{k}": v for k, v in zip(names, self.init_params)})
+        if self.input_mean is not None:
+            tensors["input_mean"] = np.asarray(self.input_mean, dtype=np.float64)
+        tensors["spec"] = np.frombuffer(repr(to_dict(self.spec)).encode(), dtype=np.uint8)
+        return fingerprint(tensors)
+
+    def record(self) -> dict[str, Any]:
+        return {"weights": self.fingerprint(), "architecture": to_dict(self.spec),
+                "initial_weights": self.init_params is not None, "input_mean": self.input_mean is not None,
+                "n_train": self.n_train if self.n_train is not None else "not disclosed",
+                "training_labels": "not given"}
+
+
+def payload_from_folder(folder: str | Path, disclose_n: bool = True) -> Payload:
+    """Read what the attacker may see from a victim folder."""
+    folder = Path(folder)
+    victim = load_victim(folder, training_record=False)
+    n = None
+    if disclose_n and (folder / "train.json").is_file():
+        info = load_json(folder / "train.json")
+        idx = info.get("train_indices") if isinstance(info, dict) else None
+        if idx is not None and not isinstance(idx, list):
+            raise TrainreconError(f"{folder / 'train.json'}: train_indices is not a list")
+        n = len(idx) if idx else None
+    return dataclasses.replace(Payload.of(victim, disclose_n=False), n_train=n)

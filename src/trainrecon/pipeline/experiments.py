@@ -1,0 +1,131 @@
+"""Experiment files (``bench/cases/*.json``): train, attack and evaluate as one resumable run, with an optional
+shadow-victim control."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..attacks.method import method_named
+from ..attacks.payload import Payload, payload_from_folder
+from ..attacks.runner import reconstruct
+from ..checkpoint import first_difference, folder_lock
+from ..config import from_dict, load_config, load_json, save_json, to_dict
+from ..data.tasks import TaskConfig
+from ..errors import TrainreconError
+from ..models.victim import load_victim
+from ..training import TRAINERS
+from .evaluation import evaluate_run, read_candidates
+from .victims import train_victim
+
+
+@dataclass
+class Experiment:
+    """One experiment file (``bench/cases/*.json``): a task, a trainer and its config, a method and its config.
+
+    ``shadow: true`` adds the shadow-victim control: the same trainer and attack on the task's next
+    ``n_per_class`` images of each class (disjoint from the victim's, same distribution); its candidates are
+    scored against the victim's training set as one more negative control."""
+
+    task: TaskConfig
+    trainer: str = "kkt"
+    method: str = "haim"
+    train: dict = field(default_factory=dict)
+    attack: dict = field(default_factory=dict)
+    description: str = ""
+    shadow: bool = False
+
+    def __post_init__(self) -> None:
+        if self.trainer not in TRAINERS:
+            raise TrainreconError(f"experiment.trainer: unknown trainer {self.trainer!r} (available: {', '.join(TRAINERS)})")
+        method_named(self.method, "experiment.method")
+
+    def configs(self, where: str):
+        return (from_dict(TRAINERS[self.trainer][0], self.train, f"{where}: train"),
+                from_dict(method_named(self.method).Config, self.attack, f"{where}: attack"))
+
+
+def run_experiment(
+    path: str | Path, out: str | Path, data_dir: str | Path | None = None, device: torch.device | str = "cpu",
+    log=print,
+) -> dict[str, Any]:
+    """Train (or reuse) the victim, run the attack (resumable), evaluate with the held-out control.
+
+    Writes ``out/experiment.json``, ``victim/``, ``reconstruction/``, ``metrics.json``, ``grid.png``,
+    ``l2_curve.png``; returns a summary (counts, seconds per iteration, victim residual)."""
+    exp = load_config(Experiment, path)
+    train_cfg, attack_cfg = exp.configs(str(path))
+    out = Path(out)
+    record = {"task": exp.task, "trainer": exp.trainer, "train": train_cfg, "method": exp.method, "attack": attack_cfg,
+              "shadow": exp.shadow}
+    with folder_lock(out):
+        if (out / "experiment.json").is_file():
+            old = load_json(out / "experiment.json")
+            old = {k: old.get(k) for k in record} if isinstance(old, dict) else {}
+            try:  # fields added since that file was written count at their defaults
+                old = to_dict({"task": from_dict(TaskConfig, old["task"], "experiment.json.task"), "trainer": old["trainer"],
+                               "train": from_dict(TRAINERS[old["trainer"]][0], old["train"], "experiment.json.train"),
+                               "method": old["method"], "attack": from_dict(type(attack_cfg), old["attack"], "experiment.json.attack"),
+                               "shadow": bool(old.get("shadow"))})
+            except (TrainreconError, KeyError, TypeError):
+                pass
+            diff = first_difference(old, to_dict(record))
+            if diff:
+                raise TrainreconError(f"{out}: holds results of a different experiment ({diff}); choose a new folder")
+        save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, **record})
+        return _run_experiment(exp, path, train_cfg, attack_cfg, out, data_dir, device, log)
+
+
+def _run_experiment(exp: Experiment, path, train_cfg, attack_cfg, out: Path, data_dir, device, log) -> dict[str, Any]:
+    t0 = time.time()
+    if not (out / "victim" / "model.safetensors").is_file():
+        train_victim(exp.task, train_cfg, out / "victim", data_dir, device, log)
+    train_wall = time.time() - t0
+    victim = load_victim(out / "victim")
+    payload = payload_from_folder(out / "victim")  # the attacker's view: no task, no indices
+    res = reconstruct(payload, attack_cfg, out / "reconstruction", device, resume=True, log=log)
+    nulls = {"shadow": shadow_candidates(exp, train_cfg, attack_cfg, payload, out, data_dir, device, log)} if exp.shadow else {}
+    metrics = evaluate_run(out / "victim", [out / "reconstruction" / "candidates.npz"], out, data_dir=data_dir, log=log,
+                           null_files=nulls)
+    head = metrics["headline"]
+    haim = metrics["protocols"]["haim_nn"]
+    return {
+        "case": Path(path).stem, "method": exp.method, "description": exp.description,
+        "n": metrics["n"], "m": metrics["m"], "architecture": victim.spec.widths,
+        "victim_residual": victim.train_info["final"].get("kkt_residual"),
+        "victim_train_seconds": victim.train_info["seconds"], "train_wall_seconds_this_run": train_wall,
+        "attack_iterations": res["iterations_done"], "attack_seconds": res["seconds"],
+        "seconds_per_iteration": res["seconds_per_iteration"], "final_loss": res["final_loss"],
+        "ssim_gt_0.4": haim["ssim_paper"]["count_gt_0.4"],
+        "control_ssim_gt_0.4": haim["control"]["ssim_paper"]["count_gt_0.4"] if haim["control"] else None,
+        "above_control": haim["above_control"]["ssim_paper_gt_0.4"] if haim["above_control"] else None,
+        "best10_mean_ssim": haim["ssim_paper"]["mean_top10"],
+        "ssim_gt_0.5": haim["ssim_paper"]["count_gt_0.5"],
+        "control_ssim_gt_0.5": haim["control"]["ssim_paper"]["count_gt_0.5"] if haim["control"] else None,
+        "classic_ssim_gt_0.4": haim["ssim_classic"].get("count_gt_0.4"),
+        "control_classic_ssim_gt_0.4": haim["control"]["ssim_classic"].get("count_gt_0.4") if haim["control"] else None,
+        "per_class_ssim_gt_0.4": haim.get("per_class_ssim_paper_gt_0.4"),
+        "headline": {k: head.get(k) for k in ("recovered", "controls", "informative", "similarity", "threshold")},
+    }
+
+
+def shadow_candidates(exp: Experiment, train_cfg, attack_cfg, victim: Payload, out: Path, data_dir, device, log) -> Path:
+    """Train and attack the shadow victim (the task's next ``n_per_class`` images per class, same trainer and
+    attack); return its candidates moved into the victim's centred space (x + shadow mean - victim mean)."""
+    import dataclasses
+
+    task = dataclasses.replace(exp.task, skip_per_class=exp.task.skip_per_class + exp.task.n_per_class)
+    if not (out / "shadow_victim" / "model.safetensors").is_file():
+        log(f"shadow victim: the next {exp.task.n_per_class} images per class")
+        train_victim(task, train_cfg, out / "shadow_victim", data_dir, device, log)
+    shadow = payload_from_folder(out / "shadow_victim")
+    reconstruct(shadow, attack_cfg, out / "shadow_reconstruction", device, resume=True, log=log)
+    x = read_candidates(out / "shadow_reconstruction" / "candidates.npz", tuple(victim.spec.input_shape))
+    moved = out / "shadow_reconstruction" / "candidates_in_victim_space.npz"
+    np.savez_compressed(moved, x=x + shadow.mean_chw() - victim.mean_chw())
+    return moved
