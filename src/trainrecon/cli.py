@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from .config import from_dict, load_json
+from .config import config_from, from_dict
 from .attacks import METHODS
 from .errors import Interrupted, TrainreconError
 
@@ -28,16 +28,6 @@ def _device(name: str):
     from .runtime import resolve_device
 
     return resolve_device(name)
-
-
-def _cfg(cls, path: Optional[Path], overrides: dict[str, Any]):
-    """``cls`` from the JSON file's fields (if any) with the command-line options on top, validated once, so
-    that defaults that depend on other fields (a trainer's bias list on ``hidden``) follow the options."""
-    data = load_json(path) if path is not None else {}
-    if not isinstance(data, dict):
-        raise TrainreconError(f"{path}: expected a JSON object")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return from_dict(cls, data, where=str(path) if path else "option")
 
 
 @app.command()
@@ -74,14 +64,14 @@ def train(
 
     if trainer not in TRAINERS:
         raise TrainreconError(f"--trainer: unknown trainer {trainer!r} (available: {', '.join(TRAINERS)})")
-    tcfg = _cfg(TaskConfig, task_config, {"dataset": dataset, "task": task, "n_per_class": n_per_class})
+    tcfg = config_from(TaskConfig, task_config, {"dataset": dataset, "task": task, "n_per_class": n_per_class})
     widths = None
     if hidden is not None:
         try:
             widths = [int(v) for v in hidden.split(",")]
         except ValueError:
             raise TrainreconError(f"--hidden: expected comma-separated integers, got {hidden!r}") from None
-    rcfg = _cfg(TRAINERS[trainer][0], config, {"hidden": widths, "seed": seed})
+    rcfg = config_from(TRAINERS[trainer][0], config, {"hidden": widths, "seed": seed})
     train_victim(tcfg, rcfg, out, data_dir, _device(device))
 
 
@@ -103,7 +93,7 @@ def reconstruct(
     mean, the initial weights where the method needs them, and n if disclosed (recorded in config.json)."""
     from .attacks import method_named, payload_from_folder, reconstruct as run
 
-    cfg = _cfg(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed})
+    cfg = config_from(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed})
     res = run(payload_from_folder(victim, disclose_n), cfg, out, _device(device), resume=resume)
     typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration)")
 
@@ -131,7 +121,7 @@ def evaluate(
         if not sep or not name or not path:
             raise TrainreconError(f"--null: expected NAME=FILE, got {item!r}")
         nulls[name] = Path(path)
-    rule = _cfg(HeadlineRule, None, {"threshold": threshold})
+    rule = config_from(HeadlineRule, None, {"threshold": threshold})
     evaluate_run(victim, candidates, out, data_dir, truth, heldout, null_files=nulls, rule=rule)
 
 
@@ -183,7 +173,7 @@ def train_poly(
     from .identifiability.victims import make_trained_victim
 
     dcfg = from_dict(PolyDataConfig, {"kind": data, "n": n, "d": d, "seed": seed}, "option")
-    tcfg = _cfg(PolyTrainConfig, config, {"alpha": alpha, "width": width, "steps": steps, "seed": seed,
+    tcfg = config_from(PolyTrainConfig, config, {"alpha": alpha, "width": width, "steps": steps, "seed": seed,
                                           "train_second_layer": False if fixed_second_layer else None})
     make_trained_victim(out, dcfg, tcfg, data_dir)
     typer.echo(f"wrote victim folder {out}")
@@ -223,7 +213,7 @@ def identify(
     from .identifiability.identify import IdentifyConfig
     from .pipeline import identify_run
 
-    cfg = _cfg(IdentifyConfig, config, {"margin": margin, "polish": polish})
+    cfg = config_from(IdentifyConfig, config, {"margin": margin, "polish": polish})
     identify_run(victim, out, cfg, truth, score, data_dir)
 
 

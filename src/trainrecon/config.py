@@ -149,14 +149,15 @@ def load_config(cls: type[T], path: str | os.PathLike) -> T:
     return from_dict(cls, data, where=str(path))
 
 
-def override(cfg: T, overrides: dict[str, Any], where: str = "option") -> T:
-    """Return a copy of dataclass ``cfg`` with ``overrides`` applied (validated like JSON input)."""
-    data = to_dict(cfg)
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        data[k] = to_dict(v)
-    return from_dict(type(cfg), data, where=where)
+def config_from(cls: type[T], path: str | os.PathLike | None, overrides: dict[str, Any]) -> T:
+    """``cls`` from a JSON file's fields (if any) with command-line options on top, validated once: fields
+    left out take their defaults *after* the options, so defaults that follow other fields (a trainer's bias
+    list on ``hidden``) follow the options."""
+    data = load_json(path) if path is not None else {}
+    if not isinstance(data, dict):
+        raise TrainreconError(f"{path}: expected a JSON object")
+    data = {**data, **{k: to_dict(v) for k, v in overrides.items() if v is not None}}
+    return from_dict(cls, data, where=str(path) if path is not None else "option")
 
 
 def registered_name(registry: dict[str, tuple], cfg: Any, what: str) -> str:

@@ -1,0 +1,214 @@
+"""The attack design: layering, the threat model, one-file methods, candidate sets, the objective's parts."""
+
+import ast
+import dataclasses
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch.func import grad
+
+from conftest import build_objective
+from trainrecon.attacks import CandidateSet, Haim, HaimConfig, METHODS, method_named, payload_from_folder, reconstruct
+from trainrecon.attacks.buzaglo import BuzagloMulticlass, BuzagloMulticlassConfig
+from trainrecon.attacks.loo import LooConfig, LooNTK
+from trainrecon.models.mlp import MLPSpec, init_params
+from trainrecon.models.victim import Victim
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "trainrecon"
+
+# what each layer may not import: data -> victim (models) -> attack / training -> evaluation (metrics)
+FORBIDDEN = {
+    "data": {"models", "training", "attacks", "metrics", "pipeline", "identifiability", "cli"},
+    "models": {"training", "attacks", "metrics", "pipeline", "identifiability", "cli"},
+    "training": {"attacks", "metrics", "pipeline", "cli"},
+    "attacks": {"data", "training", "metrics", "pipeline", "identifiability", "cli"},
+    "metrics": {"attacks", "training", "models", "pipeline", "identifiability", "cli"},
+}
+
+
+def imported_packages(path: pathlib.Path) -> set[str]:
+    """trainrecon's top-level subpackages that one source file imports (absolute or relative)."""
+    rel = path.relative_to(SRC.parent).with_suffix("").parts
+    pkg = list(rel[:-1]) if path.name != "__init__.py" else list(rel[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            parts = (pkg[: len(pkg) - node.level + 1] if node.level else []) + (node.module or "").split(".")
+            parts = [p for p in parts if p]
+            if parts[:1] == ["trainrecon"] and len(parts) > 1:
+                out.add(parts[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("trainrecon.")}
+    return out
+
+
+def test_import_graph_has_no_back_references():
+    bad = []
+    for layer, forbidden in FORBIDDEN.items():
+        for f in (SRC / layer).rglob("*.py"):
+            hits = imported_packages(f) & forbidden
+            if hits:
+                bad.append(f"{f.relative_to(SRC)} imports {sorted(hits)}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_attack_runs_with_every_data_loader_broken(tmp_path, tiny_victim, monkeypatch):
+    """The threat model: reconstruct sees the payload only; any access to the training data fails loudly."""
+    import trainrecon.data.formats as formats
+    import trainrecon.data.tasks as tasks
+
+    def forbidden(*a, **k):
+        raise AssertionError("the attack touched the training data")
+
+    for mod, names in ((tasks, ["build_task", "load_split", "labelled_npz"]),
+                       (formats, ["read_npz", "read_idx", "read_cifar_batch", "to_float_nchw"])):
+        for name in names:
+            monkeypatch.setattr(mod, name, forbidden)
+    payload = payload_from_folder(tiny_victim)
+    assert payload.n_train == 10 and payload.record()["training_labels"] == "not given"
+    res = reconstruct(payload, HaimConfig(iterations=5, checkpoint_every=5), tmp_path / "rec", log=lambda *a: None)
+    assert res["finished"] and res["m"] == 20
+    with pytest.raises(AssertionError, match="training data"):
+        tasks.build_task(None)
+    hidden = payload_from_folder(tiny_victim, disclose_n=False)
+    assert hidden.n_train is None
+    from trainrecon.errors import TrainreconError
+
+    with pytest.raises(TrainreconError, match="not disclosed"):
+        reconstruct(hidden, HaimConfig(iterations=5), tmp_path / "rec2", log=lambda *a: None)
+
+
+# a toy method, defined in this one file: the registry, the runner and the checkpoint take it as it is
+from trainrecon.attacks.method import AttackConfig, Method, register  # noqa: E402
+from trainrecon.attacks.optim import SGDMomentum  # noqa: E402
+from trainrecon.models.mlp import Surrogate  # noqa: E402
+from trainrecon.models.stationarity import WEIGHT_DECAY  # noqa: E402
+
+
+@dataclass
+class ToyConfig(AttackConfig):
+    iterations: int = 6
+
+
+@register
+class Toy(Method):
+    name = "toy-softplus"
+    Config = ToyConfig
+    form = WEIGHT_DECAY
+
+    def weights(self, M, m0):
+        return (M / m0)[:, None]
+
+    def prior(self, X, M):
+        return (X**2).sum() * 1e-3
+
+    def surrogate(self, it):
+        return Surrogate("softplus", 5.0)
+
+    def multipliers(self, m, g):
+        return torch.randn(m, generator=g, dtype=torch.float64)
+
+    def optimisers(self):
+        return SGDMomentum(self.cfg.lr, 0.0), SGDMomentum(self.cfg.lr, 0.0)
+
+
+def test_a_toy_method_defined_in_one_file_runs(tmp_path, tiny_victim):
+    assert method_named("toy-softplus") is Toy and "toy-softplus" in METHODS
+    res = reconstruct(payload_from_folder(tiny_victim), ToyConfig(m=4, checkpoint_every=3), tmp_path / "toy",
+                      log=lambda *a: None)
+    assert res["method"] == "toy-softplus" and res["finished"]
+    assert np.load(tmp_path / "toy" / "candidates.npz")["x"].shape == (4, 1, 8, 8)
+
+
+# candidate sets ----------------------------------------------------------------------------------------------------
+
+def test_split_take_concat_and_round_trip():
+    g = torch.Generator().manual_seed(0)
+    c = CandidateSet(torch.randn(4, 3, generator=g, dtype=torch.float64), torch.tensor([1.0, 2.0, 3.0, 4.0]),
+                     torch.tensor([-1.0, -1.0, 1.0, 1.0]), {"buf": torch.randn(4, 3, generator=g)},
+                     {"buf": torch.randn(4, generator=g), "t": torch.tensor(7.0)})
+    v = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    s = c.split(2, v, 0.1)
+    assert s.m == 5 and s.m0 == 4
+    assert torch.allclose(s.x[2], c.x[2] + 0.1 * v) and torch.allclose(s.x[4], c.x[2] - 0.1 * v)
+    assert s.multipliers[2] == s.multipliers[4] == 1.5 and s.multipliers.sum() == c.multipliers.sum()
+    assert s.labels[4] == 1.0 and torch.equal(s.state_x["buf"][4], c.state_x["buf"][2])
+    assert float(s.state_m["t"]) == 7.0  # shared scalars are kept
+    assert s.parents.tolist() == [-1, -1, 2, -1, 2] and len(set(s.ids.tolist())) == 5
+    t = s.take([4, 0])
+    assert torch.equal(t.x[0], s.x[4]) and t.ids.tolist() == [s.ids[4].item(), s.ids[0].item()]
+    back = CandidateSet.from_tensors(s.tensors(), s.record())
+    assert torch.equal(back.x, s.x) and back.m0 == 4 and torch.equal(back.parents, s.parents)
+    u = CandidateSet.concat([c, s])
+    assert u.m == 9 and u.m0 == 9 and len(set(u.ids.tolist())) == 9 and u.parents.tolist()[-1] >= 4
+
+
+def test_a_split_leaves_the_weighted_sum_unchanged_to_first_order(tiny_victim):
+    """s(split) - s = O(eps^2): (x + eps v, w/2) + (x - eps v, w/2) = (x, w) + eps^2/2 (v . d^2 g v) w."""
+    from trainrecon.models.victim import load_victim
+
+    obj, cands = build_objective(Haim, load_victim(tiny_victim), HaimConfig(), 20)
+    v = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    s0 = torch.cat([t.flatten() for t in obj.feature_sum(cands.x, obj.weights(cands.multipliers))])
+    diffs = []
+    for eps in (1e-2, 5e-3):
+        sp = cands.split(3, v, eps)
+        o = dataclasses.replace(obj, labels=sp.labels)
+        s1 = torch.cat([t.flatten() for t in o.feature_sum(sp.x, o.weights(sp.multipliers))])
+        diffs.append(float((s1 - s0).norm()))
+    assert diffs[1] < diffs[0] / 3  # quadratic, not linear, in eps
+
+
+# the objective's parts ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["haim", "multiclass", "loo"])
+def test_per_candidate_term_gives_the_objectives_gradients(which):
+    spec = {"haim": MLPSpec([6, 5, 4, 1], [True, False, False]), "multiclass": MLPSpec([6, 5, 4, 3], [True, False, False]),
+            "loo": MLPSpec([6, 5, 4, 2], [True, True, True])}[which]
+    params = init_params(spec, [2.0] * spec.n_layers, seed=2)
+    init = init_params(spec, [1.5] * spec.n_layers, seed=9) if which == "loo" else None
+    victim = Victim(spec, params, np.full((1, 1, 6), 0.3), init)
+    cls, cfg = {"haim": (Haim, HaimConfig(alpha=5.0)), "multiclass": (BuzagloMulticlass, BuzagloMulticlassConfig(alpha=5.0)),
+                "loo": (LooNTK, LooConfig(dtype="float64"))}[which]
+    obj, cands = build_objective(cls, victim, cfg, 6)
+    X = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 0.3
+    M = cands.multipliers + 0.2
+    _, gx, gm = obj.value_and_grad(X, M)
+    u = obj.u(X, M)
+    W = obj.weights(M)
+    h = obj.per_candidate_term(X.requires_grad_(True), W.detach(), u)
+    (gh,) = torch.autograd.grad(h.sum(), X)
+    px = grad(lambda x: obj.prior(x, M))(X.detach())
+    assert torch.allclose(gh + px, gx, rtol=1e-10, atol=1e-12)
+    if which != "loo":  # one weight per candidate: dJ/dlambda_j = h_j / lambda_j (+ the prior's part)
+        pm = grad(lambda mm: obj.prior(X.detach(), mm))(M)
+        assert torch.allclose(h.detach() / M + pm, gm, rtol=1e-10, atol=1e-12)
+
+
+def test_a_run_folder_of_the_previous_version_resumes(tmp_path, tiny_victim):
+    """Checkpoints written before candidate sets (tensors x / multipliers / opt_* and a checkpoint.json beside
+    them, no victim hash) resume to the same candidates as an uninterrupted run."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from trainrecon.checkpoint import load_checkpoint
+
+    cfg = HaimConfig(iterations=12, checkpoint_every=4, log_every=4)
+    payload = payload_from_folder(tiny_victim)
+    reconstruct(payload, cfg, tmp_path / "straight", log=lambda *a: None)
+    run = tmp_path / "old"
+    reconstruct(payload, cfg, run, log=lambda *a: None, stop_after=8)
+    tensors, state = load_checkpoint(run / "checkpoint.safetensors")
+    old = {k: v for k, v in tensors.items() if k in ("x", "multipliers") or k.startswith("opt_")}
+    save_file(old, str(run / "checkpoint.safetensors"))  # no embedded state: the old layout
+    record = {k: v for k, v in state["config"].items() if k != "victim"}
+    (run / "checkpoint.json").write_text(json.dumps({"iteration": state["iteration"], "config": record,
+                                                     "history": state["history"]}))
+    reconstruct(payload, cfg, run, resume=True, log=lambda *a: None)
+    a, b = np.load(tmp_path / "straight" / "candidates.npz"), np.load(run / "candidates.npz")
+    assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["y"], b["y"])
+    assert not (run / "checkpoint.json").exists()
