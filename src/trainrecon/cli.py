@@ -7,6 +7,7 @@ and exit with status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -87,6 +88,7 @@ def reconstruct(
     resume: bool = typer.Option(False, "--resume", help="continue from OUT's checkpoint"),
     disclose_n: bool = typer.Option(True, "--disclose-n/--no-disclose-n",
                                     help="whether the attacker is told the training-set size (m defaults to 2n)"),
+    split: bool = typer.Option(False, "--split", help="refine by sample splitting (settings: the config's 'split')"),
     device: str = DeviceOpt,
 ) -> None:
     """Reconstruct training data from a victim's weights; the attacker is given only the weights, the input
@@ -94,8 +96,17 @@ def reconstruct(
     from .attacks import method_named, payload_from_folder, reconstruct as run
 
     cfg = config_from(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed})
+    if split:
+        cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, enabled=True))
     res = run(payload_from_folder(victim, disclose_n), cfg, out, _device(device), resume=resume)
-    typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration)")
+    so = res["second_order"]
+    typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration); "
+               f"second order: |grad| {so['grad_norm']:.3g}, min splitting eigenvalue {so['min_splitting_eigenvalue']:.3g} "
+               f"({so['candidates_below_threshold']} of {so['m']} below -{so['threshold']:g})")
+    if res["splitting"]:
+        sp = res["splitting"]
+        typer.echo(f"splitting: {sp['accepted']} of {sp['tried']} splits kept in {sp['rounds']} rounds, "
+                   f"{100 * sp['share_of_wall_clock']:.0f}% of wall-clock (log: {out / 'splits.json'})")
 
 
 @app.command()

@@ -15,7 +15,7 @@ normalised by m0 (the initial number of candidates), and target / theta_at from 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Protocol
 
 import torch
@@ -24,6 +24,7 @@ from ..config import check_numbers
 from ..errors import TrainreconError
 from ..models.mlp import Surrogate, forward
 from ..models.stationarity import StationarityForm
+from ..refinement.config import SplitConfig
 from .candidates import CandidateSet
 from .payload import Payload
 from .weighted_sum import SquaredDistance, WeightedSumObjective
@@ -32,7 +33,9 @@ from .weighted_sum import SquaredDistance, WeightedSumObjective
 @dataclass
 class AttackConfig:
     """Fields every method's config has.  ``m = 0`` means 2 n (twice the disclosed training-set size);
-    ``chunk_size`` bounds memory by accumulating the weighted sum over candidate chunks."""
+    ``chunk_size`` bounds memory by accumulating the weighted sum over candidate chunks; ``split`` the sample
+    splitting refinement (off unless ``split.enabled``); ``max_seconds > 0`` ends the run at that wall-clock
+    (summed over resumes) even before ``iterations``, for comparisons at equal wall-clock."""
 
     m: int = 0
     iterations: int = 8000
@@ -43,6 +46,8 @@ class AttackConfig:
     chunk_size: int = 0
     checkpoint_every: int = 500
     log_every: int = 100
+    max_seconds: float = 0.0
+    split: SplitConfig = field(default_factory=SplitConfig)
 
     def __post_init__(self) -> None:
         check_numbers(self, "attack")
@@ -55,6 +60,8 @@ class AttackConfig:
                 raise TrainreconError(f"attack.{name}: must be positive, got {getattr(self, name)}")
         if self.chunk_size < 0:
             raise TrainreconError(f"attack.chunk_size: must be >= 0 (0: one chunk), got {self.chunk_size}")
+        if self.max_seconds < 0:
+            raise TrainreconError(f"attack.max_seconds: must be >= 0 (0: no limit), got {self.max_seconds}")
 
 
 class Optimizer(Protocol):

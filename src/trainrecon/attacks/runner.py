@@ -26,6 +26,7 @@ from ..runtime import StopRequest, progress, require_memory, resolve_dtype
 from .candidates import CandidateSet
 from .method import METHODS, method_for
 from .payload import Payload
+from ..refinement.splitting import second_order_report, split_round
 
 
 def default_m(payload: Payload) -> int:
@@ -89,7 +90,8 @@ def reconstruct(
 def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after) -> dict[str, Any]:
     dtype = resolve_dtype(cfg.dtype)
     m = cfg.m or default_m(payload)
-    require_memory(attack_bytes(payload, m, cfg), f"attack with m = {m} candidates", device)
+    m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
+    require_memory(attack_bytes(payload, m_max, cfg), f"attack with m = {m_max} candidates", device)
     cfg_record = {"method": method.name, "m": m, "attack": to_dict(cfg), "victim": payload.fingerprint()}
     run_id = fingerprint({"record": np.frombuffer(repr(cfg_record).encode(), dtype=np.uint8)})
     ck = out / "checkpoint.safetensors"
@@ -98,7 +100,7 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
     cands = attack.init(m)
     cands.runs = [run_id]
     opt_x, opt_m = attack.optimisers()
-    start, history, seconds_before = 0, [], 0.0
+    start, history, seconds_before, splits, split_seconds, unsplittable = 0, [], 0.0, [], 0.0, 0
     loaded = load_checkpoint(ck, legacy_json)
     if loaded is not None:
         if not resume:
@@ -115,18 +117,25 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         cands = CandidateSet.from_tensors(state, record, labels=cands.labels).to(device, dtype)
         start, history = int(meta["iteration"]), list(meta["history"])
         seconds_before = float(meta.get("seconds", 0.0))
+        splits, split_seconds = list(meta.get("splits", [])), float(meta.get("split_seconds", 0.0))
+        unsplittable = int(meta.get("unsplittable", 0))
         log(f"resuming from iteration {start}")
     save_json(out / "config.json", {**cfg_record, "payload": payload.record()})
 
     def checkpoint(it: int) -> None:
         save_checkpoint(ck, cands.tensors(), {"iteration": it, "config": cfg_record, "history": history,
                                               "seconds": seconds_before + time.time() - t0,
-                                              "candidates": cands.record()})
+                                              "candidates": cands.record(), "splits": splits,
+                                              "split_seconds": split_seconds, "unsplittable": unsplittable})
         legacy_json.unlink(missing_ok=True)
 
+    rounds = {it: k for k, it in enumerate(cfg.split.round_iterations(cfg.iterations))} if cfg.split.enabled else {}
     t0 = time.time()
     bar = progress(cfg.iterations, method.name, initial=start)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
+    out_of_time = bool(cfg.max_seconds) and seconds_before >= cfg.max_seconds
+    if out_of_time:
+        end = start
     with StopRequest() as stop:
         for it in range(start, end):
             values, gx, gm = attack.objective(it, cands).value_and_grad(cands.x, cands.multipliers)
@@ -136,29 +145,52 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
             cands.multipliers = opt_m.step(cands.multipliers, gm, cands.state_m)
             bar.update(1)
             done = it + 1
+            if done in rounds:  # sample splitting: after the step, before the checkpoint of this iteration
+                r = split_round(attack.objective(done, cands), cands, cfg.split, rounds[done])
+                cands, split_seconds, unsplittable = r.cands, split_seconds + r.seconds, unsplittable + r.unsplittable
+                splits.extend({"iteration": done, **e} for e in r.log)
+                checkpoint(done)
             if done % cfg.log_every == 0 or done == cfg.iterations:
                 history.append({"iteration": done, **values})
                 bar.set_postfix(loss=f"{values['total']:.4g}")
             if done % cfg.checkpoint_every == 0 or done == end or stop.requested:
                 checkpoint(done)
+            if cfg.max_seconds and seconds_before + time.time() - t0 >= cfg.max_seconds and done < end:
+                if not history or history[-1]["iteration"] != done:
+                    history.append({"iteration": done, **values})
+                checkpoint(done)
+                end, out_of_time = done, True  # the wall-clock budget is spent: finish here
+                break
             if stop.requested and done < end:
                 bar.close()
                 raise Interrupted(f"{stop.requested}: stopped at iteration {done} of {cfg.iterations} with a checkpoint "
                                   f"in {out}; resume with the same command and --resume")
     bar.close()
     seconds = seconds_before + time.time() - t0  # over all sessions of this run
+    report = second_order_report(attack.objective(end, cands), cands, cfg.split.threshold, cfg.split.lanczos_steps,
+                                 cfg.split.seed)
     result = {
         "method": method.name,
         "m": cands.m,
+        "m0": cands.m0,
         "iterations_done": end,
-        "finished": end == cfg.iterations,
+        "finished": end == cfg.iterations or out_of_time,
+        "stopped_by_max_seconds": out_of_time,
         "seconds": seconds,
         "seconds_per_iteration": seconds / max(end, 1),
         "final_loss": history[-1] if history else None,
+        "second_order": report,
+        "splitting": None if not cfg.split.enabled else {
+            "rounds": len({e["iteration"] for e in splits}), "tried": len(splits),
+            "accepted": sum(e["accepted"] for e in splits), "unsplittable_passed_over": unsplittable,
+            "seconds": split_seconds,
+            "share_of_wall_clock": split_seconds / max(seconds, 1e-12)},
     }
     save_json(out / "loss.json", {"history": history, **result})
+    if cfg.split.enabled:
+        save_json(out / "splits.json", {"splits": splits})
     write_candidates(out / "candidates.npz", cands, payload.spec.input_shape)
-    if end == cfg.iterations:
+    if result["finished"]:
         from ..reports import candidate_grid
 
         candidate_grid(cands.x.detach().cpu().double().numpy().reshape(cands.m, *payload.spec.input_shape),

@@ -1,0 +1,55 @@
+"""Settings of sample splitting (:mod:`.splitting`), kept apart so that every attack config can carry them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config import check_numbers
+from ..errors import TrainreconError
+
+
+@dataclass
+class SplitConfig:
+    """Settings of the refinement loop (recorded in every run's config.json).
+
+    Rounds start at ``start`` x iterations and repeat every ``every`` x iterations (fractions of the budget);
+    each round splits up to ``per_round`` candidates (0: max(2, m0 / 10)).  ``score``: ``eigenvalue`` (most
+    negative lambda_min(S_j) first: the paper) or ``multiplier`` (largest |multiplier| first: a blend of k
+    images carries about k times one image's weight).  ``direction``: ``eigen`` (the paper) or ``random`` (the
+    control).  ``eps_grid``: the line search's eps / ||x_j|| values (the smoothed-ReLU kink makes small eps
+    matter).  ``mode``: ``grow`` (m grows to ``max_factor`` x m0) or ``fixed`` (each accepted split removes the
+    candidate of smallest exact removal cost).  ``threshold``: lambda_min below -threshold counts as negative
+    curvature in the second-order report.  ``min_gain``: a split is kept only if it lowers J by at least this
+    fraction of J.
+    """
+
+    enabled: bool = False
+    start: float = 0.6
+    every: float = 0.05
+    per_round: int = 0
+    score: Literal["eigenvalue", "multiplier"] = "eigenvalue"
+    direction: Literal["eigen", "random"] = "eigen"
+    lanczos_steps: int = 20
+    eps_grid: list[float] = field(default_factory=lambda: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
+    mode: Literal["grow", "fixed"] = "grow"
+    max_factor: float = 2.0
+    threshold: float = 1e-6
+    min_gain: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "attack.split")
+        if not (0 <= self.start <= 1 and 0 < self.every <= 1):
+            raise TrainreconError("attack.split.start must be in [0, 1] and attack.split.every in (0, 1]")
+        if self.per_round < 0 or self.lanczos_steps < 1 or self.max_factor < 1 or self.threshold < 0 or self.min_gain < 0:
+            raise TrainreconError("attack.split: per_round >= 0, lanczos_steps >= 1, max_factor >= 1, threshold and "
+                                  "min_gain >= 0")
+        if not self.eps_grid or any(e <= 0 for e in self.eps_grid):
+            raise TrainreconError(f"attack.split.eps_grid: need positive values, got {self.eps_grid}")
+
+    def round_iterations(self, iterations: int) -> list[int]:
+        """The iterations after which a round runs."""
+        first = max(1, int(round(self.start * iterations)))
+        step = max(1, int(round(self.every * iterations)))
+        return list(range(first, iterations, step))

@@ -1,0 +1,233 @@
+"""Sample splitting (Shen, Wang, Qian & Lei, arXiv 2602.08723): curvature-aware refinement of any objective
+J = F(s) + R,  s = sum_j w_j g(x_j).
+
+With u = dF/ds held fixed, candidate j's **splitting matrix** is the Hessian in x of its per-candidate term
+
+    S_j = Hess_x h_j(x_j),   h_j(x) = sum_k w_jk <u, g_k(x)>      (:meth:`WeightedSumObjective.per_candidate_term`).
+
+Replacing (x_j, w_j) by (x_j + eps v, w_j / 2) and (x_j - eps v, w_j / 2) leaves s unchanged to first order and
+changes F by (eps^2 / 2) v^T S_j v + O(eps^3) (plus the prior's change, which the line search includes), so a
+negative eigenvalue of S_j is a descent direction where gradient descent has stalled.
+
+* :func:`splitting_hvp`: S_j v_j for every candidate at once, forward-over-reverse (``torch.func.jvp`` of
+  ``torch.func.grad`` of sum_j h_j): the Hessian of the sum is block diagonal, so one call serves all blocks.
+  No d x d matrix is formed.
+* :func:`smallest_eigenpairs`: batched Lanczos with full reorthogonalisation on those HVPs (every candidate's
+  Krylov space built together), returning each block's smallest Ritz value, vector and residual.
+* :func:`second_order_report`: the run's epsilon-second-order status: ||grad J|| and min_j lambda_min(S_j),
+  with how many candidates are below the threshold.
+* :func:`split_round`: score candidates, split the best ones along their eigenvector (or a random direction,
+  the control), eps by an exact line search on the true loss, keep a split only if J decreases; children
+  inherit the parent's optimiser state; m grows to a cap or stays fixed by removing the candidate whose exact
+  removal cost is smallest.  Every split is logged (candidate, eigenvalue, eps, predicted and actual change).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import grad, jvp
+
+from ..attacks.candidates import CandidateSet
+from ..attacks.weighted_sum import WeightedSumObjective
+from .config import SplitConfig
+
+
+def splitting_hvp(obj: WeightedSumObjective, X: torch.Tensor, W: torch.Tensor, u, V: torch.Tensor,
+                  labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows j of the result are S_j V_j (each S_j the Hessian of h_j at x_j), for all candidates in one call."""
+    W = W.detach()
+
+    def total(x):
+        return obj.per_candidate_term(x, W, u, labels).sum()
+
+    return jvp(grad(total), (X.detach(),), (V,))[1]
+
+
+def smallest_eigenpairs(hvp, m: int, d: int, steps: int, like: torch.Tensor, seed: int = 0
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Smallest eigenvalue, unit eigenvector and Ritz residual ||S v - mu v|| of m symmetric d x d blocks given
+    by ``hvp(V)`` (rows V_j -> S_j V_j), by batched Lanczos with full reorthogonalisation (k = min(steps, d))."""
+    k = min(steps, d)
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(m, d, generator=g, dtype=torch.float64).to(like)
+    q = q / q.norm(dim=1, keepdim=True)
+    Q = torch.zeros(m, k, d, dtype=like.dtype, device=like.device)
+    alpha = torch.zeros(m, k, dtype=like.dtype, device=like.device)
+    beta = torch.zeros(m, k, dtype=like.dtype, device=like.device)
+    done = torch.zeros(m, dtype=torch.bool, device=like.device)
+    steps_of = torch.full((m,), k, dtype=torch.long, device=like.device)
+    for i in range(k):
+        Q[:, i] = q
+        w = hvp(q)
+        alpha[:, i] = (w * q).sum(1)
+        # full reorthogonalisation against every previous Lanczos vector (twice is enough)
+        for _ in range(2):
+            w = w - torch.einsum("mk,mkd->md", torch.einsum("mkd,md->mk", Q[:, : i + 1], w), Q[:, : i + 1])
+        b = w.norm(dim=1)
+        if i + 1 < k:
+            beta[:, i] = b
+            newly = (~done) & (b <= 1e-10 * alpha[:, : i + 1].abs().amax(1).clamp_min(1e-300))
+            steps_of[newly] = i + 1
+            done |= newly
+            q = torch.where(done[:, None], torch.zeros_like(w), w / b.clamp_min(1e-300)[:, None])
+    mus, vecs = [], []
+    for j in range(m):  # small k x k tridiagonal problems
+        kk = int(steps_of[j])
+        T = torch.diag(alpha[j, :kk]) + torch.diag(beta[j, : kk - 1], 1) + torch.diag(beta[j, : kk - 1], -1)
+        ev, evec = torch.linalg.eigh(T)
+        mus.append(ev[0])
+        vecs.append(evec[:, 0] @ Q[j, :kk])
+    mu = torch.stack(mus)
+    v = torch.stack(vecs)
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    resid = (hvp(v) - mu[:, None] * v).norm(dim=1)
+    return mu, v, resid
+
+
+def splitting_eigenpairs(obj: WeightedSumObjective, cands: CandidateSet, steps: int, seed: int = 0):
+    """(lambda_min(S_j), eigenvector, Ritz residual) for every candidate, at the current u."""
+    X, M = cands.x.detach(), cands.multipliers.detach()
+    W = obj.weights(M).detach()
+    u = obj.u(X, M)
+    return smallest_eigenpairs(lambda V: splitting_hvp(obj, X, W, u, V, cands.labels), cands.m, X.shape[1], steps, X, seed)
+
+
+def second_order_report(obj: WeightedSumObjective, cands: CandidateSet, threshold: float, steps: int = 20,
+                        seed: int = 0) -> dict[str, Any]:
+    """The run's epsilon-SOSP status: gradient norm and the smallest splitting eigenvalue over candidates."""
+    values, gx, gm = obj.value_and_grad(cands.x, cands.multipliers)
+    mu, _, resid = splitting_eigenpairs(obj, cands, steps, seed)
+    mu_np = mu.detach().cpu().double().numpy()
+    return {
+        "loss": values["total"],
+        "grad_norm": float(torch.sqrt((gx**2).sum() + (gm**2).sum())),
+        "grad_norm_x": float(gx.norm()),
+        "grad_norm_multipliers": float(gm.norm()),
+        "min_splitting_eigenvalue": float(mu_np.min()),
+        "median_splitting_eigenvalue": float(np.median(mu_np)),
+        "threshold": threshold,
+        "candidates_below_threshold": int((mu_np < -threshold).sum()),
+        "m": cands.m,
+        "lanczos_steps": steps,
+        "max_ritz_residual": float(resid.max()),
+    }
+
+
+def exact_loss(obj: WeightedSumObjective, s: list[torch.Tensor], cands: CandidateSet) -> float:
+    """J = F(s) + R(X, M) for a candidate set whose weighted sum is ``s``."""
+    with torch.no_grad():
+        return float(obj.outer.value(s) + obj.prior(cands.x, cands.multipliers))
+
+
+def contribution(obj: WeightedSumObjective, cands: CandidateSet, rows: list[int]) -> list[torch.Tensor]:
+    """sum over ``rows`` of w_j g(x_j): those candidates' share of s."""
+    sub = cands.take(rows)
+    o = obj if sub.labels is None else _with_labels(obj, sub.labels)
+    return o.feature_sum(sub.x, obj.weights(sub.multipliers))
+
+
+def _with_labels(obj: WeightedSumObjective, labels: torch.Tensor) -> WeightedSumObjective:
+    import dataclasses
+
+    return dataclasses.replace(obj, labels=labels)
+
+
+def removal_costs(obj: WeightedSumObjective, cands: CandidateSet, s: list[torch.Tensor], base: float) -> torch.Tensor:
+    """Exact J(without j) - J for every candidate j (F of s minus j's contribution, prior without j)."""
+    out = torch.empty(cands.m, dtype=torch.float64)
+    for j in range(cands.m):
+        d = contribution(obj, cands, [j])
+        keep = [i for i in range(cands.m) if i != j]
+        out[j] = exact_loss(obj, [a - b for a, b in zip(s, d)], cands.take(keep)) - base
+    return out
+
+
+@dataclass
+class RoundResult:
+    cands: CandidateSet
+    log: list[dict[str, Any]]
+    seconds: float
+    unsplittable: int = 0  # candidates passed over because halving their multiplier raises the prior
+
+
+def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig, round_index: int) -> RoundResult:
+    """One round of the refinement (see the module docstring).  The objective must be built for ``cands``."""
+    import time
+
+    t0 = time.time()
+    X, M = cands.x.detach(), cands.multipliers.detach()
+    s = obj.feature_sum(X, obj.weights(M))
+    J = exact_loss(obj, s, cands)
+    if cfg.direction == "eigen" or cfg.score == "eigenvalue":
+        mu, V, _ = splitting_eigenpairs(obj, cands, cfg.lanczos_steps, cfg.seed + round_index)
+    else:  # the random-direction control ranked by multiplier needs no eigenpairs
+        mu, V = torch.full((cands.m,), float("nan"), dtype=X.dtype, device=X.device), torch.empty_like(X)
+    if cfg.direction == "random":
+        g = torch.Generator().manual_seed(cfg.seed + 10_000 + round_index)
+        V = torch.randn(V.shape, generator=g, dtype=torch.float64).to(V)
+        V = V / V.norm(dim=1, keepdim=True)
+    per_round = cfg.per_round or max(2, cands.m0 // 10)
+    weight = M.abs() if M.ndim == 1 else M.abs().sum(1)
+    order = torch.argsort(mu) if cfg.score == "eigenvalue" else torch.argsort(-weight)
+    cap = int(math.floor(cfg.max_factor * cands.m0))
+    log: list[dict[str, Any]] = []
+    tried = skipped = 0
+    ids = cands.ids.clone()
+    costs = removal_costs(obj, cands, s, J) if cfg.mode == "fixed" else None
+    for j0 in order.tolist():
+        if tried >= per_round or (cfg.mode == "grow" and cands.m >= cap):
+            break
+        if cfg.score == "eigenvalue" and cfg.direction == "eigen" and float(mu[j0]) >= 0:
+            break  # no negative curvature left: nothing to gain to second order
+        where = (cands.ids == ids[j0]).nonzero()
+        if not len(where):
+            continue  # removed by an earlier split of this round
+        j = int(where[0])  # position now (earlier splits append, removals shift)
+        zero = cands.split(j, V[j0], 0.0)
+        with torch.no_grad():  # s is unchanged at eps = 0: only the prior moves (halved multipliers, a doubled box term)
+            jump = float(obj.prior(zero.x, zero.multipliers) - obj.prior(cands.x, cands.multipliers))
+        if jump > 1e-3 * max(J, 1e-300):
+            skipped += 1  # halving this multiplier costs more than a split can gain (the lambda_min penalty)
+            continue
+        tried += 1
+        xj, v = cands.x[j], V[j0]
+        pred_curv = float(v @ splitting_hvp(obj, cands.x[j : j + 1], obj.weights(cands.multipliers[j : j + 1]),
+                                            obj.outer.grad(s), v[None], None if cands.labels is None else cands.labels[j : j + 1])[0])
+        base_contrib = contribution(obj, cands, [j])
+        best = None
+        for rel in cfg.eps_grid:
+            eps = rel * float(xj.norm().clamp_min(1e-12))
+            trial = cands.split(j, v, eps)
+            new = contribution(obj, trial, [j, trial.m - 1])
+            s_new = [a - b + c for a, b, c in zip(s, base_contrib, new)]
+            J_new = exact_loss(obj, s_new, trial)
+            if best is None or J_new < best[0]:
+                best = (J_new, eps, trial, s_new)
+        J_new, eps, trial, s_new = best
+        removed = None
+        if cfg.mode == "fixed":  # keep m: drop the candidate (not the parent) whose removal costs least
+            alive = {int(i): p for p, i in enumerate(trial.ids.tolist())}
+            order_cost = [k for k in torch.argsort(costs).tolist() if int(ids[k]) in alive and k != j0]
+            if order_cost:
+                removed = int(ids[order_cost[0]])
+                r = alive[removed]
+                s_new = [a - b for a, b in zip(s_new, contribution(obj, trial, [r]))]
+                trial = trial.take([i for i in range(trial.m) if i != r])
+                J_new = exact_loss(obj, s_new, trial)
+        accepted = J_new < J * (1 - cfg.min_gain)
+        log.append({"round": round_index, "candidate": int(ids[j0]), "eigenvalue": float(mu[j0]),
+                    "rayleigh_quotient": pred_curv, "eps": eps, "eps_relative": eps / float(xj.norm().clamp_min(1e-12)),
+                    "predicted_change": 0.5 * eps**2 * pred_curv, "actual_change": J_new - J,
+                    "accepted": bool(accepted), "direction": cfg.direction, "removed": removed})
+        if accepted:
+            cands, s, J = trial, s_new, J_new
+    return RoundResult(cands, log, time.time() - t0, skipped)
+
+
+__all__ = ["SplitConfig", "second_order_report", "smallest_eigenpairs", "split_round", "splitting_eigenpairs",
+           "splitting_hvp", "removal_costs"]
