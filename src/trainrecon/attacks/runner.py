@@ -101,6 +101,7 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
     cands.runs = [run_id]
     opt_x, opt_m = attack.optimisers()
     start, history, seconds_before, splits, split_seconds, unsplittable = 0, [], 0.0, [], 0.0, 0
+    split_images: list[torch.Tensor] = []  # this session's accepted splits: parent, child +, child -
     loaded = load_checkpoint(ck, legacy_json)
     if loaded is not None:
         if not resume:
@@ -149,6 +150,8 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
                 r = split_round(attack.objective(done, cands), cands, cfg.split, rounds[done])
                 cands, split_seconds, unsplittable = r.cands, split_seconds + r.seconds, unsplittable + r.unsplittable
                 splits.extend({"iteration": done, **e} for e in r.log)
+                if r.images is not None:
+                    split_images.append(r.images)
                 checkpoint(done)
             if done % cfg.log_every == 0 or done == cfg.iterations:
                 history.append({"iteration": done, **values})
@@ -189,6 +192,9 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
     save_json(out / "loss.json", {"history": history, **result})
     if cfg.split.enabled:
         save_json(out / "splits.json", {"splits": splits})
+        if split_images:
+            shape = (-1, 3, *payload.spec.input_shape)
+            write_npz(out / "split_images.npz", x=torch.cat(split_images).numpy().reshape(shape))
     write_candidates(out / "candidates.npz", cands, payload.spec.input_shape)
     if result["finished"]:
         from ..reports import candidate_grid

@@ -137,6 +137,17 @@ def _with_labels(obj: WeightedSumObjective, labels: torch.Tensor) -> WeightedSum
     return dataclasses.replace(obj, labels=labels)
 
 
+def kink_alignment(obj: WeightedSumObjective, x: torch.Tensor, v: torch.Tensor, nearest: int = 5) -> float:
+    """max |cos(v, w_k)| over the ``nearest`` first-layer units whose hyperplane w_k . x + b_k = 0 is closest to
+    x: near 1 when the split straddles a (smoothed) ReLU kink rather than separating two images."""
+    W1 = obj.theta[0].detach()
+    b1 = obj.theta[1].detach() if len(obj.theta) > 1 and obj.theta[1].shape == W1.shape[:1] else torch.zeros_like(W1[:, 0])
+    norms = W1.norm(dim=1).clamp_min(1e-300)
+    dist = ((W1 @ x.detach() + b1) / norms).abs()
+    idx = torch.argsort(dist)[:nearest]
+    return float(((W1[idx] @ v.detach()) / (norms[idx] * v.norm().clamp_min(1e-300))).abs().max())
+
+
 def removal_costs(obj: WeightedSumObjective, cands: CandidateSet, s: list[torch.Tensor], base: float) -> torch.Tensor:
     """Exact J(without j) - J for every candidate j (F of s minus j's contribution, prior without j)."""
     out = torch.empty(cands.m, dtype=torch.float64)
@@ -153,6 +164,7 @@ class RoundResult:
     log: list[dict[str, Any]]
     seconds: float
     unsplittable: int = 0  # candidates passed over because halving their multiplier raises the prior
+    images: torch.Tensor | None = None  # (accepted, 3, d): parent, child +, child - at the split
 
 
 def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig, round_index: int) -> RoundResult:
@@ -177,6 +189,7 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
     cap = int(math.floor(cfg.max_factor * cands.m0))
     log: list[dict[str, Any]] = []
     tried = skipped = 0
+    images: list[torch.Tensor] = []
     ids = cands.ids.clone()
     costs = removal_costs(obj, cands, s, J) if cfg.mode == "fixed" else None
     for j0 in order.tolist():
@@ -220,13 +233,16 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
                 trial = trial.take([i for i in range(trial.m) if i != r])
                 J_new = exact_loss(obj, s_new, trial)
         accepted = J_new < J * (1 - cfg.min_gain)
-        log.append({"round": round_index, "candidate": int(ids[j0]), "eigenvalue": float(mu[j0]),
+        align = kink_alignment(obj, xj, v)
+        if accepted:
+            images.append(torch.stack([xj, xj + eps * v, xj - eps * v]).detach().cpu().double())
+        log.append({"kink_alignment": align, **{"round": round_index, "candidate": int(ids[j0]), "eigenvalue": float(mu[j0]),
                     "rayleigh_quotient": pred_curv, "eps": eps, "eps_relative": eps / float(xj.norm().clamp_min(1e-12)),
                     "predicted_change": 0.5 * eps**2 * pred_curv, "actual_change": J_new - J,
-                    "accepted": bool(accepted), "direction": cfg.direction, "removed": removed})
+                    "accepted": bool(accepted), "direction": cfg.direction, "removed": removed}})
         if accepted:
             cands, s, J = trial, s_new, J_new
-    return RoundResult(cands, log, time.time() - t0, skipped)
+    return RoundResult(cands, log, time.time() - t0, skipped, torch.stack(images) if images else None)
 
 
 __all__ = ["SplitConfig", "second_order_report", "smallest_eigenpairs", "split_round", "splitting_eigenpairs",

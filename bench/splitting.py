@@ -1,0 +1,174 @@
+"""Benchmark: does sample splitting beat its controls at equal wall-clock?
+
+For each experiment file (victim + method + attack config, ``bench/cases/*.json``) and seed, four arms attack
+the same victim:
+
+* ``split``: the method with sample splitting (``attack.split``, enabled); its wall-clock T sets the budget;
+* ``split_random``: the same schedule, splits along random directions (the control for the direction);
+* ``base``: no splitting, the same m, run until wall-clock T (more iterations than ``split``);
+* ``base_mbig``: no splitting, started with as many candidates as ``split`` ended with, until T.
+
+Each arm is scored with the honest headline and the field's protocols (``trainrecon evaluate``); the table gives
+recovered images with every control, final objective, the second-order report, splitting overhead, the share
+of tried splits aligned with a ReLU kink (max |cos| > 0.8 with a nearby first-layer unit), and how many accepted
+splits separated a blend (both children matched one to one to distinct training images, both recovered).
+``OUT/<case>/seed<k>/split_pairs.png`` shows candidates before and after their splits.
+
+    python bench/splitting.py --data-dir ../shared/data --iterations 2000 --seeds 0 1 \\
+        bench/cases/haim_mnist_pixel_box.json bench/cases/loo_ntk_mnist_kernel_init.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainrecon.attacks import payload_from_folder, reconstruct
+from trainrecon.config import from_dict, load_config, load_json, save_json, to_dict
+from trainrecon.metrics.evaluate import evaluate
+from trainrecon.models.victim import load_victim
+from trainrecon.pipeline import Experiment, evaluate_run, load_truth, train_victim
+from trainrecon.refinement import SplitConfig
+from trainrecon.runtime import resolve_device
+
+ARMS = ("split", "split_random", "base", "base_mbig")
+
+
+def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_final: int, split: dict):
+    cfg = dataclasses.replace(attack, iterations=iterations, seed=seed, checkpoint_every=max(1, iterations // 4))
+    if arm in ("split", "split_random"):
+        s = from_dict(SplitConfig, {**split, "enabled": True, "seed": seed,
+                                    "direction": "random" if arm == "split_random" else split.get("direction", "eigen")})
+        return dataclasses.replace(cfg, split=s)
+    m = m_final if arm == "base_mbig" else cfg.m
+    # ten times the iterations, cut at the split arm's wall-clock
+    return dataclasses.replace(cfg, iterations=10 * iterations, max_seconds=budget, m=m, split=SplitConfig())
+
+
+def separated_blends(run: Path, metrics: dict, pairs: dict) -> dict:
+    """Accepted splits whose two children (same parent id, both still present) are matched one to one to two
+    different training images that the headline counts as recovered."""
+    c = np.load(run / "candidates.npz")
+    parents, ids = c["parents"], c["ids"]
+    index = pairs["hungarian"]["index"]  # candidate per training image
+    rec = set(metrics["headline"].get("recovered_indices", []))
+    cand_to_train = {int(j): i for i, j in enumerate(index) if j >= 0}
+    fams: dict[int, list[int]] = {}
+    for pos, p in enumerate(parents):
+        if p >= 0:
+            fams.setdefault(int(p), []).append(pos)
+    both = sum(1 for kids in fams.values() if len(kids) >= 2
+               and len({cand_to_train.get(k) for k in kids[:2]} - {None}) == 2
+               and all(cand_to_train.get(k) in rec for k in kids[:2]))
+    return {"families": len(fams), "separated": both, "ids": len(ids)}
+
+
+def pairs_png(run: Path, mean: np.ndarray, path: Path) -> None:
+    from trainrecon.reports import candidate_grid
+
+    f = run / "split_images.npz"
+    if not f.is_file():
+        return
+    x = np.load(f)["x"][:20]  # (k, 3, C, H, W): parent, child +, child -
+    candidate_grid(x.reshape(-1, *x.shape[2:]), mean, path, max_images=60)
+
+
+def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: dict) -> list[dict]:
+    exp = load_config(Experiment, case)
+    train_cfg, attack = exp.configs(str(case))
+    victim_dir = out / "victim"
+    train_victim(exp.task, train_cfg, victim_dir, data_dir, device, log=lambda *a: None)
+    payload = payload_from_folder(victim_dir)
+    rows = []
+    for seed in seeds:
+        budget, m_final = 0.0, 0
+        for arm in ARMS:
+            run = out / f"seed{seed}" / arm
+            cfg = arm_config(attack, arm, iterations, seed, budget, m_final, split)
+            t0 = time.time()
+            res = reconstruct(payload, cfg, run, device, resume=True, log=lambda *a: None)
+            wall = time.time() - t0
+            if arm == "split":
+                budget, m_final = res["seconds"], res["m"]
+                if attack.__class__.__name__.startswith("Haim") and m_final % 2:
+                    m_final += 1
+            metrics = evaluate_run(victim_dir, [run / "candidates.npz"], run / "eval", data_dir=data_dir,
+                                   log=lambda *a: None)
+            head = metrics["headline"]
+            row = {
+                "case": case.stem, "seed": seed, "arm": arm, "m_start": cfg.m or 2 * (payload.n_train or 0),
+                "m_end": res["m"], "iterations": res["iterations_done"], "seconds": res["seconds"], "wall": wall,
+                "final_loss": res["final_loss"]["total"] if res["final_loss"] else None,
+                "recovered": head["recovered"], "controls": head["controls"], "informative": head["informative"],
+                "haim_nn_paper_gt_0.4": metrics["protocols"]["haim_nn"]["ssim_paper"]["count_gt_0.4"],
+                "hungarian_classic_gt_0.5": metrics["protocols"]["hungarian"]["ssim_classic"].get("count_gt_0.5"),
+                "second_order": res["second_order"], "splitting": res["splitting"],
+            }
+            if res["splitting"]:
+                log = load_json(run / "splits.json")["splits"]
+                row["kink_aligned_share"] = (sum(e["kink_alignment"] > 0.8 for e in log) / len(log)) if log else None
+                x_tr, _, x_ho, mean = load_truth(load_victim(victim_dir), data_dir, None, None)  # evaluation side
+                _, pairs = evaluate(np.load(run / "candidates.npz")["x"], x_tr, x_ho, mean)
+                row["blends"] = separated_blends(run, metrics, pairs)
+                pairs_png(run, payload.mean_chw(), out / f"seed{seed}" / f"{arm}_pairs.png")
+            rows.append(row)
+            save_json(run / "bench.json", row)
+            print(f"{case.stem} seed {seed} {arm:12s}: m {row['m_start']}->{row['m_end']}, {row['iterations']} its, "
+                  f"{row['seconds']:.0f} s, loss {row['final_loss']:.4g}, recovered {row['recovered']} "
+                  f"(held-out {head['controls']['heldout']}), min split eig "
+                  f"{row['second_order']['min_splitting_eigenvalue']:.3g}", flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| case | seed | arm | m | its | s | loss | **recovered** | held-out | nulls max | true | split kept/tried "
+             "| overhead | kink-aligned | blends separated | min eig (below thr) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["controls"]
+        nulls = max(v for k, v in c.items() if k.startswith("null") or k == "shadow")
+        sp = r["splitting"]
+        so = r["second_order"]
+        kept = "-" if not sp else f"{sp['accepted']}/{sp['tried']}"
+        overhead = "-" if not sp else f"{100 * sp['share_of_wall_clock']:.0f}%"
+        kink = "-" if r.get("kink_aligned_share") is None else f"{100 * r['kink_aligned_share']:.0f}%"
+        blends = "-" if "blends" not in r else f"{r['blends']['separated']}/{r['blends']['families']}"
+        lines.append(
+            f"| {r['case']} | {r['seed']} | {r['arm']} | {r['m_start']}->{r['m_end']} | {r['iterations']} | {r['seconds']:.0f} "
+            f"| {r['final_loss']:.4g} | **{r['recovered']}** | {c['heldout']} | {nulls} | {c['positive']} | {kept} | "
+            f"{overhead} | {kink} | {blends} | {so['min_splitting_eigenvalue']:.2g} "
+            f"({so['candidates_below_threshold']}/{so['m']}) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cases", nargs="+", type=Path)
+    ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--out", default="bench/results/splitting", type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--iterations", type=int, default=4000)
+    ap.add_argument("--split", default="{}", help="JSON object of SplitConfig fields for the split arms")
+    a = ap.parse_args(argv)
+    import json
+
+    split = json.loads(a.split)
+    device = resolve_device(a.device)
+    rows = []
+    for case in a.cases:
+        rows += run_case(case, a.out / case.stem, a.data_dir, device, a.seeds, a.iterations, split)
+    save_json(a.out / "summary.json", {"rows": rows, "split": to_dict(from_dict(SplitConfig, split)),
+                                       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                                       "_command": "python " + " ".join(sys.argv)})
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
