@@ -14,8 +14,8 @@ of tried splits aligned with a ReLU kink (max |cos| > 0.8 with a nearby first-la
 splits separated a blend (both children matched one to one to distinct training images, both recovered).
 ``OUT/<case>/seed<k>/split_pairs.png`` shows candidates before and after their splits.
 
-    python bench/splitting.py --data-dir ../shared/data --iterations 2000 --seeds 0 1 \\
-        bench/cases/haim_mnist_pixel_box.json bench/cases/loo_ntk_mnist_kernel_init.json
+    python bench/splitting.py bench/cases/haim_mnist_pixel_box.json bench/cases/buzaglo_multiclass_mnist_pixel_box.json \\
+        bench/cases/loo_ntk_mnist_kernel_init.json --data-dir ../shared/data --iterations 2500 --seeds 0 1
 """
 
 from __future__ import annotations

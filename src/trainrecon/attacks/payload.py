@@ -22,16 +22,13 @@ import torch
 from ..checkpoint import fingerprint
 from ..config import load_json, to_dict
 from ..errors import TrainreconError
-from ..models.mlp import MLPSpec
-from ..models.victim import Victim, load_victim
+from ..models.victim import Victim, Weights, load_victim
 
 
-@dataclass(frozen=True)
-class Payload:
-    spec: MLPSpec
-    params: list[torch.Tensor]
-    input_mean: np.ndarray | None = None
-    init_params: list[torch.Tensor] | None = None
+@dataclass
+class Payload(Weights):
+    """Weights (architecture, parameters, input mean, initial parameters) and n if disclosed."""
+
     n_train: int | None = None
 
     @staticmethod
@@ -40,14 +37,6 @@ class Payload:
         idx = victim.train_info.get("train_indices") if disclose_n else None
         return Payload(victim.spec, victim.params, victim.input_mean, victim.init_params,
                        len(idx) if idx else None)
-
-    def to(self, device: torch.device, dtype: torch.dtype) -> "Payload":
-        conv = lambda ps: None if ps is None else [p.to(device=device, dtype=dtype) for p in ps]  # noqa: E731
-        return dataclasses.replace(self, params=conv(self.params), init_params=conv(self.init_params))
-
-    def mean_chw(self) -> np.ndarray:
-        shape = tuple(self.spec.input_shape)
-        return np.zeros(shape) if self.input_mean is None else np.asarray(self.input_mean).reshape(shape)
 
     def mean_flat(self) -> torch.Tensor:
         """The input mean as a flat tensor on the parameters' device and dtype."""

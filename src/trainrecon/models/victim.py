@@ -30,20 +30,36 @@ INIT_PREFIX = "init."
 
 
 @dataclass
-class Victim:
+class Weights:
+    """A network as its files hold it: architecture, parameters, input mean, initial parameters."""
+
     spec: MLPSpec
     params: list[torch.Tensor]
     input_mean: np.ndarray | None = None
     init_params: list[torch.Tensor] | None = None
-    train_info: dict[str, Any] = field(default_factory=dict)
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "Victim":
+    def to(self, device: torch.device, dtype: torch.dtype):
         conv = lambda ps: None if ps is None else [p.to(device=device, dtype=dtype) for p in ps]  # noqa: E731
         return dataclasses.replace(self, params=conv(self.params), init_params=conv(self.init_params))
 
     def mean_chw(self) -> np.ndarray:
         shape = tuple(self.spec.input_shape)
         return np.zeros(shape) if self.input_mean is None else np.asarray(self.input_mean).reshape(shape)
+
+
+@dataclass
+class Victim(Weights):
+    """Weights plus the training record (``train.json``), which only evaluation reads."""
+
+    train_info: dict[str, Any] = field(default_factory=dict)
+
+
+def _parts(spec: MLPSpec, tensors: dict[str, torch.Tensor], where: str
+           ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, Any]:
+    """(parameters, initial parameters or None, raw input mean or None) of a state dict, checked."""
+    params = _check_params(spec, tensors, where)
+    init = _check_params(spec, tensors, where, INIT_PREFIX) if any(k.startswith(INIT_PREFIX) for k in tensors) else None
+    return params, init, tensors.get("input_mean")
 
 
 def _check_params(spec: MLPSpec, tensors: dict[str, torch.Tensor], where: str, prefix: str = "") -> list[torch.Tensor]:
@@ -112,12 +128,7 @@ def load_victim(folder: str | Path, training_record: bool = True) -> Victim:
         raise TrainreconError(f"{folder}: victim folder not found")
     spec = from_dict(MLPSpec, _obj(load_json(folder / "model.json"), folder / "model.json"), str(folder / "model.json"))
     path = folder / "model.safetensors"
-    tensors = read_safetensors(path)
-    params = _check_params(spec, tensors, str(path))
-    init = None
-    if any(k.startswith(INIT_PREFIX) for k in tensors):
-        init = _check_params(spec, tensors, str(path), INIT_PREFIX)
-    mean = tensors.get("input_mean")
+    params, init, mean = _parts(spec, read_safetensors(path), str(path))
     if mean is not None:
         mean = check_mean(mean, spec, str(path))
     info = load_json(folder / "train.json") if training_record and (folder / "train.json").is_file() else {}
@@ -177,12 +188,7 @@ def import_victim(weights: str | Path, architecture: str | Path, out: str | Path
     if out.exists() and (not out.is_dir() or any(p.name != ".trainrecon.lock" for p in out.iterdir())):
         raise TrainreconError(f"{out}: exists and is not an empty folder; import into a new folder")
     spec = from_dict(MLPSpec, _obj(load_json(architecture), Path(architecture)), str(architecture))
-    tensors = read_state_dict(weights)
-    params = _check_params(spec, tensors, str(weights))
-    init = None
-    if any(k.startswith(INIT_PREFIX) for k in tensors):
-        init = _check_params(spec, tensors, str(weights), INIT_PREFIX)
-    input_mean = tensors.get("input_mean")
+    params, init, input_mean = _parts(spec, read_state_dict(weights), str(weights))
     where = str(weights)
     if mean is not None:
         from ..data.formats import read_npz
