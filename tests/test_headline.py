@@ -88,8 +88,10 @@ def test_shadow_null_and_no_claim_without_a_pool(mnist_task):
     truth = mnist_task.centred(mnist_task.x_train)
     head = headline_of(truth, mnist_task, extra_nulls={"shadow": truth})  # a null as good as the truth
     assert head["recovered"] == 0 and not head["informative"] and head["controls"]["shadow"] == mnist_task.n
-    metrics, _ = evaluate(truth, mnist_task.x_train, mnist_task.x_heldout[:5], mnist_task.mean)
+    metrics, _ = evaluate(truth, mnist_task.x_train, mnist_task.x_heldout[:1], mnist_task.mean)
     assert metrics["headline"]["recovered"] is None and "held-out" in metrics["headline"]["reason"]
+    few, _ = evaluate(truth, mnist_task.x_train, mnist_task.x_heldout[:5], mnist_task.mean)  # fewer than n: still a rule
+    assert few["headline"]["recovered"] == mnist_task.n and few["headline"]["controls"]["heldout"] <= 1
 
 
 def test_digits_field_protocol_is_flagged_uninformative():

@@ -127,6 +127,7 @@ def to_dict(obj: Any) -> Any:
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` (dataclass or plain data) as indented JSON, atomically."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(to_dict(obj), indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)

@@ -137,8 +137,8 @@ def headline_counts(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``headline`` object of metrics.json and per-set similarities (for the ECDF picture).
 
-    ``heldout``: raw images the victim never saw, at least n + 1 of them for a claim; the first n are the
-    held-out control.  ``nulls``: named centred candidate sets scored as negative controls (:func:`null_sets`
+    ``heldout``: raw images the victim never saw (at least 2 for a claim; several times n makes clause 2
+    strict); the first n are the held-out control, each compared with the others.  ``nulls``: named centred candidate sets scored as negative controls (:func:`null_sets`
     and any others, such as a shadow victim's candidates).
     """
     n = train.shape[0]
@@ -149,9 +149,9 @@ def headline_counts(
         "threshold": rule.threshold, "heldout_pool": 0 if heldout is None else int(heldout.shape[0]),
         "controls": {}, "informative": False,
     }
-    if heldout is None or heldout.shape[0] <= n:
-        head["reason"] = (f"no claim: the rule needs more than n = {n} held-out images (images the victim never saw), "
-                          f"got {head['heldout_pool']}; pass --heldout")
+    if heldout is None or heldout.shape[0] < 2:
+        head["reason"] = ("no claim: the rule needs held-out images (images the victim never saw, ideally several "
+                          f"times n = {n}), got {head['heldout_pool']}; pass --heldout")
         return head, {}
     sims: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -162,8 +162,8 @@ def headline_counts(
         sims[name] = r["similarity"]
         best = best_similarity(train, shown(c, mean), kind)
         null_best = best if null_best is None else torch.maximum(null_best, best)
-    control = heldout[:n]
-    self_rows = np.arange(n)
+    control = heldout[:n]  # with fewer than n held-out images, all of them, each compared with the others
+    self_rows = np.arange(control.shape[0])
     r_ho = recovered_mask(control, cand, mean, heldout, kind, rule.threshold, reference_in_heldout=self_rows)
     counts["heldout"] = int(r_ho["recovered"].sum())
     sims["heldout"] = r_ho["similarity"]
