@@ -96,8 +96,8 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: 
             wall = time.time() - t0
             if arm == "split":
                 budget, m_final = res["seconds"], res["m"]
-                if attack.__class__.__name__.startswith("Haim") and m_final % 2:
-                    m_final += 1
+                block = payload.spec.n_outputs if payload.spec.n_outputs > 1 else 2  # class blocks / halves
+                m_final = -(-m_final // block) * block
             metrics = evaluate_run(victim_dir, [run / "candidates.npz"], run / "eval", data_dir=data_dir,
                                    log=lambda *a: None)
             head = metrics["headline"]

@@ -251,15 +251,31 @@ def bad_inputs(tmp, victim):
     ]
 
 
-def test_bad_input_gets_one_line_and_no_half_written_folder(tmp_path, tiny_victim):
+def cli_in_process(argv, capsys, monkeypatch) -> tuple[int, str]:
+    """(exit status, stderr) of the CLI's main() run in this process (no interpreter start per case)."""
+    from trainrecon.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["trainrecon", *map(str, argv)])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def test_bad_input_gets_one_line_and_no_half_written_folder(tmp_path, tiny_victim, capsys, monkeypatch):
     (tmp_path / "gzdir").mkdir()
     (tmp_path / "gzdir" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"garbage" * 10)
     (tmp_path / "gzdir" / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"garbage" * 10)
     failures = []
     for name, argv in bad_inputs(tmp_path, tiny_victim):
-        r = cli(*argv)
-        ok = r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        code, err = cli_in_process(argv, capsys, monkeypatch)
+        ok = code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
         if not ok:
-            failures.append(f"{name}: rc {r.returncode}: {r.stderr.strip()[-300:]}")
+            failures.append(f"{name}: rc {code}: {err.strip()[-300:]}")
+    r = cli(*bad_inputs(tmp_path, tiny_victim)[0][1])  # and one through a real process, as a user runs it
+    one_line_error(r)
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "o13" / "model.json").exists()  # refused before anything was written
