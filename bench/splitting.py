@@ -94,8 +94,11 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: 
             t0 = time.time()
             res = reconstruct(payload, cfg, run, device, resume=True, log=lambda *a: None)
             wall = time.time() - t0
-            if arm == "split":
-                budget, m_final = res["seconds"], res["m"]
+            if arm == "split":  # the budget of the other arms: this arm's wall-clock when it first finished
+                fixed = out / f"seed{seed}" / "budget.json"
+                if not fixed.is_file():
+                    save_json(fixed, {"seconds": res["seconds"], "m": res["m"]})
+                budget, m_final = load_json(fixed)["seconds"], load_json(fixed)["m"]
                 block = payload.spec.n_outputs if payload.spec.n_outputs > 1 else 2  # class blocks / halves
                 m_final = -(-m_final // block) * block
             metrics = evaluate_run(victim_dir, [run / "candidates.npz"], run / "eval", data_dir=data_dir,
