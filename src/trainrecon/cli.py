@@ -225,7 +225,10 @@ def identify(
     from .pipeline import identify_run
 
     cfg = config_from(IdentifyConfig, config, {"margin": margin, "polish": polish})
-    identify_run(victim, out, cfg, truth, score, data_dir)
+    from .checkpoint import folder_lock
+
+    with folder_lock(out):
+        identify_run(victim, out, cfg, truth, score, data_dir)
 
 
 @app.command("identify-demo")
