@@ -14,7 +14,7 @@ from trainrecon.attacks import payload_from_folder, reconstruct
 from trainrecon.attacks.buzaglo import BuzagloMulticlass, BuzagloMulticlassConfig, BuzagloRegression, BuzagloRegressionConfig
 from trainrecon.attacks.haim import Haim, HaimConfig
 from trainrecon.attacks.loo import LooConfig, LooNTK
-from trainrecon.models.mlp import MLPSpec, flatten, init_params, unflatten
+from trainrecon.models.mlp import MLPSpec, flatten, init_params
 from trainrecon.models.victim import Victim
 from trainrecon.refinement import SplitConfig
 from trainrecon.refinement.splitting import (smallest_eigenpairs, split_round, splitting_eigenpairs, splitting_hvp)
@@ -69,6 +69,8 @@ def test_splitting_hvp_and_lanczos_match_dense_oracle(which):
     u = obj.u(cands.x, cands.multipliers)
     got = splitting_hvp(obj, cands.x, W, u, V, cands.labels)
     assert torch.allclose(got, torch.einsum("mij,mj->mi", S, V), rtol=1e-9, atol=1e-12)
+    chunked = splitting_hvp(dataclasses.replace(obj, chunk_size=4), cands.x, W, u, V, cands.labels)
+    assert torch.allclose(chunked, got, rtol=1e-12, atol=1e-14)
     mu, v, resid = splitting_eigenpairs(obj, cands, steps=D)
     ev = torch.linalg.eigvalsh(S)
     assert torch.allclose(mu, ev[:, 0], rtol=1e-8, atol=1e-10), (mu, ev[:, 0])

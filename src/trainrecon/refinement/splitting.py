@@ -39,13 +39,19 @@ from .config import SplitConfig
 
 def splitting_hvp(obj: WeightedSumObjective, X: torch.Tensor, W: torch.Tensor, u, V: torch.Tensor,
                   labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows j of the result are S_j V_j (each S_j the Hessian of h_j at x_j), for all candidates in one call."""
-    W = W.detach()
+    """Rows j of the result are S_j V_j (each S_j the Hessian of h_j at x_j): one forward-over-reverse call per
+    chunk of candidates (``obj.chunk_size``; the Hessian of the sum is block diagonal, so chunks are exact)."""
+    W, X = W.detach(), X.detach()
+    labels = obj.labels if labels is None else labels
+    out = torch.empty_like(V)
+    for sl in obj._chunks(X.shape[0]):
+        lab = None if labels is None else labels[sl]
 
-    def total(x):
-        return obj.per_candidate_term(x, W, u, labels).sum()
+        def total(x, sl=sl, lab=lab):
+            return obj.per_candidate_term(x, W[sl], u, lab).sum()
 
-    return jvp(grad(total), (X.detach(),), (V,))[1]
+        out[sl] = jvp(grad(total), (X[sl],), (V[sl],))[1]
+    return out
 
 
 def smallest_eigenpairs(hvp, m: int, d: int, steps: int, like: torch.Tensor, seed: int = 0
