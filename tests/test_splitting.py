@@ -124,6 +124,8 @@ def test_split_round_keeps_only_improving_splits_and_fixed_mode_keeps_m():
     assert fixed.cands.m == 8
     rand = split_round(obj, cands, SplitConfig(enabled=True, per_round=2, lanczos_steps=D, direction="random"), 0)
     assert all(e["direction"] == "random" for e in rand.log)
+    no_kinks = split_round(obj, cands, SplitConfig(enabled=True, per_round=2, lanczos_steps=D, skip_kinks=0.5), 0)
+    assert all(e["kink_alignment"] <= 0.5 for e in no_kinks.log)
 
 
 def test_runner_splits_resumes_bit_for_bit_and_reports_second_order(tmp_path, tiny_victim):

@@ -21,7 +21,8 @@ class SplitConfig:
     matter).  ``mode``: ``grow`` (m grows to ``max_factor`` x m0) or ``fixed`` (each accepted split removes the
     candidate of smallest exact removal cost).  ``threshold``: lambda_min below -threshold counts as negative
     curvature in the second-order report.  ``min_gain``: a split is kept only if it lowers J by at least this
-    fraction of J.
+    fraction of J.  ``skip_kinks > 0`` passes over candidates whose split direction is aligned with a nearby
+    first-layer unit (max |cos| above it): splits that only straddle a smoothed ReLU kink.
     """
 
     enabled: bool = False
@@ -36,15 +37,17 @@ class SplitConfig:
     max_factor: float = 2.0
     threshold: float = 1e-6
     min_gain: float = 0.0
+    skip_kinks: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_numbers(self, "attack.split")
         if not (0 <= self.start <= 1 and 0 < self.every <= 1):
             raise TrainreconError("attack.split.start must be in [0, 1] and attack.split.every in (0, 1]")
-        if self.per_round < 0 or self.lanczos_steps < 1 or self.max_factor < 1 or self.threshold < 0 or self.min_gain < 0:
+        if self.per_round < 0 or self.lanczos_steps < 1 or self.max_factor < 1 or self.threshold < 0 or self.min_gain < 0 \
+                or not 0 <= self.skip_kinks <= 1:
             raise TrainreconError("attack.split: per_round >= 0, lanczos_steps >= 1, max_factor >= 1, threshold and "
-                                  "min_gain >= 0")
+                                  "min_gain >= 0, skip_kinks in [0, 1]")
         if not self.eps_grid or any(e <= 0 for e in self.eps_grid):
             raise TrainreconError(f"attack.split.eps_grid: need positive values, got {self.eps_grid}")
 

@@ -169,7 +169,7 @@ class RoundResult:
     cands: CandidateSet
     log: list[dict[str, Any]]
     seconds: float
-    unsplittable: int = 0  # candidates passed over because halving their multiplier raises the prior
+    unsplittable: int = 0  # candidates passed over: halving the multiplier raises the prior, or a kink direction
     images: torch.Tensor | None = None  # (accepted, 3, d): parent, child +, child - at the split
 
 
@@ -207,6 +207,9 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
         if not len(where):
             continue  # removed by an earlier split of this round
         j = int(where[0])  # position now (earlier splits append, removals shift)
+        if cfg.skip_kinks and kink_alignment(obj, cands.x[j], V[j0]) > cfg.skip_kinks:
+            skipped += 1  # the direction only straddles a ReLU kink
+            continue
         zero = cands.split(j, V[j0], 0.0)
         with torch.no_grad():  # s is unchanged at eps = 0: only the prior moves (halved multipliers, a doubled box term)
             jump = float(obj.prior(zero.x, zero.multipliers) - obj.prior(cands.x, cands.multipliers))
