@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import check_numbers
 from ..errors import TrainreconError
 from .matching import hungarian, ncc_dist, uses_half_resolution
 from .ssim import ssim_cross, ssim_kind
@@ -55,10 +56,9 @@ class HeadlineRule:
     null_seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.threshold) and -1.0 <= self.threshold < 1.0):
+        check_numbers(self, "headline")  # finite threshold, seed in [0, 2^63)
+        if not -1.0 <= self.threshold < 1.0:
             raise TrainreconError(f"headline.threshold: must be a finite number in [-1, 1), got {self.threshold}")
-        if not 0 <= self.null_seed < 2**63:
-            raise TrainreconError(f"headline.null_seed: must be in [0, 2^63), got {self.null_seed}")
 
 
 def minmax_per_image(x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,9 @@ negative eigenvalue of S_j is a descent direction where gradient descent has sta
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,8 +140,6 @@ def contribution(obj: WeightedSumObjective, cands: CandidateSet, rows: list[int]
 
 
 def _with_labels(obj: WeightedSumObjective, labels: torch.Tensor) -> WeightedSumObjective:
-    import dataclasses
-
     return dataclasses.replace(obj, labels=labels)
 
 
@@ -175,8 +175,6 @@ class RoundResult:
 
 def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig, round_index: int) -> RoundResult:
     """One round of the refinement (see the module docstring).  The objective must be built for ``cands``."""
-    import time
-
     t0 = time.time()
     X, M = cands.x.detach(), cands.multipliers.detach()
     s = obj.feature_sum(X, obj.weights(M))
