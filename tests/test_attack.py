@@ -86,7 +86,7 @@ def test_cli_evaluate_writes_metrics_and_pictures(tmp_path, tiny_victim):
 
 def test_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, tiny_victim):
     v = load_victim(tiny_victim)
-    cfg = HaimConfig(iterations=8, checkpoint_every=4, log_every=2)
+    cfg = HaimConfig(iterations=8, checkpoint_every=4, log_every=2, box_space="centred")  # the box before the field
     reconstruct(v, cfg, tmp_path / "r", log=lambda *a: None, stop_after=4)
     ck = tmp_path / "r" / "checkpoint.safetensors"
     tensors, meta = load_checkpoint(ck)

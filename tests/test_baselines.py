@@ -80,7 +80,7 @@ def random_point(m, K, seed):
 @pytest.mark.parametrize("chunk", [0, 2])
 def test_buzaglo_multiclass_matches_dense_oracle(chunk):
     v = victim(MC_SPEC, 1)
-    cfg = BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.4, chunk_size=chunk)
+    cfg = BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.4, chunk_size=chunk, box_space="centred")
     m = 6
     obj, cands = build_objective(BuzagloMulticlass, v, cfg, m)
     labels = cands.labels.numpy()
@@ -100,7 +100,7 @@ def test_buzaglo_multiclass_matches_dense_oracle(chunk):
 @pytest.mark.parametrize("chunk", [0, 4])
 def test_buzaglo_regression_matches_dense_oracle(chunk):
     v = victim(BIN_SPEC, 3)
-    cfg = BuzagloRegressionConfig(alpha=7.0, chunk_size=chunk)
+    cfg = BuzagloRegressionConfig(alpha=7.0, chunk_size=chunk, box_space="centred")
     m = 5
     obj, cands = build_objective(BuzagloRegression, v, cfg, m)
     assert cands.labels is None
@@ -150,10 +150,10 @@ def test_exact_stationary_point_has_zero_objective(method):
     m = 6
     X_true = torch.rand(m, D, generator=g, dtype=torch.float64) * 0.3 - 0.05  # inside every box
     if method == "multiclass":
-        obj, _ = build_objective(BuzagloMulticlass, victim(MC_SPEC, 12), BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.1), m)
+        obj, _ = build_objective(BuzagloMulticlass, victim(MC_SPEC, 12), BuzagloMulticlassConfig(alpha=5.0, lambda_min=0.1, box_space="centred"), m)
         M_true = torch.rand(m, generator=g, dtype=torch.float64) + 0.5  # above lambda_min: no penalty
     elif method == "regression":
-        obj, _ = build_objective(BuzagloRegression, victim(BIN_SPEC, 13), BuzagloRegressionConfig(alpha=5.0), m)
+        obj, _ = build_objective(BuzagloRegression, victim(BIN_SPEC, 13), BuzagloRegressionConfig(alpha=5.0, box_space="centred"), m)
         M_true = torch.randn(m, generator=g, dtype=torch.float64)
     else:
         obj, _ = build_objective(LooNTK, victim(NTK_SPEC, 14, with_init=True), LooConfig(dtype="float64"), m)
@@ -185,5 +185,5 @@ def test_pixel_box_keeps_candidates_in_the_pixel_range():
     assert float(prior(inside, lam)) == 0.0
     X = torch.stack([-mu - 0.3, 1 - mu + 0.2])
     assert float(prior(X, lam)) == pytest.approx(D * (0.3**2 + 0.2**2), rel=1e-12)
-    centred = kkt_prior(BuzagloRegressionConfig())  # the reference: [-1, 1] on the centred x
+    centred = kkt_prior(BuzagloRegressionConfig(box_space="centred"))  # the reference: [-1, 1] on the centred x
     assert float(centred(X, lam)) == pytest.approx(float(((X.abs() - 1).clamp_min(0) ** 2).sum()), rel=1e-12)

@@ -19,13 +19,15 @@ from trainrecon.models.victim import Victim
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "trainrecon"
 
-# what each layer may not import: data -> victim (models) -> attack / training -> evaluation (metrics)
+# what each layer may not import: data -> victim (models) -> attack / training -> sweeps (attacker side) ->
+# evaluation (metrics); a sweep sees the training set only through a callable the pipeline hands it
 FORBIDDEN = {
-    "data": {"models", "training", "attacks", "metrics", "pipeline", "identifiability", "cli"},
-    "models": {"training", "attacks", "metrics", "pipeline", "identifiability", "cli"},
-    "training": {"attacks", "metrics", "pipeline", "cli"},
-    "attacks": {"data", "training", "metrics", "pipeline", "identifiability", "cli"},
-    "metrics": {"attacks", "training", "models", "pipeline", "identifiability", "cli"},
+    "data": {"models", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli"},
+    "models": {"training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli"},
+    "training": {"attacks", "sweeps", "metrics", "pipeline", "cli"},
+    "attacks": {"data", "training", "sweeps", "metrics", "pipeline", "identifiability", "cli"},
+    "sweeps": {"data", "training", "metrics", "pipeline", "identifiability", "cli"},
+    "metrics": {"attacks", "training", "sweeps", "models", "pipeline", "identifiability", "cli"},
 }
 
 

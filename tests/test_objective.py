@@ -11,7 +11,7 @@ from trainrecon.models.mlp import MLPSpec, Surrogate, flatten, forward, init_par
 from trainrecon.models.victim import Victim
 
 SPEC = MLPSpec(widths=[6, 5, 4, 1], bias=[True, False, False])
-CFG = HaimConfig(alpha=5.0, lambda_min=0.3)
+CFG = HaimConfig(alpha=5.0, lambda_min=0.3, box_space="centred")  # the oracle's box
 
 
 def haim_objective(spec, params, cfg, m):

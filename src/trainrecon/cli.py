@@ -1,4 +1,4 @@
-"""Command line: ``trainrecon demo | train | reconstruct | evaluate | import``.
+"""Command line: ``trainrecon demo | train | reconstruct | evaluate | sweep | union | import | run | ...``.
 
 Each command takes a few common options; everything else comes from a JSON config (``--config``) whose
 fields are the dataclass fields of the corresponding config, validated on load.  User errors print one line
@@ -103,6 +103,10 @@ def reconstruct(
     typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration); "
                f"second order: |grad| {so['grad_norm']:.3g}, min splitting eigenvalue {so['min_splitting_eigenvalue']:.3g} "
                f"({so['candidates_below_threshold']} of {so['m']} below -{so['threshold']:g})")
+    norm = res["normalisation"]
+    typer.echo(f"scale: attacked theta / {norm['kappa']:.4g} (homogeneous of degree {norm['degree']}; multipliers x "
+               f"{norm['multipliers_to_victim_scale']:.4g} at the victim's scale)" if norm["applied"]
+               else f"scale: the victim's own ({norm['reason']})")
     if res["splitting"]:
         sp = res["splitting"]
         typer.echo(f"splitting: {sp['accepted']} of {sp['tried']} splits kept in {sp['rounds']} rounds, "
@@ -134,6 +138,57 @@ def evaluate(
         nulls[name] = Path(path)
     rule = config_from(HeadlineRule, None, {"threshold": threshold})
     evaluate_run(victim, candidates, out, data_dir, truth, heldout, null_files=nulls, rule=rule)
+
+
+@app.command()
+def sweep(
+    victim: Path = typer.Argument(..., help="victim folder"),
+    out: Path = typer.Argument(..., help="sweep folder: trials/<k>/, study.journal, sweep.json (rerun to continue)"),
+    method: Optional[str] = typer.Option(None, help="one of: " + ", ".join(METHODS) + " (default haim)"),
+    trials: Optional[int] = typer.Option(None, help="finished trials wanted in all, over every worker and rerun"),
+    workers: Optional[int] = typer.Option(None, help="local worker processes"),
+    storage: Optional[str] = typer.Option(None, help="database URL shared by workers on several machines, e.g. "
+                                          "postgresql://user@host:5432/db (default: the journal file OUT/study.journal)"),
+    study: Optional[str] = typer.Option(None, help="study name (default: method and victim hash)"),
+    config: Optional[Path] = typer.Option(None, help="JSON with SweepConfig fields; its 'base' holds the method's "
+                                          "config fields the trials start from"),
+    iterations: Optional[int] = typer.Option(None, help="attack iterations per trial"),
+    seed: Optional[int] = typer.Option(None),
+    score_with_truth: Optional[bool] = typer.Option(None, "--score-with-truth/--no-score-with-truth", help="research mode: also score every "
+                                                    "trial with the honest headline (needs --data-dir or --truth)"),
+    data_dir: Optional[Path] = typer.Option(None, help="data folder for the task in train.json (--score-with-truth)"),
+    truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set (--score-with-truth)"),
+    heldout: Optional[Path] = typer.Option(None, help=".npz of held-out images (--score-with-truth)"),
+    device: str = DeviceOpt,
+) -> None:
+    """Search the method's sensitive hyper-parameters with optuna, scored without the training set."""
+    from .pipeline.sweep import run_sweep
+    from .sweeps import SweepConfig
+
+    cfg = config_from(SweepConfig, config, {"method": method, "trials": trials, "workers": workers, "storage": storage,
+                                            "study": study, "iterations": iterations, "seed": seed,
+                                            "score_with_truth": score_with_truth})
+    run_sweep(cfg, victim, out, str(_device(device)), data_dir, truth, heldout, log=typer.echo)
+
+
+@app.command()
+def union(
+    victim: Path = typer.Argument(..., help="victim folder"),
+    runs: list[Path] = typer.Argument(None, help="run folders (or candidate .npz files) to merge"),
+    out: Path = typer.Option(..., "--out", help="folder for union.npz, metrics.json, grid.png"),
+    sweep: Optional[Path] = typer.Option(None, help="a sweep's output folder: merge its best trials"),
+    top: int = typer.Option(0, help="with --sweep: how many of the best complete trials (0: all)"),
+    dedupe: float = typer.Option(0.99, help="drop a candidate whose NCC with a kept one exceeds this"),
+    data_dir: Optional[Path] = typer.Option(None, help="data folder for the task recorded in train.json"),
+    truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set"),
+    heldout: Optional[Path] = typer.Option(None, help=".npz of held-out images"),
+) -> None:
+    """Merge the candidates of several runs (or a sweep's best trials), drop near-duplicates, evaluate."""
+    from .pipeline.sweep import union_runs
+
+    if top < 0 or not -1 <= dedupe <= 1:
+        raise TrainreconError("--top must be >= 0 and --dedupe in [-1, 1]")
+    union_runs(victim, out, list(runs or []), sweep, top, dedupe, data_dir, truth, heldout, log=typer.echo)
 
 
 @app.command("import")

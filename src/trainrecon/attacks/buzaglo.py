@@ -15,10 +15,11 @@ loss): theta = sum_i lambda_i grad Phi(x_i) with free multipliers, no labels and
     L = sum_p || theta_p - (1/m0) sum_i lambda_i grad_{theta_p} Phi~(x_i) ||^2 + box(x),   lambda ~ N(0, 1).
 
 Phi~, the box prior (on the centred candidates, or in pixel space with ``box_space = "pixel"``), the
-initialisation and the two SGD-with-momentum optimisers are Haim's (:mod:`.haim`).  Defaults are the reference runs': multiclass ``reconstructions/multiclass/sweep.txt``
-(init 3.6e-4, lr 2.4e-4, lambda lr 0.95, lambda_min 0.040, alpha 326); regression
-``reconstruct_regression_run1_args.txt`` (init 0.0197, lr 0.95, alpha 90, lambda lr at its default 1e-4).
-Both were tuned for victims trained 1e6 epochs by GD; ``bench/cases/`` holds settings tuned on trainrecon's.
+initialisation and the two SGD-with-momentum optimisers are Haim's (:mod:`.haim`), and so are the defaults
+(one set for every scale, through the attacker-side normalisation).  The reference runs used, for victims
+trained 1e6 epochs by GD: multiclass ``reconstructions/multiclass/sweep.txt`` (init 3.6e-4, lr 2.4e-4,
+lambda lr 0.95, lambda_min 0.040, alpha 326); regression ``reconstruct_regression_run1_args.txt`` (init 0.0197,
+lr 0.95, alpha 90, lambda lr 1e-4); pass them in a config file to reproduce those runs.
 """
 
 from __future__ import annotations
@@ -31,31 +32,19 @@ import torch
 from ..errors import TrainreconError
 from ..models.stationarity import KKT, WEIGHT_DECAY
 from .haim import HaimConfig, KKTMethod
-from .method import register
+from .method import Tunable, register
 
 
 @dataclass
 class BuzagloMulticlassConfig(HaimConfig):
     """Buzaglo multiclass attack; ``m = 0`` means 2 n, and m must be a multiple of the number of classes."""
 
-    iterations: int = 50000
-    lr: float = 2.4e-4
-    lr_lambda: float = 0.95
-    init_scale: float = 3.6e-4
-    lambda_min: float = 0.040
-    alpha: float = 326.0
-
 
 @dataclass
 class BuzagloRegressionConfig(HaimConfig):
     """Buzaglo regression / weight-decay attack: free multipliers initialised N(0, 1), no lambda_min term."""
 
-    iterations: int = 50000
-    lr: float = 0.95
-    lr_lambda: float = 1e-4
-    init_scale: float = 0.0197
     lambda_penalty: float = 0.0
-    alpha: float = 90.0
 
 
 def block_labels(m: int, n_classes: int) -> np.ndarray:
@@ -72,6 +61,7 @@ class BuzagloMulticlass(KKTMethod):
     name = "buzaglo-multiclass"
     Config = BuzagloMulticlassConfig
     form = KKT
+    search_space = {**KKTMethod.search_space, "lr_lambda": Tunable("relative", 0.1, 10.0)}
 
     def check(self) -> None:
         if self.payload.spec.n_outputs < 2:
@@ -89,6 +79,8 @@ class BuzagloRegression(KKTMethod):
     name = "buzaglo-regression"
     Config = BuzagloRegressionConfig
     form = WEIGHT_DECAY
+    search_space = {k: v for k, v in KKTMethod.search_space.items() if k != "lambda_min"}  # no lambda_min term
+    search_space["lr_lambda"] = Tunable("relative", 0.1, 10.0)
 
     def check(self) -> None:
         if self.payload.spec.n_outputs != 1:

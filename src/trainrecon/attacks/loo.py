@@ -25,7 +25,7 @@ import torch
 from ..errors import TrainreconError
 from ..models.mlp import Surrogate
 from ..models.stationarity import NTK
-from .method import AttackConfig, Method, box_penalty, register
+from .method import AttackConfig, Method, Tunable, box_penalty, register
 from .optim import Adam
 
 
@@ -70,6 +70,8 @@ class LooNTK(Method):
     Config = LooConfig
     form = NTK
     cfg: LooConfig
+    search_space = {"lr": Tunable("relative", 0.1, 10.0), "init_scale": Tunable("log", 0.01, 1.0),
+                    "dual_init": Tunable("log", 0.05, 5.0), "beta_max": Tunable("uniform", 50.0, 500.0)}
 
     def check(self) -> None:
         if self.payload.init_params is None:

@@ -16,16 +16,18 @@ normalised by m0 (the initial number of candidates), and target / theta_at from 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 
 from ..config import check_numbers
 from ..errors import TrainreconError
+from ..runtime import available_bytes
 from ..models.mlp import Surrogate, forward
 from ..models.stationarity import StationarityForm
 from ..refinement.config import SplitConfig
 from .candidates import CandidateSet
+from .normalisation import Normalise
 from .payload import Payload
 from .weighted_sum import SquaredDistance, WeightedSumObjective
 
@@ -35,7 +37,9 @@ class AttackConfig:
     """Fields every method's config has.  ``m = 0`` means 2 n (twice the disclosed training-set size);
     ``chunk_size`` bounds memory by accumulating the weighted sum over candidate chunks; ``split`` the sample
     splitting refinement (off unless ``split.enabled``); ``max_seconds > 0`` ends the run at that wall-clock
-    (summed over resumes) even before ``iterations``, for comparisons at equal wall-clock."""
+    (summed over resumes) even before ``iterations``, for comparisons at equal wall-clock; ``normalise = "auto"``
+    runs the attack on the victim rescaled to a canonical parameter scale when it is homogeneous
+    (:mod:`.normalisation`), so the defaults do not depend on the scale the victim was stored at."""
 
     m: int = 0
     iterations: int = 8000
@@ -47,7 +51,11 @@ class AttackConfig:
     checkpoint_every: int = 500
     log_every: int = 100
     max_seconds: float = 0.0
+    normalise: Normalise = "auto"
     split: SplitConfig = field(default_factory=SplitConfig)
+
+    #: what a field meant in runs recorded before it existed (resuming those must not change their behaviour)
+    BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none"}
 
     def __post_init__(self) -> None:
         check_numbers(self, "attack")
@@ -62,6 +70,19 @@ class AttackConfig:
             raise TrainreconError(f"attack.chunk_size: must be >= 0 (0: one chunk), got {self.chunk_size}")
         if self.max_seconds < 0:
             raise TrainreconError(f"attack.max_seconds: must be >= 0 (0: no limit), got {self.max_seconds}")
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """How a sweep draws one hyper-parameter: ``log`` (log-uniform on [low, high]), ``uniform``, or ``relative``
+    (log-uniform on [low, high] times the sweep's base value, so a user's own base config stays the centre)."""
+
+    kind: Literal["log", "uniform", "relative"]
+    low: float
+    high: float
+
+    def range(self, base: float) -> tuple[float, float]:
+        return (self.low * base, self.high * base) if self.kind == "relative" else (self.low, self.high)
 
 
 class Optimizer(Protocol):
@@ -80,6 +101,8 @@ class Method:
     Config: ClassVar[type[AttackConfig]]
     form: ClassVar[StationarityForm]
     kernel_at_init: bool = False  # evaluate features at theta_0 instead of theta_T (Loo's NTK-exact variant)
+    #: the hyper-parameters a sweep (``trainrecon sweep``) searches, and how
+    search_space: ClassVar[dict[str, Tunable]] = {}
 
     def __init__(self, payload: Payload, cfg: AttackConfig) -> None:
         if type(cfg) is not self.Config:
@@ -124,6 +147,27 @@ class Method:
         M = self.multipliers(m, g)
         labels = self.labels(m)
         return CandidateSet(X.to(like), M.to(like), None if labels is None else labels.to(like.device))
+
+    def refit_residual(self, cands: CandidateSet) -> float | None:
+        """The candidates' own stationarity residual, refit with the exact activation:
+
+            min_w || target - sum_jk w_jk grad_theta phi_k(theta_at; x_j) || / || target ||,
+
+        w >= 0 for the KKT form (free otherwise), by the victim's parameters (normalised or not: it is scale
+        free).  It is the quantity a victim's train.json reports for its own training set, so it compares runs
+        made with different surrogates, multipliers and priors on one yardstick.  None when the per-candidate
+        gradients (m x P floats) would take more than a quarter of the free memory."""
+        p = self.payload
+        n_params = sum(t.numel() for t in p.params)
+        free = available_bytes(p.params[0].device)
+        if free is not None and 16 * cands.m * n_params > free / 4:
+            return None
+        x = cands.x.detach().double()
+        labels = None if cands.labels is None else cands.labels.detach()
+        params = [t.double() for t in p.params]
+        init = None if p.init_params is None else [t.double() for t in p.init_params]
+        at = init if self.kernel_at_init else None
+        return self.form.residual(p.spec, params, x, labels, init=init, grads_at=at)["kkt_residual"]
 
     def objective(self, it: int, cands: CandidateSet) -> WeightedSumObjective:
         spec, surrogate, form, m0 = self.payload.spec, self.surrogate(it), self.form, cands.m0

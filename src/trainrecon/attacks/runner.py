@@ -25,6 +25,7 @@ from ..errors import Interrupted, TrainreconError
 from ..runtime import StopRequest, progress, require_memory, resolve_dtype
 from .candidates import CandidateSet
 from .method import METHODS, method_for
+from .normalisation import normalise
 from .payload import Payload
 from ..refinement.splitting import second_order_report, split_round
 
@@ -37,11 +38,12 @@ def default_m(payload: Payload) -> int:
 
 def same_run(saved: Any, current: dict[str, Any], cls) -> bool:
     """Whether a checkpoint's config record is this run's.  A field the saved record lacks (added to the
-    config class after the checkpoint was written) matches when this run leaves it at its default."""
+    config class after the checkpoint was written) matches when this run sets it to what the field meant before
+    it existed (``cls.BEFORE``), or else to its default."""
     if not isinstance(saved, dict) or not isinstance(saved.get("attack"), dict):
         return False
-    defaults = to_dict(cls())
-    attack = {**{k: v for k, v in current["attack"].items() if k not in saved["attack"] and v == defaults.get(k)},
+    before = {**to_dict(cls()), **cls.BEFORE}
+    attack = {**{k: v for k, v in current["attack"].items() if k not in saved["attack"] and v == before.get(k)},
               **saved["attack"]}
     return {**saved, "attack": attack} == current
 
@@ -71,23 +73,28 @@ def reconstruct(
     resume: bool = False,
     log=print,
     stop_after: int | None = None,
+    monitor=None,
 ) -> dict[str, Any]:
     """Run the method that ``cfg``'s type belongs to on what the attacker is given; write results to ``out_dir``.
 
     ``payload`` is a :class:`~.payload.Payload` (a loaded ``Victim`` is reduced to one, n disclosed).  The folder
     is locked for the run.  ``resume`` continues the checkpoint in ``out_dir`` only when it was made by the same
     method and config on the same victim (content hash); Ctrl-C saves a checkpoint first.  ``stop_after`` ends
-    the run early after that many iterations (leaving a checkpoint), for tests.
+    the run early after that many iterations (leaving a checkpoint), for tests.  ``monitor(iteration, values,
+    refit)`` is called at every logged iteration (``refit()`` computes the candidates' refit residual, see
+    :meth:`~.method.Method.refit_residual`); when it returns True the run ends there (a sweep pruning a
+    hopeless trial), with its candidates written and ``stopped_by_monitor`` set.
     """
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
     method = method_for(cfg)
     out = Path(out_dir)
     with folder_lock(out):
-        return _reconstruct(payload, cfg, method, out, device, resume, log, stop_after)
+        return _reconstruct(payload, cfg, method, out, device, resume, log, stop_after, monitor)
 
 
-def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after) -> dict[str, Any]:
+def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after, monitor
+                 ) -> dict[str, Any]:
     dtype = resolve_dtype(cfg.dtype)
     m = cfg.m or default_m(payload)
     m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
@@ -96,7 +103,8 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
     run_id = fingerprint({"record": np.frombuffer(repr(cfg_record).encode(), dtype=np.uint8)})
     ck = out / "checkpoint.safetensors"
     legacy_json = out / "checkpoint.json"
-    attack = method(payload.to(torch.device(device), dtype), cfg)
+    attacked, normalisation = normalise(payload, cfg.normalise)
+    attack = method(attacked.to(torch.device(device), dtype), cfg)
     cands = attack.init(m)
     cands.runs = [run_id]
     opt_x, opt_m = attack.optimisers()
@@ -121,7 +129,7 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         splits, split_seconds = list(meta.get("splits", [])), float(meta.get("split_seconds", 0.0))
         unsplittable = int(meta.get("unsplittable", 0))
         log(f"resuming from iteration {start}")
-    save_json(out / "config.json", {**cfg_record, "payload": payload.record()})
+    save_json(out / "config.json", {**cfg_record, "payload": payload.record(), "normalisation": normalisation})
 
     def checkpoint(it: int) -> None:
         save_checkpoint(ck, cands.tensors(), {"iteration": it, "config": cfg_record, "history": history,
@@ -135,6 +143,7 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
     bar = progress(cfg.iterations, method.name, initial=start)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
     out_of_time = bool(cfg.max_seconds) and seconds_before >= cfg.max_seconds
+    monitored = False
     if out_of_time:
         end = start
     with StopRequest() as stop:
@@ -156,6 +165,10 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
             if done % cfg.log_every == 0 or done == cfg.iterations:
                 history.append({"iteration": done, **values})
                 bar.set_postfix(loss=f"{values['total']:.4g}")
+                if monitor is not None and done < end and monitor(done, values, lambda: attack.refit_residual(cands)):
+                    checkpoint(done)
+                    end, monitored = done, True
+                    break
             if done % cfg.checkpoint_every == 0 or done == end or stop.requested:
                 checkpoint(done)
             if cfg.max_seconds and seconds_before + time.time() - t0 >= cfg.max_seconds and done < end:
@@ -179,10 +192,13 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         "iterations_done": end,
         "finished": end == cfg.iterations or out_of_time,
         "stopped_by_max_seconds": out_of_time,
+        "stopped_by_monitor": monitored,
         "seconds": seconds,
         "seconds_per_iteration": seconds / max(end, 1),
         "final_loss": history[-1] if history else None,
         "second_order": report,
+        "refit_residual": attack.refit_residual(cands),
+        "normalisation": normalisation,
         "splitting": None if not cfg.split.enabled else {
             "rounds": len({e["iteration"] for e in splits}), "tried": len(splits),
             "accepted": sum(e["accepted"] for e in splits), "unsplittable_passed_over": unsplittable,

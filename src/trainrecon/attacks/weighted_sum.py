@@ -22,6 +22,7 @@ phi along u in parameter space, differentiable in X.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Protocol, Sequence
 
 import torch
@@ -40,6 +41,10 @@ class OuterLoss(Protocol):
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]: ...
 
+    def relative(self, value: float) -> float:
+        """F(s) / F(0): the share of the target the weighted sum leaves unexplained (scale free)."""
+        ...
+
 
 @dataclass
 class SquaredDistance:
@@ -52,6 +57,13 @@ class SquaredDistance:
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [2 * (si - t) for si, t in zip(s, self.target)]
+
+    @cached_property
+    def _norm(self) -> float:
+        return float(sum((t.double() ** 2).sum() for t in self.target))
+
+    def relative(self, value: float) -> float:
+        return value / self._norm if self._norm > 0 else float("inf")
 
 
 @dataclass
@@ -90,7 +102,8 @@ class WeightedSumObjective:
         return s
 
     def value_and_grad(self, X: torch.Tensor, M: torch.Tensor) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-        """Returns ({'total', 'stationarity', 'prior'}, dJ/dX, dJ/dM)."""
+        """Returns ({'total', 'stationarity', 'relative_stationarity', 'prior'}, dJ/dX, dJ/dM);
+        relative_stationarity = F(s) / F(0)."""
         X = X.detach().requires_grad_(True)
         M = M.detach().requires_grad_(True)
         theta = [p.detach().requires_grad_(True) for p in self.theta]
@@ -124,6 +137,7 @@ class WeightedSumObjective:
         gm = gm + (pm if pm is not None else 0)
         values = {"stationarity": float(stat.detach()), "prior": float(prior.detach())}
         values["total"] = values["stationarity"] + values["prior"]
+        values["relative_stationarity"] = self.outer.relative(values["stationarity"])
         return values, gx.detach(), gm.detach()
 
     def u(self, X: torch.Tensor, M: torch.Tensor) -> list[torch.Tensor]:
