@@ -128,6 +128,43 @@ def test_split_round_keeps_only_improving_splits_and_fixed_mode_keeps_m():
     assert all(e["kink_alignment"] <= 0.5 for e in no_kinks.log)
 
 
+def smooth_haim(seed=2, m=6):
+    """Haim's objective and the same objective under softplus(4 z) / 4 (the split.curvature = "softplus" model)."""
+    from trainrecon.attacks.payload import Payload
+    from trainrecon.models.mlp import Surrogate
+
+    cls, cfg, spec = CASES["haim"]
+    method = cls(Payload(spec, init_params(spec, [2.0] * spec.n_layers, seed=seed), np.full((1, 1, D), 0.3)), cfg)
+    obj, cands = problem("haim", m=m, seed=seed)
+    return obj, method.objective(20000, cands, Surrogate("softplus", cfg.alpha)), cands
+
+
+def test_smooth_curvature_model_matches_dense_oracle_and_predicts_its_own_change():
+    """float64: the softplus model's splitting matrices against torch.func.hessian + eigh, and, being one smooth
+    function, its eps^2/2 v^T S v is its own change of F to O(eps^3) (which Haim's modified ReLU is not)."""
+    _, smooth, cands = smooth_haim()
+    S = dense_splitting_matrices(smooth, cands)
+    mu, v, _ = splitting_eigenpairs(smooth, cands, steps=D)
+    assert torch.allclose(mu, torch.linalg.eigvalsh(S)[:, 0], rtol=1e-8, atol=1e-10)
+    j = int(torch.argmin(mu))
+    assert float(mu[j]) < 0
+    exact = split_loss_change(smooth, cands, j, v[j], 1e-3)
+    assert exact == pytest.approx(0.5 * 1e-6 * float(mu[j]), rel=0.05)
+
+
+def test_split_round_takes_directions_from_the_smooth_model_and_decides_on_the_true_loss():
+    obj, smooth, cands = smooth_haim(m=8)
+    mu, _, _ = splitting_eigenpairs(smooth, cands, steps=D)
+    cfg = SplitConfig(enabled=True, per_round=3, lanczos_steps=D, curvature="softplus")
+    r = split_round(obj, cands, cfg, 0, smooth)
+    logged = [e["eigenvalue"] for e in r.log]
+    assert logged and logged == sorted(logged)  # most negative first, from the smooth model's eigenvalues
+    assert all(min(abs(float(m) - e) for m in mu) < 1e-8 * max(1.0, abs(e)) for e in logged)
+    J0 = obj.value_and_grad(cands.x, cands.multipliers)[0]["total"]
+    J1 = dataclasses.replace(obj, labels=r.cands.labels).value_and_grad(r.cands.x, r.cands.multipliers)[0]["total"]
+    assert J1 <= J0 + 1e-12 and r.cands.m == 8 + sum(e["accepted"] for e in r.log)
+
+
 def test_runner_splits_resumes_bit_for_bit_and_reports_second_order(tmp_path, tiny_victim):
     split = {"enabled": True, "start": 0.5, "every": 0.25, "per_round": 2, "lanczos_steps": 8}
     cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, split=SplitConfig(**split))

@@ -169,8 +169,11 @@ class Method:
         at = init if self.kernel_at_init else None
         return self.form.residual(p.spec, params, x, labels, init=init, grads_at=at)["kkt_residual"]
 
-    def objective(self, it: int, cands: CandidateSet) -> WeightedSumObjective:
-        spec, surrogate, form, m0 = self.payload.spec, self.surrogate(it), self.form, cands.m0
+    def objective(self, it: int, cands: CandidateSet, surrogate: Surrogate | None = None) -> WeightedSumObjective:
+        """The objective at iteration ``it`` for ``cands``; ``surrogate`` replaces the method's activation (the
+        smooth model sample splitting may take its curvature from)."""
+        spec, form, m0 = self.payload.spec, self.form, cands.m0
+        surrogate = self.surrogate(it) if surrogate is None else surrogate
 
         def phi(params, X, labels):
             return form.features(forward(spec, params, X, surrogate), labels)

@@ -27,6 +27,7 @@ from .candidates import CandidateSet
 from .method import METHODS, method_for
 from .normalisation import normalise
 from .payload import Payload
+from ..models.mlp import Surrogate
 from ..refinement.splitting import second_order_report, split_round
 
 
@@ -156,7 +157,10 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
             bar.update(1)
             done = it + 1
             if done in rounds:  # sample splitting: after the step, before the checkpoint of this iteration
-                r = split_round(attack.objective(done, cands), cands, cfg.split, rounds[done])
+                obj = attack.objective(done, cands)
+                smooth = None if cfg.split.curvature == "descent" else attack.objective(
+                    done, cands, Surrogate("softplus", attack.surrogate(done).sharpness))
+                r = split_round(obj, cands, cfg.split, rounds[done], smooth)
                 cands, split_seconds, unsplittable = r.cands, split_seconds + r.seconds, unsplittable + r.unsplittable
                 splits.extend({"iteration": done, **e} for e in r.log)
                 if r.images is not None:

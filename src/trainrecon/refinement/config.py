@@ -22,7 +22,12 @@ class SplitConfig:
     candidate of smallest exact removal cost).  ``threshold``: lambda_min below -threshold counts as negative
     curvature in the second-order report.  ``min_gain``: a split is kept only if it lowers J by at least this
     fraction of J.  ``skip_kinks > 0`` passes over candidates whose split direction is aligned with a nearby
-    first-layer unit (max |cos| above it): splits that only straddle a smoothed ReLU kink.
+    first-layer unit (max |cos| above it): splits that only straddle a smoothed ReLU kink.  ``curvature``:
+    ``descent`` takes the splitting matrices from the objective being descended (the paper); ``softplus`` from
+    the same objective with the activation replaced by softplus(a z) / a at the surrogate's sharpness a, a
+    smooth model whose second derivative exists, while the line search still decides on the true objective
+    (Haim's modified ReLU has a ReLU forward pass and a sigmoid derivative, so its "Hessian" is not that of
+    any loss).
     """
 
     enabled: bool = False
@@ -38,6 +43,7 @@ class SplitConfig:
     threshold: float = 1e-6
     min_gain: float = 0.0
     skip_kinks: float = 0.0
+    curvature: Literal["descent", "softplus"] = "descent"
     seed: int = 0
 
     def __post_init__(self) -> None:

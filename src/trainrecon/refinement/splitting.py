@@ -173,14 +173,18 @@ class RoundResult:
     images: torch.Tensor | None = None  # (accepted, 3, d): parent, child +, child - at the split
 
 
-def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig, round_index: int) -> RoundResult:
-    """One round of the refinement (see the module docstring).  The objective must be built for ``cands``."""
+def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig, round_index: int,
+                curvature: WeightedSumObjective | None = None) -> RoundResult:
+    """One round of the refinement (see the module docstring).  The objective must be built for ``cands``;
+    ``curvature`` (default ``obj``) is the objective whose splitting matrices choose the directions
+    (``cfg.curvature``); the line search and acceptance always use ``obj``."""
     t0 = time.time()
+    curv = obj if curvature is None else curvature
     X, M = cands.x.detach(), cands.multipliers.detach()
     s = obj.feature_sum(X, obj.weights(M))
     J = exact_loss(obj, s, cands)
     if cfg.direction == "eigen" or cfg.score == "eigenvalue":
-        mu, V, _ = splitting_eigenpairs(obj, cands, cfg.lanczos_steps, cfg.seed + round_index)
+        mu, V, _ = splitting_eigenpairs(curv, cands, cfg.lanczos_steps, cfg.seed + round_index)
     else:  # the random-direction control ranked by multiplier needs no eigenpairs
         mu, V = torch.full((cands.m,), float("nan"), dtype=X.dtype, device=X.device), torch.empty_like(X)
     if cfg.direction == "random":
@@ -216,8 +220,10 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
             continue
         tried += 1
         xj, v = cands.x[j], V[j0]
-        pred_curv = float(v @ splitting_hvp(obj, cands.x[j : j + 1], obj.weights(cands.multipliers[j : j + 1]),
-                                            obj.outer.grad(s), v[None], None if cands.labels is None else cands.labels[j : j + 1])[0])
+        u = obj.outer.grad(s) if curv is obj else (
+            curv if cands.labels is None else _with_labels(curv, cands.labels)).u(cands.x, cands.multipliers)
+        pred_curv = float(v @ splitting_hvp(curv, cands.x[j : j + 1], curv.weights(cands.multipliers[j : j + 1]),
+                                            u, v[None], None if cands.labels is None else cands.labels[j : j + 1])[0])
         base_contrib = contribution(obj, cands, [j])
         best = None
         for rel in cfg.eps_grid:
