@@ -200,6 +200,7 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
     images: list[torch.Tensor] = []
     ids = cands.ids.clone()
     costs = removal_costs(obj, cands, s, J) if cfg.mode == "fixed" else None
+    u_curv = None
     for j0 in order.tolist():
         if tried >= per_round or (cfg.mode == "grow" and cands.m >= cap):
             break
@@ -220,8 +221,13 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
             continue
         tried += 1
         xj, v = cands.x[j], V[j0]
-        u = obj.outer.grad(s) if curv is obj else (
-            curv if cands.labels is None else _with_labels(curv, cands.labels)).u(cands.x, cands.multipliers)
+        if curv is obj:
+            u = obj.outer.grad(s)
+        else:  # the curvature model's own u, recomputed only after an accepted split changed the candidates
+            if u_curv is None:
+                model = curv if cands.labels is None else _with_labels(curv, cands.labels)
+                u_curv = model.u(cands.x, cands.multipliers)
+            u = u_curv
         pred_curv = float(v @ splitting_hvp(curv, cands.x[j : j + 1], curv.weights(cands.multipliers[j : j + 1]),
                                             u, v[None], None if cands.labels is None else cands.labels[j : j + 1])[0])
         base_contrib = contribution(obj, cands, [j])
@@ -254,7 +260,7 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
                     "predicted_change": 0.5 * eps**2 * pred_curv, "actual_change": J_new - J,
                     "accepted": bool(accepted), "direction": cfg.direction, "removed": removed}})
         if accepted:
-            cands, s, J = trial, s_new, J_new
+            cands, s, J, u_curv = trial, s_new, J_new, None
     return RoundResult(cands, log, time.time() - t0, skipped, torch.stack(images) if images else None)
 
 

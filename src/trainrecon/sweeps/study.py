@@ -45,7 +45,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from ..attacks.method import method_named
-from ..attacks.payload import payload_from_folder
+from ..attacks.payload import Payload, payload_from_folder
 from ..attacks.runner import reconstruct
 from ..checkpoint import first_difference
 from ..config import check_numbers, from_dict, load_json, save_json, to_dict
@@ -222,12 +222,10 @@ def suggest(trial, space: dict, base) -> dict[str, float]:
     return params
 
 
-def make_objective(cfg: SweepConfig, victim: Path, out: Path, device, evaluate: Callable | None, log):
+def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evaluate: Callable | None, log):
     """The function optuna calls per trial: draw, run (resuming a dead predecessor's checkpoint), score."""
-
     method = method_named(cfg.method)
     base = cfg.base_config()
-    payload = payload_from_folder(victim)
 
     def objective(trial) -> float:
         trial.set_user_attr("worker", _here())
@@ -288,8 +286,9 @@ def work(cfg: SweepConfig, victim: Path, out: Path, device, evaluate: Callable |
          log=print) -> None:
     """One worker: run trials until the study holds ``cfg.trials`` finished ones (complete or pruned) and no
     trial is waiting or running anywhere; reap dead workers' trials on the way (they are retried)."""
-    study = load_study(cfg, out, payload_from_folder(victim).fingerprint(), worker)
-    objective = make_objective(cfg, victim, out, device, evaluate, log)
+    payload = payload_from_folder(victim)
+    study = load_study(cfg, out, payload.fingerprint(), worker)
+    objective = make_objective(cfg, payload, out, device, evaluate, log)
     while True:
         failed = reap(study, cfg.max_retry)
         if failed:
