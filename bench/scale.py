@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from trainrecon.attacks import payload_from_folder, reconstruct  # noqa: E402
+from trainrecon import reconstruct  # noqa: E402
+from trainrecon.attacks import payload_from_folder  # noqa: E402
 from trainrecon.config import save_json, to_dict  # noqa: E402
 from trainrecon.data.tasks import build_task  # noqa: E402
 from trainrecon.models.stationarity import margin  # noqa: E402

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainrecon.attacks import payload_from_folder, reconstruct
+from trainrecon import reconstruct
+from trainrecon.attacks import payload_from_folder
 from trainrecon.config import from_dict, load_config, load_json, save_json, to_dict
 from trainrecon.metrics.evaluate import evaluate
 from trainrecon.models.victim import load_victim

@@ -26,7 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from trainrecon.attacks import method_named, payload_from_folder, reconstruct  # noqa: E402
+from trainrecon import reconstruct  # noqa: E402
+from trainrecon.attacks import method_named, payload_from_folder  # noqa: E402
 from trainrecon.config import save_json  # noqa: E402
 from trainrecon.pipeline import evaluate_run  # noqa: E402
 from trainrecon.pipeline.sweep import run_sweep, union_runs  # noqa: E402

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from trainrecon.attacks.haim import HaimConfig
-from trainrecon.attacks.runner import reconstruct
+from trainrecon import reconstruct
 from trainrecon.checkpoint import load_checkpoint, save_checkpoint
 from trainrecon.errors import TrainreconError
 from trainrecon.models.victim import load_victim

@@ -11,7 +11,7 @@ from conftest import build_objective
 from trainrecon.attacks.buzaglo import (BuzagloMulticlass, BuzagloMulticlassConfig, BuzagloRegression,
                                         BuzagloRegressionConfig, block_labels)
 from trainrecon.attacks.loo import LooConfig, LooNTK, beta_schedule
-from trainrecon.attacks.weighted_sum import SquaredDistance
+from trainrecon.objective.weighted_sum import SquaredDistance
 from trainrecon.models.mlp import MLPSpec, Surrogate, flatten, forward, init_params, unflatten
 from trainrecon.models.victim import Victim
 

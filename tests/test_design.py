@@ -11,7 +11,8 @@ import torch
 from torch.func import grad
 
 from conftest import build_objective
-from trainrecon.attacks import CandidateSet, Haim, HaimConfig, METHODS, method_named, payload_from_folder, reconstruct
+from trainrecon import reconstruct
+from trainrecon.attacks import CandidateSet, Haim, HaimConfig, METHODS, method_named, payload_from_folder
 from trainrecon.attacks.buzaglo import BuzagloMulticlass, BuzagloMulticlassConfig
 from trainrecon.attacks.loo import LooConfig, LooNTK
 from trainrecon.models.mlp import MLPSpec, init_params
@@ -19,42 +20,76 @@ from trainrecon.models.victim import Victim
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "trainrecon"
 
-# what each layer may not import: data -> victim (models) -> attack / training -> sweeps (attacker side) ->
-# evaluation (metrics); a sweep sees the training set only through a callable the pipeline hands it
+# what each layer may not import: data -> victim (models) -> objective -> refinement -> attack / training ->
+# sweeps (attacker side) -> evaluation (metrics); a sweep sees the training set only through a callable the pipeline
+# hands it.  An entry "pkg.module" forbids that module alone: the attacks carry the splitting settings
+# (refinement.config) in their config, never the refinement itself, which attaches to a run as a hook (api.py).
 FORBIDDEN = {
-    "data": {"models", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli"},
-    "models": {"training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli"},
-    "training": {"attacks", "sweeps", "metrics", "pipeline", "cli"},
-    "attacks": {"data", "training", "sweeps", "metrics", "pipeline", "identifiability", "cli"},
+    "data": {"models", "objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
+             "identifiability", "cli", "api"},
+    "models": {"objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability",
+               "cli", "api"},
+    "objective": {"data", "models", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
+                  "identifiability", "cli", "api", "reports"},
+    "refinement": {"data", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli", "api",
+                   "reports"},
+    "training": {"attacks", "sweeps", "metrics", "pipeline", "cli", "api"},
+    "attacks": {"data", "training", "sweeps", "metrics", "pipeline", "identifiability", "cli", "api",
+                "refinement.splitting", "refinement.hooks"},
     "sweeps": {"data", "training", "metrics", "pipeline", "identifiability", "cli"},
-    "metrics": {"attacks", "training", "sweeps", "models", "pipeline", "identifiability", "cli"},
+    "metrics": {"attacks", "objective", "refinement", "training", "sweeps", "models", "pipeline", "identifiability",
+                "cli", "api"},
+    "identifiability": {"attacks", "objective", "refinement", "sweeps", "metrics", "pipeline", "cli", "api"},
 }
+# the runner knows no refinement at all, not even its settings' module
+FORBIDDEN_MODULES = {"attacks/runner.py": {"refinement"}}
 
 
-def imported_packages(path: pathlib.Path) -> set[str]:
-    """trainrecon's top-level subpackages that one source file imports (absolute or relative)."""
-    rel = path.relative_to(SRC.parent).with_suffix("").parts
-    pkg = list(rel[:-1]) if path.name != "__init__.py" else list(rel[:-1])
+def imported_modules(path: pathlib.Path, root: pathlib.Path = SRC.parent) -> set[str]:
+    """What one source file imports from trainrecon, as "subpackage" and "subpackage.module" (absolute or
+    relative imports; ``from .. import x`` counts as the subpackage or module x)."""
+    rel = path.relative_to(root).with_suffix("").parts
+    pkg = list(rel[:-1])
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             parts = (pkg[: len(pkg) - node.level + 1] if node.level else []) + (node.module or "").split(".")
             parts = [p for p in parts if p]
-            if parts[:1] == ["trainrecon"] and len(parts) > 1:
-                out.add(parts[1])
+            if parts[:1] == ["trainrecon"]:
+                targets = [parts[1:]] if len(parts) > 1 else [[a.name] for a in node.names]
+                for t in targets:
+                    out |= {".".join(t[:k]) for k in (1, 2) if len(t) >= k}
         elif isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("trainrecon.")}
+            for a in node.names:
+                if a.name.startswith("trainrecon."):
+                    t = a.name.split(".")[1:]
+                    out |= {".".join(t[:k]) for k in (1, 2) if len(t) >= k}
     return out
+
+
+def test_every_subpackage_has_a_layering_rule():
+    subpackages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    exempt = {"pipeline"}  # the top: it composes everything below it
+    assert subpackages - exempt <= set(FORBIDDEN), sorted(subpackages - exempt - set(FORBIDDEN))
 
 
 def test_import_graph_has_no_back_references():
     bad = []
     for layer, forbidden in FORBIDDEN.items():
         for f in (SRC / layer).rglob("*.py"):
-            hits = imported_packages(f) & forbidden
+            hits = imported_modules(f) & (forbidden | FORBIDDEN_MODULES.get(str(f.relative_to(SRC)), set()))
             if hits:
                 bad.append(f"{f.relative_to(SRC)} imports {sorted(hits)}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_layering_check_sees_a_back_reference(tmp_path):
+    """The checker itself: relative imports of a forbidden package or module are found."""
+    assert "refinement" not in imported_modules(SRC / "attacks" / "runner.py")
+    fake = tmp_path / "trainrecon" / "attacks" / "fake.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from ..refinement.splitting import split_round\nfrom .. import pipeline\nimport trainrecon.cli\n")
+    assert {"refinement", "refinement.splitting", "pipeline", "cli"} <= imported_modules(fake, tmp_path)
 
 
 def test_the_attack_runs_with_every_data_loader_broken(tmp_path, tiny_victim, monkeypatch):
@@ -95,7 +130,6 @@ class ToyConfig(AttackConfig):
     iterations: int = 6
 
 
-@register
 class Toy(Method):
     name = "toy-softplus"
     Config = ToyConfig
@@ -117,12 +151,28 @@ class Toy(Method):
         return SGDMomentum(self.cfg.lr, 0.0), SGDMomentum(self.cfg.lr, 0.0)
 
 
-def test_a_toy_method_defined_in_one_file_runs(tmp_path, tiny_victim):
+@pytest.fixture
+def toy_method():
+    """Toy, registered for one test and taken out of the global registry after it."""
+    assert Toy.name not in METHODS
+    register(Toy)
+    try:
+        yield Toy
+    finally:
+        del METHODS[Toy.name]
+
+
+def test_a_toy_method_defined_in_one_file_runs(tmp_path, tiny_victim, toy_method):
     assert method_named("toy-softplus") is Toy and "toy-softplus" in METHODS
     res = reconstruct(payload_from_folder(tiny_victim), ToyConfig(m=4, checkpoint_every=3), tmp_path / "toy",
                       log=lambda *a: None)
     assert res["method"] == "toy-softplus" and res["finished"]
     assert np.load(tmp_path / "toy" / "candidates.npz")["x"].shape == (4, 1, 8, 8)
+
+
+def test_the_toy_method_is_gone_after_its_test():
+    """The registry holds the package's methods only: no test leaves one behind."""
+    assert set(METHODS) == {"haim", "buzaglo-multiclass", "buzaglo-regression", "loo-ntk"}
 
 
 # candidate sets ----------------------------------------------------------------------------------------------------

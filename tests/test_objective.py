@@ -6,7 +6,7 @@ from torch.func import grad, jacrev
 
 from conftest import build_objective
 from trainrecon.attacks.haim import Haim, HaimConfig, haim_labels
-from trainrecon.attacks.weighted_sum import SquaredDistance
+from trainrecon.objective.weighted_sum import SquaredDistance
 from trainrecon.models.mlp import MLPSpec, Surrogate, flatten, forward, init_params, unflatten
 from trainrecon.models.victim import Victim
 

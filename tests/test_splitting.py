@@ -10,7 +10,8 @@ import torch
 from torch.func import hessian, jacrev
 
 from conftest import build_objective
-from trainrecon.attacks import payload_from_folder, reconstruct
+from trainrecon import reconstruct
+from trainrecon.attacks import payload_from_folder
 from trainrecon.attacks.buzaglo import BuzagloMulticlass, BuzagloMulticlassConfig, BuzagloRegression, BuzagloRegressionConfig
 from trainrecon.attacks.haim import Haim, HaimConfig
 from trainrecon.attacks.loo import LooConfig, LooNTK
@@ -123,9 +124,16 @@ def test_split_round_keeps_only_improving_splits_and_fixed_mode_keeps_m():
     fixed = split_round(obj, cands, SplitConfig(enabled=True, per_round=2, lanczos_steps=D, mode="fixed"), 0)
     assert fixed.cands.m == 8
     rand = split_round(obj, cands, SplitConfig(enabled=True, per_round=2, lanczos_steps=D, direction="random"), 0)
-    assert all(e["direction"] == "random" for e in rand.log)
-    no_kinks = split_round(obj, cands, SplitConfig(enabled=True, per_round=2, lanczos_steps=D, skip_kinks=0.5), 0)
-    assert all(e["kink_alignment"] <= 0.5 for e in no_kinks.log)
+    assert len(rand.log) == 2 and all(e["direction"] == "random" for e in rand.log)
+    eigen_dirs = {e["candidate"]: e["kink_alignment"] for e in r.log}
+    assert any(abs(e["kink_alignment"] - eigen_dirs.get(e["candidate"], -1.0)) > 1e-9 for e in rand.log)
+    # skip_kinks: a threshold between the alignments the eigen round logged passes over the aligned ones only
+    aligns = sorted(e["kink_alignment"] for e in r.log)
+    assert aligns[0] < aligns[-1]
+    cut = 0.5 * (aligns[0] + aligns[-1])
+    no_kinks = split_round(obj, cands, SplitConfig(enabled=True, per_round=3, lanczos_steps=D, skip_kinks=cut), 0)
+    assert no_kinks.log and all(e["kink_alignment"] <= cut for e in no_kinks.log)
+    assert no_kinks.unsplittable >= 1  # the aligned candidates were passed over, not tried
 
 
 def smooth_haim(seed=2, m=6):
@@ -178,5 +186,20 @@ def test_runner_splits_resumes_bit_for_bit_and_reports_second_order(tmp_path, ti
     reconstruct(payload, cfg, tmp_path / "b", resume=True, log=lambda *a: None)
     a, b = np.load(tmp_path / "a" / "candidates.npz"), np.load(tmp_path / "b" / "candidates.npz")
     assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["parents"], b["parents"])
-    plain = reconstruct(payload, HaimConfig(iterations=8), tmp_path / "c", log=lambda *a: None)
-    assert plain["splitting"] is None and plain["second_order"]["candidates_below_threshold"] >= 0
+    plain_cfg = HaimConfig(iterations=8)
+    plain = reconstruct(payload, plain_cfg, tmp_path / "c", log=lambda *a: None)
+    assert plain["splitting"] is None and not (tmp_path / "c" / "splits.json").exists()
+    # the report's eigenvalues against a dense oracle of the final candidates' splitting matrices
+    from trainrecon.attacks.normalisation import normalise
+    from trainrecon.objective import CandidateSet
+
+    attacked, _ = normalise(payload, plain_cfg.normalise)
+    attack = Haim(attacked.to(torch.device("cpu"), torch.float64), plain_cfg)
+    saved = np.load(tmp_path / "c" / "candidates.npz")
+    cands = CandidateSet(torch.from_numpy(saved["x"]).reshape(len(saved["x"]), -1), torch.from_numpy(saved["multipliers"]),
+                         torch.from_numpy(saved["y"]))
+    mu = torch.linalg.eigvalsh(dense_splitting_matrices(attack.objective(8, cands), cands))[:, 0]
+    report = plain["second_order"]
+    assert report["m"] == 20
+    assert report["min_splitting_eigenvalue"] == pytest.approx(float(mu.min()), rel=1e-3, abs=1e-9)
+    assert report["candidates_below_threshold"] == int((mu < -report["threshold"]).sum())

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainrecon.attacks import HaimConfig, Payload, reconstruct
+from trainrecon import reconstruct
+from trainrecon.attacks import HaimConfig, Payload
 from trainrecon.attacks.normalisation import SIGMA0, normalise
 from trainrecon.attacks.runner import same_run
 from trainrecon.config import to_dict

@@ -5,7 +5,7 @@ run belongs to.
   history, fingerprints) beside the tensors.  It is written to a temporary file, flushed to disk and renamed
   into place, so a kill at any instant leaves either the previous checkpoint or the new one, never a mix.
   Checkpoints of earlier versions (tensors + a separate JSON) still load.
-* :func:`folder_lock` takes an exclusive ``flock`` on ``FOLDER/.trainrecon.lock`` for the life of the run; the
+* :func:`folder_lock` takes an exclusive lock (``filelock``: flock on POSIX) on ``FOLDER/.trainrecon.lock`` for the life of the run; the
   kernel drops it when the process dies, so a stale lock never blocks, and a second run is refused in one line.
 * :func:`fingerprint` is a SHA-256 over tensors (names, dtypes, shapes, bytes): the identity of a victim's
   weights or of a training set, recorded in checkpoints and compared on resume.
@@ -14,7 +14,6 @@ run belongs to.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -31,6 +31,8 @@ from .errors import TrainreconError
 
 META_KEY = "trainrecon_state"
 LOCK_NAME = ".trainrecon.lock"
+PID_NAME = ".trainrecon.pid"  # the holder's PID, beside the lock file (which the lock truncates)
+LOCK_FILES = frozenset({LOCK_NAME, PID_NAME})
 _held: dict[str, Any] = {}
 
 
@@ -127,27 +129,26 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         finally:
             _held[key][1] -= 1
         return
-    path = folder / LOCK_NAME
+    lock = FileLock(str(folder / LOCK_NAME), timeout=0)  # flock on POSIX, msvcrt on Windows
     try:
-        f = open(path, "a+")
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = (folder / PID_NAME).read_text().strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise TrainreconError(f"{folder}: another trainrecon run (pid {holder}) is using this folder; "
+                              "wait for it or choose another folder") from None
     except OSError as e:
         raise TrainreconError(f"{folder}: cannot write in the output folder ({e.strerror})") from None
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise TrainreconError(f"{folder}: another trainrecon run (pid {holder}) is using this folder; "
-                              "wait for it or choose another folder") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    _held[key] = [f, 1]
+        (folder / PID_NAME).write_text(str(os.getpid()))
+    except OSError as e:
+        lock.release()
+        raise TrainreconError(f"{folder}: cannot write in the output folder ({e.strerror})") from None
+    _held[key] = [lock, 1]
     try:
         yield folder
     finally:
         _held.pop(key, None)
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-        f.close()
+        lock.release()

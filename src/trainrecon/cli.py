@@ -37,7 +37,9 @@ def demo(
     seed: int = typer.Option(0, help="seed for the victim and the attack"),
     device: str = DeviceOpt,
 ) -> None:
-    """Offline demo: train a digits even/odd victim, attack it, write grid.png and metrics.json."""
+    """Offline demo (about 2 minutes): train an MNIST even/odd victim (n = 40, 784-200-200-1) on the MNIST subset
+    shipped with the package, attack it with the Haim KKT attack, score it with every control; writes grid.png,
+    evidence.png and metrics.json."""
     from .pipeline import demo as run_demo
 
     run_demo(out, _device(device), seed)
@@ -93,7 +95,8 @@ def reconstruct(
 ) -> None:
     """Reconstruct training data from a victim's weights; the attacker is given only the weights, the input
     mean, the initial weights where the method needs them, and n if disclosed (recorded in config.json)."""
-    from .attacks import method_named, payload_from_folder, reconstruct as run
+    from .api import reconstruct as run
+    from .attacks import method_named, payload_from_folder
 
     cfg = config_from(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed})
     if split:
@@ -297,12 +300,8 @@ def identify_demo(out: Path = typer.Option(Path("runs/identify-demo"), help="out
 def main() -> None:
     """Run the CLI; every failure is one line on stderr: user errors exit 2, interruptions 130 (after saving a
     checkpoint), anything unexpected 1 (``TRAINRECON_DEBUG=1`` shows its traceback)."""
-    import click
-
-    # typer >= 0.20 vendors its own click: catch both families
-    exits = tuple({typer.Exit, click.exceptions.Exit})
-    aborts = tuple({typer.Abort, click.exceptions.Abort})
-    usage = tuple(c for c in (getattr(typer, "TyperException", None), click.ClickException) if c is not None)
+    # typer >= 0.29 vendors its own click and exposes its exception families (pinned in pyproject.toml)
+    exits, aborts, usage = typer.Exit, typer.Abort, typer.TyperException
     try:
         rv = app(standalone_mode=False)
         if isinstance(rv, int) and rv:  # no_args_is_help and friends return an exit code
@@ -321,7 +320,10 @@ def main() -> None:
     except usage as e:
         if type(e).__name__ == "NoArgsIsHelpError":
             sys.exit(0)  # typer printed the help already
-        e.show()
+        if hasattr(e, "show"):
+            e.show()
+        else:
+            typer.echo(f"error: {e}", err=True)
         sys.exit(getattr(e, "exit_code", 2))
     except OSError as e:
         where = e.filename if e.filename is not None else "file system"

@@ -5,11 +5,25 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+class _Figures:
+    """``_figures.subplots`` without pyplot: a bare :class:`~matplotlib.figure.Figure` renders to a file with the
+    Agg canvas and never touches the process-wide backend (a notebook's stays as it is)."""
+
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, figsize=None, squeeze: bool = True):
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+    @staticmethod
+    def close(fig) -> None:
+        fig.clear()
+
+
+_figures = _Figures()
 
 
 def _to_hwc(img: np.ndarray) -> np.ndarray:
@@ -25,7 +39,7 @@ def pair_grid(train: np.ndarray, matched: np.ndarray, ssim: np.ndarray, path: st
     order = np.argsort(-np.nan_to_num(ssim, nan=-1))[:max_pairs]
     cols = min(10, len(order))
     rows = math.ceil(len(order) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.0 * rows + 0.6), squeeze=False)
+    fig, axes = _figures.subplots(rows, cols, figsize=(1.6 * cols, 1.0 * rows + 0.6), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     gray = train.shape[1] == 1
@@ -38,7 +52,7 @@ def pair_grid(train: np.ndarray, matched: np.ndarray, ssim: np.ndarray, path: st
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.3)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _figures.close(fig)
 
 
 def candidate_grid(x_centred: np.ndarray, mean: np.ndarray, path: str | Path, max_images: int = 100) -> None:
@@ -49,19 +63,19 @@ def candidate_grid(x_centred: np.ndarray, mean: np.ndarray, path: str | Path, ma
     x = (x - lo[:, None, None, None]) / np.maximum(hi - lo, 1e-12)[:, None, None, None]
     cols = min(20, len(x))
     rows = math.ceil(len(x) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(0.8 * cols, 0.8 * rows), squeeze=False)
+    fig, axes = _figures.subplots(rows, cols, figsize=(0.8 * cols, 0.8 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for k in range(len(x)):
         axes.ravel()[k].imshow(_to_hwc(x[k]), cmap="gray" if x.shape[1] == 1 else None, vmin=0, vmax=1)
     fig.tight_layout(pad=0.1)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _figures.close(fig)
 
 
 def l2_curve_plot(curve: list[float], control: list[float] | None, path: str | Path) -> None:
     """Loo's reconstruction curve: greedy one-to-one L2 distances, training set vs held-out control."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig, ax = _figures.subplots(figsize=(4.5, 3.2))
     ax.plot(np.arange(1, len(curve) + 1), curve, label="training set")
     if control is not None:
         ax.plot(np.arange(1, len(control) + 1), control, label="held-out control", linestyle="--")
@@ -70,13 +84,13 @@ def l2_curve_plot(curve: list[float], control: list[float] | None, path: str | P
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _figures.close(fig)
 
 
 def identify_plot(rep: dict, path) -> None:
     """Diagnostics of ``identify``: neuron-span and moment-tensor spectra, and (if scored) the errors."""
     score = rep.get("score")
-    fig, axes = plt.subplots(1, 2 if score else 1, figsize=(10 if score else 5, 3.6), squeeze=False)
+    fig, axes = _figures.subplots(1, 2 if score else 1, figsize=(10 if score else 5, 3.6), squeeze=False)
     ax = axes[0, 0]
     ax.semilogy(range(1, len(rep["neuron_span_spectrum"]) + 1), np.maximum(rep["neuron_span_spectrum"], 1e-18),
                 "o-", label="neuron matrix W")
@@ -100,7 +114,7 @@ def identify_plot(rep: dict, path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _figures.close(fig)
 
 
 SET_STYLES = {"attack": ("training images (attack)", "C0", "-"), "heldout": ("held-out images (attack)", "C1", "--"),
@@ -114,7 +128,7 @@ def evidence_plot(pairs: dict, metrics: dict, path: str | Path) -> None:
     on training and on held-out images, every null set and the true images: where the attack's curve leaves
     the nulls and held-out curves is the evidence of a leak."""
     panels = [("headline", "headline rule (one to one)")] + [(p, p) for p in metrics["protocols"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3), squeeze=False)
+    fig, axes = _figures.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3), squeeze=False)
     kind = pairs["headline"]["similarity"].split(" (")[0]
     for ax, (key, title) in zip(axes.ravel(), panels):
         sims = pairs[key]["similarities"] if key in pairs else {}
@@ -136,4 +150,4 @@ def evidence_plot(pairs: dict, metrics: dict, path: str | Path) -> None:
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _figures.close(fig)

@@ -26,10 +26,10 @@ from ..runtime import available_bytes
 from ..models.mlp import Surrogate, forward
 from ..models.stationarity import StationarityForm
 from ..refinement.config import SplitConfig
-from .candidates import CandidateSet
+from ..objective.candidates import CandidateSet
 from .normalisation import Normalise
 from .payload import Payload
-from .weighted_sum import SquaredDistance, WeightedSumObjective
+from ..objective.weighted_sum import SquaredDistance, WeightedSumObjective
 
 
 @dataclass

@@ -23,12 +23,11 @@ from ..checkpoint import first_difference, fingerprint, folder_lock, load_checkp
 from ..config import save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..runtime import StopRequest, progress, require_memory, resolve_dtype
-from .candidates import CandidateSet
+from ..objective.candidates import CandidateSet
 from .method import METHODS, method_for
 from .normalisation import normalise
 from .payload import Payload
-from ..models.mlp import Surrogate
-from ..refinement.splitting import second_order_report, split_round
+from ..objective.hooks import AttackHook, Step
 
 
 def default_m(payload: Payload) -> int:
@@ -66,7 +65,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def reconstruct(
+def run_attack(
     payload: Payload,
     cfg,
     out_dir: str | Path,
@@ -74,28 +73,33 @@ def reconstruct(
     resume: bool = False,
     log=print,
     stop_after: int | None = None,
-    monitor=None,
+    hooks: list[AttackHook] | tuple[AttackHook, ...] = (),
 ) -> dict[str, Any]:
     """Run the method that ``cfg``'s type belongs to on what the attacker is given; write results to ``out_dir``.
 
     ``payload`` is a :class:`~.payload.Payload` (a loaded ``Victim`` is reduced to one, n disclosed).  The folder
     is locked for the run.  ``resume`` continues the checkpoint in ``out_dir`` only when it was made by the same
     method and config on the same victim (content hash); Ctrl-C saves a checkpoint first.  ``stop_after`` ends
-    the run early after that many iterations (leaving a checkpoint), for tests.  ``monitor(iteration, values,
-    refit)`` is called at every logged iteration (``refit()`` computes the candidates' refit residual, see
-    :meth:`~.method.Method.refit_residual`); when it returns True the run ends there (a sweep pruning a
-    hopeless trial), with its candidates written and ``stopped_by_monitor`` set.
+    the run early after that many iterations (leaving a checkpoint), for tests.  ``hooks``
+    (:class:`~trainrecon.objective.hooks.AttackHook`) act on the run: sample splitting and the second-order
+    report (:func:`trainrecon.refinement.standard_hooks`; :func:`trainrecon.reconstruct` is this with them attached), a
+    sweep's pruning (a hook whose ``after_log`` returns True ends the run there, with its candidates written and
+    ``stopped_by_monitor`` set).  A config field that a hook carries out (``split``) is refused when enabled
+    without that hook.
     """
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
     method = method_for(cfg)
+    if cfg.split.enabled and not any(h.implements == "split" for h in hooks):
+        raise TrainreconError("attack.split.enabled: sample splitting needs its hook "
+                              "(trainrecon.reconstruct attaches it; or pass trainrecon.refinement.standard_hooks)")
     out = Path(out_dir)
     with folder_lock(out):
-        return _reconstruct(payload, cfg, method, out, device, resume, log, stop_after, monitor)
+        return _reconstruct(payload, cfg, method, out, device, resume, log, stop_after, list(hooks))
 
 
-def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after, monitor
-                 ) -> dict[str, Any]:
+def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after,
+                 hooks: list[AttackHook]) -> dict[str, Any]:
     dtype = resolve_dtype(cfg.dtype)
     m = cfg.m or default_m(payload)
     m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
@@ -109,8 +113,7 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
     cands = attack.init(m)
     cands.runs = [run_id]
     opt_x, opt_m = attack.optimisers()
-    start, history, seconds_before, splits, split_seconds, unsplittable = 0, [], 0.0, [], 0.0, 0
-    split_images: list[torch.Tensor] = []  # this session's accepted splits: parent, child +, child -
+    start, history, seconds_before = 0, [], 0.0
     loaded = load_checkpoint(ck, legacy_json)
     if loaded is not None:
         if not resume:
@@ -127,19 +130,18 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         cands = CandidateSet.from_tensors(state, record, labels=cands.labels).to(device, dtype)
         start, history = int(meta["iteration"]), list(meta["history"])
         seconds_before = float(meta.get("seconds", 0.0))
-        splits, split_seconds = list(meta.get("splits", [])), float(meta.get("split_seconds", 0.0))
-        unsplittable = int(meta.get("unsplittable", 0))
+        for h in hooks:
+            h.restore(meta)
         log(f"resuming from iteration {start}")
     save_json(out / "config.json", {**cfg_record, "payload": payload.record(), "normalisation": normalisation})
 
     def checkpoint(it: int) -> None:
-        save_checkpoint(ck, cands.tensors(), {"iteration": it, "config": cfg_record, "history": history,
+        meta = {k: v for h in hooks for k, v in h.state().items()}
+        save_checkpoint(ck, cands.tensors(), {**meta, "iteration": it, "config": cfg_record, "history": history,
                                               "seconds": seconds_before + time.time() - t0,
-                                              "candidates": cands.record(), "splits": splits,
-                                              "split_seconds": split_seconds, "unsplittable": unsplittable})
+                                              "candidates": cands.record()})
         legacy_json.unlink(missing_ok=True)
 
-    rounds = {it: k for k, it in enumerate(cfg.split.round_iterations(cfg.iterations))} if cfg.split.enabled else {}
     t0 = time.time()
     bar = progress(cfg.iterations, method.name, initial=start)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)
@@ -156,20 +158,15 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
             cands.multipliers = opt_m.step(cands.multipliers, gm, cands.state_m)
             bar.update(1)
             done = it + 1
-            if done in rounds:  # sample splitting: after the step, before the checkpoint of this iteration
-                obj = attack.objective(done, cands)
-                smooth = None if cfg.split.curvature == "descent" else attack.objective(
-                    done, cands, Surrogate("softplus", attack.surrogate(done).sharpness))
-                r = split_round(obj, cands, cfg.split, rounds[done], smooth)
-                cands, split_seconds, unsplittable = r.cands, split_seconds + r.seconds, unsplittable + r.unsplittable
-                splits.extend({"iteration": done, **e} for e in r.log)
-                if r.images is not None:
-                    split_images.append(r.images)
+            step = Step(done, cfg.iterations, end, cands, attack, values)
+            changed = [h.after_step(step) for h in hooks]  # after the step, before this iteration's checkpoint
+            cands = step.cands
+            if any(changed):
                 checkpoint(done)
             if done % cfg.log_every == 0 or done == cfg.iterations:
                 history.append({"iteration": done, **values})
                 bar.set_postfix(loss=f"{values['total']:.4g}")
-                if monitor is not None and done < end and monitor(done, values, lambda: attack.refit_residual(cands)):
+                if done < end and any(h.after_log(step, lambda: attack.refit_residual(cands)) for h in hooks):
                     checkpoint(done)
                     end, monitored = done, True
                     break
@@ -187,8 +184,7 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
                                   f"in {out}; resume with the same command and --resume")
     bar.close()
     seconds = seconds_before + time.time() - t0  # over all sessions of this run
-    report = second_order_report(attack.objective(end, cands), cands, cfg.split.threshold, cfg.split.lanczos_steps,
-                                 cfg.split.seed)
+    last = Step(end, cfg.iterations, end, cands, attack, history[-1] if history else {})
     result = {
         "method": method.name,
         "m": cands.m,
@@ -200,21 +196,19 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         "seconds": seconds,
         "seconds_per_iteration": seconds / max(end, 1),
         "final_loss": history[-1] if history else None,
-        "second_order": report,
+        "second_order": None,
         "refit_residual": attack.refit_residual(cands),
         "normalisation": normalisation,
-        "splitting": None if not cfg.split.enabled else {
-            "rounds": len({e["iteration"] for e in splits}), "tried": len(splits),
-            "accepted": sum(e["accepted"] for e in splits), "unsplittable_passed_over": unsplittable,
-            "seconds": split_seconds,
-            "share_of_wall_clock": split_seconds / max(seconds, 1e-12)},
+        "splitting": None,
+        **{h.key: h.finish(last, seconds) for h in hooks},
     }
     save_json(out / "loss.json", {"history": history, **result})
-    if cfg.split.enabled:
-        save_json(out / "splits.json", {"splits": splits})
-        if split_images:
-            shape = (-1, 3, *payload.spec.input_shape)
-            write_npz(out / "split_images.npz", x=torch.cat(split_images).numpy().reshape(shape))
+    for h in hooks:
+        for name, content in h.artifacts().items():
+            if name.endswith(".npz"):
+                write_npz(out / name, **content)
+            else:
+                save_json(out / name, content)
     write_candidates(out / "candidates.npz", cands, payload.spec.input_shape)
     if result["finished"]:
         from ..reports import candidate_grid
@@ -234,4 +228,4 @@ def write_candidates(path: Path, cands: CandidateSet, input_shape) -> None:
     write_npz(path, **arrays)
 
 
-__all__ = ["METHODS", "reconstruct", "default_m"]
+__all__ = ["METHODS", "default_m", "run_attack"]

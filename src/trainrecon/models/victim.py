@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..checkpoint import LOCK_FILES
 from ..config import from_dict, load_json, save_json, to_dict
 from ..errors import TrainreconError
 from .mlp import MLPSpec
@@ -185,7 +186,7 @@ def import_victim(weights: str | Path, architecture: str | Path, out: str | Path
     ``x`` holding the mean image) records the input centring.
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(p.name != ".trainrecon.lock" for p in out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.name not in LOCK_FILES for p in out.iterdir())):
         raise TrainreconError(f"{out}: exists and is not an empty folder; import into a new folder")
     spec = from_dict(MLPSpec, _obj(load_json(architecture), Path(architecture)), str(architecture))
     params, init, input_mean = _parts(spec, read_state_dict(weights), str(weights))

@@ -10,7 +10,7 @@ import torch
 
 from ..attacks.haim import HaimConfig
 from ..attacks.payload import payload_from_folder
-from ..attacks.runner import reconstruct
+from ..api import reconstruct
 from ..checkpoint import folder_lock
 from ..config import from_dict, save_json, to_dict
 from ..data.tasks import TaskConfig

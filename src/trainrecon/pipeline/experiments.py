@@ -13,7 +13,7 @@ import torch
 
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
-from ..attacks.runner import reconstruct
+from ..api import reconstruct
 from ..checkpoint import first_difference, folder_lock
 from ..config import from_dict, load_config, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig

@@ -1,5 +1,7 @@
-"""Refinement of a running attack: sample splitting (:mod:`.splitting`) and its settings (:mod:`.config`)."""
+"""Refinement of a running attack: sample splitting (:mod:`.splitting`), its settings (:mod:`.config`) and the
+hooks that attach it and the second-order report to a run (:mod:`.hooks`)."""
 
 from .config import SplitConfig
+from .hooks import SecondOrderHook, SplittingHook, standard_hooks
 
-__all__ = ["SplitConfig"]
+__all__ = ["SecondOrderHook", "SplitConfig", "SplittingHook", "standard_hooks"]

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch.func import grad, jvp
 
-from ..attacks.candidates import CandidateSet
-from ..attacks.weighted_sum import WeightedSumObjective
+from ..objective.candidates import CandidateSet
+from ..objective.weighted_sum import WeightedSumObjective
 from .config import SplitConfig
 
 

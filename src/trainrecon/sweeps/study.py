@@ -40,16 +40,16 @@ from typing import Any, Callable
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
-from ..attacks.runner import reconstruct
+from ..api import reconstruct
 from ..checkpoint import first_difference
 from ..config import check_numbers, from_dict, load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
+from ..objective.hooks import AttackHook, Step
 
 SCORE = "refit_residual"
 
@@ -101,20 +101,24 @@ class SweepConfig:
         return from_dict(method_named(self.method).Config, base, "sweep.base")
 
 
-# optuna's per-trial log lines and its warnings about the experimental heartbeat and retry API: off
-optuna.logging.set_verbosity(optuna.logging.ERROR)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+def _retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
+    with warnings.catch_warnings():  # optuna marks its retry callback experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry)
 
 
 def open_storage(cfg: SweepConfig, out: Path):
-    """The journal file OUT/study.journal, or the database at ``cfg.storage`` with heartbeat and retries."""
-
+    """The journal file OUT/study.journal, or the database at ``cfg.storage`` with heartbeat and retries.
+    Quiets optuna's per-trial log lines (its own global setting), since a sweep reports every trial itself."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if not cfg.storage:
         out.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(out / "study.journal")))
     try:
-        return RDBStorage(cfg.storage, heartbeat_interval=cfg.heartbeat, grace_period=3 * cfg.heartbeat,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(cfg.max_retry),
+        with warnings.catch_warnings():  # heartbeats are experimental in optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(cfg.storage, heartbeat_interval=cfg.heartbeat, grace_period=3 * cfg.heartbeat,
+                          heartbeat_stale_trial_callback=_retry_callback(cfg.max_retry),
                           engine_kwargs={"pool_pre_ping": True})
     except ImportError:
         raise TrainreconError(f"sweep.storage: no database driver for {cfg.storage.split(':')[0]} "
@@ -135,7 +139,8 @@ def study_record(cfg: SweepConfig, victim_fingerprint: str) -> dict[str, Any]:
 
 
 def load_study(cfg: SweepConfig, out: Path, victim_fingerprint: str, worker: int = 0):
-    """Create or join the study; refuse one that belongs to another sweep (a different victim or config)."""
+    """Create or join the study; refuse one that belongs to another sweep (a different victim or config).
+    Returns the study and the storage it lives in."""
     storage = open_storage(cfg, out)
     name = cfg.study or f"trainrecon-{cfg.method}-{victim_fingerprint[:12]}"
     record = study_record(cfg, victim_fingerprint)
@@ -152,7 +157,7 @@ def load_study(cfg: SweepConfig, out: Path, victim_fingerprint: str, worker: int
     elif saved != record:
         raise TrainreconError(f"study {name!r} in {cfg.storage or out / 'study.journal'} belongs to another sweep "
                               f"({first_difference(saved, record)}); choose another --study or OUT")
-    return study
+    return study, storage
 
 
 def _here() -> str:
@@ -173,17 +178,24 @@ def _alive(worker: str) -> bool | None:
     return True
 
 
-def reap(study, max_retry: int) -> list[int]:
+def trial_id(study, storage, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study`` (optuna's public storage API)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def reap(study, storage, max_retry: int) -> list[int]:
     """Fail the trials whose worker is gone and enqueue their retries; return the newly failed trial numbers.
 
     Database storage: optuna's heartbeat (a trial not heard from for three heartbeats, on any machine).  Journal
     storage (one machine): a RUNNING trial whose worker process is gone.  Either: a FAIL trial that was
     interrupted (Ctrl-C) and has no retry yet."""
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    heartbeat = is_heartbeat_enabled(study._storage)
+    heartbeat = isinstance(storage, RDBStorage)  # opened with a heartbeat by open_storage
     if heartbeat:
-        optuna.storages.fail_stale_trials(study)  # its callback enqueues the retries
-    retry = RetryHeartbeatStaleTrialCallback(max_retry)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # its callback enqueues the retries
+    retry = _retry_callback(max_retry)
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     for t in trials:
@@ -191,19 +203,19 @@ def reap(study, max_retry: int) -> list[int]:
                 and _alive(str(t.user_attrs.get("worker", ""))) is False)
         if dead:
             try:
-                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+                storage.set_trial_state_values(trial_id(study, storage, t.number), state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
         interrupted = t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried
         if dead or interrupted:
-            retry(study, study._storage.get_trial(t._trial_id))
+            retry(study, storage.get_trial(trial_id(study, storage, t.number)))
     after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     return sorted(after - before)
 
 
-def _frozen(trial):
+def _frozen(trial, storage):
     """The FrozenTrial of a live optuna Trial (its system attributes hold the retry history)."""
-    return trial.study._storage.get_trial(trial._trial_id)
+    return storage.get_trial(trial_id(trial.study, storage, trial.number))
 
 
 def trial_folder(out: Path, trial) -> tuple[Path, int]:
@@ -222,7 +234,29 @@ def suggest(trial, space: dict, base) -> dict[str, float]:
     return params
 
 
-def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evaluate: Callable | None, log):
+class PruneHook(AttackHook):
+    """A sweep trial's pruning: at the milestone iterations, report the refit residual to optuna and end the
+    run when optuna's pruner says so; end a diverging run at once."""
+
+    key = "pruning"
+
+    def __init__(self, trial, milestones: list[int], n_milestones: int, prune: bool):
+        self.trial, self.milestones, self.n, self.prune = trial, milestones, n_milestones, prune
+
+    def after_log(self, step: Step, refit) -> bool:
+        values = step.values
+        if not math.isfinite(values["total"]):
+            return True
+        if not self.milestones or step.done < self.milestones[0]:
+            return False
+        index = self.n - len(self.milestones)
+        self.milestones.pop(0)
+        score = refit()
+        self.trial.report(values["relative_stationarity"] if score is None else score, index)
+        return self.prune and self.trial.should_prune()
+
+
+def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evaluate: Callable | None, log, storage):
     """The function optuna calls per trial: draw, run (resuming a dead predecessor's checkpoint), score."""
     method = method_named(cfg.method)
     base = cfg.base_config()
@@ -230,28 +264,19 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
     def objective(trial) -> float:
         trial.set_user_attr("worker", _here())
         trial.set_user_attr("interrupted", False)  # a retry inherits its predecessor's attributes
-        frozen = _frozen(trial)
+        frozen = _frozen(trial, storage)
         folder, k = trial_folder(out, frozen)
         params = suggest(trial, method.search_space, base)
         attack = dataclasses.replace(base, **params, seed=base.seed + cfg.seed + k)
         milestones = [int(f * attack.iterations) for f in cfg.prune_at]
 
-        def monitor(it: int, values: dict, refit) -> bool:
-            if not math.isfinite(values["total"]):
-                return True
-            if not milestones or it < milestones[0]:
-                return False
-            step = len(cfg.prune_at) - len(milestones)
-            milestones.pop(0)
-            score = refit()
-            trial.report(values["relative_stationarity"] if score is None else score, step)
-            return cfg.prune and trial.should_prune()
+        monitor = PruneHook(trial, milestones, len(cfg.prune_at), cfg.prune)
 
         info = {"trial": trial.number, "folder": folder.name, "params": params, "seed": attack.seed,
                 "retry_of": frozen.system_attrs.get("retry_history", []), "worker": _here()}
         t0 = time.time()
         try:
-            res = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, monitor=monitor)
+            res = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, hooks=[monitor])
         except Interrupted:
             trial.set_user_attr("interrupted", True)
             save_json(folder / "trial.json", {**info, "state": "FAIL", "why": "interrupted"})
@@ -287,10 +312,10 @@ def work(cfg: SweepConfig, victim: Path, out: Path, device, evaluate: Callable |
     """One worker: run trials until the study holds ``cfg.trials`` finished ones (complete or pruned) and no
     trial is waiting or running anywhere; reap dead workers' trials on the way (they are retried)."""
     payload = payload_from_folder(victim)
-    study = load_study(cfg, out, payload.fingerprint(), worker)
-    objective = make_objective(cfg, payload, out, device, evaluate, log)
+    study, storage = load_study(cfg, out, payload.fingerprint(), worker)
+    objective = make_objective(cfg, payload, out, device, evaluate, log, storage)
     while True:
-        failed = reap(study, cfg.max_retry)
+        failed = reap(study, storage, cfg.max_retry)
         if failed:
             log(f"trials {failed}: worker gone; retried")
         trials = study.get_trials(deepcopy=False)
@@ -306,7 +331,7 @@ def work(cfg: SweepConfig, victim: Path, out: Path, device, evaluate: Callable |
 
 def summary(cfg: SweepConfig, out: Path, victim: Path) -> dict[str, Any]:
     """Every trial of the study (state, parameters, score, folder, retries, headline) into OUT/sweep.json."""
-    study = load_study(cfg, out, payload_from_folder(victim).fingerprint())
+    study, _ = load_study(cfg, out, payload_from_folder(victim).fingerprint())
     rows = []
     for t in study.get_trials(deepcopy=False):
         folder, _ = trial_folder(out, t)
