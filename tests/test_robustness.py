@@ -186,6 +186,17 @@ def test_hidden_of_any_depth(tmp_path, hidden):
         [(b, a) for a, b in zip(widths[:-1], widths[1:])]
 
 
+def test_a_fit_that_stalls_on_dead_units_is_said_in_one_line(tmp_path):
+    """A narrow deep net on 6 digits (seed 0) leaves half the images at output 0 with a zero gradient; the loss-
+    normalised step once divided by an underflowed ||d|| and blew theta up to 1e122: now the stall is named."""
+    cfg = tmp_path / "t.json"
+    cfg.write_text(json.dumps({"margin_schedule": [10.0], "lbfgs_iters": 2, "max_fit_steps": 3000}))
+    r = cli("train", tmp_path / "v", "--n-per-class", 3, "--hidden", "10,10,10", "--config", cfg)
+    one_line_error(r)
+    assert "stalled" in r.stderr and "3 of 6 training images at output 0" in r.stderr, r.stderr
+    assert not (tmp_path / "v" / "model.safetensors").exists()
+
+
 def bad_inputs(tmp, victim):
     """(name, argv) pairs that must end in a one-line error."""
     (tmp / "nan.json").write_text('{"lr": NaN}')

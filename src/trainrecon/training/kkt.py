@@ -159,8 +159,17 @@ def train_kkt(
             d = torch.autograd.grad(log_loss(th), th)[0]
             if not torch.isfinite(d).all():
                 raise TrainreconError(f"training diverged at fit step {steps}; lower train.fit_lr")
+            scale = d.abs().max()  # ||d|| of a tiny d underflows in float64: normalise by max |d_i| first
+            if scale == 0:
+                with torch.no_grad():
+                    dead = int((margins(spec, unflatten(spec, th), x, y) == 0).sum())
+                raise TrainreconError(
+                    f"training stalled at fit step {steps}: the gradient vanished with {dead} of {len(x)} training "
+                    "images at output 0 (dead ReLU units); try another train.seed, a larger train.init_scale or "
+                    "wider layers")
             with torch.no_grad():
-                flat = th - cfg.fit_lr * th.norm() * d / d.norm().clamp_min(1e-300)
+                d = d / scale
+                flat = th - cfg.fit_lr * th.norm() * d / d.norm()
                 if margins(spec, unflatten(spec, flat), x, y).min() > 0:
                     break
         record("fit", flat, {"steps": steps})
