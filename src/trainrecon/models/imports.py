@@ -363,3 +363,25 @@ def import_module_victim(weights: str | Path, module_ref: str, input_shape: list
     w = victim_from_module(module, input_shape)
     return write_imported(out, w.spec, w.params, None, tensors.get("input_mean"), str(weights), mean,
                           {"imported_from": Path(weights).name, "module": module_ref})
+
+
+def layers_from_file(path: str | Path) -> list[Layer]:
+    """The layer list of an architecture file (``model.json`` fields with ``kind: "sequential"``; its
+    ``input_shape``, if any, is left to the task) for ``train --arch``."""
+    from ..config import from_dict, load_json
+
+    data = load_json(path)
+    if not isinstance(data, dict) or data.get("kind") != "sequential":
+        raise TrainreconError(f"{path}: expected a JSON object with kind 'sequential' and its layers")
+    unknown = sorted(set(data) - {"kind", "layers", "input_shape"})
+    if unknown:
+        raise TrainreconError(f"{path}: unknown field {unknown[0]!r} (known: kind, input_shape, layers)")
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise TrainreconError(f"{path}.layers: expected a non-empty list of layers")
+    out = [from_dict(Layer, v, f"{path}.layers[{i}]") if isinstance(v, dict) else None for i, v in enumerate(layers)]
+    for i, layer in enumerate(out):
+        if layer is None:
+            raise TrainreconError(f"{path}.layers[{i}]: expected an object")
+        layer.check(f"{path}.layers[{i}]")
+    return out

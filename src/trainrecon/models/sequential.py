@@ -92,6 +92,15 @@ class Layer:
         if self.type == "leaky_relu" and not 0 <= self.slope < 1:
             raise TrainreconError(f"{where}.slope: must be in [0, 1), got {self.slope}")
 
+    def to_json(self) -> dict:
+        """The fields this layer's type takes (what ``model.json`` holds), the others left out."""
+        out = {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)
+                                     if f.name in FIELDS.get(self.type, set())}}
+        if "stride" in out and self.stride == 0:  # the default, resolved (1 for conv2d, the kernel for pooling)
+            s = self.geometry()[1]
+            out["stride"] = s[0] if s[0] == s[1] else list(s)
+        return out
+
     def geometry(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """(kernel, stride, padding) as pairs; stride 0 means 1 for conv2d and the kernel for pooling."""
         k = _pair(self.kernel, "kernel")
