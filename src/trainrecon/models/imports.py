@@ -344,8 +344,10 @@ def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise TrainreconError(f"{where}: tensor {k!r} has shape {tuple(v.shape)}, the module's is {tuple(own[k].shape)}")
-        if not v.is_floating_point() or not torch.isfinite(v).all():
+        if own[k].is_floating_point() and (not v.is_floating_point() or not torch.isfinite(v).all()):
             raise TrainreconError(f"{where}: tensor {k!r} must hold finite real floats")
+        if not own[k].is_floating_point() and v.dtype != own[k].dtype:
+            raise TrainreconError(f"{where}: tensor {k!r} has dtype {v.dtype}, the module's is {own[k].dtype}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
 
 
@@ -359,6 +361,7 @@ def import_module_victim(weights: str | Path, module_ref: str, input_shape: list
     check_new_folder(out)
     tensors = read_state_dict(weights)
     module = load_factory(module_ref)
+    sequential_from_module(module, input_shape)  # a layer with no declarative form is refused before loading
     load_into(module, tensors, str(weights))
     w = victim_from_module(module, input_shape)
     return write_imported(out, w.spec, w.params, None, tensors.get("input_mean"), str(weights), mean,

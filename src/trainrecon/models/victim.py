@@ -196,7 +196,7 @@ def import_victim(weights: str | Path, architecture: str | Path | None, out: str
     if architecture is None:
         from .imports import infer_architecture
 
-        spec, how = infer_architecture(tensors, str(weights), input_shape)
+        spec, tensors, how = infer_architecture(tensors, str(weights), input_shape)
     else:
         spec, how = architecture_from_dict(load_json(architecture), str(architecture)), {}
     params, init, input_mean = _parts(spec, tensors, str(weights))
