@@ -7,7 +7,7 @@ control (held-out, null mean / noise / another subset's mean, true images).  Wri
 reconstruction, metrics.json, grid.png, bench.json with seconds per iteration and peak memory) and prints a
 Markdown table.
 
-    python bench/cnn.py --data-dir ../shared/data --iterations 2000
+    python bench/cnn.py --data-dir ../shared/data --iterations 3000
 """
 
 from __future__ import annotations
@@ -25,21 +25,21 @@ from trainrecon.config import save_json
 from trainrecon.pipeline import run_experiment
 from trainrecon.runtime import resolve_device
 
-CNN = [  # 1x28x28 -> 8x24x24 -> 8x12x12 -> 16x8x8 -> 16x4x4 -> 256 -> 1; 3,656 parameters, no biases
-    {"type": "conv2d", "channels": 8, "kernel": 5}, {"type": "relu"}, {"type": "max_pool", "kernel": 2},
+CNN = [  # 1x28x28 -> 16x24x24 -> 16x12x12 -> 32x8x8 -> 32x4x4 -> 512 -> 1; 13,712 parameters, no biases
     {"type": "conv2d", "channels": 16, "kernel": 5}, {"type": "relu"}, {"type": "max_pool", "kernel": 2},
+    {"type": "conv2d", "channels": 32, "kernel": 5}, {"type": "relu"}, {"type": "max_pool", "kernel": 2},
     {"type": "flatten"}, {"type": "linear", "features": 1},
 ]
-MLP_HIDDEN = [4, 40]  # 784-4-40-1: 3,336 parameters
+MLP_HIDDEN = [16, 16]  # 784-16-16-1: 12,832 parameters (12,816 weights + 16 first-layer biases)
 
 
 def cases(iterations: int) -> dict[str, dict]:
     task = {"dataset": "mnist", "task": "odd_even", "n_per_class": 10, "centring": "pixel"}
     attack = {"iterations": iterations, "log_every": 250}
     return {
-        "cnn_haim_mnist": {"description": "Haim KKT attack on a bias-free CNN (3,656 parameters), MNIST odd/even n = 20",
+        "cnn_haim_mnist": {"description": "Haim KKT attack on a bias-free CNN (13,712 parameters), MNIST odd/even n = 20",
                            "task": task, "trainer": "kkt", "train": {"layers": CNN}, "method": "haim", "attack": attack},
-        "mlp_haim_mnist": {"description": "Haim KKT attack on a 784-4-40-1 MLP (3,336 parameters), MNIST odd/even n = 20",
+        "mlp_haim_mnist": {"description": "Haim KKT attack on a 784-16-16-1 MLP (12,832 parameters), MNIST odd/even n = 20",
                            "task": task, "trainer": "kkt", "train": {"hidden": MLP_HIDDEN}, "method": "haim",
                            "attack": attack},
     }
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--out", default="bench/results/cnn", type=Path)
-    ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--iterations", type=int, default=3000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default=None, help="run one case")
     a = ap.parse_args(argv)
