@@ -57,6 +57,8 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="folder with the data files (default $TRAINRECON_DATA or ./data)"),
     task_config: Optional[Path] = typer.Option(None, help="JSON with TaskConfig fields"),
     config: Optional[Path] = typer.Option(None, help="JSON with the trainer's config fields"),
+    arch: Optional[Path] = typer.Option(None, help="model.json with kind 'sequential': train this layer list "
+                                        "(e.g. a CNN) instead of an MLP"),
     seed: Optional[int] = typer.Option(None),
     device: str = DeviceOpt,
 ) -> None:
@@ -74,7 +76,14 @@ def train(
             widths = [int(v) for v in hidden.split(",")]
         except ValueError:
             raise TrainreconError(f"--hidden: expected comma-separated integers, got {hidden!r}") from None
-    rcfg = config_from(TRAINERS[trainer][0], config, {"hidden": widths, "seed": seed})
+    layers = None
+    if arch is not None:
+        from .models.imports import layers_from_file
+
+        if hidden is not None:
+            raise TrainreconError("--hidden: give hidden widths or --arch, not both")
+        layers = layers_from_file(arch)
+    rcfg = config_from(TRAINERS[trainer][0], config, {"hidden": widths, "seed": seed, "layers": layers})
     train_victim(tcfg, rcfg, out, data_dir, _device(device))
 
 
@@ -194,19 +203,52 @@ def union(
     union_runs(victim, out, list(runs or []), sweep, top, dedupe, data_dir, truth, heldout, log=typer.echo)
 
 
+def _shape_option(value: Optional[str], name: str) -> Optional[list[int]]:
+    if value is None:
+        return None
+    try:
+        shape = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise TrainreconError(f"{name}: expected C,H,W (three comma-separated integers), got {value!r}") from None
+    if len(shape) != 3 or min(shape) <= 0:
+        raise TrainreconError(f"{name}: expected C,H,W (three positive integers), got {value!r}")
+    return shape
+
+
 @app.command("import")
 def import_(
     weights: Path = typer.Argument(..., help="state dict: .safetensors, or a PyTorch file (loaded weights_only)"),
-    architecture: Path = typer.Argument(..., help="JSON: widths, bias, activation, input_shape"),
-    out: Path = typer.Argument(..., help="victim folder to write"),
+    args: list[str] = typer.Argument(..., help="[ARCHITECTURE.json] OUT: model.json fields (an MLP's widths, "
+                                     "bias, activation, input_shape, or kind 'sequential' with a layer list); "
+                                     "without it an MLP state dict's architecture is inferred from its shapes"),
     mean: Optional[Path] = typer.Option(None, help=".npz whose x is the input mean image"),
+    module: Optional[str] = typer.Option(None, help="FILE.py:FACTORY: your own code builds the nn.Module the state "
+                                         "dict loads into; the victim is written as its layer list"),
+    input_shape: Optional[str] = typer.Option(None, help="C,H,W of one input (needed with --module)"),
 ) -> None:
-    """Turn a user's MLP weights plus an architecture description into a victim folder."""
+    """Turn a user's weights (plus a layer list, a module factory, or nothing for an MLP) into a victim folder."""
     from .checkpoint import folder_lock
-    from .models.victim import import_victim
 
-    with folder_lock(out):
-        import_victim(weights, architecture, out, mean)
+    if len(args) not in (1, 2):
+        raise TrainreconError("import: expected WEIGHTS [ARCHITECTURE.json] OUT")
+    architecture, out = (Path(args[0]), Path(args[1])) if len(args) == 2 else (None, Path(args[0]))
+    shape = _shape_option(input_shape, "--input-shape")
+    if module is not None:
+        from .models.imports import import_module_victim
+
+        if architecture is not None:
+            raise TrainreconError("import: give an architecture file or --module, not both")
+        if shape is None:
+            raise TrainreconError("--input-shape: --module needs the input shape C,H,W")
+        with folder_lock(out):
+            import_module_victim(weights, module, shape, out, mean)
+    else:
+        from .models.victim import import_victim
+
+        if architecture is not None and shape is not None:
+            raise TrainreconError("--input-shape: the architecture file gives the input shape")
+        with folder_lock(out):
+            import_victim(weights, architecture, out, mean, shape)
     typer.echo(f"wrote victim folder {out}")
 
 

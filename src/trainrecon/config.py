@@ -113,6 +113,8 @@ def check_numbers(cfg: Any, where: str) -> None:
 
 
 def to_dict(obj: Any) -> Any:
+    if hasattr(obj, "to_json") and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_dict(obj.to_json())  # a dataclass that writes only its meaningful fields (a model.json layer)
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):

@@ -143,7 +143,7 @@ class Method:
         """x ~ init_scale N(0, 1) (m, d) in centred space, then the multipliers, from ``cfg.seed``."""
         like = self.payload.params[0]
         g = torch.Generator().manual_seed(self.cfg.seed)
-        X = torch.randn(m, self.payload.spec.widths[0], generator=g, dtype=torch.float64) * self.cfg.init_scale
+        X = torch.randn(m, self.payload.spec.input_dim, generator=g, dtype=torch.float64) * self.cfg.init_scale
         M = self.multipliers(m, g)
         labels = self.labels(m)
         return CandidateSet(X.to(like), M.to(like), None if labels is None else labels.to(like.device))
@@ -179,7 +179,7 @@ class Method:
             return form.features(forward(spec, params, X, surrogate), labels)
 
         return WeightedSumObjective(self.at, self.outer, phi, lambda M: self.weights(M, m0), self.prior,
-                                    cands.labels, self.cfg.chunk_size)
+                                    cands.labels, self.cfg.chunk_size, first_layer=spec.first_layer)
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -51,11 +51,11 @@ def same_run(saved: Any, current: dict[str, Any], cls) -> bool:
 def attack_bytes(payload: Payload, m: int, cfg) -> float:
     """A generous estimate of an attack's peak memory: candidates with optimiser state, per-candidate
     activations of every layer (chunked when chunk_size > 0), and a few copies of the parameters."""
-    widths = payload.spec.widths
-    n_params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    spec = payload.spec
+    n_params = spec.n_params()
     rows = min(m, cfg.chunk_size) if cfg.chunk_size else m
     item = 4 if cfg.dtype == "float32" else 8
-    return item * (4 * m * widths[0] + 8 * rows * sum(widths) + 8 * n_params)
+    return item * (4 * m * spec.input_dim + 8 * rows * sum(spec.activation_sizes()) + 8 * n_params)
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:

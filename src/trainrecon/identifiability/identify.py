@@ -100,7 +100,7 @@ class PolyNet:
 
 def poly_from_victim(victim: Victim) -> PolyNet:
     spec = victim.spec
-    if spec.activation != "power" or spec.n_layers != 2 or any(spec.bias) or spec.n_outputs != 1:
+    if getattr(spec, "activation", None) != "power" or spec.n_layers != 2 or any(spec.bias) or spec.n_outputs != 1:
         raise TrainreconError("identify: needs a two-layer polynomial victim (model.json: activation 'power', "
                               "widths [d, K, 1], no biases)")
     W = victim.params[0].double().numpy()

@@ -1,15 +1,9 @@
-"""Fully connected networks as pure functions of their parameters.
+"""Fully connected networks as pure functions of their parameters (one :class:`~.architecture.Architecture`).
 
 ``forward(spec, params, x)`` computes f(x; theta) = W_L s(... s(W_1 x + b_1) ...) + b_L, with the same
 parameter names as a ``torch.nn.Sequential`` of ``nn.Linear`` under ``layers.{i}``.  Keeping the network
 functional lets training, the KKT objective and torch.func transforms (jvp, hessian) share one definition.
-
-During reconstruction the activation can be replaced by a smooth surrogate (``Surrogate``):
-
-* ``modified_relu`` (Haim et al. 2022): forward value relu(z), derivative sigmoid(alpha z) everywhere,
-  written as ``relu(z).detach() + s(z) - s(z).detach()`` with s(z) = softplus(alpha z) / alpha, so it is
-  differentiable twice and works under torch.func.
-* ``softplus`` (Loo et al. 2023): softplus(beta z) / beta in the forward pass and its exact derivatives.
+During reconstruction the activation is replaced by a smooth surrogate (:mod:`.activations`).
 """
 
 from __future__ import annotations
@@ -19,15 +13,16 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import TrainreconError
+from .activations import EXACT, Activation, Surrogate, activate
+from .architecture import Architecture, FirstLayer, Homogeneity
 
-Activation = Literal["relu", "leaky_relu", "gelu", "power"]
+__all__ = ["EXACT", "Activation", "MLPSpec", "Surrogate", "flatten", "forward", "init_params", "unflatten"]
 
 
 @dataclass
-class MLPSpec:
+class MLPSpec(Architecture):
     """Architecture of an MLP victim (serialised as ``model.json``).
 
     ``widths`` = [input dim, hidden..., outputs]; ``bias[i]`` says whether ``layers.{i}`` has a bias;
@@ -86,92 +81,87 @@ class MLPSpec:
                 shapes[f"layers.{i}.bias"] = (self.widths[i + 1],)
         return shapes
 
-    def homogeneity_degree(self) -> int | None:
-        """L if f(c theta; x) = c^L f(theta; x) (ReLU-type activation, bias on the first layer only)."""
-        if self.activation not in ("relu", "leaky_relu"):
-            return None
-        if any(self.bias[1:]):
-            return None
+    @property
+    def n_param_layers(self) -> int:
         return self.n_layers
 
+    def homogeneity(self) -> Homogeneity:
+        """L if f(c theta; x) = c^L f(theta; x) (ReLU-type activation, bias on the first layer only)."""
+        if self.activation not in ("relu", "leaky_relu"):
+            return Homogeneity(None, f"activation {self.activation} is not positively homogeneous")
+        if any(self.bias[1:]):
+            return Homogeneity(None, "a layer after the first has a bias")
+        return Homogeneity(self.n_layers)
 
-@dataclass(frozen=True)
-class Surrogate:
-    """How the activation is evaluated: ``exact``, ``modified_relu`` (sharpness ``alpha``) or ``softplus``."""
+    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor, surrogate: Surrogate = EXACT) -> torch.Tensor:
+        """f(x; theta) for a batch x of shape (m, d) or (m, *input_shape); returns (m, n_outputs).
 
-    kind: Literal["exact", "modified_relu", "softplus"] = "exact"
-    sharpness: float = 1.0
+        ``params`` are ordered as ``param_names()``.
+        """
+        h = x.reshape(x.shape[0], -1)
+        it = iter(params)
+        for i in range(self.n_layers):
+            w = next(it)
+            h = h @ w.T
+            if self.bias[i]:
+                h = h + next(it)
+            if i < self.n_layers - 1:
+                h = activate(h, self.activation, surrogate, self.degree)
+        return h
 
+    def lipschitz_factors(self, params: Sequence[torch.Tensor]) -> list[float]:
+        """||W_l||_2 of every weight matrix (biases do not change the Lipschitz constant)."""
+        return [float(torch.linalg.matrix_norm(w.double(), ord=2)) for w in params if w.ndim == 2]
 
-EXACT = Surrogate()
+    def first_layer(self, params: Sequence[torch.Tensor]) -> FirstLayer:
+        W1 = params[0]
+        b1 = params[1] if self.bias[0] else torch.zeros_like(W1[:, 0])
+        return FirstLayer(lambda x: x.reshape(len(x), -1) @ W1.T + b1, lambda v: v.reshape(len(v), -1) @ W1.T,
+                          W1.norm(dim=1))
+
+    def init_params(self, init_scale: Sequence[float], seed: int, dtype: torch.dtype = torch.float64
+                    ) -> list[torch.Tensor]:
+        """theta_0: weight_i ~ N(0, (init_scale[i] / sqrt(fan_in))^2), bias_i = 0."""
+        if len(init_scale) != self.n_layers:
+            raise TrainreconError(f"init_scale: need one value per layer ({self.n_layers}), got {len(init_scale)}")
+        g = torch.Generator().manual_seed(int(seed))
+        params = []
+        for i in range(self.n_layers):
+            fan_in = self.widths[i]
+            w = torch.randn(self.widths[i + 1], fan_in, generator=g, dtype=torch.float64) * (init_scale[i] / fan_in**0.5)
+            params.append(w.to(dtype))
+            if self.bias[i]:
+                params.append(torch.zeros(self.widths[i + 1], dtype=dtype))
+        return params
+
+    def activation_sizes(self) -> list[int]:
+        return list(self.widths)
+
+    def describe(self) -> str:
+        return "-".join(map(str, self.widths))
 
 
 def _activate(z: torch.Tensor, activation: str, surrogate: Surrogate, degree: int = 0) -> torch.Tensor:
-    if activation == "power":
-        return z**degree  # smooth already: no surrogate
-    if surrogate.kind == "exact":
-        if activation == "relu":
-            return torch.relu(z)
-        if activation == "leaky_relu":
-            return F.leaky_relu(z, 0.01)
-        return F.gelu(z)
-    a = surrogate.sharpness
-    if activation == "gelu":
-        return F.gelu(z)
-    if surrogate.kind == "softplus":
-        s = F.softplus(a * z) / a
-        if activation == "leaky_relu":
-            return 0.01 * z + 0.99 * s
-        return s
-    # modified ReLU: relu forward, sigmoid(alpha z) derivative (differentiable twice)
-    s = F.softplus(a * z) / a
-    exact = torch.relu(z) if activation == "relu" else F.leaky_relu(z, 0.01)
-    if activation == "leaky_relu":
-        s = 0.01 * z + 0.99 * s
-    return exact.detach() + s - s.detach()
+    return activate(z, activation, surrogate, degree)
 
 
-def forward(
-    spec: MLPSpec, params: Sequence[torch.Tensor], x: torch.Tensor, surrogate: Surrogate = EXACT
-) -> torch.Tensor:
-    """f(x; theta) for a batch x of shape (m, d) or (m, *input_shape); returns (m, n_outputs).
-
-    ``params`` are ordered as ``spec.param_names()``.
-    """
-    h = x.reshape(x.shape[0], -1)
-    it = iter(params)
-    for i in range(spec.n_layers):
-        w = next(it)
-        h = h @ w.T
-        if spec.bias[i]:
-            h = h + next(it)
-        if i < spec.n_layers - 1:
-            h = _activate(h, spec.activation, surrogate, spec.degree)
-    return h
+def forward(spec: Architecture, params: Sequence[torch.Tensor], x: torch.Tensor, surrogate: Surrogate = EXACT
+            ) -> torch.Tensor:
+    """f(x; theta) of any architecture (``spec.forward``); (m, d) or (m, *input_shape) -> (m, n_outputs)."""
+    return spec.forward(params, x, surrogate)
 
 
-def init_params(
-    spec: MLPSpec, init_scale: Sequence[float], seed: int, dtype: torch.dtype = torch.float64
-) -> list[torch.Tensor]:
-    """theta_0: weight_i ~ N(0, (init_scale[i] / sqrt(fan_in))^2), bias_i = 0."""
-    if len(init_scale) != spec.n_layers:
-        raise TrainreconError(f"init_scale: need one value per layer ({spec.n_layers}), got {len(init_scale)}")
-    g = torch.Generator().manual_seed(int(seed))
-    params = []
-    for i in range(spec.n_layers):
-        fan_in = spec.widths[i]
-        w = torch.randn(spec.widths[i + 1], fan_in, generator=g, dtype=torch.float64) * (init_scale[i] / fan_in**0.5)
-        params.append(w.to(dtype))
-        if spec.bias[i]:
-            params.append(torch.zeros(spec.widths[i + 1], dtype=dtype))
-    return params
+def init_params(spec: Architecture, init_scale: Sequence[float], seed: int, dtype: torch.dtype = torch.float64
+                ) -> list[torch.Tensor]:
+    """theta_0 of any architecture (``spec.init_params``): LeCun-scaled Gaussian weights, zero biases."""
+    return spec.init_params(init_scale, seed, dtype)
 
 
 def flatten(params: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.reshape(-1) for p in params])
 
 
-def unflatten(spec: MLPSpec, vec: torch.Tensor) -> list[torch.Tensor]:
+def unflatten(spec: Architecture, vec: torch.Tensor) -> list[torch.Tensor]:
     out, i = [], 0
     for shape in spec.param_shapes().values():
         n = math.prod(shape)

@@ -28,7 +28,8 @@ import scipy.optimize
 import torch
 from torch.func import jacrev, vmap
 
-from .mlp import MLPSpec, flatten, forward, unflatten
+from .architecture import Architecture
+from .mlp import flatten, forward, unflatten
 
 
 def runner_up(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,7 @@ class StationarityForm:
             return [p - p0 for p, p0 in zip(params, init)]
         return list(params)
 
-    def per_sample_grads(self, spec: MLPSpec, params, x: torch.Tensor, labels: torch.Tensor | None,
+    def per_sample_grads(self, spec: Architecture, params, x: torch.Tensor, labels: torch.Tensor | None,
                          chunk: int = 256) -> torch.Tensor:
         """J (n K', P): row (i, k) is grad_theta phi_k(theta; x_i), exact activation, flattened."""
         x = x.reshape(len(x), -1)
@@ -114,7 +115,7 @@ class StationarityForm:
         return torch.cat([jac(flat, x[i : i + chunk], lab[i : i + chunk]).reshape(-1, flat.numel())
                           for i in range(0, len(x), chunk)])
 
-    def residual(self, spec: MLPSpec, params, x: torch.Tensor, labels: torch.Tensor | None = None,
+    def residual(self, spec: Architecture, params, x: torch.Tensor, labels: torch.Tensor | None = None,
                  init=None, grads_at=None) -> dict[str, Any]:
         """Relative residual min_w ||target - sum_ik w_ik grad phi_k(x_i)|| / ||target|| on the true points, with
         the multipliers (n K' values) and how many are active (|w| > 1e-3 max|w|).  ``grads_at`` (default

@@ -5,7 +5,8 @@ A victim is a folder holding
 * ``model.safetensors``: the trained parameters ``layers.{i}.weight`` / ``layers.{i}.bias`` and, when the
   model's input pipeline centres its inputs, ``input_mean`` (C, H, W).  NTK-regime victims also hold the
   initial parameters as ``init.layers.{i}.weight`` ...
-* ``model.json``: the architecture (:class:`MLPSpec`).
+* ``model.json``: the architecture (:class:`~.architecture.Architecture`: an MLP, or with ``kind:
+  "sequential"`` a declarative layer list whose parameters are named ``{i}.weight`` as ``nn.Sequential``'s).
 * ``train.json``: how it was trained: the task and the *indices* of the training images (never the images),
   the trainer config and its final KKT residual.  Only evaluation reads the task and indices.
 """
@@ -23,9 +24,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import LOCK_FILES
-from ..config import from_dict, load_json, save_json, to_dict
+from ..config import load_json, save_json, to_dict
 from ..errors import TrainreconError
-from .mlp import MLPSpec
+from .architecture import Architecture, architecture_from_dict
 
 INIT_PREFIX = "init."
 
@@ -34,7 +35,7 @@ INIT_PREFIX = "init."
 class Weights:
     """A network as its files hold it: architecture, parameters, input mean, initial parameters."""
 
-    spec: MLPSpec
+    spec: Architecture
     params: list[torch.Tensor]
     input_mean: np.ndarray | None = None
     init_params: list[torch.Tensor] | None = None
@@ -55,7 +56,7 @@ class Victim(Weights):
     train_info: dict[str, Any] = field(default_factory=dict)
 
 
-def _parts(spec: MLPSpec, tensors: dict[str, torch.Tensor], where: str
+def _parts(spec: Architecture, tensors: dict[str, torch.Tensor], where: str
            ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, Any]:
     """(parameters, initial parameters or None, raw input mean or None) of a state dict, checked."""
     params = _check_params(spec, tensors, where)
@@ -63,7 +64,7 @@ def _parts(spec: MLPSpec, tensors: dict[str, torch.Tensor], where: str
     return params, init, tensors.get("input_mean")
 
 
-def _check_params(spec: MLPSpec, tensors: dict[str, torch.Tensor], where: str, prefix: str = "") -> list[torch.Tensor]:
+def _check_params(spec: Architecture, tensors: dict[str, torch.Tensor], where: str, prefix: str = "") -> list[torch.Tensor]:
     out = []
     for name, shape in spec.param_shapes().items():
         key = prefix + name
@@ -84,7 +85,7 @@ def _check_params(spec: MLPSpec, tensors: dict[str, torch.Tensor], where: str, p
 
 def save_victim(
     folder: str | Path,
-    spec: MLPSpec,
+    spec: Architecture,
     params: list[torch.Tensor],
     input_mean: np.ndarray | None = None,
     train_info: dict[str, Any] | None = None,
@@ -127,7 +128,7 @@ def load_victim(folder: str | Path, training_record: bool = True) -> Victim:
     folder = Path(folder)
     if not folder.is_dir():
         raise TrainreconError(f"{folder}: victim folder not found")
-    spec = from_dict(MLPSpec, _obj(load_json(folder / "model.json"), folder / "model.json"), str(folder / "model.json"))
+    spec = architecture_from_dict(load_json(folder / "model.json"), str(folder / "model.json"))
     path = folder / "model.safetensors"
     params, init, mean = _parts(spec, read_safetensors(path), str(path))
     if mean is not None:
@@ -136,7 +137,7 @@ def load_victim(folder: str | Path, training_record: bool = True) -> Victim:
     return Victim(spec, params, mean, init, _obj(info, folder / "train.json"))
 
 
-def check_mean(mean: Any, spec: MLPSpec, where: str) -> np.ndarray:
+def check_mean(mean: Any, spec: Architecture, where: str) -> np.ndarray:
     """The input mean as float64 (C, H, W): real numbers, finite, one per input."""
     if isinstance(mean, torch.Tensor):
         if not mean.is_floating_point():
@@ -146,8 +147,8 @@ def check_mean(mean: Any, spec: MLPSpec, where: str) -> np.ndarray:
     if mean.dtype.kind not in "fiu" or mean.dtype == bool:
         raise TrainreconError(f"{where}: input mean has dtype {mean.dtype}, expected real numbers")
     mean = mean.astype(np.float64)
-    if mean.size != spec.widths[0]:
-        raise TrainreconError(f"{where}: input mean has {mean.size} values, expected {spec.widths[0]}")
+    if mean.size != spec.input_dim:
+        raise TrainreconError(f"{where}: input mean has {mean.size} values, expected {spec.input_dim}")
     if not np.isfinite(mean).all():
         raise TrainreconError(f"{where}: input mean holds NaN or inf")
     return mean.reshape(spec.input_shape)
@@ -178,24 +179,44 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.replace("convnet.", "layers."): v for k, v in obj.items()}
 
 
-def import_victim(weights: str | Path, architecture: str | Path, out: str | Path, mean: str | Path | None = None) -> Path:
-    """Turn a user's MLP state dict plus an architecture JSON into a victim folder.
+def import_victim(weights: str | Path, architecture: str | Path | None, out: str | Path,
+                  mean: str | Path | None = None, input_shape: list[int] | None = None) -> Path:
+    """Turn a user's state dict plus an architecture JSON into a victim folder.
 
-    ``architecture`` holds :class:`MLPSpec` fields (widths, bias, activation, input_shape).  Tensor names are
-    ``layers.{i}.weight`` / ``layers.{i}.bias``; an optional ``input_mean`` tensor (or ``mean``, an .npz with
-    ``x`` holding the mean image) records the input centring.
+    ``architecture`` holds a ``model.json`` object: an MLP's fields (widths, bias, activation, input_shape;
+    tensors ``layers.{i}.weight`` / ``layers.{i}.bias``) or a layer list (``kind: "sequential"``, tensors
+    ``{i}.weight`` as ``nn.Sequential`` names them).  ``architecture = None`` infers an MLP from the state dict's
+    shapes (:func:`~.imports.infer_architecture`; ``input_shape`` (C, H, W) then says how inputs are laid out).
+    An optional ``input_mean`` tensor (or ``mean``, an .npz with ``x`` holding the mean image) records the input
+    centring.
     """
     out = Path(out)
+    check_new_folder(out)
+    tensors = read_state_dict(weights)
+    if architecture is None:
+        from .imports import infer_architecture
+
+        spec, tensors, how = infer_architecture(tensors, str(weights), input_shape)
+    else:
+        spec, how = architecture_from_dict(load_json(architecture), str(architecture)), {}
+    params, init, input_mean = _parts(spec, tensors, str(weights))
+    return write_imported(out, spec, params, init, input_mean, str(weights), mean,
+                          {"imported_from": Path(weights).name, **how})
+
+
+def check_new_folder(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(p.name not in LOCK_FILES for p in out.iterdir())):
         raise TrainreconError(f"{out}: exists and is not an empty folder; import into a new folder")
-    spec = from_dict(MLPSpec, _obj(load_json(architecture), Path(architecture)), str(architecture))
-    params, init, input_mean = _parts(spec, read_state_dict(weights), str(weights))
-    where = str(weights)
+
+
+def write_imported(out: Path, spec: Architecture, params, init, input_mean, where: str, mean: str | Path | None,
+                   info: dict[str, Any]) -> Path:
+    """The victim folder of an import: the input mean from ``mean`` (an .npz) if given, checked; the record of
+    where it came from and its architecture in train.json."""
     if mean is not None:
         from ..data.formats import read_npz
 
         input_mean, where = read_npz(mean)[0], str(mean)
     if input_mean is not None:
         input_mean = check_mean(input_mean, spec, where)
-    info = {"imported_from": Path(weights).name, "architecture": to_dict(spec)}
-    return save_victim(out, spec, params, input_mean, info, init)
+    return save_victim(out, spec, params, input_mean, {**info, "architecture": to_dict(spec)}, init)

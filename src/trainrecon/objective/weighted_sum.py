@@ -72,7 +72,10 @@ class WeightedSumObjective:
 
     ``theta`` are the parameters at which features are evaluated (theta_T, or theta_0 for the NTK kernel at
     initialisation); ``outer`` what the weighted sum is scored by (its target is theta_T for KKT and
-    weight decay, theta_T - theta_0 for NTK).
+    weight decay, theta_T - theta_0 for NTK).  ``first_layer`` (optional) maps theta to the network's first
+    layer as an affine map with its units' row norms (``models.architecture.FirstLayer``), or None where the
+    network does not start affine: what sample splitting's kink diagnostics read; without it they take
+    theta[0] as the first-layer matrix.
     """
 
     theta: list[torch.Tensor]
@@ -82,6 +85,7 @@ class WeightedSumObjective:
     prior: PriorFn
     labels: torch.Tensor | None
     chunk_size: int = 0
+    first_layer: Callable[[list[torch.Tensor]], object] | None = None
 
     def _chunks(self, m: int) -> list[slice]:
         c = self.chunk_size if 0 < self.chunk_size < m else m

@@ -96,7 +96,7 @@ def _run_experiment(exp: Experiment, path, train_cfg, attack_cfg, out: Path, dat
     haim = metrics["protocols"]["haim_nn"]
     return {
         "case": Path(path).stem, "method": exp.method, "description": exp.description,
-        "n": metrics["n"], "m": metrics["m"], "architecture": victim.spec.widths,
+        "n": metrics["n"], "m": metrics["m"], "architecture": victim.spec.describe(),
         "victim_residual": victim.train_info["final"].get("kkt_residual"),
         "victim_train_seconds": victim.train_info["seconds"], "train_wall_seconds_this_run": train_wall,
         "attack_iterations": res["iterations_done"], "attack_seconds": res["seconds"],

@@ -18,11 +18,10 @@ from ..runtime import require_memory
 from ..training import TRAINERS
 
 
-def train_bytes(spec_widths: list[int], n: int) -> float:
+def train_bytes(spec, n: int) -> float:
     """A generous estimate of a trainer's peak memory: L-BFGS keeps 2 x 50 parameter-sized vectors, and every
     layer's activations for the n training images are kept a few times over."""
-    n_params = sum(a * b + b for a, b in zip(spec_widths[:-1], spec_widths[1:]))
-    return 8 * (110 * n_params + 8 * n * sum(spec_widths))
+    return 8 * (110 * spec.n_params() + 8 * n * sum(spec.activation_sizes()))
 
 
 def normalised_record(info: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +69,8 @@ def train_victim(
             n_classes = len(classes)
         else:
             y, n_classes = torch.as_tensor(data.y_train, dtype=torch.float64), 2
-        widths = train.spec(list(x.shape[1:]), 1 if n_classes == 2 else n_classes).widths
-        require_memory(train_bytes(widths, data.n), f"training a {'-'.join(map(str, widths))} victim", device)
+        arch = train.spec(list(x.shape[1:]), 1 if n_classes == 2 else n_classes)
+        require_memory(train_bytes(arch, data.n), f"training a {arch.describe()} victim", device)
         try:
             spec, params, summary = fit(train, x, y, checkpoint_dir=out / "checkpoint", device=device, log=log,
                                         n_classes=n_classes)

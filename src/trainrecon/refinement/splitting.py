@@ -145,7 +145,18 @@ def _with_labels(obj: WeightedSumObjective, labels: torch.Tensor) -> WeightedSum
 
 def kink_alignment(obj: WeightedSumObjective, x: torch.Tensor, v: torch.Tensor, nearest: int = 5) -> float:
     """max |cos(v, w_k)| over the ``nearest`` first-layer units whose hyperplane w_k . x + b_k = 0 is closest to
-    x: near 1 when the split straddles a (smoothed) ReLU kink rather than separating two images."""
+    x: near 1 when the split straddles a (smoothed) ReLU kink rather than separating two images.  The first layer
+    comes from the objective's architecture (``obj.first_layer``: a matrix or a convolution); NaN when the network
+    does not start with an affine layer."""
+    if obj.first_layer is not None:
+        layer = obj.first_layer([p.detach() for p in obj.theta])
+        if layer is None:
+            return float("nan")
+        with torch.no_grad():
+            norms = layer.row_norms.clamp_min(1e-300)
+            dist = (layer.pre(x.detach()[None])[0] / norms).abs()
+            idx = torch.argsort(dist)[:nearest]
+            return float((layer.linear(v.detach()[None])[0][idx] / (norms[idx] * v.norm().clamp_min(1e-300))).abs().max())
     W1 = obj.theta[0].detach()
     b1 = obj.theta[1].detach() if len(obj.theta) > 1 and obj.theta[1].shape == W1.shape[:1] else torch.zeros_like(W1[:, 0])
     norms = W1.norm(dim=1).clamp_min(1e-300)

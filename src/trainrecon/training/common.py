@@ -5,23 +5,27 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from ..checkpoint import first_difference, fingerprint, load_checkpoint, save_checkpoint
 from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
+from ..models.architecture import Architecture
 from ..models.mlp import MLPSpec, flatten, init_params
+from ..models.sequential import Layer, SequentialSpec
 from ..runtime import resolve_dtype
 
 
 @dataclass
 class NetConfig:
-    """Architecture and seed of a victim MLP.
+    """Architecture and seed of a victim: an MLP (``hidden``, ``bias``, ``activation``) or, when ``layers`` is
+    given, that declarative layer list (:mod:`trainrecon.models.sequential`; ``train --arch FILE``), whose
+    input shape is the task's and whose biases the list itself says.
 
     ``bias[i]`` says whether layer i has a bias and ``init_scale[i]`` multiplies the LeCun std 1/sqrt(fan_in)
-    of layer i; empty lists take the trainer's defaults.
+    of (parameterised) layer i; empty lists take the trainer's defaults.
     """
 
     hidden: list[int] = field(default_factory=lambda: [100, 100])
@@ -30,10 +34,25 @@ class NetConfig:
     init_scale: list[float] = field(default_factory=list)
     seed: int = 0
     dtype: str = "float64"
+    layers: Optional[list[Layer]] = None
 
     def complete(self, first_bias_only: bool, init: float) -> None:
         """Fill empty ``bias`` / ``init_scale`` with the trainer's defaults and validate."""
         check_numbers(self, "train")
+        if self.layers is not None:
+            self.layers = [Layer(**v) if isinstance(v, dict) else v for v in self.layers]
+            for i, layer in enumerate(self.layers):
+                layer.check(f"train.layers[{i}]")
+            if self.bias:
+                raise TrainreconError("train.bias: a layer list says its biases itself (each layer's 'bias')")
+            n = sum(layer.type in ("conv2d", "linear") for layer in self.layers)
+            if not self.init_scale:
+                self.init_scale = [init] * n
+            if len(self.init_scale) != n or any(s <= 0 for s in self.init_scale):
+                raise TrainreconError(f"train.init_scale: need {n} positive entries (one per conv2d / linear layer), "
+                                      f"got {self.init_scale}")
+            resolve_dtype(self.dtype)
+            return
         n_layers = len(self.hidden) + 1
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise TrainreconError(f"train.hidden: need positive hidden widths, got {self.hidden}")
@@ -49,7 +68,13 @@ class NetConfig:
             raise TrainreconError(f"train.init_scale: every entry must be positive, got {self.init_scale}")
         resolve_dtype(self.dtype)
 
-    def spec(self, input_shape: list[int], n_outputs: int = 1) -> MLPSpec:
+    def spec(self, input_shape: list[int], n_outputs: int = 1) -> Architecture:
+        if self.layers is not None:
+            spec = SequentialSpec(input_shape=list(input_shape), layers=list(self.layers))
+            if spec.n_outputs != n_outputs:
+                raise TrainreconError(f"train.layers: the network gives {spec.n_outputs} outputs, the task needs "
+                                      f"{n_outputs}")
+            return spec
         return MLPSpec(
             widths=[math.prod(input_shape), *self.hidden, n_outputs],
             bias=list(self.bias),
@@ -58,7 +83,7 @@ class NetConfig:
         )
 
 
-def setup(cfg: NetConfig, x: torch.Tensor, n_outputs: int, device) -> tuple[torch.dtype, MLPSpec, torch.Tensor, torch.Tensor]:
+def setup(cfg: NetConfig, x: torch.Tensor, n_outputs: int, device) -> tuple[torch.dtype, Architecture, torch.Tensor, torch.Tensor]:
     """Every trainer's prologue: (dtype, architecture, inputs flattened on device, initial flat parameters)."""
     dtype = resolve_dtype(cfg.dtype)
     spec = cfg.spec(list(x.shape[1:]), n_outputs)

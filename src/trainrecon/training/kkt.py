@@ -34,7 +34,8 @@ import torch
 
 from ..errors import TrainreconError
 from ..models import stationarity
-from ..models.mlp import MLPSpec, forward, unflatten
+from ..models.architecture import Architecture
+from ..models.mlp import forward, unflatten
 from ..runtime import progress
 from .common import NetConfig, load_state, save_state, setup
 
@@ -69,23 +70,23 @@ def log_logistic(q: torch.Tensor) -> torch.Tensor:
     return torch.where(big, -q, torch.log(torch.nn.functional.softplus(-safe)))
 
 
-def margin_matrix(spec: MLPSpec, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def margin_matrix(spec: Architecture, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Margins q_ij of the network on (x, y) (see :func:`trainrecon.models.stationarity.margin_matrix`)."""
     return stationarity.margin_matrix(forward(spec, params, x), y)
 
 
-def kkt_residual(spec: MLPSpec, params, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+def kkt_residual(spec: Architecture, params, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """The victim's distance to the KKT form (runner-up margin for K > 2, an upper bound on the full
     multiclass residual and exactly the floor of the Buzaglo attack)."""
     return stationarity.KKT.residual(spec, params, x, y)
 
 
-def margins(spec: MLPSpec, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def margins(spec: Architecture, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """q_i = min_j q_ij: y_i f(x_i) (binary) or f_{y_i}(x_i) - max_{j != y_i} f_j(x_i) (multiclass)."""
     return margin_matrix(spec, params, x, y).min(dim=1).values
 
 
-def log_sample_losses(spec: MLPSpec, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def log_sample_losses(spec: Architecture, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """log l_i for the logistic (binary) or cross-entropy (multiclass) loss, in log space:
     l_i = log(1 + sum_j e^{-q_ij}) = log(1 + e^{-t_i}) with t_i = -logsumexp_j(-q_ij)."""
     q = margin_matrix(spec, params, x, y)
@@ -105,7 +106,7 @@ def train_kkt(
     device: torch.device | str = "cpu",
     log=print,
     n_classes: int = 2,
-) -> tuple[MLPSpec, list[torch.Tensor], dict[str, Any]]:
+) -> tuple[Architecture, list[torch.Tensor], dict[str, Any]]:
     """Train an MLP toward the KKT direction of the (multiclass) margin problem; resumes from checkpoint_dir.
 
     ``n_classes = 2``: one output, labels +-1, logistic loss.  ``n_classes > 2``: K outputs, labels

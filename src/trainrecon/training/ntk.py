@@ -23,7 +23,8 @@ import torch
 from torch.func import jvp, vjp
 
 from ..errors import TrainreconError
-from ..models.mlp import MLPSpec, forward, unflatten
+from ..models.architecture import Architecture
+from ..models.mlp import forward, unflatten
 from ..runtime import progress
 from .common import NetConfig, load_state, save_state, setup
 from ..models.stationarity import NTK
@@ -55,7 +56,7 @@ def regression_targets(y: torch.Tensor, n_classes: int, dtype) -> torch.Tensor:
     return torch.nn.functional.one_hot(y.long(), n_classes).to(dtype) - 0.1
 
 
-def gauss_newton_top_eigenvalue(spec: MLPSpec, flat: torch.Tensor, x: torch.Tensor, iters: int = 30) -> float:
+def gauss_newton_top_eigenvalue(spec: Architecture, flat: torch.Tensor, x: torch.Tensor, iters: int = 30) -> float:
     """lambda_max of J^T J / (nK), J = d f(X; theta) / d theta (n K x P), by power iteration on jvp/vjp."""
 
     def f(th):
@@ -83,7 +84,7 @@ def train_ntk(
     device: torch.device | str = "cpu",
     log=print,
     n_classes: int = 2,
-) -> tuple[MLPSpec, list[torch.Tensor], dict[str, Any]]:
+) -> tuple[Architecture, list[torch.Tensor], dict[str, Any]]:
     """Train Loo's victim; the summary carries ``init_params`` (theta_0) for the victim folder."""
     dtype, spec, x, flat0 = setup(cfg, x, 1 if n_classes == 2 else n_classes, device)
     target = regression_targets(y, n_classes, dtype).to(device)

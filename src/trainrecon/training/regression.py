@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TrainreconError
-from ..models.mlp import MLPSpec, forward, unflatten
+from ..models.architecture import Architecture
+from ..models.mlp import forward, unflatten
 from ..runtime import progress
 from .common import NetConfig, load_state, save_state, setup
 from ..models.stationarity import WEIGHT_DECAY
@@ -63,7 +64,7 @@ def train_regression(
     device: torch.device | str = "cpu",
     log=print,
     n_classes: int = 2,
-) -> tuple[MLPSpec, list[torch.Tensor], dict[str, Any]]:
+) -> tuple[Architecture, list[torch.Tensor], dict[str, Any]]:
     """Fit a one-output MLP to +-1 targets with weight decay; returns (spec, params, summary)."""
     if n_classes != 2:
         raise TrainreconError("task.task: regression victims take a binary task (+-1 targets), not multiclass")
