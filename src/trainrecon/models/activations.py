@@ -23,6 +23,11 @@ Activation = Literal["relu", "leaky_relu", "gelu", "power"]
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "power")
 
 
+# where softplus(t) turns into t: torch's default (20) makes the derivative exactly 1 and the second derivative 0
+# for t > 20, where sigmoid(t) still differs from 1 by e^-20 = 2e-9; past 40 that difference is below float64's eps
+SOFTPLUS_LINEAR = 40.0
+
+
 @dataclass(frozen=True)
 class Surrogate:
     """How the activation is evaluated: ``exact``, ``modified_relu`` (sharpness ``alpha``) or ``softplus``."""
@@ -49,12 +54,12 @@ def activate(z: torch.Tensor, activation: str, surrogate: Surrogate = EXACT, deg
     if activation == "gelu":
         return F.gelu(z)
     if surrogate.kind == "softplus":
-        s = F.softplus(a * z) / a
+        s = F.softplus(a * z, threshold=SOFTPLUS_LINEAR) / a
         if activation == "leaky_relu":
             return slope * z + (1 - slope) * s
         return s
     # modified ReLU: relu forward, sigmoid(alpha z) derivative (differentiable twice)
-    s = F.softplus(a * z) / a
+    s = F.softplus(a * z, threshold=SOFTPLUS_LINEAR) / a
     exact = torch.relu(z) if activation == "relu" else F.leaky_relu(z, slope)
     if activation == "leaky_relu":
         s = slope * z + (1 - slope) * s
