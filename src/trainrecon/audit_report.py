@@ -80,11 +80,16 @@ def audit_record(metrics: dict[str, Any], victim: dict[str, Any], runs: list[dic
 
 # --- rendering ---------------------------------------------------------------------------------------------------
 
+def _uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def _png(draw: Callable[[io.BytesIO], Any]) -> str | None:
+    """A picture drawn into memory as a data URI (None when ``draw`` returns False: nothing to draw)."""
     buf = io.BytesIO()
     if draw(buf) is False:
         return None
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return _uri(buf.getvalue())
 
 
 def _img(uri: str | None, alt: str, cls: str = "fig") -> str:
@@ -172,7 +177,7 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
         cls = "noclaim"
     else:
         cls = "leak" if rec > max(head["negative_controls_max"], head["controls"].get("heldout", 0)) else "noleak"
-    parts.append(f'<h2>Verdict</h2><div class="verdict {cls}" id="verdict">{html.escape(audit.get("verdict", ""))}</div>')
+    parts.append(f'<h2>Verdict</h2><div class="verdict {cls}" id="verdict">{html.escape(audit.get("verdict") or verdict(m))}</div>')
     if rec is not None:
         c = head["controls"]
         rows = [[Raw("<b>the attack</b>"), "candidates reconstructed from the weights", Raw(f"<b>{rec}</b> of {n}")]]
@@ -250,7 +255,8 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
                  "whose similarity to their matched candidate is at most the value on the horizontal axis. A leak "
                  "shows as the attack's curve for training images lying to the right of the held-out and null "
                  "curves.</p>")
-    parts.append(_img(_png(lambda b: evidence_plot(result.pairs, m, b)), "evidence distributions"))
+    if result.pairs["headline"]["similarities"]:
+        parts.append(_img(_png(lambda b: evidence_plot(result.pairs, m, b)), "evidence distributions"))
     loo = m["protocols"].get("loo_greedy", {})
     if loo.get("l2_curve"):
         parts.append("<p>Loo et al.'s reconstruction curve (greedy one-to-one L2 distances; lower is closer):</p>" +
@@ -264,15 +270,15 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
     # per-image table
     if exp:
         parts.append("<h2>Per-image exposure, most exposed first</h2><p class=\"note\">training index: the image's "
-                     "index in its dataset split; margin over nulls: similarity minus the best any guess without the "
-                     "attack reaches for this image.</p>")
+                     "index in its dataset split (its row in the training file when that is not known); margin over "
+                     "nulls: similarity minus the best any guess without the attack reaches for this image.</p>")
         rows = []
         for rank, e in enumerate(exp["images"], 1):
             pos = e["position"]
             pics = ""
             if p is not None:
-                pics = (f'<img class="thumb" src="data:image/png;base64,{base64.b64encode(thumbnail_png(p["train"][pos])).decode()}" alt="training image {pos}">'
-                        f'<img class="thumb" src="data:image/png;base64,{base64.b64encode(thumbnail_png(p["matched"][pos])).decode()}" alt="candidate {e["candidate"]}">')
+                pics = (_img(_uri(thumbnail_png(p["train"][pos])), f"training image {pos}", "thumb") +
+                        _img(_uri(thumbnail_png(p["matched"][pos])), f"candidate {e['candidate']}", "thumb"))
             rows.append((e["recovered"], [rank, e["train_index"] if e["train_index"] is not None else pos, Raw(pics),
                                           e["similarity"], e["heldout_best"], e["margin_over_nulls"], e["exposure"],
                                           "yes" if e["recovered"] else "no"]))

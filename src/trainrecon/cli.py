@@ -120,7 +120,7 @@ def reconstruct(
 def evaluate(
     victim: Path = typer.Argument(..., help="victim folder"),
     candidates: list[Path] = typer.Argument(..., help="one or more .npz with x (m, C, H, W) in centred space; unioned"),
-    out: Path = typer.Option(..., "--out", help="folder for metrics.json, grid.png, l2_curve.png"),
+    out: Path = typer.Option(..., "--out", help="folder for metrics.json, report.html, grid.png, evidence.png, l2_curve.png"),
     data_dir: Optional[Path] = typer.Option(None, help="data folder for the task recorded in train.json"),
     truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set, instead of train.json's task"),
     heldout: Optional[Path] = typer.Option(None, help=".npz of images the victim never saw (more than n): the first n "

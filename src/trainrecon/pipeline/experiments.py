@@ -56,8 +56,8 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train (or reuse) the victim, run the attack (resumable), evaluate with the held-out control.
 
-    Writes ``out/experiment.json``, ``victim/``, ``reconstruction/``, ``metrics.json``, ``grid.png``,
-    ``l2_curve.png``; returns a summary (counts, seconds per iteration, victim residual)."""
+    Writes ``out/experiment.json``, ``victim/``, ``reconstruction/``, ``metrics.json``, ``report.html``,
+    ``grid.png``, ``l2_curve.png``; returns a summary (counts, seconds per iteration, victim residual)."""
     exp = load_config(Experiment, path)
     train_cfg, attack_cfg = exp.configs(str(path))
     out = Path(out)
