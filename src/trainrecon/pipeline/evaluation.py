@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_text
 from ..attacks.payload import Payload
 from ..audit_report import audit_record, render_report
 from ..checkpoint import folder_lock
@@ -20,13 +21,6 @@ from ..metrics.headline import HeadlineRule
 from ..metrics.scoring import score
 from ..models.victim import Victim, load_victim
 from ..reports import evidence_plot, l2_curve_plot, pair_grid
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def load_truth(
@@ -176,6 +170,6 @@ def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldo
     loo = metrics["protocols"]["loo_greedy"]
     l2_curve_plot(loo["l2_curve"], loo["l2_curve_control"], out / "l2_curve.png")
     evidence_plot(pairs, metrics, out / "evidence.png")
-    write_text_atomic(out / "report.html", render_report(result, histories, title=Path(victim_dir).name))
+    write_text(out / "report.html", render_report(result, histories, title=Path(victim_dir).name))
     log(headline(metrics))
     return metrics

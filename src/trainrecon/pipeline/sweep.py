@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_npz
 from ..config import save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..models.victim import load_victim
@@ -119,7 +120,7 @@ def union_runs(victim: str | Path, out: str | Path, runs: list[Path] | None = No
     kept, idx = union_dedupe(x, dedupe)
     out.mkdir(parents=True, exist_ok=True)
     origin = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])[idx]
-    np.savez_compressed(out / "union.npz", x=kept, run=origin)
+    write_npz(out / "union.npz", x=kept, run=origin)
     info = {"runs_merged": len(sources), "runs": [str(f) for f, _ in sources],
             "scores": [s for _, s in sources], "candidates_in": int(len(x)), "candidates_kept": int(len(kept)),
             "near_duplicates_removed": int(len(x) - len(kept)), "dedupe_ncc_threshold": dedupe}
