@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .metrics.scoring import Score
-from .reports import evidence_plot, l2_curve_plot, loss_curve_plot, pair_grid, roc_plot, thumbnail_png
+from .reports import evidence_plot, l2_curve_plot, loss_curve_plot, roc_plot, thumbnail_png
 
 NULL_NAMES = {"null_mean": "the input mean alone (what the attacker is given, no attack)",
               "null_noise": "random noise at the candidates' scale",
@@ -136,7 +136,7 @@ def _pre(obj: Any) -> str:
     return "<pre>" + html.escape(text) + "</pre>"
 
 
-MAX_REST = 100  # pairs shown of the images not recovered
+MAX_REST = 200  # pairs shown in the gallery of the images not recovered
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -150,14 +150,20 @@ text-align:left;vertical-align:top}th{background:#f6f6f6}
 table.kv td:first-child{font-weight:600;white-space:nowrap}
 img.fig{max-width:100%;display:block;margin:.6em 0}img.thumb{width:40px;height:40px;image-rendering:pixelated;
 border:1px solid #ccc}
-tr.rec td{background:#eef9f0}pre{background:#f8f8f8;padding:.5em;overflow-x:auto;font-size:.85em;margin:0}
+tr.rec td{background:#eef9f0}pre{background:#f8f8f8;padding:.5em;font-size:.85em;margin:0;white-space:pre-wrap;
+overflow-wrap:anywhere}
 .note{color:#555;font-size:.92em}
+.gallery{display:flex;flex-wrap:wrap;gap:6px}figure.pair{margin:0;padding:3px;border:2px solid #ddd;text-align:center;
+font-size:.8em}figure.pair.rec{border-color:#27ae60}
 """
 
 
-def render_report(result: Score, histories: dict[str, list[dict]] | None = None, title: str = "") -> str:
+def render_report(result: Score, histories: dict[str, list[dict]] | None = None, title: str = "",
+                  pictures: dict[str, bytes] | None = None) -> str:
     """report.html for ``result`` (its ``metrics`` holding ``audit``, see :func:`audit_record`) and the attack
-    runs' loss histories (name -> loss.json's ``history``)."""
+    runs' loss histories (name -> loss.json's ``history``).  ``pictures``: PNGs already drawn for the same
+    result (``evidence``, ``l2_curve``), embedded instead of drawn again."""
+    pictures = pictures or {}
     m, head = result.metrics, result.headline
     audit = m.get("audit") or {}
     n = head["n"]
@@ -209,29 +215,33 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
                      "is not known to this report.</p>")
     parts.append("<h3>The model audited (victim fingerprint)</h3>" + _kv(audit.get("victim") or {}))
 
-    # pairs
+    # pairs: an HTML gallery of per-image thumbnails (the same pictures as the per-image table's)
     p = result.pairs.get("hungarian")
-    parts.append("<h2>Recovered pairs</h2>")
+    thumbs: dict[int, str] = {}
     if p is not None and exp:
-        sim = np.array([np.nan] * n)
-        recovered = np.zeros(n, bool)
         for e in exp["images"]:
-            sim[e["position"]] = np.nan if e["similarity"] is None else e["similarity"]
-            recovered[e["position"]] = e["recovered"]
+            pos = e["position"]
+            thumbs[pos] = (_img(_uri(thumbnail_png(p["train"][pos])), f"training image {pos}", "thumb") +
+                           _img(_uri(thumbnail_png(p["matched"][pos])), f"candidate {e['candidate']}", "thumb"))
+    parts.append("<h2>Recovered pairs</h2>")
+    if thumbs:
         kind = head["similarity"].split(" (")[0]
-        for mask, what in ((recovered, "recovered"), (~recovered, "not recovered")):
-            rows = np.flatnonzero(mask)
-            if not len(rows):
-                parts.append(f"<p>No training image is {what}.</p>")
+        parts.append(f"<p class=\"note\">Each pair: the training image, then its candidate; below them the "
+                     f"{html.escape(kind)} between them, most similar first.</p>")
+        for what, group in (("recovered", [e for e in exp["images"] if e["recovered"]]),
+                            ("not recovered", [e for e in exp["images"] if not e["recovered"]])):
+            if not group:
+                parts.append(f"<h3>{what.capitalize()}: none of {n}</h3>")
                 continue
-            parts.append(f"<h3>{what.capitalize()}: {len(rows)} of {n}</h3><p class=\"note\">Each pair: the training "
-                         f"image, then its candidate; above it the {html.escape(kind)} between them, best first "
-                         "(green: recovered).</p>" + _img(_png(
-                lambda b, rows=rows: pair_grid(p["train"][rows], p["matched"][rows], sim[rows], b, "",
-                                               recovered[rows], max_pairs=len(rows) if what == "recovered" else
-                                               MAX_REST)), f"{what} pairs"))
-            if what != "recovered" and len(rows) > MAX_REST:
-                parts.append(f"<p class=\"note\">The {MAX_REST} most similar of {len(rows)} shown.</p>")
+            group = sorted(group, key=lambda e: -(e["similarity"] if e["similarity"] is not None else -9))
+            shown_ = group if what == "recovered" else group[:MAX_REST]
+            cls = "pair rec" if what == "recovered" else "pair"
+            parts.append(f"<h3>{what.capitalize()}: {len(group)} of {n}</h3><div class=\"gallery\">" + "".join(
+                f'<figure class="{cls}">{thumbs[e["position"]]}<figcaption>{fmt(e["similarity"], 2)}</figcaption>'
+                "</figure>" for e in shown_) + "</div>")
+            if len(shown_) < len(group):
+                parts.append(f"<p class=\"note\">The {len(shown_)} most similar of {len(group)} shown; every image is "
+                             "in the per-image table.</p>")
     else:
         parts.append("<p>No per-image pairing (no held-out images to score against).</p>")
 
@@ -256,11 +266,13 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
                  "shows as the attack's curve for training images lying to the right of the held-out and null "
                  "curves.</p>")
     if result.pairs["headline"]["similarities"]:
-        parts.append(_img(_png(lambda b: evidence_plot(result.pairs, m, b)), "evidence distributions"))
+        uri = _uri(pictures["evidence"]) if "evidence" in pictures else _png(lambda b: evidence_plot(result.pairs, m, b))
+        parts.append(_img(uri, "evidence distributions"))
     loo = m["protocols"].get("loo_greedy", {})
     if loo.get("l2_curve"):
         parts.append("<p>Loo et al.'s reconstruction curve (greedy one-to-one L2 distances; lower is closer):</p>" +
-                     _img(_png(lambda b: l2_curve_plot(loo["l2_curve"], loo.get("l2_curve_control"), b)), "L2 curve"))
+                     _img(_uri(pictures["l2_curve"]) if "l2_curve" in pictures else
+                          _png(lambda b: l2_curve_plot(loo["l2_curve"], loo.get("l2_curve_control"), b)), "L2 curve"))
 
     # loss curve
     parts.append("<h2>The attack's loss curve</h2>")
@@ -275,11 +287,8 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
         rows = []
         for rank, e in enumerate(exp["images"], 1):
             pos = e["position"]
-            pics = ""
-            if p is not None:
-                pics = (_img(_uri(thumbnail_png(p["train"][pos])), f"training image {pos}", "thumb") +
-                        _img(_uri(thumbnail_png(p["matched"][pos])), f"candidate {e['candidate']}", "thumb"))
-            rows.append((e["recovered"], [rank, e["train_index"] if e["train_index"] is not None else pos, Raw(pics),
+            rows.append((e["recovered"], [rank, e["train_index"] if e["train_index"] is not None else pos,
+                                          Raw(thumbs.get(pos, "")),
                                           e["similarity"], e["heldout_best"], e["margin_over_nulls"], e["exposure"],
                                           "yes" if e["recovered"] else "no"]))
         tab = _table([r for _, r in rows], ["rank", "training index", "image | candidate", "similarity to its candidate",

@@ -156,7 +156,7 @@ def evidence_plot(pairs: dict, metrics: dict, path: str | Path) -> None:
 
 def loss_curve_plot(histories: dict[str, list[dict]], path) -> bool:
     """The attack's objective against the iteration, one line per run (from loss.json's ``history``: entries
-    with ``iteration`` and ``total``); a log scale when every value is positive.  False when no run has a
+    with ``iteration`` and ``total``); a log scale when every value is positive and they span a decade.  False when no run has a
     history (nothing drawn)."""
     curves = {name: ([int(h["iteration"]) for h in hist if "total" in h], [float(h["total"]) for h in hist if "total" in h])
               for name, hist in histories.items()}
@@ -167,7 +167,7 @@ def loss_curve_plot(histories: dict[str, list[dict]], path) -> bool:
     for name, (it, val) in curves.items():
         ax.plot(it, val, marker="." if len(it) < 30 else None, label=name)
     values = np.concatenate([np.asarray(v) for _, v in curves.values()])
-    if np.all(values > 0):
+    if np.all(values > 0) and values.max() > 10 * values.min():
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("attack objective (total)")

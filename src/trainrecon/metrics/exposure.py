@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 FPR_TARGETS = (0.01, 0.001)
 UNMATCHED = -3.0
@@ -106,6 +105,8 @@ def _ranked(v: float | None) -> float:
 def roc_summary(positive: np.ndarray, negative: np.ndarray, targets: tuple[float, ...] = FPR_TARGETS) -> RocSummary:
     """ROC of scores, ``positive`` against ``negative`` (NaN counts as ``UNMATCHED``); AUC and the TPR at each
     FPR target as the module docstring defines it.  With no positives or no negatives there is no curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve  # here: importing scikit-learn costs every command a second
+
     pos = np.array([_ranked(v) for v in np.asarray(positive, dtype=np.float64)])
     neg = np.array([_ranked(v) for v in np.asarray(negative, dtype=np.float64)])
     if not len(pos) or not len(neg):

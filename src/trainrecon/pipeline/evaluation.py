@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import write_text
+from ..atomic import write_bytes, write_text
 from ..attacks.payload import Payload
 from ..audit_report import audit_record, render_report
 from ..checkpoint import folder_lock
@@ -168,8 +169,12 @@ def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldo
               f"training image | its one-to-one candidate, {head['similarity'].split(' (')[0]}; "
               f"green: recovered by the headline rule ({int(recovered.sum())} of {len(recovered)})", recovered)
     loo = metrics["protocols"]["loo_greedy"]
-    l2_curve_plot(loo["l2_curve"], loo["l2_curve_control"], out / "l2_curve.png")
-    evidence_plot(pairs, metrics, out / "evidence.png")
-    write_text(out / "report.html", render_report(result, histories, title=Path(victim_dir).name))
+    pictures = {"l2_curve": io.BytesIO(), "evidence": io.BytesIO()}
+    l2_curve_plot(loo["l2_curve"], loo["l2_curve_control"], pictures["l2_curve"])
+    evidence_plot(pairs, metrics, pictures["evidence"])
+    pngs = {k: v.getvalue() for k, v in pictures.items()}
+    for k, png in pngs.items():
+        write_bytes(out / f"{k}.png", png)
+    write_text(out / "report.html", render_report(result, histories, Path(victim_dir).name, pngs))
     log(headline(metrics))
     return metrics
