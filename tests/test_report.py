@@ -199,6 +199,7 @@ def test_evaluate_writes_a_self_contained_report_that_renders_in_a_browser(tmp_p
     audit = metrics["audit"]
     assert audit["victim"]["origin"] == "imported from weights.safetensors"
     assert audit["threat_model"]["n_train"] == "not disclosed" and audit["runs"][0]["method"] == "haim"
+    assert audit["attacked_this_victim"] is True
     assert audit["runs"][0]["iterations_done"] == 300 and "attack rec" in audit["timings"]
     assert metrics["exposure"]["images"][0]["train_index"] is None  # positions only: the owner's own file
     check_rendered(report, metrics, "report_evaluate")
@@ -223,3 +224,20 @@ def test_run_and_union_write_reports(tmp_path):
                                                                                          "1: reconstruction"]
     page = (tmp_path / "u" / "report.html").read_text()
     assert "loss curve" in page and page.count("<h3>Attack run") == 2
+
+
+def test_the_verdict_sentence_follows_the_headline_and_its_controls():
+    from trainrecon.audit_report import verdict, verdict_kind
+
+    def metrics(rec, heldout=0, nulls=0, positive=20, informative=True):
+        return {"headline": {"n": 20, "recovered": rec, "heldout_pool": 120, "informative": informative,
+                             "negative_controls_max": max(heldout, nulls),
+                             "controls": {"heldout": heldout, "null_mean": nulls, "positive": positive}}}
+
+    assert verdict_kind(metrics(7)) == "leak" and verdict(metrics(7)).startswith("The training data leaks: 7 of the 20")
+    assert "recover at most 1" in verdict(metrics(7, nulls=1)) and "true training images 20 of 20" in verdict(metrics(7))
+    assert verdict_kind(metrics(1, heldout=1)) == "noleak" and verdict(metrics(0)).startswith("No leak shown")
+    assert verdict_kind(metrics(7, positive=9, informative=False)) == "noclaim"
+    assert verdict(metrics(7, positive=9, informative=False)).startswith("No verdict for this data")
+    none = {"headline": {"n": 20, "recovered": None, "reason": "no claim: the rule needs held-out images"}}
+    assert verdict_kind(none) == "noclaim" and verdict(none) == "No verdict: no claim: the rule needs held-out images."

@@ -15,7 +15,6 @@ import html
 import io
 import json
 import platform
-import sys
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -24,6 +23,7 @@ import numpy as np
 from .metrics.scoring import Score
 from .reports import evidence_plot, l2_curve_plot, loss_curve_plot, roc_plot, thumbnail_png
 
+FINGERPRINT = "weights fingerprint (SHA-256)"  # the victim record's key (audit.victim)
 NULL_NAMES = {"null_mean": "the input mean alone (what the attacker is given, no attack)",
               "null_noise": "random noise at the candidates' scale",
               "null_heldout_mean": "the mean of another subset of images",
@@ -43,10 +43,20 @@ def versions() -> dict[str, str]:
             "matplotlib": matplotlib.__version__}
 
 
+def verdict_kind(metrics: dict[str, Any]) -> str:
+    """``leak`` (an informative rule, and the attack recovers more than every control), ``noleak`` (informative,
+    no more than the controls) or ``noclaim`` (no held-out images, or an uninformative rule)."""
+    head = metrics["headline"]
+    if head.get("recovered") is None or not head.get("informative"):
+        return "noclaim"
+    return "leak" if head["recovered"] > max(head["negative_controls_max"], head["controls"]["heldout"]) else "noleak"
+
+
 def verdict(metrics: dict[str, Any]) -> str:
     """The headline as one sentence a reader who has not read the papers can act on, with its controls."""
     head = metrics["headline"]
     n = head["n"]
+    kind = verdict_kind(metrics)
     if head.get("recovered") is None:
         return f"No verdict: {head.get('reason', 'the rule could not be applied')}."
     c = head["controls"]
@@ -54,12 +64,12 @@ def verdict(metrics: dict[str, Any]) -> str:
     controls = (f"By the same rule, guesses made without the attack recover at most {worst}, "
                 f"images the model never saw are \"recovered\" {c['heldout']} times, and the true training images "
                 f"{pos} of {n}.")
-    if not head["informative"]:
+    if kind == "noclaim":
         return (f"No verdict for this data: the test cannot tell a leak from chance here, since even the true "
                 f"training images ({pos} of {n}) do not stand clear of the controls (best {worst}). "
                 f"The attack's count was {rec} of {n}.")
     pool = head["heldout_pool"]
-    if rec > max(worst, c["heldout"]):
+    if kind == "leak":
         return (f"The training data leaks: {rec} of the {n} training images were reconstructed from the weights "
                 f"alone, each more similar to its reconstruction than to any of {pool} images the model never saw "
                 f"and than any guess made without the attack. {controls}")
@@ -71,10 +81,13 @@ def audit_record(metrics: dict[str, Any], victim: dict[str, Any], runs: list[dic
                  timings: dict[str, float]) -> dict[str, Any]:
     """metrics.json's ``audit``: the verdict sentence, the victim's fingerprint (``victim``), what each attack
     run was given and its config (``runs``: name, config.json's ``payload``, method, attack config, seconds,
-    iterations), the evaluation's inputs, versions and timings."""
+    iterations), whether every run attacked these very weights (``attacked_this_victim``: their fingerprints
+    agree; None when unknown), the evaluation's inputs, versions and timings."""
     threat = [r.get("payload") for r in runs if r.get("payload")]
+    mine = victim.get(FINGERPRINT)
+    same = None if not threat or mine is None else all(t.get("weights") == mine for t in threat)
     return {"verdict": verdict(metrics), "victim": victim, "threat_model": threat[0] if threat else None,
-            "runs": runs, "inputs": inputs, "versions": versions(), "timings": timings,
+            "attacked_this_victim": same, "runs": runs, "inputs": inputs, "versions": versions(), "timings": timings,
             "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -179,15 +192,13 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
 
     # verdict and controls
     rec = head.get("recovered")
-    if rec is None or not head.get("informative"):
-        cls = "noclaim"
-    else:
-        cls = "leak" if rec > max(head["negative_controls_max"], head["controls"].get("heldout", 0)) else "noleak"
-    parts.append(f'<h2>Verdict</h2><div class="verdict {cls}" id="verdict">{html.escape(audit.get("verdict") or verdict(m))}</div>')
+    parts.append(f'<h2>Verdict</h2><div class="verdict {verdict_kind(m)}" id="verdict">'
+                 f'{html.escape(audit.get("verdict") or verdict(m))}</div>')
     if rec is not None:
         c = head["controls"]
         rows = [[Raw("<b>the attack</b>"), "candidates reconstructed from the weights", Raw(f"<b>{rec}</b> of {n}")]]
-        rows += [[k, NULL_NAMES.get(k, "a further set of guesses made without the attack"), f"{v} of {n}"] for k, v in c.items() if k.startswith("null_") or k == "shadow"]
+        rows += [[k, NULL_NAMES.get(k, "a further set of guesses made without the attack"), f"{v} of {n}"]
+                 for k, v in c.items() if k not in ("heldout", "positive", "positive_heldout")]
         rows += [["heldout", f"the attack's candidates against {min(n, head['heldout_pool'])} images the model never "
                   "saw (how often the rule fires by chance)", f"{c['heldout']} of {min(n, head['heldout_pool'])}"],
                  ["positive", "the true training images used as candidates (what a perfect attack scores)",
@@ -210,6 +221,9 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
                           "initial weights (before training)": tm.get("initial_weights"),
                           "number of training images": tm.get("n_train"),
                           "training images, labels or indices": "never given"}))
+        if audit.get("attacked_this_victim") is False:
+            parts.append('<p class="verdict noclaim">Warning: the attack run(s) were made on weights whose fingerprint '
+                         "differs from the audited model's.</p>")
     else:
         parts.append("<p>No attack record (config.json) was found beside the candidate files: the candidates' origin "
                      "is not known to this report.</p>")

@@ -183,6 +183,8 @@ def roc_plot(fpr: list[float], tpr: list[float], auc: float, path) -> None:
     """ROC of the exposure score (training images against held-out ones): linear axes, and log-log axes where
     the low false-positive rates the field reads attacks at are visible."""
     fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    lo_x = max(1e-4, 0.5 * fpr[fpr > 0].min()) if (fpr > 0).any() else 1e-3
+    lo_y = max(1e-4, 0.5 * tpr[tpr > 0].min()) if (tpr > 0).any() else 1e-3
     fig, axes = _figures.subplots(1, 2, figsize=(8, 3.4), squeeze=False)
     for ax, log in zip(axes.ravel(), (False, True)):
         ax.step(fpr, tpr, where="post", label=f"attack (AUC {auc:.3f})")
@@ -190,8 +192,8 @@ def roc_plot(fpr: list[float], tpr: list[float], auc: float, path) -> None:
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlim(1e-3, 1)
-            ax.set_ylim(1e-3, 1.05)
+            ax.set_xlim(lo_x, 1)
+            ax.set_ylim(lo_y, 1.05)
         ax.set_xlabel("false-positive rate (held-out images)")
         ax.set_ylabel("true-positive rate (training images)")
         ax.set_title("log-log" if log else "linear", fontsize=9)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..atomic import write_bytes, write_text
 from ..attacks.payload import Payload
-from ..audit_report import audit_record, render_report
+from ..audit_report import FINGERPRINT, audit_record, render_report
 from ..checkpoint import folder_lock
 from ..config import from_dict, load_json, save_json
 from ..data.formats import read_npz, to_float_nchw
@@ -89,7 +89,7 @@ def victim_record(victim: Victim) -> dict[str, Any]:
     info = victim.train_info
     spec = victim.spec
     rec: dict[str, Any] = {
-        "weights fingerprint (SHA-256)": Payload.of(victim, disclose_n=False).fingerprint(),
+        FINGERPRINT: Payload.of(victim, disclose_n=False).fingerprint(),
         "architecture": "-".join(map(str, spec.widths)), "activation": spec.activation, "bias per layer": list(spec.bias),
         "input shape": list(spec.input_shape), "parameters": int(sum(p.numel() for p in victim.params)),
     }
