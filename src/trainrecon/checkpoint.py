@@ -2,8 +2,9 @@
 run belongs to.
 
 * A checkpoint is **one** safetensors file whose header metadata holds the JSON state (iteration, config,
-  history, fingerprints) beside the tensors.  It is written to a temporary file, flushed to disk and renamed
-  into place, so a kill at any instant leaves either the previous checkpoint or the new one, never a mix.
+  history, fingerprints) beside the tensors.  It is written through :func:`trainrecon.atomic.atomic_path` (a
+  temporary file, flushed to disk and renamed into place), so a kill at any instant leaves either the previous
+  checkpoint or the new one, never a mix.
   Checkpoints of earlier versions (tensors + a separate JSON) still load.
 * :func:`folder_lock` takes an exclusive lock (``filelock``: flock on POSIX) on ``FOLDER/.trainrecon.lock`` for the life of the run; the
   kernel drops it when the process dies, so a stale lock never blocks, and a second run is refused in one line.
@@ -26,6 +27,7 @@ from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_path
 from .config import load_json, to_dict
 from .errors import TrainreconError
 
@@ -47,26 +49,11 @@ def fingerprint(tensors: dict[str, Any] | list[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
     """Write tensors and their JSON ``state`` as one safetensors file, atomically and durably."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={META_KEY: json.dumps(to_dict(state))})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={META_KEY: json.dumps(to_dict(state))})
 
 
 def load_checkpoint(path: str | Path, legacy_json: str | Path | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

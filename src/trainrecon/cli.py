@@ -38,8 +38,8 @@ def demo(
     device: str = DeviceOpt,
 ) -> None:
     """Offline demo (about 2 minutes): train an MNIST even/odd victim (n = 40, 784-200-200-1) on the MNIST subset
-    shipped with the package, attack it with the Haim KKT attack, score it with every control; writes grid.png,
-    evidence.png and metrics.json."""
+    shipped with the package, attack it with the Haim KKT attack, score it with every control; writes report.html,
+    grid.png, evidence.png and metrics.json."""
     from .pipeline import demo as run_demo
 
     run_demo(out, _device(device), seed)
@@ -129,7 +129,7 @@ def reconstruct(
 def evaluate(
     victim: Path = typer.Argument(..., help="victim folder"),
     candidates: list[Path] = typer.Argument(..., help="one or more .npz with x (m, C, H, W) in centred space; unioned"),
-    out: Path = typer.Option(..., "--out", help="folder for metrics.json, grid.png, l2_curve.png"),
+    out: Path = typer.Option(..., "--out", help="folder for metrics.json, report.html, grid.png, evidence.png, l2_curve.png"),
     data_dir: Optional[Path] = typer.Option(None, help="data folder for the task recorded in train.json"),
     truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set, instead of train.json's task"),
     heldout: Optional[Path] = typer.Option(None, help=".npz of images the victim never saw (more than n): the first n "
@@ -187,7 +187,7 @@ def sweep(
 def union(
     victim: Path = typer.Argument(..., help="victim folder"),
     runs: list[Path] = typer.Argument(None, help="run folders (or candidate .npz files) to merge"),
-    out: Path = typer.Option(..., "--out", help="folder for union.npz, metrics.json, grid.png"),
+    out: Path = typer.Option(..., "--out", help="folder for union.npz, metrics.json, report.html, grid.png"),
     sweep: Optional[Path] = typer.Option(None, help="a sweep's output folder: merge its best trials"),
     top: int = typer.Option(0, help="with --sweep: how many of the best complete trials (0: all)"),
     dedupe: float = typer.Option(0.99, help="drop a candidate whose NCC with a kept one exceeds this"),

@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .atomic import write_text
 from .errors import TrainreconError
 
 T = TypeVar("T")
@@ -127,12 +128,8 @@ def to_dict(obj: Any) -> Any:
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` (dataclass or plain data) as indented JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(obj), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``obj`` (dataclass or plain data) as indented JSON, atomically and durably (:mod:`.atomic`)."""
+    write_text(path, json.dumps(to_dict(obj), indent=2, sort_keys=False) + "\n")
 
 
 def load_json(path: str | os.PathLike) -> Any:

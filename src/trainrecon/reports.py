@@ -1,4 +1,5 @@
-"""Pictures of what was recovered: pair grids sorted by SSIM, candidate sheets, Loo's L2 curve."""
+"""Pictures of what was recovered: pair grids sorted by SSIM, candidate sheets, Loo's L2 curve, the attack's loss
+curve, the exposure ROC and per-image thumbnails.  Every function takes a path or a binary file object."""
 
 from __future__ import annotations
 
@@ -151,3 +152,64 @@ def evidence_plot(pairs: dict, metrics: dict, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _figures.close(fig)
+
+
+def loss_curve_plot(histories: dict[str, list[dict]], path) -> bool:
+    """The attack's objective against the iteration, one line per run (from loss.json's ``history``: entries
+    with ``iteration`` and ``total``); a log scale when every value is positive and they span a decade.  False when no run has a
+    history (nothing drawn)."""
+    curves = {name: ([int(h["iteration"]) for h in hist if "total" in h], [float(h["total"]) for h in hist if "total" in h])
+              for name, hist in histories.items()}
+    curves = {k: v for k, v in curves.items() if v[0]}
+    if not curves:
+        return False
+    fig, ax = _figures.subplots(figsize=(5.5, 3.2))
+    for name, (it, val) in curves.items():
+        ax.plot(it, val, marker="." if len(it) < 30 else None, label=name)
+    values = np.concatenate([np.asarray(v) for _, v in curves.values()])
+    if np.all(values > 0) and values.max() > 10 * values.min():
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("attack objective (total)")
+    if len(curves) > 1:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _figures.close(fig)
+    return True
+
+
+def roc_plot(fpr: list[float], tpr: list[float], auc: float, path) -> None:
+    """ROC of the exposure score (training images against held-out ones): linear axes, and log-log axes where
+    the low false-positive rates the field reads attacks at are visible."""
+    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    lo_x = max(1e-4, 0.5 * fpr[fpr > 0].min()) if (fpr > 0).any() else 1e-3
+    lo_y = max(1e-4, 0.5 * tpr[tpr > 0].min()) if (tpr > 0).any() else 1e-3
+    fig, axes = _figures.subplots(1, 2, figsize=(8, 3.4), squeeze=False)
+    for ax, log in zip(axes.ravel(), (False, True)):
+        ax.step(fpr, tpr, where="post", label=f"attack (AUC {auc:.3f})")
+        ax.plot([1e-4 if log else 0, 1], [1e-4 if log else 0, 1], color="gray", linestyle="--", linewidth=0.8, label="chance")
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(lo_x, 1)
+            ax.set_ylim(lo_y, 1.05)
+        ax.set_xlabel("false-positive rate (held-out images)")
+        ax.set_ylabel("true-positive rate (training images)")
+        ax.set_title("log-log" if log else "linear", fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _figures.close(fig)
+
+
+def thumbnail_png(img: np.ndarray) -> bytes:
+    """One (C, H, W) image in [0, 1] as PNG bytes at its own resolution (grey for C = 1)."""
+    import io
+
+    from matplotlib.image import imsave
+
+    buf = io.BytesIO()
+    a = _to_hwc(np.asarray(img, dtype=np.float64))
+    imsave(buf, a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, format="png")
+    return buf.getvalue()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import write_npz
 from ..checkpoint import first_difference, fingerprint, folder_lock, load_checkpoint, save_checkpoint
 from ..config import save_json, to_dict
 from ..errors import Interrupted, TrainreconError
@@ -56,13 +57,6 @@ def attack_bytes(payload: Payload, m: int, cfg) -> float:
     rows = min(m, cfg.chunk_size) if cfg.chunk_size else m
     item = 4 if cfg.dtype == "float32" else 8
     return item * (4 * m * spec.input_dim + 8 * rows * sum(spec.activation_sizes()) + 8 * n_params)
-
-
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """np.savez_compressed, atomically (temp file + rename)."""
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
 
 
 def run_attack(

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .exposure import exposure_of
 from .headline import HeadlineRule, headline_counts, headline_line, null_sets, one_to_one, shown
 from .matching import extraction_score, greedy_one_to_one, ncc_dist, nearest, sq_dist, uses_half_resolution
 from .ssim import ssim_classic, ssim_paper
@@ -104,13 +105,16 @@ def evaluate(
     runs_unioned: int = 1,
     extra_nulls: dict[str, np.ndarray] | None = None,
     rule: HeadlineRule = HeadlineRule(),
+    train_indices: list[int] | np.ndarray | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score centred ``candidates`` (m, C, H, W) against raw ``train`` images in [0, 1].
 
     ``heldout``: raw images the victim never saw; the first n are the held-out control of every protocol, and
     all of them the pool of the headline's rule (:mod:`.headline`).  ``extra_nulls``: further named negative
-    controls in centred space (a shadow victim's candidates, user files).  Returns (metrics for metrics.json,
-    per-protocol pairs and per-set similarities for pictures).
+    controls in centred space (a shadow victim's candidates, user files).  ``train_indices``: the training
+    images' indices in their dataset split, for the per-image table.  Returns (metrics for metrics.json,
+    per-protocol pairs and per-set similarities for pictures, and under ``"exposure"`` the
+    :class:`~.exposure.Exposure`, None without held-out images).
     """
     cand = torch.as_tensor(np.asarray(candidates, dtype=np.float64))
     tr = torch.as_tensor(np.asarray(train, dtype=np.float64))
@@ -122,7 +126,8 @@ def evaluate(
     control = None if ho is None else ho[:n]
     nulls = null_sets(cand, ho, mu, rule.null_seed)
     nulls.update({k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in (extra_nulls or {}).items()})
-    head, sims = headline_counts(cand, tr, ho, mu, nulls, rule)
+    head, sims, details = headline_counts(cand, tr, ho, mu, nulls, rule)
+    exposure = exposure_of(details, train_indices)
     gray = tr.shape[1] == 1
     metrics: dict[str, Any] = {
         "headline": head,
@@ -135,9 +140,10 @@ def evaluate(
             "metric": "l2" if gray else "ncc",
             "value": extraction_score(cand, tr - mu, "l2" if gray else "ncc"),
         },
+        "exposure": None if exposure is None else exposure.to_dict(),
         "protocols": {},
     }
-    pairs: dict[str, Any] = {"headline": {"similarities": sims, "similarity": head["similarity"]}}
+    pairs: dict[str, Any] = {"headline": {"similarities": sims, "similarity": head["similarity"]}, "exposure": exposure}
     truth = tr - mu
     for proto in PROTOCOLS:
         idx, curve = match(proto, tr, cand, mu)

@@ -134,8 +134,11 @@ def recovered_mask(
 def headline_counts(
     cand: torch.Tensor, train: torch.Tensor, heldout: torch.Tensor | None, mean: torch.Tensor,
     nulls: dict[str, torch.Tensor], rule: HeadlineRule = HeadlineRule(),
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``headline`` object of metrics.json and per-set similarities (for the ECDF picture).
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The ``headline`` object of metrics.json, per-set similarities (for the ECDF picture) and the per-image
+    details of the attack's candidates (``train``: :func:`recovered_mask` on the training images with
+    ``null_best``, the best similarity any null candidate reaches for each; ``heldout``: the same on the
+    held-out control, each compared with H minus itself); the details are empty without held-out images.
 
     ``heldout``: raw images the victim never saw (at least 2 for a claim; several times n makes clause 2
     strict); the first n are the held-out control, each compared with the others.  ``nulls``: named centred candidate sets scored as negative controls (:func:`null_sets`
@@ -152,16 +155,16 @@ def headline_counts(
     if heldout is None or heldout.shape[0] < 2:
         head["reason"] = ("no claim: the rule needs held-out images (images the victim never saw, ideally several "
                           f"times n = {n}), got {head['heldout_pool']}; pass --heldout")
-        return head, {}
+        return head, {}, {}
     sims: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    null_best = None
+    null_best = torch.full((n,), -torch.inf, dtype=torch.float64)
     for name, c in nulls.items():
         r = recovered_mask(train, c, mean, heldout, kind, rule.threshold)
         counts[name] = int(r["recovered"].sum())
         sims[name] = r["similarity"]
         best = best_similarity(train, shown(c, mean), kind)
-        null_best = best if null_best is None else torch.maximum(null_best, best)
+        null_best = torch.maximum(null_best, best)
     control = heldout[:n]  # with fewer than n held-out images, all of them, each compared with the others
     self_rows = np.arange(control.shape[0])
     r_ho = recovered_mask(control, cand, mean, heldout, kind, rule.threshold, reference_in_heldout=self_rows)
@@ -171,7 +174,7 @@ def headline_counts(
     r_pos = recovered_mask(train, truth, mean, heldout, kind, rule.threshold)
     r_pos_ho = recovered_mask(control, truth, mean, heldout, kind, rule.threshold, reference_in_heldout=self_rows)
     sims["positive"] = r_pos["similarity"]
-    r = recovered_mask(train, cand, mean, heldout, kind, rule.threshold, null_best=null_best)
+    r = recovered_mask(train, cand, mean, heldout, kind, rule.threshold, null_best=null_best if nulls else None)
     sims["attack"] = r["similarity"]
     negatives = {k: v for k, v in counts.items()}
     positive = int(r_pos["recovered"].sum())
@@ -184,7 +187,7 @@ def headline_counts(
         "informative": bool(positive - worst >= n / 2),
         "informative_rule": "positive control - max(negative controls) >= n / 2",
     })
-    return head, sims
+    return head, sims, {"train": {**r, "null_best": null_best.numpy()}, "heldout": r_ho}
 
 
 def headline_line(head: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ DEMO_ATTACK = HaimConfig(iterations=8000, lr=1.0, lr_lambda=0.01, init_scale=1e-
 
 def demo(out: str | Path = "runs/demo", device: torch.device | str = "cpu", seed: int = 0, log=print) -> dict[str, Any]:
     """Offline demo: an MNIST even/odd victim (n = 40, 784-200-200-1) on the MNIST subset shipped with the
-    package, the Haim KKT attack, evaluation with every control; grid.png, evidence.png, metrics.json."""
+    package, the Haim KKT attack, evaluation with every control; report.html, grid.png, evidence.png, metrics.json."""
     with folder_lock(out):
         return _demo(Path(out), device, seed, log)
 
@@ -52,7 +52,8 @@ def _demo(out: Path, device, seed: int, log) -> dict[str, Any]:
     log("[3/3] evaluating against the training set, held-out images, null candidates and the true images")
     save_json(out / "config.json", {"task": DEMO_TASK, "train": train_cfg, "attack": attack_cfg, "seed": seed})
     metrics = evaluate_run(victim_dir, [out / "reconstruction" / "candidates.npz"], out, log=lambda *a: None)
-    log(f"wrote {out / 'grid.png'}, {out / 'evidence.png'} and {out / 'metrics.json'} in {time.time() - t0:.0f} s")
+    log(f"wrote {out / 'report.html'} (the audit report), {out / 'grid.png'}, {out / 'evidence.png'} and "
+        f"{out / 'metrics.json'} in {time.time() - t0:.0f} s")
     log(headline(metrics))
     return metrics
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import write_bytes, write_text
+from ..attacks.payload import Payload
+from ..audit_report import FINGERPRINT, audit_record, render_report
 from ..checkpoint import folder_lock
-from ..config import from_dict, save_json
+from ..config import from_dict, load_json, save_json
 from ..data.formats import read_npz, to_float_nchw
 from ..data.tasks import TaskConfig, build_task
 from ..errors import TrainreconError
-from ..metrics.evaluate import evaluate, headline
+from ..metrics.evaluate import headline
 from ..metrics.headline import HeadlineRule
+from ..metrics.scoring import score
 from ..models.victim import Victim, load_victim
 from ..reports import evidence_plot, l2_curve_plot, pair_grid
 
@@ -65,15 +71,68 @@ def evaluate_run(
     victim_dir: str | Path, candidate_files: list[str | Path], out: str | Path, data_dir: str | Path | None = None,
     truth: str | Path | None = None, heldout: str | Path | None = None, log=print,
     null_files: dict[str, str | Path] | None = None, rule: HeadlineRule = HeadlineRule(),
+    runs: list[str | Path] | None = None, extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score the union of candidate files against the victim's training set, with the controls of
-    ``metrics/headline.py`` (and further named null candidate files, e.g. a shadow victim's); write
-    metrics.json, grid.png, evidence.png and l2_curve.png."""
+    """Score the union of candidate files against the victim's training set with :func:`trainrecon.score`
+    (the controls of ``metrics/headline.py``, further named null candidate files such as a shadow victim's, the
+    per-image exposure and its ROC); write metrics.json, grid.png, evidence.png, l2_curve.png and report.html
+    (:mod:`trainrecon.audit_report`).  ``runs``: the attack run folders whose config.json and loss.json the
+    report shows (default: the candidate files' folders that hold a loss.json); ``extra``: further entries for
+    metrics.json (a union's record)."""
     with folder_lock(out):
-        return _evaluate_run(victim_dir, candidate_files, Path(out), data_dir, truth, heldout, log, null_files, rule)
+        return _evaluate_run(victim_dir, candidate_files, Path(out), data_dir, truth, heldout, log, null_files, rule,
+                             runs, extra)
 
 
-def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldout, log, null_files, rule) -> dict[str, Any]:
+def victim_record(victim: Victim) -> dict[str, Any]:
+    """The victim's fingerprint for the report: weights hash, architecture, size, and how it was trained."""
+    info = victim.train_info
+    spec = victim.spec
+    rec: dict[str, Any] = {
+        FINGERPRINT: Payload.of(victim, disclose_n=False).fingerprint(),
+        "architecture": "-".join(map(str, spec.widths)), "activation": spec.activation, "bias per layer": list(spec.bias),
+        "input shape": list(spec.input_shape), "parameters": int(sum(p.numel() for p in victim.params)),
+    }
+    if "imported_from" in info:
+        rec["origin"] = f"imported from {info['imported_from']}"
+    if "task" in info:
+        rec["origin"] = "trained by trainrecon"
+        rec["task"] = info["task"]
+        rec["trainer"] = info.get("trainer_kind")
+        rec["trainer config"] = info.get("trainer")
+    if info.get("train_indices") is not None:
+        rec["training images"] = len(info["train_indices"])
+    final = info.get("final") or {}
+    for key, label in (("kkt_residual", "stationarity residual (the floor for any reconstruction)"),
+                       ("train_accuracy", "training accuracy")):
+        if final.get(key) is not None:
+            rec[label] = final[key]
+    return rec
+
+
+def attack_runs(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list[dict]]]:
+    """What each attack run folder records for the report (its config.json and loss.json, where present) and
+    its loss history."""
+    records, histories = [], {}
+    for k, folder in enumerate(folders):
+        cfg = load_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+        loss = load_json(folder / "loss.json") if (folder / "loss.json").is_file() else {}
+        cfg, loss = (cfg if isinstance(cfg, dict) else {}), (loss if isinstance(loss, dict) else {})
+        name = folder.name if len(folders) == 1 else f"{k}: {folder.name}"
+        records.append({"name": name, "folder": str(folder), "method": cfg.get("method"), "m": cfg.get("m"),
+                        "payload": cfg.get("payload"), "attack": cfg.get("attack"),
+                        "normalisation": cfg.get("normalisation"), "iterations_done": loss.get("iterations_done"),
+                        "finished": loss.get("finished"), "seconds": loss.get("seconds"),
+                        "seconds_per_iteration": loss.get("seconds_per_iteration"),
+                        "refit_residual": loss.get("refit_residual")})
+        if isinstance(loss.get("history"), list):
+            histories[name] = [h for h in loss["history"] if isinstance(h, dict)]
+    return records, histories
+
+
+def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldout, log, null_files, rule, runs,
+                  extra) -> dict[str, Any]:
+    t0 = time.time()
     victim = load_victim(victim_dir)
     shape = tuple(victim.spec.input_shape)
     cands = [read_candidates(f, shape) for f in candidate_files]
@@ -83,11 +142,25 @@ def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldo
         raise TrainreconError(f"{truth or heldout or 'the task data'}: training or held-out images hold NaN or inf")
     if len(x_tr) == 0:
         raise TrainreconError(f"{truth or 'the task data'}: no training images to evaluate against")
-    metrics, pairs = evaluate(np.concatenate(cands), x_tr, x_ho, mean, y_tr, runs_unioned=len(cands),
-                              extra_nulls=nulls, rule=rule)
+    indices = victim.train_info.get("train_indices") if truth is None else None
+    result = score(np.concatenate(cands), x_tr, x_ho, mean, y_tr, nulls=nulls, rule=rule, train_indices=indices,
+                   runs_unioned=len(cands))
+    metrics, pairs = result.metrics, result.pairs
     metrics["candidate_files"] = [Path(f).name for f in candidate_files]
     metrics["null_files"] = {k: Path(f).name for k, f in (null_files or {}).items()}
     metrics["mean_source"] = "victim input_mean" if victim.input_mean is not None else "training-set per-pixel mean"
+    metrics.update(extra or {})
+    folders = [Path(r) for r in runs] if runs is not None else \
+        [Path(f).parent for f in candidate_files if (Path(f).parent / "loss.json").is_file()]
+    records, histories = attack_runs(folders)
+    timings = {"victim training": victim.train_info.get("seconds"),
+               **{f"attack {r['name']}": r["seconds"] for r in records if r.get("seconds") is not None},
+               "evaluation": time.time() - t0}
+    inputs = {"candidate files": [str(f) for f in candidate_files], "null files": metrics["null_files"],
+              "training images": str(truth) if truth is not None else "the victim's task (train.json)",
+              "held-out images": str(heldout) if heldout is not None else ("the task's test split" if truth is None else "none"),
+              "centring mean": metrics["mean_source"], "headline rule": {"threshold": rule.threshold, "null_seed": rule.null_seed}}
+    metrics["audit"] = audit_record(metrics, victim_record(victim), records, inputs, timings)
     save_json(out / "metrics.json", metrics)
     p, head = pairs["hungarian"], metrics["headline"]
     recovered = np.zeros(len(p["index"]), bool)
@@ -96,7 +169,12 @@ def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldo
               f"training image | its one-to-one candidate, {head['similarity'].split(' (')[0]}; "
               f"green: recovered by the headline rule ({int(recovered.sum())} of {len(recovered)})", recovered)
     loo = metrics["protocols"]["loo_greedy"]
-    l2_curve_plot(loo["l2_curve"], loo["l2_curve_control"], out / "l2_curve.png")
-    evidence_plot(pairs, metrics, out / "evidence.png")
+    pictures = {"l2_curve": io.BytesIO(), "evidence": io.BytesIO()}
+    l2_curve_plot(loo["l2_curve"], loo["l2_curve_control"], pictures["l2_curve"])
+    evidence_plot(pairs, metrics, pictures["evidence"])
+    pngs = {k: v.getvalue() for k, v in pictures.items()}
+    for k, png in pngs.items():
+        write_bytes(out / f"{k}.png", png)
+    write_text(out / "report.html", render_report(result, histories, Path(victim_dir).name, pngs))
     log(headline(metrics))
     return metrics

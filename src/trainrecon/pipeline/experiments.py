@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import write_npz
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..api import reconstruct
@@ -56,8 +57,8 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train (or reuse) the victim, run the attack (resumable), evaluate with the held-out control.
 
-    Writes ``out/experiment.json``, ``victim/``, ``reconstruction/``, ``metrics.json``, ``grid.png``,
-    ``l2_curve.png``; returns a summary (counts, seconds per iteration, victim residual)."""
+    Writes ``out/experiment.json``, ``victim/``, ``reconstruction/``, ``metrics.json``, ``report.html``,
+    ``grid.png``, ``l2_curve.png``; returns a summary (counts, seconds per iteration, victim residual)."""
     exp = load_config(Experiment, path)
     train_cfg, attack_cfg = exp.configs(str(path))
     out = Path(out)
@@ -127,5 +128,5 @@ def shadow_candidates(exp: Experiment, train_cfg, attack_cfg, victim: Payload, o
     reconstruct(shadow, attack_cfg, out / "shadow_reconstruction", device, resume=True, log=log)
     x = read_candidates(out / "shadow_reconstruction" / "candidates.npz", tuple(victim.spec.input_shape))
     moved = out / "shadow_reconstruction" / "candidates_in_victim_space.npz"
-    np.savez_compressed(moved, x=x + shadow.mean_chw() - victim.mean_chw())
+    write_npz(moved, x=x + shadow.mean_chw() - victim.mean_chw())
     return moved

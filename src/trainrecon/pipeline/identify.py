@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import write_npz
 from ..config import save_json
 from ..data.formats import read_npz
 from ..errors import TrainreconError
@@ -40,7 +41,7 @@ def identify_run(
     arrays = {"baseline": baseline}
     if samples is not None:
         arrays.update({"x": samples["x"], "y": samples["y"], "lambda": samples["lambda"]})
-    np.savez_compressed(out / "samples.npz", **arrays)
+    write_npz(out / "samples.npz", **arrays)
     scores = None
     if truth is not None or (score and "data" in victim.train_info):
         if truth is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_npz
 from ..config import save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..models.victim import load_victim
@@ -97,7 +98,8 @@ def union_runs(victim: str | Path, out: str | Path, runs: list[Path] | None = No
                top: int = 0, dedupe: float = 0.99, data_dir=None, truth=None, heldout=None, log=print) -> dict[str, Any]:
     """Merge the candidates of run folders (``runs``) and/or of a sweep's trials (the ``top`` best complete ones by
     score, all complete ones when ``top`` is 0), best first; drop near-duplicates; evaluate the union with the
-    standard protocols and the honest headline.  Writes OUT/union.npz, metrics.json (with ``union``), grid.png."""
+    standard protocols and the honest headline.  Writes OUT/union.npz, metrics.json (with ``union``), grid.png and
+    report.html (with every merged run's loss curve)."""
     victim, out = Path(victim), Path(out)
     shape = tuple(load_victim(victim, training_record=False).spec.input_shape)
     sources: list[tuple[Path, float | None]] = []
@@ -118,14 +120,13 @@ def union_runs(victim: str | Path, out: str | Path, runs: list[Path] | None = No
     kept, idx = union_dedupe(x, dedupe)
     out.mkdir(parents=True, exist_ok=True)
     origin = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])[idx]
-    np.savez_compressed(out / "union.npz", x=kept, run=origin)
-    metrics = evaluate_run(victim, [out / "union.npz"], out, data_dir, truth, heldout, log=lambda *_: None)
+    write_npz(out / "union.npz", x=kept, run=origin)
     info = {"runs_merged": len(sources), "runs": [str(f) for f, _ in sources],
             "scores": [s for _, s in sources], "candidates_in": int(len(x)), "candidates_kept": int(len(kept)),
             "near_duplicates_removed": int(len(x) - len(kept)), "dedupe_ncc_threshold": dedupe}
-    metrics["union"] = info
-    metrics["runs_unioned"] = len(sources)
-    save_json(out / "metrics.json", metrics)
+    metrics = evaluate_run(victim, [out / "union.npz"], out, data_dir, truth, heldout, log=lambda *_: None,
+                           runs=[f for f, _ in sources if f.is_dir()],
+                           extra={"union": info, "runs_unioned": len(sources)})
     h = metrics["headline"]
     log(f"union of {len(sources)} runs: {len(kept)} of {len(x)} candidates kept ({len(x) - len(kept)} near-duplicates); "
         f"recovered {h['recovered']} of {metrics['n']} (controls: {h['controls']}); {out / 'metrics.json'}")

@@ -1,0 +1,68 @@
+"""Atomic, durable file writes: the one way trainrecon writes a result or checkpoint file.
+
+:func:`atomic_path` hands a writer a temporary path beside the target (``.NAME.PID.tmp``, same folder, so the
+rename never crosses file systems); when the writer returns, the temporary file is flushed to disk (fsync),
+renamed over the target (``os.replace``, atomic on POSIX) and the folder's entry is synced.  A kill or a
+power loss at any instant leaves the previous file or the new one, never a torn mix; a writer that raises
+leaves the previous file and no temporary one.  :func:`write_bytes`, :func:`write_text` and :func:`write_npz`
+are the common cases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Sync a folder's entries (a rename into it), where the platform allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write ``path``'s new content to; see the module docstring."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically and durably."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed(path, **arrays)``, atomically and durably (no pickled objects: plain arrays)."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    bad = [k for k, v in arrays.items() if v.dtype.hasobject]
+    if bad:
+        raise ValueError(f"{path}: arrays {bad} hold Python objects, which .npz could only store pickled")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(path, buf.getvalue())

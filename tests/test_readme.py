@@ -1,0 +1,39 @@
+"""The README's Python blocks run as written (in a fresh folder, one shared namespace, in order)."""
+
+import pathlib
+import re
+
+import pytest
+import torch
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny problems: one intra-op thread is several times faster than two on a busy machine (measured: the
+    README block 12 s alone, 58 s with torch.set_num_threads(2) at load 10 on 2 cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+
+
+def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
+    blocks = python_blocks()
+    assert blocks, "README.md has no ```python block"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__readme__"}
+    for k, code in enumerate(blocks):
+        exec(compile(code, f"README.md python block {k + 1}", "exec"), namespace)
+    for k, code in enumerate(blocks):  # and again, as a reader who reruns a notebook cell would
+        exec(compile(code, f"README.md python block {k + 1} (rerun)", "exec"), dict(namespace))
+    out = capsys.readouterr().out
+    assert "headline: " in out and "AUC " in out
+    result = namespace["result"]
+    assert result.exposure is not None and len(result.exposure.images) == result.headline["n"] == 20
+    assert result.controls["positive"] == 20 and result.informative
