@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import atomic_path
 from ..checkpoint import LOCK_FILES
 from ..config import load_json, save_json, to_dict
 from ..errors import TrainreconError
@@ -105,11 +106,10 @@ def save_victim(
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write tensors as safetensors atomically (temp file + rename), so a kill never leaves a torn file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    """Write tensors as safetensors atomically (:func:`trainrecon.atomic.atomic_path`: temp file, fsync, rename),
+    so a kill never leaves a torn file."""
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
