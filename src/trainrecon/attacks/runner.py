@@ -90,9 +90,10 @@ def run_attack(
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
     method = method_for(cfg)
-    if cfg.split.enabled and not any(h.implements == "split" for h in hooks):
-        raise TrainreconError("attack.split.enabled: sample splitting needs its hook "
-                              "(trainrecon.reconstruct attaches it; or pass trainrecon.refinement.standard_hooks)")
+    for name in ("split", "merge"):
+        if getattr(cfg, name).enabled and not any(h.implements == name for h in hooks):
+            raise TrainreconError(f"attack.{name}.enabled: this refinement needs its hook "
+                                  "(trainrecon.reconstruct attaches it; or pass trainrecon.refinement.standard_hooks)")
     out = Path(out_dir)
     with folder_lock(out):
         return _reconstruct(payload, cfg, method, out, device, resume, log, stop_after, list(hooks))
@@ -200,6 +201,7 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         "refit_residual": attack.refit_residual(cands),
         "normalisation": normalisation,
         "splitting": None,
+        "merging": None,
         **{h.key: h.finish(last, seconds) for h in hooks},
     }
     save_json(out / "loss.json", {"history": history, **result})

@@ -62,3 +62,35 @@ class SplitConfig:
         first = max(1, int(round(self.start * iterations)))
         step = max(1, int(round(self.every * iterations)))
         return list(range(first, iterations, step))
+
+
+@dataclass
+class MergeConfig:
+    """Settings of the merging of near-duplicate candidates (:mod:`.merging`; recorded in every run's config.json).
+
+    Rounds run after ``start`` x iterations and every ``every`` x iterations, the last one no later than ``stop`` x
+    iterations (a re-seeded candidate needs the rest of the budget to converge).  A group is a leader (the largest
+    |multiplier| not yet grouped) and every candidate of its label whose cosine similarity to it, in the centred
+    input space, is at least ``threshold``; each group becomes its leader with the group's multipliers summed,
+    and the freed candidates start again from the method's own initialisation, drawn from ``seed``, the attack's
+    seed and the round.
+    """
+
+    enabled: bool = False
+    threshold: float = 0.95
+    start: float = 0.2
+    every: float = 0.1
+    stop: float = 0.6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_numbers(self, "attack.merge")
+        if not (0 < self.threshold <= 1 and 0 <= self.start <= self.stop <= 1 and 0 < self.every <= 1):
+            raise TrainreconError("attack.merge: threshold in (0, 1], 0 <= start <= stop <= 1, every in (0, 1]")
+
+    def round_iterations(self, iterations: int) -> list[int]:
+        """The iterations after which a merging round runs."""
+        first = max(1, int(round(self.start * iterations)))
+        step = max(1, int(round(self.every * iterations)))
+        last = min(iterations - 1, int(round(self.stop * iterations)))
+        return list(range(first, last + 1, step))

@@ -3,19 +3,23 @@
 :class:`SplittingHook` runs a splitting round (:func:`.splitting.split_round`) after the optimiser steps that
 ``SplitConfig.round_iterations`` names, and logs every split; :class:`SecondOrderHook` reports, for every run,
 split or not, ||grad J|| and the smallest splitting eigenvalue at the final candidates
-(:func:`.splitting.second_order_report`).  :func:`standard_hooks` is the set a run of a given attack config
-gets.
+(:func:`.splitting.second_order_report`); :class:`CollapseHook` reports, for every run, how many distinct
+candidates it ends with (:func:`.merging.collapse_report`); :class:`MergingHook` merges near-duplicate
+candidates and re-seeds the freed ones at the iterations ``MergeConfig.round_iterations`` names
+(:mod:`.merging`).  :func:`standard_hooks` is the set a run of a given attack config gets.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..models.mlp import Surrogate
 from ..objective.hooks import AttackHook, Step
-from .config import SplitConfig
+from .config import MergeConfig, SplitConfig
+from .merging import collapse_report, merge_groups, similarity_groups
 from .splitting import second_order_report, split_round
 
 
@@ -86,12 +90,76 @@ class SecondOrderHook(AttackHook):
                                    self.cfg.lanczos_steps, self.cfg.seed)
 
 
-def standard_hooks(split: SplitConfig, input_shape: tuple[int, ...]) -> list[AttackHook]:
-    """The hooks every run gets: the second-order report, and sample splitting when ``split.enabled``."""
-    hooks: list[AttackHook] = [SecondOrderHook(split)]
+class CollapseHook(AttackHook):
+    """How many distinct candidates the run ends with (``loss.json["collapse"]``): greedy cosine-similarity groups
+    of the final candidates at 0.99 and 0.95, with the largest group (:func:`.merging.collapse_report`)."""
+
+    key = "collapse"
+
+    def finish(self, step: Step, seconds: float) -> dict[str, Any]:
+        return collapse_report(step.cands.x, step.cands.multipliers)
+
+
+class MergingHook(AttackHook):
+    """Rounds of merging at the iterations of ``cfg.round_iterations(iterations)``: near-duplicates (same label,
+    cosine >= ``cfg.threshold``) become their leader with the multipliers summed, the freed candidates start
+    afresh from the method's initialisation (:meth:`~trainrecon.attacks.method.Method.draw`) with a generator
+    seeded by (attack seed, ``cfg.seed``, round).
+
+    Checkpointed state: ``merges`` (one record per round: iteration, groups merged, candidates re-seeded, the
+    largest group); file: ``merges.json``."""
+
+    key = "merging"
+    implements = "merge"
+
+    def __init__(self, cfg: MergeConfig):
+        self.cfg = cfg
+        self.merges: list[dict[str, Any]] = []
+        self._rounds: dict[int, int] | None = None
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        self.merges = list(meta.get("merges", []))
+
+    def state(self) -> dict[str, Any]:
+        return {"merges": self.merges}
+
+    def after_step(self, step: Step) -> bool:
+        if self._rounds is None:
+            self._rounds = {it: k for k, it in enumerate(self.cfg.round_iterations(step.iterations))}
+        if step.done not in self._rounds:
+            return False
+        c = step.cands
+        groups = similarity_groups(c.x, self.cfg.threshold, c.multipliers, c.labels)
+        freed = sum(len(g) - 1 for g in groups)
+        self.merges.append({"iteration": step.done, "groups_merged": sum(len(g) > 1 for g in groups),
+                            "reseeded": freed, "largest": max(len(g) for g in groups)})
+        if not freed:
+            return False
+        seed = int(np.random.SeedSequence([int(step.attack.cfg.seed), self.cfg.seed,
+                                           self._rounds[step.done]]).generate_state(1)[0])
+        fx, fm = step.attack.draw(freed, torch.Generator().manual_seed(seed))
+        step.cands = merge_groups(c, groups, fx, fm)
+        return True
+
+    def finish(self, step: Step, seconds: float) -> dict[str, Any]:
+        return {"rounds": len(self.merges), "reseeded": sum(e["reseeded"] for e in self.merges),
+                "groups_merged": sum(e["groups_merged"] for e in self.merges), "threshold": self.cfg.threshold}
+
+    def artifacts(self) -> dict[str, Any]:
+        return {"merges.json": {"merges": self.merges}}
+
+
+def standard_hooks(split: SplitConfig, input_shape: tuple[int, ...],
+                   merge: MergeConfig | None = None) -> list[AttackHook]:
+    """The hooks every run gets: the second-order report, the collapse count, merging of near-duplicates when
+    ``merge.enabled`` and sample splitting when ``split.enabled`` (in that order: at a shared iteration the
+    duplicates are merged before the blends are split)."""
+    hooks: list[AttackHook] = [SecondOrderHook(split), CollapseHook()]
+    if merge is not None and merge.enabled:
+        hooks.append(MergingHook(merge))
     if split.enabled:
         hooks.append(SplittingHook(split, input_shape))
     return hooks
 
 
-__all__ = ["SecondOrderHook", "SplittingHook", "standard_hooks"]
+__all__ = ["CollapseHook", "MergingHook", "SecondOrderHook", "SplittingHook", "standard_hooks"]
