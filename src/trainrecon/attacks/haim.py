@@ -14,6 +14,8 @@ x ~ init_scale N(0, 1), lambda ~ U(0, 1).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -93,6 +95,11 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
     return prior
 
 
+#: the KKT attacks' defaults on power-activation victims (:meth:`KKTMethod.adapt`; init_scale = 1 / sqrt(d)),
+#: from runs on exact-KKT points (alpha 3 and 4, d 20 and 50: bench/RESULTS.md)
+POWER_DEFAULTS: dict[str, Any] = {"lr": 0.03, "lr_lambda": 0.1, "box_space": "centred"}
+
+
 class KKTMethod(Method):
     """What Haim and both Buzaglo attacks share: the modified-ReLU surrogate, the box / lambda prior, one
     multiplier per candidate weighted by 1/m0, SGD with momentum on x (lr) and on lambda (lr_lambda)."""
@@ -102,6 +109,23 @@ class KKTMethod(Method):
     #: ranges narrowed around what works on normalised victims
     search_space = {"lr": Tunable("relative", 0.1, 10.0), "init_scale": Tunable("log", 1e-4, 0.3),
                     "alpha": Tunable("uniform", 10.0, 300.0), "lambda_min": Tunable("uniform", 0.01, 0.5)}
+
+    @classmethod
+    def adapt(cls, cfg: HaimConfig, spec) -> tuple[HaimConfig, dict[str, Any] | None]:
+        """Power-activation victims (two-layer x^alpha networks, ``exact-kkt`` and ``train-poly``) get their own
+        defaults for every field left at its default (:data:`POWER_DEFAULTS`): the image defaults start the
+        candidates at 1e-3, where grad_x (w . x)^alpha ~ |x|^(alpha - 1) vanishes, and take steps of lr 1 on an
+        objective of degree 2 alpha in x, which diverge within 20 iterations; and there is no pixel range."""
+        if spec.activation != "power":
+            return cfg, None
+        base = type(cfg)()
+        wanted = {**POWER_DEFAULTS, "init_scale": 1.0 / math.sqrt(spec.widths[0])}
+        changed = {k: v for k, v in wanted.items() if getattr(cfg, k) == getattr(base, k) and getattr(cfg, k) != v}
+        if not changed:
+            return cfg, None
+        return dataclasses.replace(cfg, **changed), {
+            "fields": changed, "reason": "power activation: candidates start at unit scale (init_scale = 1 / sqrt(d)), "
+            "smaller x steps on the degree-2 alpha objective, the reference's centred box (inputs are not pixels)"}
 
     def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
         super().__init__(payload, cfg)

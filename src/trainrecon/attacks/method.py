@@ -116,6 +116,12 @@ class Method:
         self.outer = SquaredDistance(self.form.target(theta, init))
 
     # -- what a method defines ---------------------------------------------------------------------------------
+    @classmethod
+    def adapt(cls, cfg: AttackConfig, spec) -> tuple[AttackConfig, dict[str, Any] | None]:
+        """(the config this victim's attack runs with, the record of what changed and why, or None).  The run
+        records both in config.json; by default nothing changes."""
+        return cfg, None
+
     def check(self) -> None:
         """Refuse a victim this method cannot attack (one line)."""
 

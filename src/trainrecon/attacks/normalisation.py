@@ -22,9 +22,15 @@ sigma0 = 2.64 is the geometric mean of sigma over the bench's twelve KKT victims
 0.78 .. 1.19 sigma0 (std of log sigma 0.12).  The output rms over random pixel-box inputs, tried first, spread
 twice as far (0.19) and cost up to 5 of 40 images on the demo victim.
 
-**Non-homogeneous victims** (a bias after the first layer, GELU, power activations) are not normalised: a
-uniform rescaling changes *which* function they compute, not only its scale, so no factor maps a rescaled copy
-back onto the original.  Their attacks run at the victim's own scale, and the run's record says so.
+**Power activations** sigma(z) = z^alpha with a bias on the first layer at most are homogeneous too
+(:func:`homogeneity_degree`): layer l's pre-activation has degree D_l = 1 + alpha D_(l-1) (D_0 = 0), so a
+two-layer x^alpha network f(x) = sum_k a_k (w_k . x + b_k)^alpha has degree alpha + 1.  The same rule then holds
+with L = that degree, while sigma keeps the exponent 1 / (number of weight matrices), which is what makes
+sigma(c theta) = c sigma(theta).
+
+**Non-homogeneous victims** (a bias after the first layer, GELU) are not normalised: a uniform rescaling changes
+*which* function they compute, not only its scale, so no factor maps a rescaled copy back onto the original.
+Their attacks run at the victim's own scale, and the run's record says so.
 """
 
 from __future__ import annotations
@@ -51,14 +57,27 @@ def lipschitz_scale(payload: Payload) -> float:
     return math.exp(log / len(weights))
 
 
+def homogeneity_degree(spec) -> int | None:
+    """L with f(c theta; x) = c^L f(theta; x) for every c > 0, or None: ReLU-type networks (the spec's own
+    :meth:`~trainrecon.models.mlp.MLPSpec.homogeneity_degree`, L = number of layers) and power activations
+    z^alpha, D_l = 1 + alpha D_(l-1), L = D_(number of layers); a bias after the first layer breaks it."""
+    degree = spec.homogeneity_degree()
+    if degree is not None or spec.activation != "power" or any(spec.bias[1:]):
+        return degree
+    d = 0
+    for _ in range(spec.n_layers):
+        d = 1 + spec.degree * d
+    return d
+
+
 def normalise(payload: Payload, mode: Normalise = "auto") -> tuple[Payload, dict[str, Any]]:
     """(the payload the attack runs on, the record of what was done).  See the module docstring."""
-    degree = payload.spec.homogeneity_degree()
+    degree = homogeneity_degree(payload.spec)
     if mode == "none":
         return payload, {"applied": False, "reason": "attack.normalise = 'none'"}
     if degree is None:
         return payload, {"applied": False, "reason": "victim not homogeneous (bias after the first layer or a "
-                                                   "non-ReLU activation): run at its own scale"}
+                                                   "GELU activation): run at its own scale"}
     sigma = lipschitz_scale(payload)
     if not sigma > 0:
         return payload, {"applied": False, "reason": "a weight matrix is zero"}

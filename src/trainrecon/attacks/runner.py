@@ -101,6 +101,7 @@ def run_attack(
 
 def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after,
                  hooks: list[AttackHook]) -> dict[str, Any]:
+    cfg, adapted = method.adapt(cfg, payload.spec)
     dtype = resolve_dtype(cfg.dtype)
     m = cfg.m or default_m(payload)
     m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
@@ -134,7 +135,8 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         for h in hooks:
             h.restore(meta)
         log(f"resuming from iteration {start}")
-    save_json(out / "config.json", {**cfg_record, "payload": payload.record(), "normalisation": normalisation})
+    save_json(out / "config.json", {**cfg_record, "payload": payload.record(), "normalisation": normalisation,
+                                    "adapted": adapted})
 
     def checkpoint(it: int) -> None:
         meta = {k: v for h in hooks for k, v in h.state().items()}

@@ -73,11 +73,13 @@ class MergeConfig:
     |multiplier| not yet grouped) and every candidate of its label whose cosine similarity to it, in the centred
     input space, is at least ``threshold``; each group becomes its leader with the group's multipliers summed,
     and the freed candidates start again from the method's own initialisation, drawn from ``seed``, the attack's
-    seed and the round.
+    seed and the round.  ``select = "random"`` is the control: as many candidates as the duplicate rule would free,
+    chosen at random, start afresh (their multipliers dropped, nothing merged).
     """
 
     enabled: bool = False
     threshold: float = 0.95
+    select: Literal["duplicates", "random"] = "duplicates"
     start: float = 0.2
     every: float = 0.1
     stop: float = 0.6

@@ -19,7 +19,7 @@ import torch
 from ..models.mlp import Surrogate
 from ..objective.hooks import AttackHook, Step
 from .config import MergeConfig, SplitConfig
-from .merging import collapse_report, merge_groups, similarity_groups
+from .merging import collapse_report, merge_groups, reseed, similarity_groups
 from .splitting import second_order_report, split_round
 
 
@@ -137,8 +137,14 @@ class MergingHook(AttackHook):
             return False
         seed = int(np.random.SeedSequence([int(step.attack.cfg.seed), self.cfg.seed,
                                            self._rounds[step.done]]).generate_state(1)[0])
-        fx, fm = step.attack.draw(freed, torch.Generator().manual_seed(seed))
-        step.cands = merge_groups(c, groups, fx, fm)
+        g = torch.Generator().manual_seed(seed)
+        if self.cfg.select == "random":  # the control: as many random candidates start afresh, nothing merged
+            picked = torch.randperm(c.m, generator=g)[:freed].tolist()
+            fx, fm = step.attack.draw(freed, g)
+            step.cands = reseed(c, picked, fx, fm)
+        else:
+            fx, fm = step.attack.draw(freed, g)
+            step.cands = merge_groups(c, groups, fx, fm)
         return True
 
     def finish(self, step: Step, seconds: float) -> dict[str, Any]:

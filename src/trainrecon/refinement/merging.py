@@ -18,7 +18,7 @@ most of its candidate budget on copies.  Everything here uses the candidates alo
   (zero for exact copies, first order in the duplicates' distance otherwise), and each freed candidate is
   replaced, at its own position and with its label, by a fresh start (x, M) from the method's initialisation
   with zeroed optimiser state, a new id and no parent: m, the label layout and m0 (the weight normalisation)
-  are kept.
+  are kept (:func:`reseed`).
 """
 
 from __future__ import annotations
@@ -89,29 +89,36 @@ def _zero_rows(state: dict[str, torch.Tensor], m: int, rows: list[int]) -> dict[
     return out
 
 
-def merge_groups(cands: CandidateSet, groups: list[list[int]], fresh_x: torch.Tensor,
-                 fresh_multipliers: torch.Tensor) -> CandidateSet:
-    """Merge every group into its leader (multipliers summed) and put fresh starts at the freed positions, in
-    the order the groups list them (``fresh_x`` / ``fresh_multipliers`` have one row per freed candidate)."""
-    freed = [j for g in groups for j in g[1:]]
-    if fresh_x.shape[0] != len(freed) or fresh_multipliers.shape[0] != len(freed):
-        raise ValueError(f"merge_groups: {len(freed)} freed candidates, {fresh_x.shape[0]} fresh starts")
-    if not freed:
+def reseed(cands: CandidateSet, rows: list[int], fresh_x: torch.Tensor, fresh_multipliers: torch.Tensor) -> CandidateSet:
+    """Candidates ``rows`` start afresh: x and multipliers from ``fresh_x`` / ``fresh_multipliers`` (one row each),
+    optimiser state zeroed, new ids, no parent; labels, m and m0 are kept."""
+    if fresh_x.shape[0] != len(rows) or fresh_multipliers.shape[0] != len(rows):
+        raise ValueError(f"reseed: {len(rows)} candidates, {fresh_x.shape[0]} fresh starts")
+    if not rows:
         return cands
     x, mult = cands.x.clone(), cands.multipliers.clone()
+    idx = torch.as_tensor(rows, dtype=torch.long, device=x.device)
+    x[idx] = fresh_x.to(x)
+    mult[idx] = fresh_multipliers.to(mult).reshape(len(rows), *mult.shape[1:])
+    ids, parents = cands.ids.clone(), cands.parents.clone()
+    new = int(ids.max()) + 1
+    ids[idx.cpu()] = torch.arange(new, new + len(rows))
+    parents[idx.cpu()] = -1
+    return dataclasses.replace(cands, x=x, multipliers=mult, ids=ids, parents=parents,
+                               state_x=_zero_rows(cands.state_x, cands.m, rows),
+                               state_m=_zero_rows(cands.state_m, cands.m, rows))
+
+
+def merge_groups(cands: CandidateSet, groups: list[list[int]], fresh_x: torch.Tensor,
+                 fresh_multipliers: torch.Tensor) -> CandidateSet:
+    """Merge every group into its leader (multipliers summed) and :func:`reseed` the freed candidates, in the
+    order the groups list them (``fresh_x`` / ``fresh_multipliers`` have one row per freed candidate)."""
+    freed = [j for g in groups for j in g[1:]]
+    mult = cands.multipliers.clone()
     for g in groups:
         if len(g) > 1:
             mult[g[0]] = cands.multipliers[g].sum(0)
-    rows = torch.as_tensor(freed, dtype=torch.long, device=x.device)
-    x[rows] = fresh_x.to(x)
-    mult[rows] = fresh_multipliers.to(mult).reshape(len(freed), *mult.shape[1:])
-    ids, parents = cands.ids.clone(), cands.parents.clone()
-    new = int(ids.max()) + 1
-    ids[rows.cpu()] = torch.arange(new, new + len(freed))
-    parents[rows.cpu()] = -1
-    return dataclasses.replace(cands, x=x, multipliers=mult, ids=ids, parents=parents,
-                               state_x=_zero_rows(cands.state_x, cands.m, freed),
-                               state_m=_zero_rows(cands.state_m, cands.m, freed))
+    return reseed(dataclasses.replace(cands, multipliers=mult), freed, fresh_x, fresh_multipliers)
 
 
-__all__ = ["collapse_report", "cosine_matrix", "merge_groups", "multiplier_size", "similarity_groups"]
+__all__ = ["collapse_report", "cosine_matrix", "merge_groups", "multiplier_size", "reseed", "similarity_groups"]
