@@ -97,7 +97,7 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
 
 #: the KKT attacks' defaults on power-activation victims (:meth:`KKTMethod.adapt`; init_scale = 1 / sqrt(d)),
 #: from runs on exact-KKT points (alpha 3 and 4, d 20 and 50: bench/RESULTS.md)
-POWER_DEFAULTS: dict[str, Any] = {"lr": 0.03, "lr_lambda": 0.1, "box_space": "centred"}
+POWER_DEFAULTS: dict[str, Any] = {"lr": 0.003, "lr_lambda": 0.1, "box_space": "centred"}
 
 
 class KKTMethod(Method):
