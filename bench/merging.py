@@ -9,6 +9,8 @@ same victim:
 * ``merge_random``: the control for *which* candidates restart: at the same rounds, as many randomly chosen
   candidates start afresh (multipliers dropped, nothing merged);
 * ``base``: no refinement, the same m, run until wall-clock T;
+* ``base_its``: no refinement, the same m and the same iterations as ``merge`` (a merging round costs one m x m
+  Gram matrix, so equal iterations are equal work; wall-clock on a shared machine is not);
 * ``base_mbig``: no refinement, started with m + (the candidates the merge arm re-seeded, rounded to the label
   blocks): as many starting points as the merge arm used, from the start, until T;
 * ``merge_split``: merging and sample splitting (the bench/splitting.py settings), cut at T.
@@ -38,7 +40,7 @@ from trainrecon.pipeline import Experiment, evaluate_run, train_victim
 from trainrecon.refinement import MergeConfig, SplitConfig
 from trainrecon.runtime import resolve_device
 
-ARMS = ("merge", "merge_random", "base", "base_mbig", "merge_split")
+ARMS = ("merge", "merge_random", "base", "base_its", "base_mbig", "merge_split")
 
 
 def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_big: int, merge: dict):
@@ -49,6 +51,8 @@ def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_bi
         return dataclasses.replace(cfg, merge=mc)
     if arm == "merge_random":
         return dataclasses.replace(cfg, merge=dataclasses.replace(mc, select="random"), max_seconds=budget)
+    if arm == "base_its":
+        return cfg
     if arm == "merge_split":
         return dataclasses.replace(cfg, merge=mc, split=SplitConfig(enabled=True, seed=seed), max_seconds=budget)
     # ten times the iterations, cut at the merge arm's wall-clock
@@ -56,7 +60,7 @@ def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_bi
                                m=m_big if arm == "base_mbig" else cfg.m)
 
 
-def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, merge: dict) -> list[dict]:
+def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, merge: dict, arms=ARMS) -> list[dict]:
     exp = load_config(Experiment, case)
     train_cfg, attack = exp.configs(str(case))
     victim_dir = out / "victim"
@@ -67,7 +71,7 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, merge: 
     rows = []
     for seed in seeds:
         budget, m_big = 0.0, m0
-        for arm in ARMS:
+        for arm in ("merge",) + tuple(a for a in arms if a != "merge"):
             run = out / f"seed{seed}" / arm
             cfg = arm_config(attack, arm, iterations, seed, budget, m_big, merge)
             t0 = time.time()
@@ -124,13 +128,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--merge", default="{}", help="JSON object of MergeConfig fields for the merge arms")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (merge always runs)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     merge = json.loads(a.merge)
     device = resolve_device(a.device)
     rows = []
     for case in a.cases:
-        rows += run_case(case, a.out / case.stem, a.data_dir, device, a.seeds, a.iterations, merge)
+        rows += run_case(case, a.out / case.stem, a.data_dir, device, a.seeds, a.iterations, merge, tuple(a.arms))
         save_json(a.out / "summary.json", {"rows": rows, "merge": to_dict(from_dict(MergeConfig, merge)),
                                            "_command": "python " + " ".join(sys.argv)})
     print(table(rows))

@@ -27,7 +27,10 @@ class SplitConfig:
     the same objective with the activation replaced by softplus(a z) / a at the surrogate's sharpness a, a
     smooth model whose second derivative exists, while the line search still decides on the true objective
     (Haim's modified ReLU has a ReLU forward pass and a sigmoid derivative, so its "Hessian" is not that of
-    any loss).
+    any loss).  ``trigger``: ``schedule`` runs the rounds at the iterations above; ``stall`` runs a round, from
+    ``start`` on, whenever J's relative decrease over the last ``stall_window`` iterations is below
+    ``stall_decrease`` and ``stall_window`` iterations have passed since the last round, at most as many rounds
+    as the schedule has.
     """
 
     enabled: bool = False
@@ -44,6 +47,9 @@ class SplitConfig:
     min_gain: float = 0.0
     skip_kinks: float = 0.0
     curvature: Literal["descent", "softplus"] = "descent"
+    trigger: Literal["schedule", "stall"] = "schedule"
+    stall_window: int = 200
+    stall_decrease: float = 1e-3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,6 +60,8 @@ class SplitConfig:
                 or not 0 <= self.skip_kinks <= 1:
             raise TrainreconError("attack.split: per_round >= 0, lanczos_steps >= 1, max_factor >= 1, threshold and "
                                   "min_gain >= 0, skip_kinks in [0, 1]")
+        if self.stall_window < 1 or self.stall_decrease < 0:
+            raise TrainreconError("attack.split: stall_window >= 1, stall_decrease >= 0")
         if not self.eps_grid or any(e <= 0 for e in self.eps_grid):
             raise TrainreconError(f"attack.split.eps_grid: need positive values, got {self.eps_grid}")
 

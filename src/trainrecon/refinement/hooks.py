@@ -24,7 +24,8 @@ from .splitting import second_order_report, split_round
 
 
 class SplittingHook(AttackHook):
-    """Rounds of sample splitting at the iterations of ``cfg.round_iterations(iterations)``.
+    """Rounds of sample splitting at the iterations of ``cfg.round_iterations(iterations)``, or where the loss
+    stalls (``cfg.trigger = "stall"``: see :class:`~.config.SplitConfig`).
 
     Checkpointed state: ``splits`` (one record per tried split, with the iteration), ``split_seconds`` and
     ``unsplittable``; files: ``splits.json`` and, when a split was accepted in this session,
@@ -39,23 +40,46 @@ class SplittingHook(AttackHook):
         self.seconds, self.unsplittable = 0.0, 0
         self.images: list[torch.Tensor] = []
         self._rounds: dict[int, int] | None = None
+        self.window: list[float] = []  # J over the last stall_window + 1 iterations (trigger "stall")
+        self.round_at: list[int] = []  # iterations of the stall-triggered rounds
 
     def restore(self, meta: dict[str, Any]) -> None:
         self.splits = list(meta.get("splits", []))
         self.seconds, self.unsplittable = float(meta.get("split_seconds", 0.0)), int(meta.get("unsplittable", 0))
+        self.window = [float(v) for v in meta.get("split_loss_window", [])]
+        self.round_at = [int(v) for v in meta.get("split_round_at", [])]
 
     def state(self) -> dict[str, Any]:
-        return {"splits": self.splits, "split_seconds": self.seconds, "unsplittable": self.unsplittable}
+        return {"splits": self.splits, "split_seconds": self.seconds, "unsplittable": self.unsplittable,
+                "split_loss_window": self.window, "split_round_at": self.round_at}
+
+    def _due(self, step: Step) -> int | None:
+        """The index of the round due after this step, or None."""
+        schedule = self.cfg.round_iterations(step.iterations)
+        if self.cfg.trigger == "schedule":
+            if self._rounds is None:
+                self._rounds = {it: k for k, it in enumerate(schedule)}
+            return self._rounds.get(step.done)
+        w = self.cfg.stall_window
+        self.window = (self.window + [float(step.values["total"])])[-(w + 1):]
+        if len(self.round_at) >= len(schedule) or step.done < (schedule[0] if schedule else step.iterations):
+            return None
+        if self.round_at and step.done - self.round_at[-1] < w or len(self.window) <= w:
+            return None
+        old, new = self.window[0], self.window[-1]
+        if old - new < self.cfg.stall_decrease * abs(old):
+            self.round_at.append(step.done)
+            return len(self.round_at) - 1
+        return None
 
     def after_step(self, step: Step) -> bool:
-        if self._rounds is None:
-            self._rounds = {it: k for k, it in enumerate(self.cfg.round_iterations(step.iterations))}
-        if step.done not in self._rounds:
+        k = self._due(step)
+        if k is None:
             return False
         obj = step.attack.objective(step.done, step.cands)
         smooth = None if self.cfg.curvature == "descent" else step.attack.objective(
             step.done, step.cands, Surrogate("softplus", step.attack.surrogate(step.done).sharpness))
-        r = split_round(obj, step.cands, self.cfg, self._rounds[step.done], smooth)
+        r = split_round(obj, step.cands, self.cfg, k, smooth)
         step.cands = r.cands
         self.seconds, self.unsplittable = self.seconds + r.seconds, self.unsplittable + r.unsplittable
         self.splits.extend({"iteration": step.done, **e} for e in r.log)
