@@ -37,6 +37,7 @@ from trainrecon.attacks.haim import Haim, HaimConfig
 from trainrecon.attacks.normalisation import normalise
 from trainrecon.attacks.payload import Payload
 from trainrecon.config import save_json
+from trainrecon.errors import TrainreconError
 from trainrecon.identifiability.exact_kkt import build_exact_kkt
 from trainrecon.identifiability.polynomial import PolyDataConfig, make_poly_data
 from trainrecon.identifiability.victims import poly_spec
@@ -82,8 +83,13 @@ def to_unit_margin(x: np.ndarray, labels: np.ndarray, a: np.ndarray, W: np.ndarr
 
 
 def one(alpha: int, d: int, n: int, k: int, seed: int, iterations: int, stall: float, window: int) -> list[dict]:
-    V, y = make_poly_data(PolyDataConfig(kind="gaussian", n=n, d=d, seed=seed))
-    p = build_exact_kkt(V, y, alpha, seed=seed)
+    for data_seed in range(seed, seed + 1000, 100):  # a draw whose exact KKT point exists (recorded)
+        V, y = make_poly_data(PolyDataConfig(kind="gaussian", n=n, d=d, seed=data_seed))
+        try:
+            p = build_exact_kkt(V, y, alpha, seed=seed)
+            break
+        except TrainreconError:
+            continue
     X, y, lam = p.X, p.y, p.lam
     spec = poly_spec(d, len(p.a), alpha)
     params = [torch.as_tensor(p.W), torch.as_tensor(p.a)[None]]
@@ -113,6 +119,10 @@ def one(alpha: int, d: int, n: int, k: int, seed: int, iterations: int, stall: f
     t0 = time.time()
     stalled, hist, its = descend(attack, start, iterations, stall, window)
     t_stall = time.time() - t0
+    xs_ = to_unit_margin(stalled.x.detach().numpy(), stalled.labels.numpy(), p.a, p.W, alpha)
+    mids = np.stack([(X[i] + X[j]) / 2 for i, j in pairs])
+    stall_info = {"others_error_at_stall": errors(xs_[: len(rest)], X[rest]).tolist(),
+                  "blend_to_midpoint_error_at_stall": errors(xs_[len(rest):], mids).tolist()}
     rows = []
     for arm in ARMS:
         c = dataclasses.replace(stalled, x=stalled.x.clone(), multipliers=stalled.multipliers.clone(),
@@ -140,18 +150,19 @@ def one(alpha: int, d: int, n: int, k: int, seed: int, iterations: int, stall: f
         xe = c.x.detach().numpy()
         raw = errors(xe, X)
         err = errors(to_unit_margin(xe, c.labels.numpy(), p.a, p.W, alpha), X)
-        rows.append({"alpha": alpha, "d": d, "n": n, "k": k, "seed": seed, "arm": arm, "m_end": c.m,
+        rows.append({"alpha": alpha, "d": d, "n": n, "k": k, "seed": seed, "data_seed": data_seed, "arm": arm, "m_end": c.m,
                      "J_truth": j_truth, "J_start": j_start, "J_stall": hist[-1], "stall_iterations": its,
                      "J_after_split": j_split, "J_end": h2[-1], "seconds": time.time() - t1, "stall_seconds": t_stall,
                      "merged_errors": err[merged_idx].tolist(), "other_errors": err[rest].tolist(),
                      "merged_errors_raw": raw[merged_idx].tolist(), "other_errors_raw": raw[rest].tolist(),
                      "merged_recovered": int((err[merged_idx] < 0.1).sum()),
-                     "other_recovered": int((err[rest] < 0.1).sum()), **info})
+                     "other_recovered": int((err[rest] < 0.1).sum()), **stall_info, **info})
         r_ = rows[-1]
         print(f"alpha {alpha} d {d} seed {seed} {arm:8s}: J truth {j_truth:.2g} start {j_start:.3g} stall {hist[-1]:.3g} "
               f"({its} its) split {j_split:.3g} end {h2[-1]:.3g}; merged recovered {r_['merged_recovered']}/{2 * k} "
               f"(errors {np.round(err[merged_idx], 3).tolist()}), others {r_['other_recovered']}/{n - 2 * k} "
-              f"{info}", flush=True)
+              f"{info}; at the stall: others {np.round(stall_info['others_error_at_stall'], 3).tolist()}, blends to "
+              f"midpoints {np.round(stall_info['blend_to_midpoint_error_at_stall'], 3).tolist()}", flush=True)
     return rows
 
 
