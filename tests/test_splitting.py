@@ -232,3 +232,37 @@ def test_stall_trigger_splits_where_the_loss_stalls_and_resumes_bit_for_bit(tmp_
     assert due == [45, 49, 53]  # window curve[d-5 .. d-1] flat from d = 45 on
     with pytest.raises(Exception):
         SplitConfig(trigger="stall", stall_window=0)
+
+
+def test_split_then_continue_acceptance_keeps_a_round_only_if_its_look_ahead_ends_lower(tmp_path, tiny_victim):
+    from trainrecon.attacks.normalisation import normalise
+    from trainrecon.refinement.hooks import lookahead
+
+    split = {"enabled": True, "start": 0.5, "every": 0.25, "per_round": 2, "lanczos_steps": 6,
+             "acceptance": "continue", "continue_iterations": 3}
+    cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, split=SplitConfig(**split))
+    payload = payload_from_folder(tiny_victim)
+    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None)
+    record = json.loads((tmp_path / "a" / "splits.json").read_text())
+    looks, log = record["lookaheads"], record["splits"]
+    assert [e["iteration"] for e in looks] == [8, 12]
+    for e in looks:
+        assert e["kept"] == (e["loss_with_round"] < e["loss_without_round"])
+        in_round = [s for s in log if s["iteration"] == e["iteration"]]
+        assert all(s["accepted"] == e["kept"] for s in in_round) and len(in_round) == 2
+    assert res["m"] == 20 + sum(s["accepted"] for s in log)
+    assert res["splitting"]["rounds_rolled_back"] == sum(not e["kept"] for e in looks)
+    # the look-ahead is the attack's own descent, on copies: two calls agree and the input is untouched
+    attacked, _ = normalise(payload, cfg.normalise)
+    attack = Haim(attacked.to(torch.device("cpu"), torch.float64), cfg)
+    cands = attack.init(20)
+    x0 = cands.x.clone()
+    a1, a2 = lookahead(attack, cands, 0, 4), lookahead(attack, cands, 0, 4)
+    assert a1 == a2 and torch.equal(cands.x, x0) and not cands.state_x
+    plain = reconstruct(payload, dataclasses.replace(cfg, iterations=4, split=SplitConfig()), tmp_path / "b",
+                        log=lambda *a: None)
+    # the run logs at step 4 the J it descended from at iteration 3: J after 3 updates, as the look-ahead over 3
+    assert lookahead(attack, cands, 0, 3) == pytest.approx(plain["final_loss"]["total"], rel=1e-12)
+    reconstruct(payload, cfg, tmp_path / "c", log=lambda *a: None, stop_after=10)
+    reconstruct(payload, cfg, tmp_path / "c", resume=True, log=lambda *a: None)
+    assert np.array_equal(np.load(tmp_path / "a" / "candidates.npz")["x"], np.load(tmp_path / "c" / "candidates.npz")["x"])

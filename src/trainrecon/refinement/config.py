@@ -30,7 +30,11 @@ class SplitConfig:
     any loss).  ``trigger``: ``schedule`` runs the rounds at the iterations above; ``stall`` runs a round, from
     ``start`` on, whenever J's relative decrease over the last ``stall_window`` iterations is below
     ``stall_decrease`` and ``stall_window`` iterations have passed since the last round, at most as many rounds
-    as the schedule has.
+    as the schedule has.  ``acceptance``: ``immediate`` keeps each split whose line search lowers J (above);
+    ``continue`` applies every tried split of a round at its best eps, then runs ``continue_iterations`` steps of
+    the attack's optimiser from the round's result and from the snapshot before it, and keeps the round only if
+    the first ends lower (the theory's gain is second order and the descent goes on from the new point);
+    otherwise the round is rolled back.  The look-ahead steps are overhead, not counted as iterations.
     """
 
     enabled: bool = False
@@ -47,6 +51,8 @@ class SplitConfig:
     min_gain: float = 0.0
     skip_kinks: float = 0.0
     curvature: Literal["descent", "softplus"] = "descent"
+    acceptance: Literal["immediate", "continue"] = "immediate"
+    continue_iterations: int = 100
     trigger: Literal["schedule", "stall"] = "schedule"
     stall_window: int = 200
     stall_decrease: float = 1e-3
@@ -60,8 +66,8 @@ class SplitConfig:
                 or not 0 <= self.skip_kinks <= 1:
             raise TrainreconError("attack.split: per_round >= 0, lanczos_steps >= 1, max_factor >= 1, threshold and "
                                   "min_gain >= 0, skip_kinks in [0, 1]")
-        if self.stall_window < 1 or self.stall_decrease < 0:
-            raise TrainreconError("attack.split: stall_window >= 1, stall_decrease >= 0")
+        if self.stall_window < 1 or self.stall_decrease < 0 or self.continue_iterations < 1:
+            raise TrainreconError("attack.split: stall_window >= 1, stall_decrease >= 0, continue_iterations >= 1")
         if not self.eps_grid or any(e <= 0 for e in self.eps_grid):
             raise TrainreconError(f"attack.split.eps_grid: need positive values, got {self.eps_grid}")
 

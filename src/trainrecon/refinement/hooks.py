@@ -13,14 +13,32 @@ from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+import time
+
 import numpy as np
 import torch
 
 from ..models.mlp import Surrogate
+from ..objective.candidates import CandidateSet
 from ..objective.hooks import AttackHook, Step
 from .config import MergeConfig, SplitConfig
 from .merging import collapse_report, merge_groups, reseed, similarity_groups
 from .splitting import second_order_report, split_round
+
+
+def lookahead(attack, cands: CandidateSet, start: int, iterations: int) -> float:
+    """J after ``iterations`` steps of the attack's own optimisers from ``cands`` (iterations start, start + 1, ...),
+    on copies: ``cands`` and its optimiser state are left as they are."""
+    c = dataclasses.replace(cands, x=cands.x.clone(), multipliers=cands.multipliers.clone(),
+                            state_x={k: v.clone() for k, v in cands.state_x.items()},
+                            state_m={k: v.clone() for k, v in cands.state_m.items()})
+    opt_x, opt_m = attack.optimisers()
+    for it in range(start, start + iterations):
+        _, gx, gm = attack.objective(it, c).value_and_grad(c.x, c.multipliers)
+        c.x = opt_x.step(c.x, gx, c.state_x)
+        c.multipliers = opt_m.step(c.multipliers, gm, c.state_m)
+    return float(attack.objective(start + iterations, c).value_and_grad(c.x, c.multipliers)[0]["total"])
 
 
 class SplittingHook(AttackHook):
@@ -42,16 +60,19 @@ class SplittingHook(AttackHook):
         self._rounds: dict[int, int] | None = None
         self.window: list[float] = []  # J over the last stall_window + 1 iterations (trigger "stall")
         self.round_at: list[int] = []  # iterations of the stall-triggered rounds
+        self.lookaheads: list[dict[str, Any]] = []  # acceptance "continue": one record per judged round
 
     def restore(self, meta: dict[str, Any]) -> None:
         self.splits = list(meta.get("splits", []))
         self.seconds, self.unsplittable = float(meta.get("split_seconds", 0.0)), int(meta.get("unsplittable", 0))
         self.window = [float(v) for v in meta.get("split_loss_window", [])]
         self.round_at = [int(v) for v in meta.get("split_round_at", [])]
+        self.lookaheads = list(meta.get("split_lookaheads", []))
 
     def state(self) -> dict[str, Any]:
         return {"splits": self.splits, "split_seconds": self.seconds, "unsplittable": self.unsplittable,
-                "split_loss_window": self.window, "split_round_at": self.round_at}
+                "split_loss_window": self.window, "split_round_at": self.round_at,
+                "split_lookaheads": self.lookaheads}
 
     def _due(self, step: Step) -> int | None:
         """The index of the round due after this step, or None."""
@@ -79,7 +100,19 @@ class SplittingHook(AttackHook):
         obj = step.attack.objective(step.done, step.cands)
         smooth = None if self.cfg.curvature == "descent" else step.attack.objective(
             step.done, step.cands, Surrogate("softplus", step.attack.surrogate(step.done).sharpness))
+        before = step.cands
         r = split_round(obj, step.cands, self.cfg, k, smooth)
+        if self.cfg.acceptance == "continue" and any(e["accepted"] for e in r.log):
+            t0 = time.time()
+            with_round = lookahead(step.attack, r.cands, step.done, self.cfg.continue_iterations)
+            without = lookahead(step.attack, before, step.done, self.cfg.continue_iterations)
+            kept = with_round < without
+            self.lookaheads.append({"iteration": step.done, "loss_with_round": with_round,
+                                    "loss_without_round": without, "kept": bool(kept)})
+            r.seconds += time.time() - t0
+            if not kept:  # roll back: the round's splits are logged as not kept
+                r = dataclasses.replace(r, cands=before, images=None,
+                                        log=[{**e, "accepted": False, "rolled_back": True} for e in r.log])
         step.cands = r.cands
         self.seconds, self.unsplittable = self.seconds + r.seconds, self.unsplittable + r.unsplittable
         self.splits.extend({"iteration": step.done, **e} for e in r.log)
@@ -90,10 +123,11 @@ class SplittingHook(AttackHook):
     def finish(self, step: Step, seconds: float) -> dict[str, Any]:
         return {"rounds": len({e["iteration"] for e in self.splits}), "tried": len(self.splits),
                 "accepted": sum(e["accepted"] for e in self.splits), "unsplittable_passed_over": self.unsplittable,
+                "rounds_rolled_back": sum(not e["kept"] for e in self.lookaheads),
                 "seconds": self.seconds, "share_of_wall_clock": self.seconds / max(seconds, 1e-12)}
 
     def artifacts(self) -> dict[str, Any]:
-        files: dict[str, Any] = {"splits.json": {"splits": self.splits}}
+        files: dict[str, Any] = {"splits.json": {"splits": self.splits, "lookaheads": self.lookaheads}}
         if self.images:
             files["split_images.npz"] = {
                 "x": torch.cat(self.images).detach().cpu().double().numpy().reshape(-1, 3, *self.input_shape)}
