@@ -41,6 +41,8 @@ class HaimConfig(AttackConfig):
     alpha 30 and ``box_space = "pixel"`` (a trainrecon option: x + mean stays in [0, 1], the valid pixel range,
     as Loo's prior does, which stops candidates from going darker than the background); ``"centred"`` is the
     reference's box [-box, box] on the centred candidates.  ``trainrecon sweep`` searches around them.
+    ``max_step > 0`` bounds each candidate's x step (Euclidean norm; 0: the reference's plain SGD).  Power-activation
+    victims get their own defaults (:meth:`KKTMethod.adapt`).
     """
 
     iterations: int = 8000
@@ -54,6 +56,7 @@ class HaimConfig(AttackConfig):
     box_space: Literal["centred", "pixel"] = "pixel"
     box_weight: float = 1.0
     momentum: float = 0.9
+    max_step: float = 0.0
 
     #: box_space came in when the box was centred only
     BEFORE: ClassVar[dict[str, Any]] = {**AttackConfig.BEFORE, "box_space": "centred"}
@@ -62,7 +65,7 @@ class HaimConfig(AttackConfig):
         super().__post_init__()
         if self.alpha <= 0:
             raise TrainreconError(f"attack.alpha: must be positive, got {self.alpha}")
-        for name in ("lr_lambda", "lambda_penalty", "box", "box_weight"):
+        for name in ("lr_lambda", "lambda_penalty", "box", "box_weight", "max_step"):
             if getattr(self, name) < 0:
                 raise TrainreconError(f"attack.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
@@ -97,7 +100,7 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
 
 #: the KKT attacks' defaults on power-activation victims (:meth:`KKTMethod.adapt`; init_scale = 1 / sqrt(d)),
 #: from runs on exact-KKT points (alpha 3 and 4, d 20 and 50: bench/RESULTS.md)
-POWER_DEFAULTS: dict[str, Any] = {"lr": 0.003, "lr_lambda": 0.1, "box_space": "centred"}
+POWER_DEFAULTS: dict[str, Any] = {"lr": 0.003, "lr_lambda": 0.1, "box_space": "centred", "max_step": 0.01}
 
 
 class KKTMethod(Method):
@@ -125,7 +128,8 @@ class KKTMethod(Method):
             return cfg, None
         return dataclasses.replace(cfg, **changed), {
             "fields": changed, "reason": "power activation: candidates start at unit scale (init_scale = 1 / sqrt(d)), "
-            "smaller x steps on the degree-2 alpha objective, the reference's centred box (inputs are not pixels)"}
+            "smaller x steps, each candidate's bounded by max_step, on the degree-2 alpha objective, the reference's "
+            "centred box (inputs are not pixels)"}
 
     def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
         super().__init__(payload, cfg)
@@ -146,7 +150,8 @@ class KKTMethod(Method):
         return torch.rand(m, generator=g, dtype=torch.float64)
 
     def optimisers(self) -> tuple[SGDMomentum, SGDMomentum]:
-        return SGDMomentum(self.cfg.lr, self.cfg.momentum), SGDMomentum(self.cfg.lr_lambda, self.cfg.momentum)
+        return (SGDMomentum(self.cfg.lr, self.cfg.momentum, self.cfg.max_step),
+                SGDMomentum(self.cfg.lr_lambda, self.cfg.momentum))
 
 
 @register
