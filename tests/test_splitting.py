@@ -203,3 +203,66 @@ def test_runner_splits_resumes_bit_for_bit_and_reports_second_order(tmp_path, ti
     assert report["m"] == 20
     assert report["min_splitting_eigenvalue"] == pytest.approx(float(mu.min()), rel=1e-3, abs=1e-9)
     assert report["candidates_below_threshold"] == int((mu < -report["threshold"]).sum())
+
+
+def test_stall_trigger_splits_where_the_loss_stalls_and_resumes_bit_for_bit(tmp_path, tiny_victim):
+    # stall_decrease 1: every window counts as stalled, so rounds come at start, then every stall_window, capped
+    # at the schedule's count (iterations 8 and 12: two rounds)
+    split = {"enabled": True, "start": 0.5, "every": 0.25, "per_round": 2, "lanczos_steps": 6, "trigger": "stall",
+             "stall_window": 3, "stall_decrease": 1.0}
+    cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, split=SplitConfig(**split))
+    payload = payload_from_folder(tiny_victim)
+    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None)
+    log = json.loads((tmp_path / "a" / "splits.json").read_text())["splits"]
+    assert sorted({e["iteration"] for e in log}) == [8, 11] and res["splitting"]["rounds"] == 2
+    reconstruct(payload, cfg, tmp_path / "b", log=lambda *a: None, stop_after=10)
+    reconstruct(payload, cfg, tmp_path / "b", resume=True, log=lambda *a: None)
+    a, b = np.load(tmp_path / "a" / "candidates.npz"), np.load(tmp_path / "b" / "candidates.npz")
+    assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["parents"], b["parents"])
+    # the trigger itself on a given loss curve: halving every step is never a stall, a flat curve is, once the
+    # window is full and start is reached; rounds are spaced by the window and capped by the schedule's count
+    from trainrecon.objective.hooks import Step
+    from trainrecon.refinement.hooks import SplittingHook
+
+    hook = SplittingHook(SplitConfig(**{**split, "stall_decrease": 0.01, "stall_window": 4, "start": 0.25,
+                                        "every": 0.25}), (1, 8, 8))
+    curve = [0.5 ** i for i in range(40)] + [1e-12] * 60  # 100 iterations: schedule 25, 50, 75 (3 rounds)
+    due = [it + 1 for it, v in enumerate(curve)
+           if hook._due(Step(it + 1, 100, 100, None, None, {"total": v})) is not None]
+    assert due == [45, 49, 53]  # window curve[d-5 .. d-1] flat from d = 45 on
+    with pytest.raises(Exception):
+        SplitConfig(trigger="stall", stall_window=0)
+
+
+def test_split_then_continue_acceptance_keeps_a_round_only_if_its_look_ahead_ends_lower(tmp_path, tiny_victim):
+    from trainrecon.attacks.normalisation import normalise
+    from trainrecon.refinement.hooks import lookahead
+
+    split = {"enabled": True, "start": 0.5, "every": 0.25, "per_round": 2, "lanczos_steps": 6,
+             "acceptance": "continue", "continue_iterations": 3}
+    cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, split=SplitConfig(**split))
+    payload = payload_from_folder(tiny_victim)
+    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None)
+    record = json.loads((tmp_path / "a" / "splits.json").read_text())
+    looks, log = record["lookaheads"], record["splits"]
+    assert [e["iteration"] for e in looks] == [8, 12]
+    for e in looks:
+        assert e["kept"] == (e["loss_with_round"] < e["loss_without_round"])
+        in_round = [s for s in log if s["iteration"] == e["iteration"]]
+        assert all(s["accepted"] == e["kept"] for s in in_round) and len(in_round) == 2
+    assert res["m"] == 20 + sum(s["accepted"] for s in log)
+    assert res["splitting"]["rounds_rolled_back"] == sum(not e["kept"] for e in looks)
+    # the look-ahead is the attack's own descent, on copies: two calls agree and the input is untouched
+    attacked, _ = normalise(payload, cfg.normalise)
+    attack = Haim(attacked.to(torch.device("cpu"), torch.float64), cfg)
+    cands = attack.init(20)
+    x0 = cands.x.clone()
+    a1, a2 = lookahead(attack, cands, 0, 4), lookahead(attack, cands, 0, 4)
+    assert a1 == a2 and torch.equal(cands.x, x0) and not cands.state_x
+    plain = reconstruct(payload, dataclasses.replace(cfg, iterations=4, split=SplitConfig()), tmp_path / "b",
+                        log=lambda *a: None)
+    # the run logs at step 4 the J it descended from at iteration 3: J after 3 updates, as the look-ahead over 3
+    assert lookahead(attack, cands, 0, 3) == pytest.approx(plain["final_loss"]["total"], rel=1e-12)
+    reconstruct(payload, cfg, tmp_path / "c", log=lambda *a: None, stop_after=10)
+    reconstruct(payload, cfg, tmp_path / "c", resume=True, log=lambda *a: None)
+    assert np.array_equal(np.load(tmp_path / "a" / "candidates.npz")["x"], np.load(tmp_path / "c" / "candidates.npz")["x"])

@@ -1,8 +1,8 @@
 """The library's entry points that compose packages: an attack run with the refinements its config asks for.
 
 :func:`reconstruct` is :func:`trainrecon.attacks.runner.run_attack` with the hooks every run gets
-(:func:`trainrecon.refinement.standard_hooks`: the second-order report, and sample splitting when
-``cfg.split.enabled``) plus any ``hooks`` of the caller's (a sweep's pruning).  The attack's loop itself knows
+(:func:`trainrecon.refinement.standard_hooks`: the second-order report, the collapse count, merging of
+near-duplicates when ``cfg.merge.enabled`` and sample splitting when ``cfg.split.enabled``) plus any ``hooks`` of the caller's (a sweep's pruning).  The attack's loop itself knows
 only the hook interface (:mod:`trainrecon.objective.hooks`).
 """
 
@@ -26,7 +26,7 @@ def reconstruct(payload, cfg, out_dir: str | Path, device: torch.device | str = 
     see :func:`trainrecon.attacks.runner.run_attack` for the arguments and the result."""
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
-    attached = standard_hooks(cfg.split, tuple(payload.spec.input_shape)) + list(hooks)
+    attached = standard_hooks(cfg.split, tuple(payload.spec.input_shape), cfg.merge) + list(hooks)
     return run_attack(payload, cfg, out_dir, device, resume, log, stop_after, attached)
 
 

@@ -14,6 +14,8 @@ x ~ init_scale N(0, 1), lambda ~ U(0, 1).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -39,6 +41,8 @@ class HaimConfig(AttackConfig):
     alpha 30 and ``box_space = "pixel"`` (a trainrecon option: x + mean stays in [0, 1], the valid pixel range,
     as Loo's prior does, which stops candidates from going darker than the background); ``"centred"`` is the
     reference's box [-box, box] on the centred candidates.  ``trainrecon sweep`` searches around them.
+    ``max_step > 0`` bounds each candidate's x step (Euclidean norm; 0: the reference's plain SGD).  Power-activation
+    victims get their own defaults (:meth:`KKTMethod.adapt`).
     """
 
     iterations: int = 8000
@@ -52,6 +56,7 @@ class HaimConfig(AttackConfig):
     box_space: Literal["centred", "pixel"] = "pixel"
     box_weight: float = 1.0
     momentum: float = 0.9
+    max_step: float = 0.0
 
     #: box_space came in when the box was centred only
     BEFORE: ClassVar[dict[str, Any]] = {**AttackConfig.BEFORE, "box_space": "centred"}
@@ -60,7 +65,7 @@ class HaimConfig(AttackConfig):
         super().__post_init__()
         if self.alpha <= 0:
             raise TrainreconError(f"attack.alpha: must be positive, got {self.alpha}")
-        for name in ("lr_lambda", "lambda_penalty", "box", "box_weight"):
+        for name in ("lr_lambda", "lambda_penalty", "box", "box_weight", "max_step"):
             if getattr(self, name) < 0:
                 raise TrainreconError(f"attack.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
@@ -93,6 +98,11 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
     return prior
 
 
+#: the KKT attacks' defaults on power-activation victims (:meth:`KKTMethod.adapt`; init_scale = 1 / sqrt(d)),
+#: from runs on exact-KKT points (alpha 3 and 4, d 20 and 50: bench/RESULTS.md)
+POWER_DEFAULTS: dict[str, Any] = {"lr": 0.003, "lr_lambda": 0.1, "box_space": "centred", "max_step": 0.01}
+
+
 class KKTMethod(Method):
     """What Haim and both Buzaglo attacks share: the modified-ReLU surrogate, the box / lambda prior, one
     multiplier per candidate weighted by 1/m0, SGD with momentum on x (lr) and on lambda (lr_lambda)."""
@@ -102,6 +112,24 @@ class KKTMethod(Method):
     #: ranges narrowed around what works on normalised victims
     search_space = {"lr": Tunable("relative", 0.1, 10.0), "init_scale": Tunable("log", 1e-4, 0.3),
                     "alpha": Tunable("uniform", 10.0, 300.0), "lambda_min": Tunable("uniform", 0.01, 0.5)}
+
+    @classmethod
+    def adapt(cls, cfg: HaimConfig, spec) -> tuple[HaimConfig, dict[str, Any] | None]:
+        """Power-activation victims (two-layer x^alpha networks, ``exact-kkt`` and ``train-poly``) get their own
+        defaults for every field left at its default (:data:`POWER_DEFAULTS`): the image defaults start the
+        candidates at 1e-3, where grad_x (w . x)^alpha ~ |x|^(alpha - 1) vanishes, and take steps of lr 1 on an
+        objective of degree 2 alpha in x, which diverge within 20 iterations; and there is no pixel range."""
+        if "power" not in spec.activations():
+            return cfg, None
+        base = type(cfg)()
+        wanted = {**POWER_DEFAULTS, "init_scale": 1.0 / math.sqrt(spec.input_dim)}
+        changed = {k: v for k, v in wanted.items() if getattr(cfg, k) == getattr(base, k) and getattr(cfg, k) != v}
+        if not changed:
+            return cfg, None
+        return dataclasses.replace(cfg, **changed), {
+            "fields": changed, "reason": "power activation: candidates start at unit scale (init_scale = 1 / sqrt(d)), "
+            "smaller x steps, each candidate's bounded by max_step, on the degree-2 alpha objective, the reference's "
+            "centred box (inputs are not pixels)"}
 
     def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
         super().__init__(payload, cfg)
@@ -122,7 +150,8 @@ class KKTMethod(Method):
         return torch.rand(m, generator=g, dtype=torch.float64)
 
     def optimisers(self) -> tuple[SGDMomentum, SGDMomentum]:
-        return SGDMomentum(self.cfg.lr, self.cfg.momentum), SGDMomentum(self.cfg.lr_lambda, self.cfg.momentum)
+        return (SGDMomentum(self.cfg.lr, self.cfg.momentum, self.cfg.max_step),
+                SGDMomentum(self.cfg.lr_lambda, self.cfg.momentum))
 
 
 @register

@@ -25,7 +25,7 @@ from ..errors import TrainreconError
 from ..runtime import available_bytes
 from ..models.mlp import Surrogate, forward
 from ..models.stationarity import StationarityForm
-from ..refinement.config import SplitConfig
+from ..refinement.config import MergeConfig, SplitConfig
 from ..objective.candidates import CandidateSet
 from .normalisation import Normalise
 from .payload import Payload
@@ -36,7 +36,8 @@ from ..objective.weighted_sum import SquaredDistance, WeightedSumObjective
 class AttackConfig:
     """Fields every method's config has.  ``m = 0`` means 2 n (twice the disclosed training-set size);
     ``chunk_size`` bounds memory by accumulating the weighted sum over candidate chunks; ``split`` the sample
-    splitting refinement (off unless ``split.enabled``); ``max_seconds > 0`` ends the run at that wall-clock
+    splitting refinement (off unless ``split.enabled``); ``merge`` the merging of near-duplicate candidates
+    (off unless ``merge.enabled``); ``max_seconds > 0`` ends the run at that wall-clock
     (summed over resumes) even before ``iterations``, for comparisons at equal wall-clock; ``normalise = "auto"``
     runs the attack on the victim rescaled to a canonical parameter scale when it is homogeneous
     (:mod:`.normalisation`), so the defaults do not depend on the scale the victim was stored at."""
@@ -53,6 +54,7 @@ class AttackConfig:
     max_seconds: float = 0.0
     normalise: Normalise = "auto"
     split: SplitConfig = field(default_factory=SplitConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
 
     #: what a field meant in runs recorded before it existed (resuming those must not change their behaviour)
     BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none"}
@@ -114,6 +116,12 @@ class Method:
         self.outer = SquaredDistance(self.form.target(theta, init))
 
     # -- what a method defines ---------------------------------------------------------------------------------
+    @classmethod
+    def adapt(cls, cfg: AttackConfig, spec) -> tuple[AttackConfig, dict[str, Any] | None]:
+        """(the config this victim's attack runs with, the record of what changed and why, or None).  The run
+        records both in config.json; by default nothing changes."""
+        return cfg, None
+
     def check(self) -> None:
         """Refuse a victim this method cannot attack (one line)."""
 
@@ -139,12 +147,16 @@ class Method:
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------------------------
-    def init(self, m: int) -> CandidateSet:
-        """x ~ init_scale N(0, 1) (m, d) in centred space, then the multipliers, from ``cfg.seed``."""
-        like = self.payload.params[0]
-        g = torch.Generator().manual_seed(self.cfg.seed)
+    def draw(self, m: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """m starting points x ~ init_scale N(0, 1) (m, d) in centred space, then their multipliers, from ``g``
+        (float64, on the CPU): the initialisation, and the fresh starts of re-seeded candidates."""
         X = torch.randn(m, self.payload.spec.input_dim, generator=g, dtype=torch.float64) * self.cfg.init_scale
-        M = self.multipliers(m, g)
+        return X, self.multipliers(m, g)
+
+    def init(self, m: int) -> CandidateSet:
+        """:meth:`draw` from ``cfg.seed``, with the method's labels."""
+        like = self.payload.params[0]
+        X, M = self.draw(m, torch.Generator().manual_seed(self.cfg.seed))
         labels = self.labels(m)
         return CandidateSet(X.to(like), M.to(like), None if labels is None else labels.to(like.device))
 

@@ -26,9 +26,15 @@ sigma0 = 2.64 is the geometric mean of sigma over the bench's twelve KKT victims
 0.78 .. 1.19 sigma0 (std of log sigma 0.12).  The output rms over random pixel-box inputs, tried first, spread
 twice as far (0.19) and cost up to 5 of 40 images on the demo victim.
 
-**Non-homogeneous victims** (a bias after the first layer, GELU, power activations) are not normalised: a
-uniform rescaling changes *which* function they compute, not only its scale, so no factor maps a rescaled copy
-back onto the original.  Their attacks run at the victim's own scale, and the run's record says so.
+**Power activations** sigma(z) = z^alpha with a bias on the first layer at most are homogeneous too
+(the architecture's ``homogeneity()``): layer l's pre-activation has degree D_l = 1 + alpha D_(l-1) (D_0 = 0), so a
+two-layer x^alpha network f(x) = sum_k a_k (w_k . x + b_k)^alpha has degree alpha + 1.  The same rule then holds
+with L = that degree, while sigma keeps the exponent 1 / (number of weight matrices), which is what makes
+sigma(c theta) = c sigma(theta).
+
+**Non-homogeneous victims** (a bias after the first layer, GELU) are not normalised: a uniform rescaling changes
+*which* function they compute, not only its scale, so no factor maps a rescaled copy back onto the original.
+Their attacks run at the victim's own scale, and the run's record says so.
 """
 
 from __future__ import annotations

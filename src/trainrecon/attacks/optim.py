@@ -15,15 +15,23 @@ State = dict[str, torch.Tensor]
 
 @dataclass
 class SGDMomentum:
-    """``torch.optim.SGD(lr, momentum)``: buf <- mu buf + g (buf = g at the first step); p <- p - lr buf."""
+    """``torch.optim.SGD(lr, momentum)``: buf <- mu buf + g (buf = g at the first step); p <- p - lr buf.
+
+    ``max_step > 0`` bounds each row's step: p_j <- p_j - lr buf_j min(1, max_step / ||lr buf_j||) (a trust
+    region per candidate; 0, the default, is the plain update)."""
 
     lr: float
     momentum: float
+    max_step: float = 0.0
 
     def step(self, p: torch.Tensor, g: torch.Tensor, state: State) -> torch.Tensor:
         buf = state.get("buf")
         state["buf"] = g.clone() if buf is None else buf.mul_(self.momentum).add_(g)
-        return p - self.lr * state["buf"]
+        step = self.lr * state["buf"]
+        if self.max_step > 0:
+            rows = step.reshape(step.shape[0], -1).norm(dim=1).clamp_min(1e-300)
+            step = step * (self.max_step / rows).clamp(max=1.0).reshape(-1, *[1] * (step.ndim - 1))
+        return p - step
 
 
 @dataclass

@@ -84,9 +84,10 @@ def run_attack(
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
     method = method_for(cfg)
-    if cfg.split.enabled and not any(h.implements == "split" for h in hooks):
-        raise TrainreconError("attack.split.enabled: sample splitting needs its hook "
-                              "(trainrecon.reconstruct attaches it; or pass trainrecon.refinement.standard_hooks)")
+    for name in ("split", "merge"):
+        if getattr(cfg, name).enabled and not any(h.implements == name for h in hooks):
+            raise TrainreconError(f"attack.{name}.enabled: this refinement needs its hook "
+                                  "(trainrecon.reconstruct attaches it; or pass trainrecon.refinement.standard_hooks)")
     out = Path(out_dir)
     with folder_lock(out):
         return _reconstruct(payload, cfg, method, out, device, resume, log, stop_after, list(hooks))
@@ -94,6 +95,7 @@ def run_attack(
 
 def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after,
                  hooks: list[AttackHook]) -> dict[str, Any]:
+    cfg, adapted = method.adapt(cfg, payload.spec)
     dtype = resolve_dtype(cfg.dtype)
     m = cfg.m or default_m(payload)
     m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
@@ -127,7 +129,8 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         for h in hooks:
             h.restore(meta)
         log(f"resuming from iteration {start}")
-    save_json(out / "config.json", {**cfg_record, "payload": payload.record(), "normalisation": normalisation})
+    save_json(out / "config.json", {**cfg_record, "payload": payload.record(), "normalisation": normalisation,
+                                    "adapted": adapted})
 
     def checkpoint(it: int) -> None:
         meta = {k: v for h in hooks for k, v in h.state().items()}
@@ -194,6 +197,7 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
         "refit_residual": attack.refit_residual(cands),
         "normalisation": normalisation,
         "splitting": None,
+        "merging": None,
         **{h.key: h.finish(last, seconds) for h in hooks},
     }
     save_json(out / "loss.json", {"history": history, **result})

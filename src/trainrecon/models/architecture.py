@@ -88,6 +88,10 @@ class Architecture:
     def activation_sizes(self) -> list[int]:
         raise NotImplementedError
 
+    def activations(self) -> set[str]:
+        """The activation kinds the network uses (relu, leaky_relu, gelu, power)."""
+        raise NotImplementedError
+
     @property
     def n_param_layers(self) -> int:
         """How many layers hold weights (one ``init_scale`` entry each)."""

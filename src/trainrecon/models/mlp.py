@@ -85,13 +85,23 @@ class MLPSpec(Architecture):
     def n_param_layers(self) -> int:
         return self.n_layers
 
+    def activations(self) -> set[str]:
+        return {self.activation} if self.n_layers > 1 else set()
+
     def homogeneity(self) -> Homogeneity:
-        """L if f(c theta; x) = c^L f(theta; x) (ReLU-type activation, bias on the first layer only)."""
-        if self.activation not in ("relu", "leaky_relu"):
+        """L if f(c theta; x) = c^L f(theta; x) for every c > 0, with a bias on the first layer at most: the
+        number of layers for ReLU-type activations; for z^alpha, layer l's pre-activation has degree
+        D_l = 1 + alpha D_(l-1) (D_0 = 0), so a two-layer x^alpha network has degree alpha + 1."""
+        if self.activation not in ("relu", "leaky_relu", "power"):
             return Homogeneity(None, f"activation {self.activation} is not positively homogeneous")
         if any(self.bias[1:]):
             return Homogeneity(None, "a layer after the first has a bias")
-        return Homogeneity(self.n_layers)
+        if self.activation != "power":
+            return Homogeneity(self.n_layers)
+        degree = 0
+        for _ in range(self.n_layers):
+            degree = 1 + self.degree * degree
+        return Homogeneity(degree)
 
     def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor, surrogate: Surrogate = EXACT) -> torch.Tensor:
         """f(x; theta) for a batch x of shape (m, d) or (m, *input_shape); returns (m, n_outputs).

@@ -213,16 +213,24 @@ class SequentialSpec(Architecture):
                 h = h.reshape(h.shape[0], -1)
         return h
 
+    def activations(self) -> set[str]:
+        return {layer.type for layer in self.layers if layer.type in ACTIVATION_LAYERS}
+
     def homogeneity(self) -> Homogeneity:
-        seen_param = False
+        """The degree L of f(c theta; x) = c^L f(theta; x), c > 0, tracked layer by layer: a parameterised layer
+        maps degree D to 1 + D (its bias, of degree 1, fits only while D = 0: the first such layer), z^alpha maps
+        D to alpha D, ReLU-family activations, pooling and flatten keep D; GELU breaks it."""
+        degree = 0
         for i, layer in enumerate(self.layers):
-            if layer.type in ("gelu", "power"):
-                return Homogeneity(None, f"layers[{i}] ({layer.type}) is not a ReLU-family activation")
+            if layer.type == "gelu":
+                return Homogeneity(None, f"layers[{i}] (gelu) is not positively homogeneous")
             if layer.type in PARAM_LAYERS:
-                if layer.bias and seen_param:
+                if layer.bias and degree:
                     return Homogeneity(None, f"layers[{i}] ({layer.type}) has a bias after the first parameterised layer")
-                seen_param = True
-        return Homogeneity(self.n_param_layers)
+                degree += 1
+            elif layer.type == "power":
+                degree *= layer.degree
+        return Homogeneity(degree)
 
     def lipschitz_factors(self, params: Sequence[torch.Tensor]) -> list[float]:
         """Per parameterised layer: its operator norm (a convolution's by power iteration on the convolution

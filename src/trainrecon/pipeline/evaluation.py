@@ -90,7 +90,7 @@ def victim_record(victim: Victim) -> dict[str, Any]:
     spec = victim.spec
     rec: dict[str, Any] = {
         FINGERPRINT: Payload.of(victim, disclose_n=False).fingerprint(),
-        "architecture": "-".join(map(str, spec.widths)), "activation": spec.activation, "bias per layer": list(spec.bias),
+        "architecture": spec.describe(), "activation": ", ".join(sorted(spec.activations())) or "none",
         "input shape": list(spec.input_shape), "parameters": int(sum(p.numel() for p in victim.params)),
     }
     if "imported_from" in info:

@@ -3,24 +3,47 @@
 :class:`SplittingHook` runs a splitting round (:func:`.splitting.split_round`) after the optimiser steps that
 ``SplitConfig.round_iterations`` names, and logs every split; :class:`SecondOrderHook` reports, for every run,
 split or not, ||grad J|| and the smallest splitting eigenvalue at the final candidates
-(:func:`.splitting.second_order_report`).  :func:`standard_hooks` is the set a run of a given attack config
-gets.
+(:func:`.splitting.second_order_report`); :class:`CollapseHook` reports, for every run, how many distinct
+candidates it ends with (:func:`.merging.collapse_report`); :class:`MergingHook` merges near-duplicate
+candidates and re-seeds the freed ones at the iterations ``MergeConfig.round_iterations`` names
+(:mod:`.merging`).  :func:`standard_hooks` is the set a run of a given attack config gets.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+import time
+
+import numpy as np
 import torch
 
 from ..models.mlp import Surrogate
+from ..objective.candidates import CandidateSet
 from ..objective.hooks import AttackHook, Step
-from .config import SplitConfig
+from .config import MergeConfig, SplitConfig
+from .merging import collapse_report, merge_groups, reseed, similarity_groups
 from .splitting import second_order_report, split_round
 
 
+def lookahead(attack, cands: CandidateSet, start: int, iterations: int) -> float:
+    """J after ``iterations`` steps of the attack's own optimisers from ``cands`` (iterations start, start + 1, ...),
+    on copies: ``cands`` and its optimiser state are left as they are."""
+    c = dataclasses.replace(cands, x=cands.x.clone(), multipliers=cands.multipliers.clone(),
+                            state_x={k: v.clone() for k, v in cands.state_x.items()},
+                            state_m={k: v.clone() for k, v in cands.state_m.items()})
+    opt_x, opt_m = attack.optimisers()
+    for it in range(start, start + iterations):
+        _, gx, gm = attack.objective(it, c).value_and_grad(c.x, c.multipliers)
+        c.x = opt_x.step(c.x, gx, c.state_x)
+        c.multipliers = opt_m.step(c.multipliers, gm, c.state_m)
+    return float(attack.objective(start + iterations, c).value_and_grad(c.x, c.multipliers)[0]["total"])
+
+
 class SplittingHook(AttackHook):
-    """Rounds of sample splitting at the iterations of ``cfg.round_iterations(iterations)``.
+    """Rounds of sample splitting at the iterations of ``cfg.round_iterations(iterations)``, or where the loss
+    stalls (``cfg.trigger = "stall"``: see :class:`~.config.SplitConfig`).
 
     Checkpointed state: ``splits`` (one record per tried split, with the iteration), ``split_seconds`` and
     ``unsplittable``; files: ``splits.json`` and, when a split was accepted in this session,
@@ -35,23 +58,61 @@ class SplittingHook(AttackHook):
         self.seconds, self.unsplittable = 0.0, 0
         self.images: list[torch.Tensor] = []
         self._rounds: dict[int, int] | None = None
+        self.window: list[float] = []  # J over the last stall_window + 1 iterations (trigger "stall")
+        self.round_at: list[int] = []  # iterations of the stall-triggered rounds
+        self.lookaheads: list[dict[str, Any]] = []  # acceptance "continue": one record per judged round
 
     def restore(self, meta: dict[str, Any]) -> None:
         self.splits = list(meta.get("splits", []))
         self.seconds, self.unsplittable = float(meta.get("split_seconds", 0.0)), int(meta.get("unsplittable", 0))
+        self.window = [float(v) for v in meta.get("split_loss_window", [])]
+        self.round_at = [int(v) for v in meta.get("split_round_at", [])]
+        self.lookaheads = list(meta.get("split_lookaheads", []))
 
     def state(self) -> dict[str, Any]:
-        return {"splits": self.splits, "split_seconds": self.seconds, "unsplittable": self.unsplittable}
+        return {"splits": self.splits, "split_seconds": self.seconds, "unsplittable": self.unsplittable,
+                "split_loss_window": self.window, "split_round_at": self.round_at,
+                "split_lookaheads": self.lookaheads}
+
+    def _due(self, step: Step) -> int | None:
+        """The index of the round due after this step, or None."""
+        schedule = self.cfg.round_iterations(step.iterations)
+        if self.cfg.trigger == "schedule":
+            if self._rounds is None:
+                self._rounds = {it: k for k, it in enumerate(schedule)}
+            return self._rounds.get(step.done)
+        w = self.cfg.stall_window
+        self.window = (self.window + [float(step.values["total"])])[-(w + 1):]
+        if len(self.round_at) >= len(schedule) or step.done < (schedule[0] if schedule else step.iterations):
+            return None
+        if self.round_at and step.done - self.round_at[-1] < w or len(self.window) <= w:
+            return None
+        old, new = self.window[0], self.window[-1]
+        if old - new < self.cfg.stall_decrease * abs(old):
+            self.round_at.append(step.done)
+            return len(self.round_at) - 1
+        return None
 
     def after_step(self, step: Step) -> bool:
-        if self._rounds is None:
-            self._rounds = {it: k for k, it in enumerate(self.cfg.round_iterations(step.iterations))}
-        if step.done not in self._rounds:
+        k = self._due(step)
+        if k is None:
             return False
         obj = step.attack.objective(step.done, step.cands)
         smooth = None if self.cfg.curvature == "descent" else step.attack.objective(
             step.done, step.cands, Surrogate("softplus", step.attack.surrogate(step.done).sharpness))
-        r = split_round(obj, step.cands, self.cfg, self._rounds[step.done], smooth)
+        before = step.cands
+        r = split_round(obj, step.cands, self.cfg, k, smooth)
+        if self.cfg.acceptance == "continue" and any(e["accepted"] for e in r.log):
+            t0 = time.time()
+            with_round = lookahead(step.attack, r.cands, step.done, self.cfg.continue_iterations)
+            without = lookahead(step.attack, before, step.done, self.cfg.continue_iterations)
+            kept = with_round < without
+            self.lookaheads.append({"iteration": step.done, "loss_with_round": with_round,
+                                    "loss_without_round": without, "kept": bool(kept)})
+            r.seconds += time.time() - t0
+            if not kept:  # roll back: the round's splits are logged as not kept
+                r = dataclasses.replace(r, cands=before, images=None,
+                                        log=[{**e, "accepted": False, "rolled_back": True} for e in r.log])
         step.cands = r.cands
         self.seconds, self.unsplittable = self.seconds + r.seconds, self.unsplittable + r.unsplittable
         self.splits.extend({"iteration": step.done, **e} for e in r.log)
@@ -62,10 +123,11 @@ class SplittingHook(AttackHook):
     def finish(self, step: Step, seconds: float) -> dict[str, Any]:
         return {"rounds": len({e["iteration"] for e in self.splits}), "tried": len(self.splits),
                 "accepted": sum(e["accepted"] for e in self.splits), "unsplittable_passed_over": self.unsplittable,
+                "rounds_rolled_back": sum(not e["kept"] for e in self.lookaheads),
                 "seconds": self.seconds, "share_of_wall_clock": self.seconds / max(seconds, 1e-12)}
 
     def artifacts(self) -> dict[str, Any]:
-        files: dict[str, Any] = {"splits.json": {"splits": self.splits}}
+        files: dict[str, Any] = {"splits.json": {"splits": self.splits, "lookaheads": self.lookaheads}}
         if self.images:
             files["split_images.npz"] = {
                 "x": torch.cat(self.images).detach().cpu().double().numpy().reshape(-1, 3, *self.input_shape)}
@@ -86,12 +148,82 @@ class SecondOrderHook(AttackHook):
                                    self.cfg.lanczos_steps, self.cfg.seed)
 
 
-def standard_hooks(split: SplitConfig, input_shape: tuple[int, ...]) -> list[AttackHook]:
-    """The hooks every run gets: the second-order report, and sample splitting when ``split.enabled``."""
-    hooks: list[AttackHook] = [SecondOrderHook(split)]
+class CollapseHook(AttackHook):
+    """How many distinct candidates the run ends with (``loss.json["collapse"]``): greedy cosine-similarity groups
+    of the final candidates at 0.99 and 0.95, with the largest group (:func:`.merging.collapse_report`)."""
+
+    key = "collapse"
+
+    def finish(self, step: Step, seconds: float) -> dict[str, Any]:
+        return collapse_report(step.cands.x, step.cands.multipliers)
+
+
+class MergingHook(AttackHook):
+    """Rounds of merging at the iterations of ``cfg.round_iterations(iterations)``: near-duplicates (same label,
+    cosine >= ``cfg.threshold``) become their leader with the multipliers summed, the freed candidates start
+    afresh from the method's initialisation (:meth:`~trainrecon.attacks.method.Method.draw`) with a generator
+    seeded by (attack seed, ``cfg.seed``, round).
+
+    Checkpointed state: ``merges`` (one record per round: iteration, groups merged, candidates re-seeded, the
+    largest group); file: ``merges.json``."""
+
+    key = "merging"
+    implements = "merge"
+
+    def __init__(self, cfg: MergeConfig):
+        self.cfg = cfg
+        self.merges: list[dict[str, Any]] = []
+        self._rounds: dict[int, int] | None = None
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        self.merges = list(meta.get("merges", []))
+
+    def state(self) -> dict[str, Any]:
+        return {"merges": self.merges}
+
+    def after_step(self, step: Step) -> bool:
+        if self._rounds is None:
+            self._rounds = {it: k for k, it in enumerate(self.cfg.round_iterations(step.iterations))}
+        if step.done not in self._rounds:
+            return False
+        c = step.cands
+        groups = similarity_groups(c.x, self.cfg.threshold, c.multipliers, c.labels)
+        freed = sum(len(g) - 1 for g in groups)
+        self.merges.append({"iteration": step.done, "groups_merged": sum(len(g) > 1 for g in groups),
+                            "reseeded": freed, "largest": max(len(g) for g in groups)})
+        if not freed:
+            return False
+        seed = int(np.random.SeedSequence([int(step.attack.cfg.seed), self.cfg.seed,
+                                           self._rounds[step.done]]).generate_state(1)[0])
+        g = torch.Generator().manual_seed(seed)
+        if self.cfg.select == "random":  # the control: as many random candidates start afresh, nothing merged
+            picked = torch.randperm(c.m, generator=g)[:freed].tolist()
+            fx, fm = step.attack.draw(freed, g)
+            step.cands = reseed(c, picked, fx, fm)
+        else:
+            fx, fm = step.attack.draw(freed, g)
+            step.cands = merge_groups(c, groups, fx, fm)
+        return True
+
+    def finish(self, step: Step, seconds: float) -> dict[str, Any]:
+        return {"rounds": len(self.merges), "reseeded": sum(e["reseeded"] for e in self.merges),
+                "groups_merged": sum(e["groups_merged"] for e in self.merges), "threshold": self.cfg.threshold}
+
+    def artifacts(self) -> dict[str, Any]:
+        return {"merges.json": {"merges": self.merges}}
+
+
+def standard_hooks(split: SplitConfig, input_shape: tuple[int, ...],
+                   merge: MergeConfig | None = None) -> list[AttackHook]:
+    """The hooks every run gets: the second-order report, the collapse count, merging of near-duplicates when
+    ``merge.enabled`` and sample splitting when ``split.enabled`` (in that order: at a shared iteration the
+    duplicates are merged before the blends are split)."""
+    hooks: list[AttackHook] = [SecondOrderHook(split), CollapseHook()]
+    if merge is not None and merge.enabled:
+        hooks.append(MergingHook(merge))
     if split.enabled:
         hooks.append(SplittingHook(split, input_shape))
     return hooks
 
 
-__all__ = ["SecondOrderHook", "SplittingHook", "standard_hooks"]
+__all__ = ["CollapseHook", "MergingHook", "SecondOrderHook", "SplittingHook", "standard_hooks"]

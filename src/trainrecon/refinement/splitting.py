@@ -262,7 +262,8 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
                 s_new = [a - b for a, b in zip(s_new, contribution(obj, trial, [r]))]
                 trial = trial.take([i for i in range(trial.m) if i != r])
                 J_new = exact_loss(obj, s_new, trial)
-        accepted = J_new < J * (1 - cfg.min_gain)
+        # "continue" acceptance judges the whole round after a look-ahead (:class:`.hooks.SplittingHook`)
+        accepted = J_new < J * (1 - cfg.min_gain) or cfg.acceptance == "continue"
         align = kink_alignment(obj, xj, v)
         if accepted:
             images.append(torch.stack([xj, xj + eps * v, xj - eps * v]).detach().cpu().double())
