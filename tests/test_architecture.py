@@ -255,14 +255,17 @@ def test_every_import_route_gives_the_same_victim_and_candidates(tmp_path):
     torch.manual_seed(0)
     mod = cnn_module().double()
     _save_sd(tmp_path / "w.safetensors", mod)
-    spec = victim_from_module(mod, SHAPE).spec
-    (tmp_path / "arch.json").write_text(json.dumps(to_dict(spec)))
+    (tmp_path / "arch.json").write_text(json.dumps({"kind": "sequential", "input_shape": SHAPE, "layers": [  # by hand
+        {"type": "conv2d", "channels": 3, "kernel": 3, "padding": 1}, {"type": "relu"}, {"type": "max_pool", "kernel": 2},
+        {"type": "conv2d", "channels": 4, "kernel": 2}, {"type": "leaky_relu", "slope": 0.1}, {"type": "avg_pool", "kernel": 2},
+        {"type": "flatten"}, {"type": "linear", "features": 1}]}))
     (tmp_path / "user.py").write_text(FACTORY)
     r1 = _cli("import", tmp_path / "w.safetensors", tmp_path / "arch.json", tmp_path / "v_list")
     r2 = _cli("import", tmp_path / "w.safetensors", tmp_path / "v_mod", "--module", f"{tmp_path / 'user.py'}:make",
               "--input-shape", "1,6,6")
     assert r1.returncode == 0 and r2.returncode == 0, (r1.stderr, r2.stderr)
     w = victim_from_module(mod, SHAPE)
+    assert w.spec == architecture_from_dict(json.loads((tmp_path / "arch.json").read_text()), "arch.json")
     save_victim(tmp_path / "v_py", w.spec, w.params, None, {})
     victims = [load_victim(tmp_path / n) for n in ("v_list", "v_mod", "v_py")]
     x = torch.randn(4, *SHAPE, dtype=torch.float64)

@@ -1,10 +1,17 @@
-"""Victim models: functional MLPs and the victim folder format."""
+"""Victim models: the architecture interface (MLPs, declarative layer lists), imports of a user's state dicts and
+nn.Modules, and the victim folder format."""
 
+from .architecture import Architecture, architecture_from_dict
 from .mlp import EXACT, MLPSpec, Surrogate, flatten, forward, init_params, unflatten
+from .sequential import Layer, SequentialSpec
 from .victim import Victim, import_victim, load_victim, save_victim
 
 __all__ = [
+    "Architecture",
     "EXACT",
+    "Layer",
+    "SequentialSpec",
+    "architecture_from_dict",
     "MLPSpec",
     "Surrogate",
     "Victim",

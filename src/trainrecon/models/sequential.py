@@ -69,6 +69,19 @@ class Layer:
     slope: float = 0.01
     degree: int = 0
 
+    def __post_init__(self) -> None:
+        # one spelling per layer: [k, k] is k, so a hand-written list and an nn.Module's give one victim
+        for name in ("kernel", "stride", "padding"):
+            v = getattr(self, name)
+            if isinstance(v, (list, tuple)) and len(v) == 2 and v[0] == v[1]:
+                setattr(self, name, int(v[0]))
+            elif isinstance(v, tuple):
+                setattr(self, name, list(v))
+        if self.stride == 0 and self.type == "conv2d":
+            self.stride = 1
+        elif self.stride == 0 and self.type in ("avg_pool", "max_pool"):
+            self.stride = self.kernel  # torch's default
+
     def check(self, where: str) -> None:
         allowed = FIELDS.get(self.type, set())
         for f in fields(self):
