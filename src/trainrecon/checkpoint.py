@@ -10,16 +10,24 @@ run belongs to.
   kernel drops it when the process dies, so a stale lock never blocks, and a second run is refused in one line.
 * :func:`fingerprint` is a SHA-256 over tensors (names, dtypes, shapes, bytes): the identity of a victim's
   weights or of a training set, recorded in checkpoints and compared on resume.
+* :func:`claim_folder`: a command writes only into an empty folder or into one that holds nothing but what that
+  command writes (its own run, resumed); anything else (a victim, another command's results, a user's files) is
+  refused in one line before any work.
+* :func:`belongs` / :func:`check_sources`: the one "belongs together" rule.  Every run, sweep trial, study and
+  union records the fingerprint of the victim it was made on and its method; results are combined (a union, an
+  evaluation of several files, a sweep folder) only when every record names this victim and one method, unless
+  the caller allows it on purpose (``--allow-cross-victim``, ``--allow-mixed-methods``), which is recorded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -139,3 +147,122 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
     finally:
         _held.pop(key, None)
         lock.release()
+
+
+# -- output folders: own or refused ----------------------------------------------------------------------------
+
+#: files whose presence says what a folder is, for the refusal's message
+_KINDS = (("model.safetensors", "a victim folder"), ("model.json", "a victim folder"),
+          ("sweep_config.json", "a sweep folder"), ("study.journal", "a sweep folder"),
+          ("experiment.json", "an experiment folder"), ("union.npz", "a union folder"),
+          ("checkpoint.safetensors", "an attack run folder"), ("candidates.npz", "an attack run folder"),
+          ("report.json", "an identify folder"), ("metrics.json", "an evaluation folder"))
+
+
+#: leftovers of atomic writes cut by a kill (ours: NAME.tmp; safetensors': .tmpXXXXXX), allowed in every folder
+TEMPORARY = ("*.tmp", "*.tmp.npz", ".tmp*")
+
+
+def folder_kind(folder: Path) -> str | None:
+    """What a folder holds, by the files trainrecon writes ("a victim folder", ...), or None."""
+    for name, kind in _KINDS:
+        if (folder / name).exists():
+            return kind
+    return None
+
+
+def claim_folder(folder: str | Path, command: str, writes: Iterable[str]) -> None:
+    """Refuse, in one line and before any work, an output folder that holds anything ``command`` does not write.
+
+    ``writes``: the names (glob patterns) of everything the command writes into its folder.  An empty folder, a
+    missing one, and one holding only those names (the command's own earlier or interrupted run, which the
+    command then checks field by field) pass; a folder with any other entry (a victim, another command's
+    results, a user's files) is refused, so no command overwrites or mixes into what it did not write."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise TrainreconError(f"{folder}: exists and is not a folder; choose another output folder")
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.name not in LOCK_FILES)
+    except OSError as e:
+        raise TrainreconError(f"{folder}: cannot read the output folder ({e.strerror})") from None
+    patterns = list(writes) + list(TEMPORARY)
+    foreign = [n for n in names if not any(fnmatch.fnmatchcase(n, w) for w in patterns)]
+    if foreign:
+        kind = folder_kind(folder)
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise TrainreconError(f"{folder}: not empty and not a `trainrecon {command}` folder (it holds {foreign[0]!r}"
+                              f"{more}{': ' + kind if kind else ''}); choose an empty or new folder")
+
+
+# -- what belongs together --------------------------------------------------------------------------------------
+
+def origin(path: str | Path) -> dict[str, Any] | None:
+    """The record of the run that wrote a candidate file or run folder: ``{"victim", "method", "recorded_in"}``.
+
+    Read from the file's own ``victim`` / ``method`` arrays (trainrecon writes them into candidates.npz and
+    union.npz), else from the ``config.json`` of the run folder it lies in (a run folder itself: its
+    config.json).  None for a file without any record (a user's own candidates)."""
+    path = Path(path)
+    if path.is_dir():
+        return _config_origin(path / "config.json")
+    with contextlib.suppress(Exception):
+        with np.load(path, allow_pickle=False) as d:
+            if "victim" in d.files:
+                method = str(d["method"][()]) if "method" in d.files else None
+                return {"victim": str(d["victim"][()]), "method": method, "recorded_in": str(path)}
+    return _config_origin(path.parent / "config.json")
+
+
+def _config_origin(config: Path) -> dict[str, Any] | None:
+    if not config.is_file():
+        return None
+    with contextlib.suppress(Exception):
+        rec = json.loads(config.read_text())
+        if isinstance(rec, dict) and isinstance(rec.get("victim"), str) and isinstance(rec.get("method"), str):
+            return {"victim": rec["victim"], "method": rec["method"], "recorded_in": str(config)}
+    return None
+
+
+def belongs(record: dict[str, Any] | None, victim: str, method: str | None = None) -> str | None:
+    """The rule: None when ``record`` (a run's, trial's, study's or union's ``{"victim", "method"}``, or None for
+    no record) was made on ``victim`` (a fingerprint) and, when given, with ``method``; else the field that
+    differs, as "victim abc then, def now"."""
+    if record is None:
+        return None
+    if record.get("victim") != victim:
+        return f"victim {record.get('victim')} then, {victim} now"
+    if method is not None and record.get("method") not in (None, method):
+        return f"method {record.get('method')} then, {method} now"
+    return None
+
+
+def check_sources(sources: list[str | Path], victim: str, victim_name: str = "the victim",
+                  allow_cross_victim: bool = False, allow_mixed_methods: bool = False) -> dict[str, Any]:
+    """Apply :func:`belongs` to candidate files or run folders about to be combined or scored against
+    ``victim``: each must have been made on it, and all of them with one method.  Refused in one line naming
+    the file, unless allowed; returns the provenance record for metrics.json (which says what was allowed)."""
+    rows, methods = [], {}
+    cross = False
+    for src in sources:
+        rec = origin(src)
+        rows.append({"source": str(src), "victim": None if rec is None else rec["victim"],
+                     "method": None if rec is None else rec["method"],
+                     "recorded_in": None if rec is None else rec["recorded_in"]})
+        diff = belongs(rec, victim)
+        if diff:
+            cross = True
+            if not allow_cross_victim:
+                raise TrainreconError(f"{src}: made on another victim ({rec['victim']}, recorded in {rec['recorded_in']}) "
+                                      f"than {victim_name} ({victim}); results of different victims do not belong "
+                                      "together (--allow-cross-victim for a deliberate cross-victim experiment)")
+        if rec is not None and rec.get("method"):
+            methods.setdefault(rec["method"], str(src))
+    if len(methods) > 1 and not allow_mixed_methods:
+        (m1, f1), (m2, f2) = list(methods.items())[:2]
+        raise TrainreconError(f"{f2}: made with method {m2}, but {f1} with {m1}; runs of different methods do not "
+                              "belong together (--allow-mixed-methods to combine them on purpose)")
+    return {"victim": victim, "methods": sorted(methods), "sources": rows,
+            "unrecorded": sum(r["victim"] is None for r in rows), "cross_victim": cross,
+            "cross_victim_allowed": bool(allow_cross_victim), "mixed_methods_allowed": bool(allow_mixed_methods)}

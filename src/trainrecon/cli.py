@@ -106,10 +106,13 @@ def reconstruct(
     mean, the initial weights where the method needs them, and n if disclosed (recorded in config.json)."""
     from .api import reconstruct as run
     from .attacks import method_named, payload_from_folder
+    from .attacks.runner import RUN_FILES
+    from .checkpoint import claim_folder
 
     cfg = config_from(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed})
     if split:
         cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, enabled=True))
+    claim_folder(out, "reconstruct", RUN_FILES)
     res = run(payload_from_folder(victim, disclose_n), cfg, out, _device(device), resume=resume)
     so = res["second_order"]
     typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration); "
@@ -134,22 +137,33 @@ def evaluate(
     truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set, instead of train.json's task"),
     heldout: Optional[Path] = typer.Option(None, help=".npz of images the victim never saw (more than n): the first n "
                                            "are the held-out control, all of them the headline's comparison pool"),
-    null: list[str] = typer.Option([], "--null", help="NAME=FILE: a further negative-control candidate set (centred "
-                                   ".npz), e.g. shadow=runs/shadow_rec/candidates.npz; repeatable"),
+    null: list[str] = typer.Option([], "--null", help="NAME=FILE: a further negative-control candidate set (.npz, "
+                                   "centred in this victim's input space), added beside the built-in controls, whose "
+                                   "names it may not take; e.g. shadow=runs/shadow_rec/candidates_in_victim_space.npz; repeatable"),
     threshold: Optional[float] = typer.Option(None, help="the headline's similarity threshold (default 0.5)"),
+    allow_cross_victim: bool = typer.Option(False, "--allow-cross-victim", help="score candidates made on another "
+                                            "victim (a deliberate experiment; recorded in metrics.json)"),
+    allow_mixed_methods: bool = typer.Option(False, "--allow-mixed-methods", help="union candidate files made with "
+                                             "different methods (recorded in metrics.json)"),
 ) -> None:
     """Score candidates against the victim's training set (the only step that sees it), with controls."""
+    from .checkpoint import claim_folder
+    from .metrics.evaluate import check_null_names
     from .metrics.headline import HeadlineRule
     from .pipeline import evaluate_run
+    from .pipeline.evaluation import EVALUATION_FILES
 
-    nulls = {}
+    nulls: dict[str, Path] = {}
     for item in null:
         name, sep, path = item.partition("=")
-        if not sep or not name or not path:
+        if not sep or not path.strip():
             raise TrainreconError(f"--null: expected NAME=FILE, got {item!r}")
+        check_null_names(list(nulls) + [name])  # empty, spaced, repeated, or a built-in control's name
         nulls[name] = Path(path)
     rule = config_from(HeadlineRule, None, {"threshold": threshold})
-    evaluate_run(victim, candidates, out, data_dir, truth, heldout, null_files=nulls, rule=rule)
+    claim_folder(out, "evaluate", EVALUATION_FILES)
+    evaluate_run(victim, candidates, out, data_dir, truth, heldout, null_files=nulls, rule=rule,
+                 allow_cross_victim=allow_cross_victim, allow_mixed_methods=allow_mixed_methods)
 
 
 @app.command()
@@ -194,13 +208,18 @@ def union(
     data_dir: Optional[Path] = typer.Option(None, help="data folder for the task recorded in train.json"),
     truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set"),
     heldout: Optional[Path] = typer.Option(None, help=".npz of held-out images"),
+    allow_cross_victim: bool = typer.Option(False, "--allow-cross-victim", help="merge runs made on another victim "
+                                            "(a deliberate experiment; recorded in metrics.json)"),
+    allow_mixed_methods: bool = typer.Option(False, "--allow-mixed-methods", help="merge runs of different methods "
+                                             "(recorded in metrics.json)"),
 ) -> None:
     """Merge the candidates of several runs (or a sweep's best trials), drop near-duplicates, evaluate."""
     from .pipeline.sweep import union_runs
 
     if top < 0 or not -1 <= dedupe <= 1:
         raise TrainreconError("--top must be >= 0 and --dedupe in [-1, 1]")
-    union_runs(victim, out, list(runs or []), sweep, top, dedupe, data_dir, truth, heldout, log=typer.echo)
+    union_runs(victim, out, list(runs or []), sweep, top, dedupe, data_dir, truth, heldout, log=typer.echo,
+               allow_cross_victim=allow_cross_victim, allow_mixed_methods=allow_mixed_methods)
 
 
 def _shape_option(value: Optional[str], name: str) -> Optional[list[int]]:
@@ -286,8 +305,9 @@ def train_poly(
     dcfg = from_dict(PolyDataConfig, {"kind": data, "n": n, "d": d, "seed": seed}, "option")
     tcfg = config_from(PolyTrainConfig, config, {"alpha": alpha, "width": width, "steps": steps, "seed": seed,
                                           "train_second_layer": False if fixed_second_layer else None})
-    make_trained_victim(out, dcfg, tcfg, data_dir)
-    typer.echo(f"wrote victim folder {out}")
+    info = make_trained_victim(out, dcfg, tcfg, data_dir)
+    typer.echo(f"{out}: already trained with this config; nothing to do" if info.get("reused")
+               else f"wrote victim folder {out}")
 
 
 @app.command("exact-kkt")
@@ -306,7 +326,8 @@ def exact_kkt(
 
     dcfg = from_dict(PolyDataConfig, {"kind": data, "n": n, "d": d, "seed": seed}, "option")
     info = make_exact_victim(out, dcfg, alpha, seed, data_dir)
-    typer.echo(f"wrote victim folder {out} ({info['n_neurons']} neurons)")
+    typer.echo(f"{out}: already built with this config ({info['n_neurons']} neurons); nothing to do" if info.get("reused")
+               else f"wrote victim folder {out} ({info['n_neurons']} neurons)")
 
 
 @app.command()
@@ -324,9 +345,11 @@ def identify(
     from .identifiability.identify import IdentifyConfig
     from .pipeline import identify_run
 
-    cfg = config_from(IdentifyConfig, config, {"margin": margin, "polish": polish})
-    from .checkpoint import folder_lock
+    from .checkpoint import claim_folder, folder_lock
+    from .pipeline.identify import IDENTIFY_FILES
 
+    cfg = config_from(IdentifyConfig, config, {"margin": margin, "polish": polish})
+    claim_folder(out, "identify", IDENTIFY_FILES)
     with folder_lock(out):
         identify_run(victim, out, cfg, truth, score, data_dir)
 

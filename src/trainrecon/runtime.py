@@ -70,19 +70,37 @@ def progress(total: int, desc: str, initial: int = 0):
 class StopRequest:
     """While active, SIGINT (Ctrl-C) and SIGTERM set ``requested`` instead of killing the process, so a loop can
     stop at an iteration boundary, save a consistent checkpoint and say how to resume.  A second Ctrl-C
-    interrupts at once (Python's default).  Outside the main thread it does nothing."""
+    interrupts at once (Python's default).  Outside the main thread it does nothing.
 
-    def __init__(self) -> None:
+    ``signals``: the signals it takes over (a sweep's worker processes take SIGTERM only and ignore Ctrl-C, which
+    the sweep process receives and passes on).  Nested inside another StopRequest (a sweep worker's, around its
+    trials), it takes the outer one's signals; a request already made to the outer one stops the inner run at
+    its first iteration, and a request to the inner one is passed out, so the worker starts no further trial."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
         self.requested: str | None = None
+        self.signals = tuple(signals)
         self._old: dict[int, object] = {}
+        self._outer: StopRequest | None = None
 
     def _handle(self, signum, _frame) -> None:
         self.requested = signal.Signals(signum).name
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if self._outer is not None:
+            self._outer.requested = self.requested
+        if signal.SIGINT in self._old:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            signals = self.signals
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                outer = getattr(signal.getsignal(sig), "__self__", None)
+                if isinstance(outer, StopRequest):
+                    self._outer, signals = outer, outer.signals
+                    self.signals = signals
+                    self.requested = self.requested or outer.requested
+                    break
+            for sig in signals:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 

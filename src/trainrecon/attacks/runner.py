@@ -21,7 +21,7 @@ import torch
 
 from ..atomic import write_npz
 from ..checkpoint import first_difference, fingerprint, folder_lock, load_checkpoint, save_checkpoint
-from ..config import save_json, to_dict
+from ..config import load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..runtime import StopRequest, progress, require_memory, resolve_dtype
 from ..objective.candidates import CandidateSet
@@ -47,6 +47,26 @@ def same_run(saved: Any, current: dict[str, Any], cls) -> bool:
     attack = {**{k: v for k, v in current["attack"].items() if k not in saved["attack"] and v == before.get(k)},
               **saved["attack"]}
     return {**saved, "attack": attack} == current
+
+
+#: everything a run writes into its folder (``trainrecon reconstruct`` refuses a folder holding anything else)
+RUN_FILES = ("config.json", "candidates.npz", "loss.json", "candidates.png", "checkpoint.safetensors",
+             "checkpoint.json", "splits.json", "split_images.npz", "*.tmp", "*.tmp.npz")
+
+
+def check_run(payload: Payload, cfg, device: torch.device | str = "cpu", copies: int = 1) -> int:
+    """What a run checks before any work, in one line each, for the config it will run with (the method's
+    :meth:`~.method.Method.adapt`): the method against the victim (outputs, initial weights, input mean), the number of candidates m (default 2n; the method's constraints on it, such as Haim's
+    even m) and the memory ``copies`` runs at once would need.  Returns m.  :func:`run_attack` calls it, and so
+    does a sweep, once, before its first trial."""
+    method = method_for(cfg)
+    cfg, _ = method.adapt(cfg, payload.spec)  # what the run will use
+    m = cfg.m or default_m(payload)
+    m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
+    what = f"attack with m = {m_max} candidates" + (f", {copies} at once" if copies > 1 else "")
+    require_memory(copies * attack_bytes(payload, m_max, cfg), what, device)
+    method(payload, cfg).labels(m)  # refuses a victim the method cannot attack, and an m it cannot use
+    return m
 
 
 def attack_bytes(payload: Payload, m: int, cfg) -> float:
@@ -89,17 +109,15 @@ def run_attack(
             raise TrainreconError(f"attack.{name}.enabled: this refinement needs its hook "
                                   "(trainrecon.reconstruct attaches it; or pass trainrecon.refinement.standard_hooks)")
     out = Path(out_dir)
+    m = check_run(payload, cfg, device)  # before the folder is made
     with folder_lock(out):
-        return _reconstruct(payload, cfg, method, out, device, resume, log, stop_after, list(hooks))
+        return _reconstruct(payload, cfg, method, m, out, device, resume, log, stop_after, list(hooks))
 
 
-def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool, log, stop_after,
+def _reconstruct(payload: Payload, cfg, method, m: int, out: Path, device, resume: bool, log, stop_after,
                  hooks: list[AttackHook]) -> dict[str, Any]:
     cfg, adapted = method.adapt(cfg, payload.spec)
     dtype = resolve_dtype(cfg.dtype)
-    m = cfg.m or default_m(payload)
-    m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
-    require_memory(attack_bytes(payload, m_max, cfg), f"attack with m = {m_max} candidates", device)
     cfg_record = {"method": method.name, "m": m, "attack": to_dict(cfg), "victim": payload.fingerprint()}
     run_id = fingerprint({"record": np.frombuffer(repr(cfg_record).encode(), dtype=np.uint8)})
     ck = out / "checkpoint.safetensors"
@@ -111,6 +129,14 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
     opt_x, opt_m = attack.optimisers()
     start, history, seconds_before = 0, [], 0.0
     loaded = load_checkpoint(ck, legacy_json)
+    if loaded is None and ((out / "config.json").is_file() or (out / "candidates.npz").is_file()):
+        # results without a checkpoint (a copied run, or one killed before its first checkpoint): rerun only the
+        # same run, never write over another one's
+        earlier = load_json(out / "config.json") if (out / "config.json").is_file() else None
+        earlier = {k: earlier.get(k) for k in cfg_record} if isinstance(earlier, dict) else None
+        if earlier is None or not same_run(earlier, cfg_record, type(cfg)):
+            diff = first_difference(earlier, cfg_record) if isinstance(earlier, dict) else "no config.json"
+            raise TrainreconError(f"{out}: holds the results of another run ({diff}); choose a new folder")
     if loaded is not None:
         if not resume:
             raise TrainreconError(f"{out}: holds a checkpoint of an earlier run; pass --resume or choose a new folder")
@@ -207,7 +233,8 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
                 write_npz(out / name, **content)
             else:
                 save_json(out / name, content)
-    write_candidates(out / "candidates.npz", cands, payload.spec.input_shape)
+    write_candidates(out / "candidates.npz", cands, payload.spec.input_shape,
+                     {"victim": cfg_record["victim"], "method": method.name})
     if result["finished"]:
         from ..reports import candidate_grid
 
@@ -216,9 +243,10 @@ def _reconstruct(payload: Payload, cfg, method, out: Path, device, resume: bool,
     return result
 
 
-def write_candidates(path: Path, cands: CandidateSet, input_shape) -> None:
-    """candidates.npz: x (m, C, H, W) in centred space, multipliers, labels y (if any), ids and parents."""
-    arrays = {"x": cands.x.detach().cpu().double().numpy().reshape(cands.m, *input_shape),
+def write_candidates(path: Path, cands: CandidateSet, input_shape, origin: dict[str, str] | None = None) -> None:
+    """candidates.npz: x (m, C, H, W) in centred space, multipliers, labels y (if any), ids and parents, and the
+    ``origin`` it belongs to (``victim`` fingerprint and ``method``, as strings: :func:`trainrecon.checkpoint.origin`)."""
+    arrays = {**{k: np.array(str(v)) for k, v in (origin or {}).items()},"x": cands.x.detach().cpu().double().numpy().reshape(cands.m, *input_shape),
               "multipliers": cands.multipliers.detach().cpu().double().numpy(),
               "ids": cands.ids.cpu().numpy(), "parents": cands.parents.cpu().numpy()}
     if cands.labels is not None:
@@ -226,4 +254,4 @@ def write_candidates(path: Path, cands: CandidateSet, input_shape) -> None:
     write_npz(path, **arrays)
 
 
-__all__ = ["METHODS", "default_m", "run_attack"]
+__all__ = ["METHODS", "RUN_FILES", "check_run", "default_m", "run_attack"]

@@ -94,6 +94,32 @@ def neurons_from_tensor(T: np.ndarray, basis: np.ndarray, starts: int, seed: int
     return a, W
 
 
+#: the construction's size limits, checked before any work: tensor entries n r^alpha built per try (time and
+#: memory, ~1 s per 3e7 on a CPU core) and multiply-adds of the Newton search over all tries
+MAX_SAMPLE_ENTRIES = 2e7
+MAX_NEWTON_WORK = 5e10
+
+
+def check_size(n: int, d: int, alpha: int, starts: int = 400, tries: int = 20) -> None:
+    """Refuse, in one line and before any work, a construction too large to finish in minutes or to fit in
+    memory: n samples in d dimensions span r = min(n, d) directions; every try builds the n rank-one terms
+    v_i^(x)alpha (n r^alpha numbers) and runs 100 Newton steps from ``starts`` points (starts r^alpha each)."""
+    if not 2 <= alpha <= MAX_DEGREE:
+        raise TrainreconError(f"alpha: need a degree in [2, {MAX_DEGREE}], got {alpha}")
+    r = min(n, d)
+    entries, newton = float(n) * float(r) ** alpha, tries * 100.0 * starts * float(r) ** alpha
+    if entries > MAX_SAMPLE_ENTRIES:
+        raise TrainreconError(f"exact KKT point: n = {n} samples of degree alpha = {alpha} on {r} directions are "
+                              f"{entries:.2g} tensor entries per try (limit {MAX_SAMPLE_ENTRIES:.0e}); use fewer "
+                              "samples (--n), dimensions (--d) or a lower degree")
+    if newton > MAX_NEWTON_WORK:
+        raise TrainreconError(f"exact KKT point: degree alpha = {alpha} on r = min(n, d) = {r} directions needs about "
+                              f"{newton:.2g} operations (limit {MAX_NEWTON_WORK:.0e}); use fewer samples (--n) or "
+                              "dimensions (--d) or a lower degree")
+    require_memory(8 * (2 * n * r**alpha + 4 * r**alpha + 4 * starts * r ** (alpha - 1) + starts * r * r + 2 * n * d),
+                   f"an exact KKT point of degree {alpha} on {r} directions")
+
+
 def build_exact_kkt(
     V: np.ndarray, y: np.ndarray, alpha: int, seed: int = 0, starts: int = 400, tries: int = 20
 ) -> ExactKKTPoint:
@@ -104,8 +130,7 @@ def build_exact_kkt(
     if not 2 <= alpha <= MAX_DEGREE:
         raise TrainreconError(f"alpha: need a degree in [2, {MAX_DEGREE}], got {alpha}")
     r = min(n, d)
-    require_memory(8 * (4 * r**alpha + 4 * starts * r ** (alpha - 1) + starts * r * r + 2 * n * d),
-                   f"an exact KKT point of degree {alpha} on {r} directions")
+    check_size(n, d, alpha, starts, tries)
     Vn = V / np.linalg.norm(V, axis=1, keepdims=True)
     Q, _ = np.linalg.qr(Vn.T)  # (d, n) orthonormal basis of the data span
     Vq = Vn @ Q

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import from_dict, to_dict
+from ..checkpoint import claim_folder, first_difference, folder_lock
+from ..config import from_dict, load_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Victim, save_victim
-from .exact_kkt import build_exact_kkt
+from ..runtime import require_memory
+from .exact_kkt import build_exact_kkt, check_size
 from .polynomial import PolyDataConfig, PolyTrainConfig, make_poly_data, poly_spec, train_polynomial
 
 
@@ -27,22 +29,67 @@ def save_poly_victim(folder: str | Path, a: np.ndarray, W: np.ndarray, alpha: in
     return save_victim(folder, spec, params, None, info)
 
 
+#: everything a polynomial victim's folder holds (exact-kkt and train-poly refuse a folder holding anything else)
+VICTIM_FILES = ("model.json", "train.json", "model.safetensors", "*.tmp")
+#: train-poly's size limit, checked before any work: steps x n x width x d multiply-adds (minutes on a CPU)
+MAX_TRAIN_WORK = 1e11
+
+
+def _existing(folder: Path, record: dict[str, Any], command: str) -> dict[str, Any] | None:
+    """The train.json of the same victim already in ``folder`` (then there is nothing to do), or None for an
+    empty folder; another victim, or anything else, is refused in one line."""
+    claim_folder(folder, command, VICTIM_FILES)
+    if not ((folder / "model.safetensors").is_file() or (folder / "train.json").is_file()):
+        return None
+    old = load_json(folder / "train.json") if (folder / "train.json").is_file() else {}
+    old = old if isinstance(old, dict) else {}
+    diff = first_difference({k: old.get(k) for k in record}, to_dict(record))
+    if diff:
+        raise TrainreconError(f"{folder}: holds another victim ({diff}); choose a new folder")
+    return old if (folder / "model.safetensors").is_file() else None
+
+
 def make_trained_victim(folder, data: PolyDataConfig, train: PolyTrainConfig, data_dir=None, log=print) -> dict:
-    X, y = make_poly_data(data, data_dir)
-    a, W, summary = train_polynomial(train, torch.as_tensor(X), torch.as_tensor(y), log=log)
-    info = {"trainer_kind": "polynomial", "trainer": to_dict(train), "data": to_dict(data),
-            "rescaled_to_unit_margin": summary["min_margin"] > 0, "final": summary}
-    save_poly_victim(folder, a.numpy(), W.numpy(), train.alpha, info)
+    """A two-layer polynomial network trained by normalised GD on ``data``; a folder already holding this very
+    victim is kept (``reused`` in the result)."""
+    work = float(train.steps + 10) * data.n * train.width * data.d
+    if work > MAX_TRAIN_WORK:
+        raise TrainreconError(f"train-poly: steps x n x width x d = {work:.2g} multiply-adds (limit {MAX_TRAIN_WORK:.0e}); "
+                              "use fewer steps, samples, neurons or dimensions")
+    require_memory(8 * 4 * data.n * train.width * (data.d + 1), f"training on n = {data.n} samples")
+    folder = Path(folder)
+    record = {"trainer_kind": "polynomial", "trainer": to_dict(train), "data": to_dict(data)}
+    old = _existing(folder, record, "train-poly")
+    if old is not None:
+        return {**(old.get("final") or {}), "reused": True}
+    with folder_lock(folder):
+        old = _existing(folder, record, "train-poly")  # again under the lock
+        if old is not None:
+            return {**(old.get("final") or {}), "reused": True}
+        X, y = make_poly_data(data, data_dir)
+        a, W, summary = train_polynomial(train, torch.as_tensor(X), torch.as_tensor(y), log=log)
+        info = {**record, "rescaled_to_unit_margin": summary["min_margin"] > 0, "final": summary}
+        save_poly_victim(folder, a.numpy(), W.numpy(), train.alpha, info)
     return summary
 
 
 def make_exact_victim(folder, data: PolyDataConfig, alpha: int, seed: int = 0, data_dir=None) -> dict:
-    """An exact KKT point whose samples lie on the directions of ``data`` (see :mod:`.exact_kkt`)."""
-    V, y = make_poly_data(data, data_dir)
-    p = build_exact_kkt(V, y, alpha, seed=seed)
-    info = {"trainer_kind": "exact_kkt", "alpha": alpha, "construction_seed": seed, "data": to_dict(data),
-            "rescaled_to_unit_margin": True, "final": {"n_neurons": int(len(p.a))}}
-    save_poly_victim(folder, p.a, p.W, alpha, info)
+    """An exact KKT point whose samples lie on the directions of ``data`` (see :mod:`.exact_kkt`); its size is
+    checked before any work, and a folder already holding this very victim is kept (``reused``)."""
+    check_size(data.n, data.d, alpha)
+    folder = Path(folder)
+    record = {"trainer_kind": "exact_kkt", "alpha": alpha, "construction_seed": seed, "data": to_dict(data)}
+    old = _existing(folder, record, "exact-kkt")
+    if old is not None:
+        return {"n_neurons": int((old.get("final") or {}).get("n_neurons", 0)), "reused": True}
+    with folder_lock(folder):
+        old = _existing(folder, record, "exact-kkt")  # again under the lock
+        if old is not None:
+            return {"n_neurons": int((old.get("final") or {}).get("n_neurons", 0)), "reused": True}
+        V, y = make_poly_data(data, data_dir)
+        p = build_exact_kkt(V, y, alpha, seed=seed)
+        info = {**record, "rescaled_to_unit_margin": True, "final": {"n_neurons": int(len(p.a))}}
+        save_poly_victim(folder, p.a, p.W, alpha, info)
     return {"n_neurons": int(len(p.a))}
 
 

@@ -19,11 +19,13 @@ papers, and ``informative`` says per protocol whether its positive control stand
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import TrainreconError
 from .exposure import exposure_of
 from .headline import HeadlineRule, headline_counts, headline_line, null_sets, one_to_one, shown
 from .matching import extraction_score, greedy_one_to_one, ncc_dist, nearest, sq_dist, uses_half_resolution
@@ -31,6 +33,32 @@ from .ssim import ssim_classic, ssim_paper
 
 THRESHOLDS = (0.4, 0.5)
 PROTOCOLS = ("haim_nn", "hungarian", "loo_greedy")
+#: the sets every evaluation scores by itself, under these names in metrics.json and the pictures: a further null
+#: set may not take one of them (nor its short form, null_ dropped, as the headline line prints it), since it
+#: would replace that control instead of joining it
+BUILTIN_SETS = ("attack", "heldout", "positive", "positive_heldout", "null_mean", "null_noise", "null_heldout_mean")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_null_names(names) -> None:
+    """Refuse, in one line, further null-set names that are empty, hold spaces or odd characters, repeat (case
+    aside), or take a built-in set's name (``BUILTIN_SETS``): a user's null set is added beside the controls,
+    never in place of one.  (``shadow`` is no built-in: an experiment's shadow victim, or a user's, is one of
+    these further sets.)"""
+    taken = {n.lower() for n in BUILTIN_SETS}
+    taken |= {n.removeprefix("null_") for n in taken}
+    seen: set[str] = set()
+    for name in names:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise TrainreconError(f"null set name {name!r}: give a name of letters, digits, '_', '.', '+' or '-' "
+                                  "(no spaces), e.g. other_subset")
+        key = name.lower()
+        if key in taken or key.removeprefix("null_") in taken:
+            raise TrainreconError(f"null set name {name!r}: taken by a built-in set ({', '.join(BUILTIN_SETS)}); "
+                                  "a further null set is added beside the controls, never in place of one: choose another name")
+        if key in seen:
+            raise TrainreconError(f"null set name {name!r}: given twice; each further null set needs its own name")
+        seen.add(key)
 
 
 def match(protocol: str, reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -124,6 +152,7 @@ def evaluate(
         raise ValueError(f"candidates have image shape {tuple(cand.shape[1:])}, training images {tuple(tr.shape[1:])}")
     n = int(tr.shape[0])
     control = None if ho is None else ho[:n]
+    check_null_names(list(extra_nulls or {}))
     nulls = null_sets(cand, ho, mu, rule.null_seed)
     nulls.update({k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in (extra_nulls or {}).items()})
     head, sims, details = headline_counts(cand, tr, ho, mu, nulls, rule)

@@ -14,6 +14,7 @@ A victim is a folder holding
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,9 +169,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TrainreconError(f"{path}: file not found")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns, over several lines, about pickles it then refuses
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for hostile pickles, RuntimeError/EOFError for truncated files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.split("WeightsUnpickler error:")[-1].strip() for ln in str(e).splitlines()]
+        boiler = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        told = [ln for ln in lines if ln and not ln.startswith(boiler)]
+        told = [ln for ln in told if "GLOBAL" in ln or "Unsupported" in ln] or told  # the reason, not the advice
+        msg = (told or [ln for ln in lines if ln] or [type(e).__name__])[0].split(". ")[0].rstrip(".")
         raise TrainreconError(f"{path}: refused to load (weights_only=True): {msg}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]  # Haim's {'batch','epoch','state_dict'} wrapper
@@ -200,8 +207,21 @@ def import_victim(weights: str | Path, architecture: str | Path | None, out: str
     else:
         spec, how = architecture_from_dict(load_json(architecture), str(architecture)), {}
     params, init, input_mean = _parts(spec, tensors, str(weights))
+    check_accounted(spec, tensors, str(weights), str(architecture or "the inferred architecture"))
     return write_imported(out, spec, params, init, input_mean, str(weights), mean,
                           {"imported_from": Path(weights).name, **how})
+
+
+def check_accounted(spec: Architecture, tensors: dict[str, torch.Tensor], where: str, architecture: str) -> None:
+    """Refuse, naming them, tensors the architecture does not account for (an extra bias, an extra layer whose
+    shapes happen to fit: another network than the one described); nothing is dropped silently."""
+    known = set(spec.param_names()) | {INIT_PREFIX + k for k in spec.param_names()} | {"input_mean"}
+    extra = sorted(set(tensors) - known)
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        raise TrainreconError(f"{where}: tensors {architecture} does not account for: "
+                              f"{', '.join(map(repr, extra[:3]))}{more} (a different network? nothing is dropped "
+                              "silently: fix the architecture or remove them)")
 
 
 def check_new_folder(out: Path) -> None:

@@ -11,13 +11,14 @@ import torch
 from ..attacks.haim import HaimConfig
 from ..attacks.payload import payload_from_folder
 from ..api import reconstruct
-from ..checkpoint import folder_lock
-from ..config import from_dict, save_json, to_dict
+from ..checkpoint import claim_folder, folder_lock
+from ..config import from_dict, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
+from ..errors import TrainreconError
 from ..metrics.evaluate import headline
 from ..models.victim import load_victim
 from ..training import TrainConfig
-from .evaluation import evaluate_run
+from .evaluation import EVALUATION_FILES, evaluate_run
 from .identify import identify_run
 from .victims import train_victim
 
@@ -31,8 +32,24 @@ DEMO_ATTACK = HaimConfig(iterations=8000, lr=1.0, lr_lambda=0.01, init_scale=1e-
 def demo(out: str | Path = "runs/demo", device: torch.device | str = "cpu", seed: int = 0, log=print) -> dict[str, Any]:
     """Offline demo: an MNIST even/odd victim (n = 40, 784-200-200-1) on the MNIST subset shipped with the
     package, the Haim KKT attack, evaluation with every control; report.html, grid.png, evidence.png, metrics.json."""
+    claim_folder(out, "demo", DEMO_FILES)
+    _same_demo(Path(out), seed)
     with folder_lock(out):
         return _demo(Path(out), device, seed, log)
+
+
+#: everything the demos write into their folders (each refuses a folder holding anything else)
+DEMO_FILES = ("victim", "reconstruction", "config.json", *EVALUATION_FILES)
+IDENTIFY_DEMO_FILES = ("exact_alpha3", "exact_alpha4", "trained_n2", "trained_n5", "demo.json", "*.tmp")
+
+
+def _same_demo(out: Path, seed: int) -> None:
+    """Refuse a demo folder made with another seed (its victim and attack would not be this demo's)."""
+    if (out / "config.json").is_file():
+        old = load_json(out / "config.json")
+        if isinstance(old, dict) and old.get("seed") != seed:
+            raise TrainreconError(f"{out}: holds the demo of another seed ({old.get('seed')} then, {seed} now); "
+                                  "choose a new folder")
 
 
 def _demo(out: Path, device, seed: int, log) -> dict[str, Any]:
@@ -65,6 +82,7 @@ def identify_demo(out: str | Path = "runs/identify-demo", log=print) -> dict[str
     from ..identifiability.victims import make_exact_victim, make_trained_victim
 
     out = Path(out)
+    claim_folder(out, "identify-demo", IDENTIFY_DEMO_FILES)
     results: dict[str, Any] = {}
     cases = [
         ("exact_alpha3", "exact KKT point, alpha 3, n 5, d 10", PolyDataConfig("gaussian", 5, 10, 2), 3),

@@ -1,4 +1,7 @@
-"""Evaluation of candidate files against a victim's training set: the only step that sees it."""
+"""Evaluation of candidate files against a victim's training set: the only step that sees it.
+
+``EVALUATION_FILES``: everything an evaluation writes into its folder (``trainrecon evaluate`` refuses a folder
+holding anything else)."""
 
 from __future__ import annotations
 
@@ -12,30 +15,38 @@ import numpy as np
 from ..atomic import write_bytes, write_text
 from ..attacks.payload import Payload
 from ..audit_report import FINGERPRINT, audit_record, render_report
-from ..checkpoint import folder_lock
-from ..config import from_dict, load_json, save_json
+from ..checkpoint import check_sources, first_difference, folder_lock
+from ..config import from_dict, load_json, save_json, to_dict
 from ..data.formats import read_npz, to_float_nchw
 from ..data.tasks import TaskConfig, build_task
 from ..errors import TrainreconError
-from ..metrics.evaluate import headline
+from ..metrics.evaluate import check_null_names, headline
 from ..metrics.headline import HeadlineRule
 from ..metrics.scoring import score
 from ..models.victim import Victim, load_victim
 from ..reports import evidence_plot, l2_curve_plot, pair_grid
+
+EVALUATION_FILES = ("metrics.json", "grid.png", "evidence.png", "l2_curve.png", "report.html", "*.tmp")
 
 
 def load_truth(
     victim: Victim, data_dir: str | Path | None, truth: str | Path | None, heldout: str | Path | None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Training images, labels, held-out images (the control first, then the pool) and centring mean, for
-    evaluation only."""
+    evaluation only.  ``truth`` must hold as many images as the victim was trained on (where train.json records
+    it), real whole-number labels, and the victim's image shape, as must ``heldout``."""
     shape = tuple(victim.spec.input_shape)
-    x_ho_file = None if heldout is None else to_float_nchw(read_npz(heldout)[0], str(heldout))
+    x_ho_file = None if heldout is None else _images(heldout, shape, "held-out images")
     if truth is not None:
-        x, y = read_npz(truth)
-        x_tr = to_float_nchw(x, str(truth))
-        if x_tr.shape[1:] != shape:
-            raise TrainreconError(f"{truth}: images of shape {x_tr.shape[1:]}, but the victim takes {shape}")
+        x_tr = _images(truth, shape, "training images")
+        y = read_npz(truth)[1]
+        if y is not None and not (y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.isfinite(y).all()
+                                                             and np.array_equal(y, np.round(y)))):
+            raise TrainreconError(f"{truth}: y has dtype {y.dtype}; labels must be whole real numbers")
+        recorded = victim.train_info.get("train_indices")
+        if isinstance(recorded, list) and recorded and len(x_tr) != len(recorded):
+            raise TrainreconError(f"{truth}: {len(x_tr)} images, but the victim was trained on n = {len(recorded)} "
+                                  "(train.json); --truth must be exactly its training set")
         mean = victim.mean_chw() if victim.input_mean is not None else x_tr.mean(axis=0)
         return x_tr, y, x_ho_file, mean
     if "task" not in victim.train_info:
@@ -45,18 +56,31 @@ def load_truth(
     recorded = victim.train_info.get("train_indices")
     if recorded is not None and list(map(int, recorded)) != data.idx_train.tolist():
         raise TrainreconError("train.json: recorded train_indices differ from the task's selection on this data")
+    if data.x_train.shape[1:] != shape:
+        raise TrainreconError(f"train.json.task: images of shape {data.x_train.shape[1:]}, but the victim takes {shape}")
     x_ho = data.heldout_all if x_ho_file is None else x_ho_file
     mean = victim.mean_chw() if victim.input_mean is not None else data.mean
     return data.x_train, data.y_train, x_ho, mean
 
 
+def _images(path: str | Path, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """Raw images in [0, 1] (N >= 1, C, H, W) from an .npz's ``x``, in the victim's image shape."""
+    x = to_float_nchw(read_npz(path)[0], str(path))
+    if x.shape[1:] != shape:
+        raise TrainreconError(f"{path}: {what} of shape {x.shape[1:]}, but the victim takes {shape}")
+    if len(x) == 0:
+        raise TrainreconError(f"{path}: holds no {what}")
+    return x
+
+
 def read_candidates(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
-    """Centred candidates (m, C, H, W) from an .npz's ``x``, checked for shape and finiteness."""
+    """Centred candidates (m, C, H, W) from an .npz's ``x``, checked for dtype (real numbers: complex, bool, text
+    and object arrays are refused, never cast), shape and finiteness."""
     x, _ = read_npz(path)
-    try:
-        x = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TrainreconError(f"{path}: x is not numeric (dtype {np.asarray(x).dtype})") from None
+    if x.dtype.kind not in "fiu":
+        raise TrainreconError(f"{path}: x has dtype {x.dtype}; candidates must be real numbers "
+                              "(complex, bool and text arrays are refused, not converted)")
+    x = np.asarray(x, dtype=np.float64)
     if x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
         x = x.reshape(-1, *shape)
     if x.shape[1:] != shape or x.shape[0] == 0:
@@ -72,16 +96,30 @@ def evaluate_run(
     truth: str | Path | None = None, heldout: str | Path | None = None, log=print,
     null_files: dict[str, str | Path] | None = None, rule: HeadlineRule = HeadlineRule(),
     runs: list[str | Path] | None = None, extra: dict[str, Any] | None = None,
+    allow_cross_victim: bool = False, allow_mixed_methods: bool = False,
 ) -> dict[str, Any]:
     """Score the union of candidate files against the victim's training set with :func:`trainrecon.score`
     (the controls of ``metrics/headline.py``, further named null candidate files such as a shadow victim's, the
     per-image exposure and its ROC); write metrics.json, grid.png, evidence.png, l2_curve.png and report.html
     (:mod:`trainrecon.audit_report`).  ``runs``: the attack run folders whose config.json and loss.json the
     report shows (default: the candidate files' folders that hold a loss.json); ``extra``: further entries for
-    metrics.json (a union's record)."""
+    metrics.json (a union's record).
+
+    Candidate files that record the victim they were made on must name this one, and one method
+    (:func:`trainrecon.checkpoint.check_sources`; ``allow_cross_victim`` / ``allow_mixed_methods`` for deliberate
+    experiments, recorded in ``metrics["provenance"]``).  A further null set may not take a built-in control's
+    name.  An ``out`` holding the evaluation of other inputs is refused."""
+    check_null_names(list(null_files or {}))  # what can be refused before the folder is made
+    victim = load_victim(victim_dir)
+    fp = Payload.of(victim).fingerprint()
+    provenance = check_sources(list(candidate_files), fp, str(victim_dir), allow_cross_victim, allow_mixed_methods)
     with folder_lock(out):
-        return _evaluate_run(victim_dir, candidate_files, Path(out), data_dir, truth, heldout, log, null_files, rule,
-                             runs, extra)
+        return _evaluate_run(victim, fp, provenance, candidate_files, Path(out), data_dir, truth, heldout, log,
+                             null_files, rule, runs, extra, Path(victim_dir).name)
+
+
+def _resolved(path) -> str | None:
+    return None if path is None else str(Path(path).resolve())
 
 
 def victim_record(victim: Victim) -> dict[str, Any]:
@@ -130,11 +168,18 @@ def attack_runs(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[str, li
     return records, histories
 
 
-def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldout, log, null_files, rule, runs,
-                  extra) -> dict[str, Any]:
+def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate_files, out: Path, data_dir, truth,
+                  heldout, log, null_files, rule, runs, extra, title: str) -> dict[str, Any]:
     t0 = time.time()
-    victim = load_victim(victim_dir)
     shape = tuple(victim.spec.input_shape)
+    provenance["inputs"] = {"victim": fp, "candidates": [_resolved(f) for f in candidate_files],
+                            "nulls": {k: _resolved(f) for k, f in (null_files or {}).items()},
+                            "truth": _resolved(truth), "heldout": _resolved(heldout), "rule": to_dict(rule)}
+    earlier = load_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
+    if isinstance(earlier, dict) and isinstance(earlier.get("provenance"), dict) and "inputs" in earlier["provenance"]:
+        diff = first_difference(earlier["provenance"]["inputs"], provenance["inputs"])
+        if diff:
+            raise TrainreconError(f"{out}: holds the evaluation of other inputs ({diff}); choose a new folder")
     cands = [read_candidates(f, shape) for f in candidate_files]
     nulls = {name: read_candidates(f, shape) for name, f in (null_files or {}).items()}
     x_tr, y_tr, x_ho, mean = load_truth(victim, data_dir, truth, heldout)
@@ -149,6 +194,7 @@ def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldo
     metrics["candidate_files"] = [Path(f).name for f in candidate_files]
     metrics["null_files"] = {k: Path(f).name for k, f in (null_files or {}).items()}
     metrics["mean_source"] = "victim input_mean" if victim.input_mean is not None else "training-set per-pixel mean"
+    metrics["provenance"] = provenance
     metrics.update(extra or {})
     folders = [Path(r) for r in runs] if runs is not None else \
         [Path(f).parent for f in candidate_files if (Path(f).parent / "loss.json").is_file()]
@@ -175,6 +221,6 @@ def _evaluate_run(victim_dir, candidate_files, out: Path, data_dir, truth, heldo
     pngs = {k: v.getvalue() for k, v in pictures.items()}
     for k, png in pngs.items():
         write_bytes(out / f"{k}.png", png)
-    write_text(out / "report.html", render_report(result, histories, Path(victim_dir).name, pngs))
+    write_text(out / "report.html", render_report(result, histories, title, pngs))
     log(headline(metrics))
     return metrics

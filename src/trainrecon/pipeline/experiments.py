@@ -15,14 +15,19 @@ from ..atomic import write_npz
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..api import reconstruct
-from ..checkpoint import first_difference, folder_lock
+from ..checkpoint import claim_folder, first_difference, folder_lock
 from ..config import from_dict, load_config, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
 from ..models.victim import load_victim
 from ..training import TRAINERS
-from .evaluation import evaluate_run, read_candidates
+from .evaluation import EVALUATION_FILES, evaluate_run, read_candidates
 from .victims import train_victim
+
+
+#: everything ``run`` writes into its folder (it refuses a folder holding anything else)
+EXPERIMENT_FILES = ("experiment.json", "victim", "reconstruction", "shadow_victim", "shadow_reconstruction",
+                    *EVALUATION_FILES)
 
 
 @dataclass
@@ -64,6 +69,7 @@ def run_experiment(
     out = Path(out)
     record = {"task": exp.task, "trainer": exp.trainer, "train": train_cfg, "method": exp.method, "attack": attack_cfg,
               "shadow": exp.shadow}
+    claim_folder(out, "run", EXPERIMENT_FILES)
     with folder_lock(out):
         if (out / "experiment.json").is_file():
             old = load_json(out / "experiment.json")

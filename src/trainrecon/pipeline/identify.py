@@ -10,10 +10,15 @@ import numpy as np
 import torch
 
 from ..atomic import write_npz
-from ..config import save_json
+from ..attacks.payload import Payload
+from ..checkpoint import first_difference
+from ..config import load_json, save_json, to_dict
 from ..data.formats import read_npz
 from ..errors import TrainreconError
 from ..models.victim import load_victim
+
+#: everything ``identify`` writes into its folder (it refuses a folder holding anything else)
+IDENTIFY_FILES = ("report.json", "samples.npz", "identify.png", "*.tmp")
 
 
 def identify_run(
@@ -31,10 +36,18 @@ def identify_run(
     cfg = cfg or IdentifyConfig()
     victim = load_victim(victim_dir)
     net = poly_from_victim(victim)
+    out = Path(out)
+    inputs = {"victim": Payload.of(victim).fingerprint(), "config": to_dict(cfg),
+              "truth": None if truth is None else str(Path(truth).resolve()), "score": bool(score)}
+    given = None if truth is None else _truth(truth, net.W.shape[1], victim.train_info)  # checked before any work
+    earlier = load_json(out / "report.json") if (out / "report.json").is_file() else None
+    if isinstance(earlier, dict) and isinstance(earlier.get("inputs"), dict):
+        diff = first_difference(earlier["inputs"], inputs)
+        if diff:
+            raise TrainreconError(f"{out}: holds the report of another identification ({diff}); choose a new folder")
     t0 = time.time()
     rep = identify(net, cfg, scale_recorded=bool(victim.train_info.get("rescaled_to_unit_margin", False)))
     rep["seconds"] = time.time() - t0
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     samples = rep.pop("samples")
     baseline = rep.pop("baseline")
@@ -45,10 +58,7 @@ def identify_run(
     scores = None
     if truth is not None or (score and "data" in victim.train_info):
         if truth is not None:
-            X_true, y_true = read_npz(truth)
-            X_true = np.asarray(X_true, dtype=np.float64).reshape(len(X_true), -1)
-            if X_true.shape[1] != net.W.shape[1]:
-                raise TrainreconError(f"{truth}: samples of dimension {X_true.shape[1]}, the victim takes {net.W.shape[1]}")
+            X_true, y_true = given
         else:
             X_true, y_true = poly_truth(victim, data_dir)
         y_true = np.ones(len(X_true)) if y_true is None else np.asarray(y_true, dtype=np.float64)
@@ -59,7 +69,7 @@ def identify_run(
                   "recovered": compare_to_truth(None if samples is None else samples["x"], X_true, active),
                   "neurons_as_data": compare_to_truth(baseline, X_true, active)}
         rep["score"] = scores
-    save_json(out / "report.json", {"config": cfg, **rep})
+    save_json(out / "report.json", {"config": cfg, "inputs": inputs, **rep})
     identify_plot(rep, out / "identify.png")
     line = (f"{rep['verdict']}: {rep.get('n_recovered', 0)} samples recovered from {rep['significant_neurons']} neurons "
             f"({rep['distinct_directions']} directions, span {rep['neuron_span']}); system rank "
@@ -75,3 +85,23 @@ def identify_run(
             f"{rec['max_rel_error']:.2e} (neurons as data: {base['max_rel_error']:.2e}), mean 1-|cos| "
             f"{rec['mean_one_minus_cos']:.2e} (neurons as data: {base['mean_one_minus_cos']:.2e})")
     return rep
+
+
+def _truth(path, d: int, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """--truth samples (n, d) and labels: real, finite, of the victim's dimension and (where train.json records
+    it) its number of samples."""
+    X, y = read_npz(path)
+    for name, a in (("x", X), ("y", y)):
+        if a is not None and (a.dtype.kind not in "fiu" or not np.isfinite(a.astype(np.float64)).all()):
+            raise TrainreconError(f"{path}: {name} has dtype {a.dtype} or holds NaN or inf; samples and labels must be "
+                                  "finite real numbers")
+    X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+    if X.shape[1] != d:
+        raise TrainreconError(f"{path}: samples of dimension {X.shape[1]}, the victim takes {d}")
+    n = (info.get("data") or {}).get("n") if isinstance(info.get("data"), dict) else None
+    if isinstance(n, int) and len(X) != n:
+        raise TrainreconError(f"{path}: {len(X)} samples, but the victim was made on n = {n} (train.json); --truth must "
+                              "be its training set")
+    if len(X) == 0:
+        raise TrainreconError(f"{path}: holds no samples")
+    return X, y

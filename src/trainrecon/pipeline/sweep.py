@@ -3,19 +3,31 @@ merged, de-duplicated candidates of several runs scored with the standard protoc
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..atomic import write_npz
-from ..config import save_json, to_dict
+from ..attacks.payload import payload_from_folder
+from ..attacks.runner import check_run
+from ..checkpoint import belongs, check_sources, claim_folder, first_difference, folder_lock, origin
+from ..config import load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..models.victim import load_victim
-from ..sweeps.study import SweepConfig, read_trials, summary, work
-from .evaluation import evaluate_run, load_truth, read_candidates
+from ..runtime import StopRequest
+from ..sweeps.study import SweepConfig, read_trials, study_name, summary, work
+from .evaluation import EVALUATION_FILES, evaluate_run, load_truth, read_candidates
+
+#: everything a sweep writes into its folder, and a union into its own (each refuses a folder holding more)
+SWEEP_FILES = ("sweep_config.json", "sweep.json", "study.journal", "study.journal.lock", "trials", "*.tmp")
+UNION_FILES = ("union.npz", *EVALUATION_FILES)
 
 
 def _evaluator(victim: Path, data_dir, truth, heldout):
@@ -30,42 +42,80 @@ def _evaluator(victim: Path, data_dir, truth, heldout):
 
 
 def _worker(cfg: SweepConfig, victim: Path, out: Path, device: str, index: int, threads: int, evaluation) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    evaluate = _evaluator(victim, *evaluation) if cfg.score_with_truth else None
+    """One local worker process.  It ignores Ctrl-C (the sweep process receives it and stops its workers with
+    SIGTERM); on SIGTERM the running trial saves its checkpoint and the worker ends quietly (exit 130)."""
     try:
-        work(cfg, victim, out, device, evaluate, worker=index, log=lambda s: print(f"[worker {index}] {s}", flush=True))
-    except (TrainreconError, Interrupted) as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since the start (inherited), kept so
+        import torch
+
+        torch.set_num_threads(threads)
+        evaluate = _evaluator(victim, *evaluation) if cfg.score_with_truth else None
+        with StopRequest(signals=(signal.SIGTERM,)) as stop:
+            work(cfg, victim, out, device, evaluate, worker=index, stop=stop,
+                 log=lambda s: print(f"[worker {index}] {s}", flush=True))
+    except (Interrupted, KeyboardInterrupt):
+        raise SystemExit(130) from None  # the sweep process prints the one line saying how to continue
+    except TrainreconError as e:
         print(f"[worker {index}] error: {e}", flush=True)
-        raise SystemExit(2 if isinstance(e, TrainreconError) else 130) from None
+        raise SystemExit(2) from None
+
+
+def sweep_identity(cfg: SweepConfig, victim_fingerprint: str) -> dict[str, Any]:
+    """What makes a sweep folder this sweep's: the victim (fingerprint), the method, the study and its storage."""
+    return {"victim": victim_fingerprint, "method": cfg.method, "study": study_name(cfg, victim_fingerprint),
+            "storage": cfg.storage or "journal file"}
+
+
+def check_sweep_folder(out: Path, identity: dict[str, Any]) -> None:
+    """Refuse a sweep folder holding another sweep (another victim, method, study or storage, by its
+    sweep_config.json) or trials made on another victim or with another method (by their config.json: the rule of
+    :func:`trainrecon.checkpoint.belongs`)."""
+    claim_folder(out, "sweep", SWEEP_FILES)
+    record = load_json(out / "sweep_config.json") if (out / "sweep_config.json").is_file() else None
+    if isinstance(record, dict) and isinstance(record.get("identity"), dict):
+        diff = first_difference(record["identity"], identity)
+        if diff:
+            raise TrainreconError(f"{out}: holds another sweep ({diff}); choose another folder for this one")
+    for config in sorted((out / "trials").glob("*/config.json")) if (out / "trials").is_dir() else []:
+        diff = belongs(origin(config.parent), identity["victim"], identity["method"])
+        if diff:
+            raise TrainreconError(f"{config.parent}: a trial of another sweep ({diff}); choose another folder for this one")
 
 
 def run_sweep(cfg: SweepConfig, victim: str | Path, out: str | Path, device: str = "cpu", data_dir=None, truth=None,
               heldout=None, log=print) -> dict[str, Any]:
-    """Run (or continue) the sweep with ``cfg.workers`` local processes, then write OUT/sweep.json."""
+    """Run (or continue) the sweep with ``cfg.workers`` local processes, then write OUT/sweep.json.
+
+    Before the first trial, as ``reconstruct`` does (:func:`trainrecon.attacks.runner.check_run`): the method
+    against the victim, m, and the memory of ``cfg.workers`` trials at once; and OUT must be this sweep's folder
+    (:func:`check_sweep_folder`).  Ctrl-C or SIGTERM stops every worker (each running trial saves its
+    checkpoint) and raises :class:`Interrupted` with one line saying how to continue."""
     victim, out = Path(victim), Path(out)
     v = load_victim(victim)  # clear errors before any worker starts
+    payload = payload_from_folder(victim)
+    check_run(payload, cfg.base_config(), device, copies=cfg.workers)
     if cfg.score_with_truth:
         load_truth(v, data_dir, truth, heldout)
+    identity = sweep_identity(cfg, payload.fingerprint())
+    check_sweep_folder(out, identity)
     out.mkdir(parents=True, exist_ok=True)
-    save_json(out / "sweep_config.json", {"victim": str(victim), **to_dict(cfg)})
+    save_json(out / "sweep_config.json", {"victim": str(victim), "identity": identity, **to_dict(cfg)})
     evaluation = (data_dir, truth, heldout)
+    again = f"rerun the same command to continue ({out})"
     if cfg.workers == 1:
         evaluate = _evaluator(victim, *evaluation) if cfg.score_with_truth else None
-        work(cfg, victim, out, device, evaluate, log=log)
+        try:
+            with StopRequest() as stop:
+                work(cfg, victim, out, device, evaluate, log=log, stop=stop)
+        except (Interrupted, KeyboardInterrupt) as e:
+            why = str(e).split(":")[0] if isinstance(e, Interrupted) else "SIGINT"
+            raise Interrupted(f"{why}: the sweep stopped; finished trials are kept and the interrupted one resumes "
+                              f"from its checkpoint: {again}") from None
     else:
-        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(cfg, victim, out, device, i, threads, evaluation))
-                 for i in range(cfg.workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        bad = [i for i, p in enumerate(procs) if p.exitcode]
-        if bad:
-            log(f"workers {bad} ended with an error (their trials are retried when the sweep is rerun)")
+        stopped = _run_workers(cfg, victim, out, device, evaluation, log)
+        if stopped:
+            raise Interrupted(f"{stopped}: the sweep stopped its {cfg.workers} workers; finished trials are kept and "
+                              f"interrupted ones resume from their checkpoints: {again}")
     result = summary(cfg, out, victim)
     s = result["states"]
     best = result["best"]
@@ -74,6 +124,50 @@ def run_sweep(cfg: SweepConfig, victim: str | Path, out: str | Path, device: str
         + (f"best trial {best['trial']} score {best['score']:.4g} ({best['folder']})" if best else "no complete trial")
         + f"; {out / 'sweep.json'}")
     return result
+
+
+def _run_workers(cfg: SweepConfig, victim: Path, out: Path, device: str, evaluation, log=print) -> str | None:
+    """Start ``cfg.workers`` processes and wait for them.  Ctrl-C or SIGTERM (to this process) is passed on to
+    every worker as SIGTERM, again every 2 s until all have ended (each saves its trial's checkpoint); a second
+    Ctrl-C kills them at once (their trials are retried on the next run).  Returns the signal's name, or None."""
+    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(cfg, victim, out, device, i, threads, evaluation))
+             for i in range(cfg.workers)]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers inherit it: Ctrl-C is ours to pass on
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"  # no multi-line warning after a kill
+    sys.warnoptions.append(quiet)  # read by the helper processes multiprocessing starts now
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        with contextlib.suppress(ValueError):
+            sys.warnoptions.remove(quiet)
+    sent = 0.0
+    with StopRequest() as stop:
+        try:
+            while any(p.is_alive() for p in procs):
+                if stop.requested and time.time() - sent > 2:
+                    for p in procs:
+                        if p.is_alive():
+                            os.kill(p.pid, signal.SIGTERM)
+                    sent = time.time()
+                for p in procs:
+                    p.join(timeout=0.2)
+        except KeyboardInterrupt:  # a second Ctrl-C: now
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+            for p in procs:
+                p.join()
+            return "SIGINT"
+    if stop.requested:
+        return stop.requested
+    bad = [i for i, p in enumerate(procs) if p.exitcode]
+    if bad:
+        log(f"workers {bad} ended with an error (their trials are retried when the sweep is rerun)")
+    return None
 
 
 def union_dedupe(x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -95,15 +189,44 @@ def union_dedupe(x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarra
 
 
 def union_runs(victim: str | Path, out: str | Path, runs: list[Path] | None = None, sweep: Path | None = None,
-               top: int = 0, dedupe: float = 0.99, data_dir=None, truth=None, heldout=None, log=print) -> dict[str, Any]:
+               top: int = 0, dedupe: float = 0.99, data_dir=None, truth=None, heldout=None, log=print,
+               allow_cross_victim: bool = False, allow_mixed_methods: bool = False) -> dict[str, Any]:
     """Merge the candidates of run folders (``runs``) and/or of a sweep's trials (the ``top`` best complete ones by
     score, all complete ones when ``top`` is 0), best first; drop near-duplicates; evaluate the union with the
     standard protocols and the honest headline.  Writes OUT/union.npz, metrics.json (with ``union``), grid.png and
-    report.html (with every merged run's loss curve)."""
+    report.html (with every merged run's loss curve).
+
+    Every run merged must have been made on this victim, and all with one method (the rule of
+    :func:`trainrecon.checkpoint.check_sources`; ``allow_cross_victim`` / ``allow_mixed_methods`` for deliberate
+    experiments, recorded in ``metrics["union"]["provenance"]``).  OUT must be empty or this union's own folder
+    (the same victim, runs, sweep, top and dedupe)."""
     victim, out = Path(victim), Path(out)
-    shape = tuple(load_victim(victim, training_record=False).spec.input_shape)
+    claim_folder(out, "union", UNION_FILES)
+    return _union_runs(victim, out, runs, sweep, top, dedupe, data_dir, truth, heldout, log, allow_cross_victim,
+                       allow_mixed_methods)
+
+
+def _union_runs(victim: Path, out: Path, runs, sweep, top, dedupe, data_dir, truth, heldout, log,
+                allow_cross_victim, allow_mixed_methods) -> dict[str, Any]:
+    payload = payload_from_folder(victim)
+    shape, fp = tuple(payload.spec.input_shape), payload.fingerprint()
+    request = {"victim": fp, "runs": [str(Path(r).resolve()) for r in runs or []],
+               "sweep": None if sweep is None else str(Path(sweep).resolve()), "top": top, "dedupe": dedupe,
+               "allow_cross_victim": allow_cross_victim, "allow_mixed_methods": allow_mixed_methods}
+    earlier = load_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
+    if isinstance(earlier, dict) and isinstance((earlier.get("union") or {}).get("request"), dict):
+        diff = first_difference(earlier["union"]["request"], request)
+        if diff:
+            raise TrainreconError(f"{out}: holds another union ({diff}); choose a new folder")
     sources: list[tuple[Path, float | None]] = []
     if sweep is not None:
+        record = load_json(Path(sweep) / "sweep_config.json") if (Path(sweep) / "sweep_config.json").is_file() else None
+        identity = record.get("identity") if isinstance(record, dict) else None
+        diff = belongs(identity if isinstance(identity, dict) else None, fp)
+        if diff and not allow_cross_victim:
+            raise TrainreconError(f"{sweep}: a sweep of another victim ({diff}, sweep_config.json), not of {victim}; "
+                                  "results of different victims do not belong together (--allow-cross-victim for a "
+                                  "deliberate cross-victim experiment)")
         done = sorted((t for t in read_trials(sweep) if t.get("state") == "COMPLETE" and t.get("score") is not None),
                       key=lambda t: t["score"])
         if not done:
@@ -112,21 +235,24 @@ def union_runs(victim: str | Path, out: str | Path, runs: list[Path] | None = No
     sources += [(Path(r), None) for r in runs or []]
     if not sources:
         raise TrainreconError("union: give run folders, or --sweep with a sweep's output folder")
-    parts = []
-    for folder, _ in sources:
-        f = folder / "candidates.npz" if folder.is_dir() else folder
-        parts.append(read_candidates(f, shape))
+    files = [folder / "candidates.npz" if folder.is_dir() else folder for folder, _ in sources]
+    provenance = check_sources(files, fp, str(victim), allow_cross_victim, allow_mixed_methods)
+    parts = [read_candidates(f, shape) for f in files]
+    if truth is not None or heldout is not None:
+        load_truth(load_victim(victim), data_dir, truth, heldout)  # refused before anything is written
     x = np.concatenate(parts)
     kept, idx = union_dedupe(x, dedupe)
-    out.mkdir(parents=True, exist_ok=True)
-    origin = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])[idx]
-    write_npz(out / "union.npz", x=kept, run=origin)
+    origin_run = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])[idx]
+    method = "+".join(provenance["methods"]) or "unrecorded"
     info = {"runs_merged": len(sources), "runs": [str(f) for f, _ in sources],
             "scores": [s for _, s in sources], "candidates_in": int(len(x)), "candidates_kept": int(len(kept)),
-            "near_duplicates_removed": int(len(x) - len(kept)), "dedupe_ncc_threshold": dedupe}
-    metrics = evaluate_run(victim, [out / "union.npz"], out, data_dir, truth, heldout, log=lambda *_: None,
-                           runs=[f for f, _ in sources if f.is_dir()],
-                           extra={"union": info, "runs_unioned": len(sources)})
+            "near_duplicates_removed": int(len(x) - len(kept)), "dedupe_ncc_threshold": dedupe,
+            "provenance": provenance, "request": request}
+    with folder_lock(out):
+        write_npz(out / "union.npz", x=kept, run=origin_run, victim=np.array(fp), method=np.array(method))
+        metrics = evaluate_run(victim, [out / "union.npz"], out, data_dir, truth, heldout, log=lambda *_: None,
+                               runs=[f for f, _ in sources if f.is_dir()],
+                               extra={"union": info, "runs_unioned": len(sources)})
     h = metrics["headline"]
     log(f"union of {len(sources)} runs: {len(kept)} of {len(x)} candidates kept ({len(x) - len(kept)} near-duplicates); "
         f"recovered {h['recovered']} of {metrics['n']} (controls: {h['controls']}); {out / 'metrics.json'}")

@@ -9,13 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import first_difference, folder_lock
+from ..checkpoint import claim_folder, first_difference, folder_lock
 from ..config import from_dict, load_json, registered_name, to_dict
 from ..data.tasks import TaskConfig, build_task
 from ..errors import Interrupted, TrainreconError
 from ..models.victim import save_victim
 from ..runtime import require_memory
 from ..training import TRAINERS
+
+
+#: everything training writes into a victim folder (``train`` refuses a folder holding anything else)
+TRAIN_FILES = ("model.json", "train.json", "model.safetensors", "checkpoint", "*.tmp")
 
 
 def train_bytes(spec, n: int) -> float:
@@ -48,6 +52,7 @@ def train_victim(
     fit = TRAINERS[name][1]
     out = Path(out)
     record = {"task": to_dict(task), "trainer_kind": name, "trainer": to_dict(train)}
+    claim_folder(out, "train", TRAIN_FILES)  # before the lock: nothing is written into a folder it refuses
     with folder_lock(out):
         if (out / "train.json").is_file() or (out / "model.safetensors").is_file():
             old = load_json(out / "train.json") if (out / "train.json").is_file() else {}

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import socket
@@ -92,6 +93,10 @@ class SweepConfig:
         if self.storage and not self.storage.startswith(("postgresql", "mysql", "sqlite")):
             raise TrainreconError(f"sweep.storage: expected a database URL such as postgresql://user@host:5432/db "
                                   f"(or nothing for the journal file), got {self.storage!r}")
+        if in_memory(self.storage):
+            raise TrainreconError(f"sweep.storage: {self.storage!r} is an in-memory database: each worker would get "
+                                  "its own and a rerun would find nothing; give a file (sqlite:///path/study.db) or "
+                                  "nothing for the journal file")
 
     def base_config(self):
         """The method's config the trials start from (validated)."""
@@ -99,6 +104,51 @@ class SweepConfig:
         if self.iterations:
             base["iterations"] = self.iterations
         return from_dict(method_named(self.method).Config, base, "sweep.base")
+
+
+#: seconds to wait for a database server to accept a connection (unless the URL sets its own connect_timeout)
+CONNECT_TIMEOUT = 10
+
+
+def in_memory(url: str) -> bool:
+    """Whether a storage URL names an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``)."""
+    if not url.startswith("sqlite"):
+        return False
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    path = rest[1:] if rest.startswith("/") else rest
+    return path.split("?")[0] in ("", ":memory:") or "mode=memory" in rest
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options: a liveness check per checkout and, for server databases, a connect timeout,
+    so a server that accepts the connection and never answers is reported instead of waited for forever."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith(("postgresql", "mysql")) and "connect_timeout" not in url:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    return kwargs
+
+
+def check_journal(path: Path) -> None:
+    """Refuse, in one line, a journal file that is not an optuna journal (or whose lines were damaged): every
+    complete line must be a JSON record with an operation code.  A last line without its newline is one being
+    written (or cut by a crash) and is skipped, as optuna does."""
+    if not path.is_file():
+        return
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    rec = None
+                if not (isinstance(rec, dict) and isinstance(rec.get("op_code"), int) and 0 <= rec["op_code"] <= 10
+                        and "worker_id" in rec):
+                    raise TrainreconError(f"{path}: line {number} is not an optuna journal record (a damaged or "
+                                          "foreign file); move it away to start the study afresh")
+    except OSError as e:
+        raise TrainreconError(f"{path}: cannot read the journal ({e.strerror})") from None
 
 
 def _retry_callback(max_retry: int) -> RetryHeartbeatStaleTrialCallback:
@@ -113,13 +163,14 @@ def open_storage(cfg: SweepConfig, out: Path):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if not cfg.storage:
         out.mkdir(parents=True, exist_ok=True)
+        check_journal(out / "study.journal")
         return JournalStorage(JournalFileBackend(str(out / "study.journal")))
     try:
         with warnings.catch_warnings():  # heartbeats are experimental in optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(cfg.storage, heartbeat_interval=cfg.heartbeat, grace_period=3 * cfg.heartbeat,
                           heartbeat_stale_trial_callback=_retry_callback(cfg.max_retry),
-                          engine_kwargs={"pool_pre_ping": True})
+                          engine_kwargs=engine_kwargs(cfg.storage))
     except ImportError:
         raise TrainreconError(f"sweep.storage: no database driver for {cfg.storage.split(':')[0]} "
                               "(for PostgreSQL: pip install 'trainrecon[postgres]')") from None
@@ -138,20 +189,33 @@ def study_record(cfg: SweepConfig, victim_fingerprint: str) -> dict[str, Any]:
             "victim": victim_fingerprint, "score": SCORE}
 
 
+def study_name(cfg: SweepConfig, victim_fingerprint: str) -> str:
+    """``cfg.study``, or by default the method and the victim's fingerprint."""
+    return cfg.study or f"trainrecon-{cfg.method}-{victim_fingerprint[:12]}"
+
+
 def load_study(cfg: SweepConfig, out: Path, victim_fingerprint: str, worker: int = 0):
     """Create or join the study; refuse one that belongs to another sweep (a different victim or config).
     Returns the study and the storage it lives in."""
     storage = open_storage(cfg, out)
-    name = cfg.study or f"trainrecon-{cfg.method}-{victim_fingerprint[:12]}"
+    name = study_name(cfg, victim_fingerprint)
     record = study_record(cfg, victim_fingerprint)
     seed = cfg.seed + 1000 * worker
     if cfg.storage or cfg.workers > 1:  # several processes draw from one study: give each its own stream
         seed = int.from_bytes(hashlib.sha256(f"{seed}:{_here()}".encode()).digest()[:4], "little")
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.prune else optuna.pruners.NopPruner()
-    study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
-    saved = study.user_attrs.get("trainrecon")
+    where = cfg.storage or out / "study.journal"
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler,
+                                    pruner=pruner, load_if_exists=True)
+        saved = study.user_attrs.get("trainrecon")
+    except TrainreconError:
+        raise
+    except Exception as e:  # a damaged journal, a foreign database, a server gone: one line, never a traceback
+        msg = str(getattr(e, "orig", None) or e).strip().splitlines()
+        raise TrainreconError(f"sweep.storage: cannot use the study in {where} ({type(e).__name__}: "
+                              f"{msg[0] if msg else 'no message'}); is it an optuna storage?") from None
     if saved is None:
         study.set_user_attr("trainrecon", record)
     elif saved != record:
@@ -259,7 +323,8 @@ class PruneHook(AttackHook):
 def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evaluate: Callable | None, log, storage):
     """The function optuna calls per trial: draw, run (resuming a dead predecessor's checkpoint), score."""
     method = method_named(cfg.method)
-    base = cfg.base_config()
+    base, _ = method.adapt(cfg.base_config(), payload.spec)  # draw around the defaults this victim's runs get
+    victim = payload.fingerprint()
 
     def objective(trial) -> float:
         trial.set_user_attr("worker", _here())
@@ -273,12 +338,13 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
         monitor = PruneHook(trial, milestones, len(cfg.prune_at), cfg.prune)
 
         info = {"trial": trial.number, "folder": folder.name, "params": params, "seed": attack.seed,
-                "retry_of": frozen.system_attrs.get("retry_history", []), "worker": _here()}
+                "retry_of": frozen.system_attrs.get("retry_history", []), "worker": _here(),
+                "victim": victim, "method": method.name}
         t0 = time.time()
         try:
             res = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, hooks=[monitor])
-        except Interrupted:
-            trial.set_user_attr("interrupted", True)
+        except (Interrupted, KeyboardInterrupt):
+            trial.set_user_attr("interrupted", True)  # retried (resuming its checkpoint) when the sweep is rerun
             save_json(folder / "trial.json", {**info, "state": "FAIL", "why": "interrupted"})
             raise
         except TrainreconError as e:  # a diverging configuration is a hopeless trial, not a crash
@@ -308,13 +374,17 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
 
 
 def work(cfg: SweepConfig, victim: Path, out: Path, device, evaluate: Callable | None = None, worker: int = 0,
-         log=print) -> None:
+         log=print, stop=None) -> None:
     """One worker: run trials until the study holds ``cfg.trials`` finished ones (complete or pruned) and no
-    trial is waiting or running anywhere; reap dead workers' trials on the way (they are retried)."""
+    trial is waiting or running anywhere; reap dead workers' trials on the way (they are retried).  ``stop``: a
+    :class:`~trainrecon.runtime.StopRequest` around the worker; once it is requested (SIGTERM, Ctrl-C) the
+    running trial saves its checkpoint and no further trial starts (:class:`Interrupted`)."""
     payload = payload_from_folder(victim)
     study, storage = load_study(cfg, out, payload.fingerprint(), worker)
     objective = make_objective(cfg, payload, out, device, evaluate, log, storage)
     while True:
+        if stop is not None and stop.requested:
+            raise Interrupted(f"{stop.requested}: the worker stopped between trials")
         failed = reap(study, storage, cfg.max_retry)
         if failed:
             log(f"trials {failed}: worker gone; retried")
@@ -362,4 +432,4 @@ def read_trials(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["SweepConfig", "SCORE", "load_study", "make_objective", "read_trials", "reap", "summary", "work"]
+__all__ = ["SweepConfig", "SCORE", "check_journal", "in_memory", "load_study", "study_name", "make_objective", "read_trials", "reap", "summary", "work"]
