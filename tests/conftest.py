@@ -43,3 +43,13 @@ def build_objective(method_cls, victim, cfg, m, it=0):
     method = method_cls(Payload.of(victim, disclose_n=False), cfg)
     cands = method.init(m)
     return method.objective(it, cands), cands
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny problems: one intra-op thread is several times faster than two on a busy machine (measured: the
+    README block 12 s alone, 58 s with torch.set_num_threads(2) at load 10 on 2 cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

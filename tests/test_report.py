@@ -27,14 +27,7 @@ CLI = [sys.executable, "-c", "from trainrecon.cli import main; main()"]
 ARTIFACTS = Path(os.environ.get("TRAINRECON_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "trainrecon-test-artifacts"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny problems: one intra-op thread is several times faster than two on a busy machine (measured: the
-    README block 12 s alone, 58 s with torch.set_num_threads(2) at load 10 on 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(*args):

@@ -43,7 +43,6 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-import torch
 
 from .payload import Payload
 
