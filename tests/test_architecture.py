@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from torch.func import functional_call, grad, hessian
+from torch.func import hessian
 
 from conftest import TINY_TASK
 from trainrecon import reconstruct

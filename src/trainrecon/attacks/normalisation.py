@@ -43,7 +43,6 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-
 from .payload import Payload
 
 Normalise = Literal["auto", "none"]
