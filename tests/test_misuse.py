@@ -215,6 +215,7 @@ def test_sweep_refuses_what_reconstruct_refuses_before_any_trial(runs, tiny_vict
         ([tiny_victim, "--config", cfg(m=9)], "even number"),
         ([tiny_victim, "--config", cfg(m=10**9)], "GiB"),
         ([tiny_victim, "--workers", 4, "--config", cfg(m=10**8)], "4 at once"),
+        ([tiny_victim, "--workers", 10**6], "CPU cores"),
     ]
     for k, (args, needle) in enumerate(cases):
         out = tmp_path / f"s{k}"

@@ -93,6 +93,10 @@ def run_sweep(cfg: SweepConfig, victim: str | Path, out: str | Path, device: str
     victim, out = Path(victim), Path(out)
     v = load_victim(victim)  # clear errors before any worker starts
     payload = payload_from_folder(victim)
+    cores = os.cpu_count() or 1
+    if cfg.workers > 4 * cores:
+        raise TrainreconError(f"sweep.workers: {cfg.workers} local worker processes on {cores} CPU cores; use at most "
+                              f"{4 * cores} (several machines join one study with --storage)")
     check_run(payload, cfg.base_config(), device, copies=cfg.workers)
     if cfg.score_with_truth:
         load_truth(v, data_dir, truth, heldout)

@@ -163,7 +163,14 @@ def open_storage(cfg: SweepConfig, out: Path):
     if not cfg.storage:
         out.mkdir(parents=True, exist_ok=True)
         check_journal(out / "study.journal")
-        return JournalStorage(JournalFileBackend(str(out / "study.journal")))
+        try:
+            return JournalStorage(JournalFileBackend(str(out / "study.journal")))  # replays the journal
+        except OSError:
+            raise
+        except Exception as e:  # a record optuna cannot replay: one line, never a traceback
+            msg = str(e).strip().splitlines()
+            raise TrainreconError(f"{out / 'study.journal'}: not a journal optuna can replay ({type(e).__name__}: "
+                                  f"{msg[0] if msg else 'no message'}); move it away to start the study afresh") from None
     try:
         with warnings.catch_warnings():  # heartbeats are experimental in optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
