@@ -246,7 +246,8 @@ def _reconstruct(payload: Payload, cfg, method, m: int, out: Path, device, resum
 def write_candidates(path: Path, cands: CandidateSet, input_shape, origin: dict[str, str] | None = None) -> None:
     """candidates.npz: x (m, C, H, W) in centred space, multipliers, labels y (if any), ids and parents, and the
     ``origin`` it belongs to (``victim`` fingerprint and ``method``, as strings: :func:`trainrecon.checkpoint.origin`)."""
-    arrays = {**{k: np.array(str(v)) for k, v in (origin or {}).items()},"x": cands.x.detach().cpu().double().numpy().reshape(cands.m, *input_shape),
+    arrays = {**{k: np.array(str(v)) for k, v in (origin or {}).items()},
+              "x": cands.x.detach().cpu().double().numpy().reshape(cands.m, *input_shape),
               "multipliers": cands.multipliers.detach().cpu().double().numpy(),
               "ids": cands.ids.cpu().numpy(), "parents": cands.parents.cpu().numpy()}
     if cands.labels is not None:

@@ -122,14 +122,15 @@ def _resolved(path) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
-def victim_record(victim: Victim) -> dict[str, Any]:
-    """The victim's fingerprint for the report: weights hash, architecture, size, and how it was trained."""
+def victim_record(victim: Victim, fp: str) -> dict[str, Any]:
+    """The victim's fingerprint ``fp`` (:meth:`~trainrecon.attacks.payload.Payload.fingerprint`, computed once by
+    the caller) for the report, with its architecture, size, and how it was trained."""
     info = victim.train_info
     spec = victim.spec
     rec: dict[str, Any] = {
-        FINGERPRINT: Payload.of(victim, disclose_n=False).fingerprint(),
+        FINGERPRINT: fp,
         "architecture": spec.describe(), "activation": ", ".join(sorted(spec.activations())) or "none",
-        "input shape": list(spec.input_shape), "parameters": int(sum(p.numel() for p in victim.params)),
+        "input shape": list(spec.input_shape), "parameters": spec.n_params(),
     }
     if "imported_from" in info:
         rec["origin"] = f"imported from {info['imported_from']}"
@@ -206,7 +207,7 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
               "training images": str(truth) if truth is not None else "the victim's task (train.json)",
               "held-out images": str(heldout) if heldout is not None else ("the task's test split" if truth is None else "none"),
               "centring mean": metrics["mean_source"], "headline rule": {"threshold": rule.threshold, "null_seed": rule.null_seed}}
-    metrics["audit"] = audit_record(metrics, victim_record(victim), records, inputs, timings)
+    metrics["audit"] = audit_record(metrics, victim_record(victim, fp), records, inputs, timings)
     save_json(out / "metrics.json", metrics)
     p, head = pairs["hungarian"], metrics["headline"]
     recovered = np.zeros(len(p["index"]), bool)

@@ -76,11 +76,11 @@ class SplittingHook(AttackHook):
 
     def _due(self, step: Step) -> int | None:
         """The index of the round due after this step, or None."""
-        schedule = self.cfg.round_iterations(step.iterations)
+        if self._rounds is None:  # once per run, not per iteration
+            self._rounds = {it: k for k, it in enumerate(self.cfg.round_iterations(step.iterations))}
         if self.cfg.trigger == "schedule":
-            if self._rounds is None:
-                self._rounds = {it: k for k, it in enumerate(schedule)}
             return self._rounds.get(step.done)
+        schedule = list(self._rounds)
         w = self.cfg.stall_window
         self.window = (self.window + [float(step.values["total"])])[-(w + 1):]
         if len(self.round_at) >= len(schedule) or step.done < (schedule[0] if schedule else step.iterations):
@@ -196,13 +196,10 @@ class MergingHook(AttackHook):
         seed = int(np.random.SeedSequence([int(step.attack.cfg.seed), self.cfg.seed,
                                            self._rounds[step.done]]).generate_state(1)[0])
         g = torch.Generator().manual_seed(seed)
-        if self.cfg.select == "random":  # the control: as many random candidates start afresh, nothing merged
-            picked = torch.randperm(c.m, generator=g)[:freed].tolist()
-            fx, fm = step.attack.draw(freed, g)
-            step.cands = reseed(c, picked, fx, fm)
-        else:
-            fx, fm = step.attack.draw(freed, g)
-            step.cands = merge_groups(c, groups, fx, fm)
+        # the control (select "random"): as many random candidates start afresh, nothing merged
+        picked = torch.randperm(c.m, generator=g)[:freed].tolist() if self.cfg.select == "random" else None
+        fx, fm = step.attack.draw(freed, g)
+        step.cands = merge_groups(c, groups, fx, fm) if picked is None else reseed(c, picked, fx, fm)
         return True
 
     def finish(self, step: Step, seconds: float) -> dict[str, Any]:
