@@ -441,3 +441,20 @@ def test_ctrl_c_stops_every_worker_of_a_sweep_in_one_line(tiny_victim, tmp_path)
     for folder in out.glob("trials/*"):
         info = json.loads((folder / "trial.json").read_text())
         assert info["state"] == "FAIL" and info["why"] == "interrupted" and (folder / "checkpoint.safetensors").is_file()
+
+
+def test_refuse_other_record_is_the_one_same_folder_check(tmp_path):
+    """evaluate, union, sweep and identify share it: a differing record is refused naming the field, a missing
+    file or record passes, and a folder name with braces is kept as it is."""
+    from trainrecon.checkpoint import refuse_other_record
+    from trainrecon.config import save_json
+
+    folder = tmp_path / "out{x}"
+    refuse_other_record(folder / "metrics.json", ("union", "request"), {"top": 1}, "unused {diff}")
+    save_json(folder / "metrics.json", {"union": {"request": {"top": 1, "dedupe": 0.99}}})
+    refuse_other_record(folder / "metrics.json", ("union", "request"), {"top": 1, "dedupe": 0.99}, "unused {diff}")
+    refuse_other_record(folder / "metrics.json", ("provenance", "inputs"), {"a": 1}, "unused {diff}")
+    with pytest.raises(TrainreconError) as e:
+        refuse_other_record(folder / "metrics.json", ("union", "request"), {"top": 2, "dedupe": 0.99},
+                            f"{folder}: holds another union ({{diff}}); choose a new folder")
+    assert str(e.value).startswith(f"{folder}: holds another union (top (1 then, 2 now))")

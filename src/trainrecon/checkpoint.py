@@ -149,6 +149,20 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         lock.release()
 
 
+def refuse_other_record(record_file: Path, keys: tuple[str, ...], current: Any, refusal: str) -> None:
+    """"Is this folder the same run?" for a folder whose ``record_file`` (JSON) keeps, under ``keys``, the record of
+    what made it: refuse in one line, ``refusal`` with ``{diff}`` replaced by the first field that differs, when
+    that record is not ``current``.  A missing file or record (a fresh folder, an older version's) passes."""
+    saved: Any = load_json(record_file) if Path(record_file).is_file() else None
+    for key in keys:
+        saved = saved.get(key) if isinstance(saved, dict) else None
+    if saved is None:
+        return
+    diff = first_difference(saved, current)
+    if diff:
+        raise TrainreconError(refusal.replace("{diff}", diff))
+
+
 # -- output folders: own or refused ----------------------------------------------------------------------------
 
 #: files whose presence says what a folder is, for the refusal's message

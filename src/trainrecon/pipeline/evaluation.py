@@ -15,7 +15,7 @@ import numpy as np
 from ..atomic import write_bytes, write_text
 from ..attacks.payload import Payload
 from ..audit_report import FINGERPRINT, audit_record, render_report
-from ..checkpoint import check_sources, first_difference, folder_lock
+from ..checkpoint import check_sources, folder_lock, refuse_other_record
 from ..config import from_dict, load_json, save_json, to_dict
 from ..data.formats import read_npz, to_float_nchw
 from ..data.tasks import TaskConfig, build_task
@@ -176,11 +176,8 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
     provenance["inputs"] = {"victim": fp, "candidates": [_resolved(f) for f in candidate_files],
                             "nulls": {k: _resolved(f) for k, f in (null_files or {}).items()},
                             "truth": _resolved(truth), "heldout": _resolved(heldout), "rule": to_dict(rule)}
-    earlier = load_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
-    if isinstance(earlier, dict) and isinstance(earlier.get("provenance"), dict) and "inputs" in earlier["provenance"]:
-        diff = first_difference(earlier["provenance"]["inputs"], provenance["inputs"])
-        if diff:
-            raise TrainreconError(f"{out}: holds the evaluation of other inputs ({diff}); choose a new folder")
+    refuse_other_record(out / "metrics.json", ("provenance", "inputs"), provenance["inputs"],
+                        f"{out}: holds the evaluation of other inputs ({{diff}}); choose a new folder")
     cands = [read_candidates(f, shape) for f in candidate_files]
     nulls = {name: read_candidates(f, shape) for name, f in (null_files or {}).items()}
     x_tr, y_tr, x_ho, mean = load_truth(victim, data_dir, truth, heldout)

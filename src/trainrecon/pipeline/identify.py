@@ -11,8 +11,8 @@ import torch
 
 from ..atomic import write_npz
 from ..attacks.payload import Payload
-from ..checkpoint import first_difference
-from ..config import load_json, save_json, to_dict
+from ..checkpoint import refuse_other_record
+from ..config import save_json, to_dict
 from ..data.formats import read_npz
 from ..errors import TrainreconError
 from ..models.victim import load_victim
@@ -40,11 +40,8 @@ def identify_run(
     inputs = {"victim": Payload.of(victim).fingerprint(), "config": to_dict(cfg),
               "truth": None if truth is None else str(Path(truth).resolve()), "score": bool(score)}
     given = None if truth is None else _truth(truth, net.W.shape[1], victim.train_info)  # checked before any work
-    earlier = load_json(out / "report.json") if (out / "report.json").is_file() else None
-    if isinstance(earlier, dict) and isinstance(earlier.get("inputs"), dict):
-        diff = first_difference(earlier["inputs"], inputs)
-        if diff:
-            raise TrainreconError(f"{out}: holds the report of another identification ({diff}); choose a new folder")
+    refuse_other_record(out / "report.json", ("inputs",), inputs,
+                        f"{out}: holds the report of another identification ({{diff}}); choose a new folder")
     t0 = time.time()
     rep = identify(net, cfg, scale_recorded=bool(victim.train_info.get("rescaled_to_unit_margin", False)))
     rep["seconds"] = time.time() - t0

@@ -17,7 +17,7 @@ import numpy as np
 from ..atomic import write_npz
 from ..attacks.payload import payload_from_folder
 from ..attacks.runner import check_run
-from ..checkpoint import belongs, check_sources, claim_folder, first_difference, folder_lock, origin
+from ..checkpoint import belongs, check_sources, claim_folder, folder_lock, origin, refuse_other_record
 from ..config import load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..models.victim import load_victim
@@ -71,11 +71,8 @@ def check_sweep_folder(out: Path, identity: dict[str, Any]) -> None:
     sweep_config.json) or trials made on another victim or with another method (by their config.json: the rule of
     :func:`trainrecon.checkpoint.belongs`)."""
     claim_folder(out, "sweep", SWEEP_FILES)
-    record = load_json(out / "sweep_config.json") if (out / "sweep_config.json").is_file() else None
-    if isinstance(record, dict) and isinstance(record.get("identity"), dict):
-        diff = first_difference(record["identity"], identity)
-        if diff:
-            raise TrainreconError(f"{out}: holds another sweep ({diff}); choose another folder for this one")
+    refuse_other_record(out / "sweep_config.json", ("identity",), identity,
+                        f"{out}: holds another sweep ({{diff}}); choose another folder for this one")
     for config in sorted((out / "trials").glob("*/config.json")) if (out / "trials").is_dir() else []:
         diff = belongs(origin(config.parent), identity["victim"], identity["method"])
         if diff:
@@ -217,11 +214,8 @@ def _union_runs(victim: Path, out: Path, runs, sweep, top, dedupe, data_dir, tru
     request = {"victim": fp, "runs": [str(Path(r).resolve()) for r in runs or []],
                "sweep": None if sweep is None else str(Path(sweep).resolve()), "top": top, "dedupe": dedupe,
                "allow_cross_victim": allow_cross_victim, "allow_mixed_methods": allow_mixed_methods}
-    earlier = load_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
-    if isinstance(earlier, dict) and isinstance((earlier.get("union") or {}).get("request"), dict):
-        diff = first_difference(earlier["union"]["request"], request)
-        if diff:
-            raise TrainreconError(f"{out}: holds another union ({diff}); choose a new folder")
+    refuse_other_record(out / "metrics.json", ("union", "request"), request,
+                        f"{out}: holds another union ({{diff}}); choose a new folder")
     sources: list[tuple[Path, float | None]] = []
     if sweep is not None:
         record = load_json(Path(sweep) / "sweep_config.json") if (Path(sweep) / "sweep_config.json").is_file() else None
