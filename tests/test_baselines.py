@@ -187,3 +187,34 @@ def test_pixel_box_keeps_candidates_in_the_pixel_range():
     assert float(prior(X, lam)) == pytest.approx(D * (0.3**2 + 0.2**2), rel=1e-12)
     centred = kkt_prior(BuzagloRegressionConfig(box_space="centred"))  # the reference: [-1, 1] on the centred x
     assert float(centred(X, lam)) == pytest.approx(float(((X.abs() - 1).clamp_min(0) ** 2).sum()), rel=1e-12)
+
+
+def test_repulsion_prior_penalises_only_near_copies():
+    """repel: the prior adds repel * sum_{a<b} (cos(x_a, x_b) - repel_cos)_+^2, checked against a loop over
+    pairs in float64 (a copy pays, an orthogonal candidate does not), and its gradient pushes a copy away."""
+    from trainrecon.attacks.haim import kkt_prior
+    from trainrecon.attacks.method import repulsion_penalty
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(3, 12, generator=g, dtype=torch.float64)
+    X = torch.cat([base, base[:1] + 0.05 * torch.randn(1, 12, generator=g, dtype=torch.float64)])  # 3 is near 0
+    want = 0.0
+    for a in range(4):
+        for b in range(a + 1, 4):
+            c = float(X[a] @ X[b] / (X[a].norm() * X[b].norm()))
+            want += max(c - 0.9, 0.0) ** 2
+    assert want > 0
+    assert float(repulsion_penalty(X, 0.9)) == pytest.approx(want, rel=1e-12)
+    assert float(repulsion_penalty(torch.eye(3, 12, dtype=torch.float64), 0.9)) == 0.0  # orthogonal: free
+    lam = torch.ones(4, dtype=torch.float64)
+    plain = kkt_prior(BuzagloRegressionConfig(box=100.0, box_space="centred"))
+    repel = kkt_prior(BuzagloRegressionConfig(box=100.0, box_space="centred", repel=2.0, repel_cos=0.9))
+    assert float(repel(X, lam) - plain(X, lam)) == pytest.approx(2.0 * want, rel=1e-12)
+    Xg = X.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(repulsion_penalty(Xg, 0.9), Xg)
+    stepped = X - 1e-2 * gx
+    assert float(repulsion_penalty(stepped, 0.9)) < float(repulsion_penalty(X, 0.9))
+    from trainrecon.errors import TrainreconError
+
+    with pytest.raises(TrainreconError, match="repel_cos"):
+        BuzagloRegressionConfig(repel_cos=1.0)

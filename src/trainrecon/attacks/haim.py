@@ -24,7 +24,7 @@ import torch
 from ..errors import TrainreconError
 from ..models.mlp import Surrogate
 from ..models.stationarity import KKT
-from .method import AttackConfig, Method, Tunable, box_penalty, register
+from .method import AttackConfig, Method, Tunable, box_penalty, register, repulsion_penalty
 from .optim import SGDMomentum
 from .payload import Payload
 
@@ -41,7 +41,9 @@ class HaimConfig(AttackConfig):
     alpha 30 and ``box_space = "pixel"`` (a trainrecon option: x + mean stays in [0, 1], the valid pixel range,
     as Loo's prior does, which stops candidates from going darker than the background); ``"centred"`` is the
     reference's box [-box, box] on the centred candidates.  ``trainrecon sweep`` searches around them.
-    ``max_step > 0`` bounds each candidate's x step (Euclidean norm; 0: the reference's plain SGD).  Power-activation
+    ``max_step > 0`` bounds each candidate's x step (Euclidean norm; 0: the reference's plain SGD).  ``repel > 0``
+    adds a repulsion between near-copies (cosine above ``repel_cos``) to the prior, against the collapse of many
+    candidates onto one attractor (bench/RESULTS.md, MNIST n = 100).  Power-activation
     victims get their own defaults (:meth:`KKTMethod.adapt`).
     """
 
@@ -57,6 +59,8 @@ class HaimConfig(AttackConfig):
     box_weight: float = 1.0
     momentum: float = 0.9
     max_step: float = 0.0
+    repel: float = 0.0
+    repel_cos: float = 0.9
 
     #: box_space came in when the box was centred only
     BEFORE: ClassVar[dict[str, Any]] = {**AttackConfig.BEFORE, "box_space": "centred"}
@@ -65,11 +69,13 @@ class HaimConfig(AttackConfig):
         super().__post_init__()
         if self.alpha <= 0:
             raise TrainreconError(f"attack.alpha: must be positive, got {self.alpha}")
-        for name in ("lr_lambda", "lambda_penalty", "box", "box_weight", "max_step"):
+        for name in ("lr_lambda", "lambda_penalty", "box", "box_weight", "max_step", "repel"):
             if getattr(self, name) < 0:
                 raise TrainreconError(f"attack.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
             raise TrainreconError(f"attack.momentum: must be in [0, 1), got {self.momentum}")
+        if not -1 <= self.repel_cos < 1:
+            raise TrainreconError(f"attack.repel_cos: must be in [-1, 1), got {self.repel_cos}")
 
 
 def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -81,7 +87,8 @@ def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:
 
 def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
     """Haim / Buzaglo prior: box [-box, box] on the centred x (or [-mean, 1 - mean] with box_space 'pixel'),
-    weight box_weight, + lambda_penalty (lambda_min - lambda)_+^2."""
+    weight box_weight, + lambda_penalty (lambda_min - lambda)_+^2, + repel sum_{a<b} (cos(x_a, x_b) - repel_cos)_+^2
+    (:func:`.method.repulsion_penalty`; 0 by default)."""
     if cfg.box_space == "pixel":
         if mean is None:
             raise TrainreconError("attack.box_space: 'pixel' needs the victim's input mean")
@@ -93,6 +100,8 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
         reg = cfg.box_weight * box_penalty(X, lo, hi)
         if cfg.lambda_penalty:
             reg = reg + cfg.lambda_penalty * ((cfg.lambda_min - lam).clamp_min(0) ** 2).sum()
+        if cfg.repel:
+            reg = reg + cfg.repel * repulsion_penalty(X, cfg.repel_cos)
         return reg
 
     return prior

@@ -96,6 +96,14 @@ def box_penalty(X: torch.Tensor, lo, hi) -> torch.Tensor:
     return ((X - hi).clamp_min(0) ** 2).sum() + ((lo - X).clamp_min(0) ** 2).sum()
 
 
+def repulsion_penalty(X: torch.Tensor, cos_max: float) -> torch.Tensor:
+    """sum over pairs a < b of (cos(x_a, x_b) - cos_max)_+^2, cos of the centred candidates (rows of X): zero
+    unless two candidates are near-copies, which the weighted sum cannot tell from one candidate carrying both
+    multipliers (a collapse onto one attractor)."""
+    u = X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
+    return ((u @ u.T - cos_max).clamp_min(0) ** 2).triu(1).sum()
+
+
 class Method:
     """Base class; see the module docstring.  ``payload`` must already be on the run's device and dtype."""
 
