@@ -25,7 +25,6 @@ in the JSON too.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -33,15 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainrecon.attacks.haim import Haim, HaimConfig
-from trainrecon.attacks.normalisation import normalise
-from trainrecon.attacks.payload import Payload
+from poly_common import copy_set, descend, errors, exact_case, to_unit_margin
 from trainrecon.config import save_json
-from trainrecon.errors import TrainreconError
-from trainrecon.identifiability.exact_kkt import build_exact_kkt
-from trainrecon.identifiability.polynomial import PolyDataConfig, make_poly_data
-from trainrecon.identifiability.victims import poly_spec
-from trainrecon.models.victim import Victim
 from trainrecon.objective.candidates import CandidateSet
 from trainrecon.refinement import SplitConfig
 from trainrecon.refinement.splitting import split_round
@@ -50,57 +42,9 @@ ARMS = ("continue", "eigen", "random", "oracle")
 OVERRIDE: dict = {}  # --attack: HaimConfig fields over the power defaults
 
 
-def descend(attack, cands: CandidateSet, iterations: int, stall: float = 0.0, window: int = 200):
-    """The attack's optimiser for up to ``iterations`` steps, stopped early when J's relative decrease over
-    ``window`` steps falls below ``stall`` (0: never); returns (candidates, J history, iterations done)."""
-    opt_x, opt_m = attack.optimisers()
-    hist = []
-    for it in range(iterations):
-        values, gx, gm = attack.objective(it, cands).value_and_grad(cands.x, cands.multipliers)
-        hist.append(values["total"])
-        if not np.isfinite(values["total"]):
-            break
-        cands.x = opt_x.step(cands.x, gx, cands.state_x)
-        cands.multipliers = opt_m.step(cands.multipliers, gm, cands.state_m)
-        if stall and it >= window and hist[-window - 1] - hist[-1] < stall * hist[-window - 1]:
-            break
-    return cands, hist, len(hist)
-
-
-def errors(x: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per training sample: min over candidates ||c - x_t|| / ||x_t||."""
-    d = np.linalg.norm(x[:, None, :] - truth[None], axis=2)
-    return d.min(0) / np.linalg.norm(truth, axis=1)
-
-
-def to_unit_margin(x: np.ndarray, labels: np.ndarray, a: np.ndarray, W: np.ndarray, alpha: int) -> np.ndarray:
-    """The KKT term fixes a candidate only up to (x, lam) -> (c x, lam / c^alpha); an exact KKT point's samples
-    have margin y f(x) = 1, so rescale each candidate to it: x (y f(x))^(-1/alpha) where y f(x) > 0 (others kept)."""
-    f = ((x @ W.T) ** alpha) @ a
-    marg = labels * f
-    scale = np.where(marg > 0, np.abs(marg) ** (-1.0 / alpha), 1.0)
-    return x * scale[:, None]
-
-
 def one(alpha: int, d: int, n: int, k: int, seed: int, iterations: int, stall: float, window: int) -> list[dict]:
-    for data_seed in range(seed, seed + 1000, 100):  # a draw whose exact KKT point exists (recorded)
-        V, y = make_poly_data(PolyDataConfig(kind="gaussian", n=n, d=d, seed=data_seed))
-        try:
-            p = build_exact_kkt(V, y, alpha, seed=seed)
-            break
-        except TrainreconError:
-            continue
-    X, y, lam = p.X, p.y, p.lam
-    spec = poly_spec(d, len(p.a), alpha)
-    params = [torch.as_tensor(p.W), torch.as_tensor(p.a)[None]]
-    payload = Payload.of(Victim(spec, params, None), disclose_n=False)
-    # the attack's defaults for power victims, on the normalised victim; no lambda_min penalty and no box (the
-    # true multipliers and samples are whatever the KKT point has)
-    cfg, _ = Haim.adapt(HaimConfig(lambda_penalty=0.0, box=10.0), spec)
-    cfg = dataclasses.replace(cfg, **OVERRIDE)
-    attacked, rec = normalise(payload, cfg.normalise)
-    lam = lam / rec.get("multipliers_to_victim_scale", 1.0)  # the true multipliers at the attack's scale
-    attack = Haim(attacked, cfg)
+    case = exact_case(alpha, d, n, seed, OVERRIDE)
+    X, y, lam, attack, data_seed = case.X, case.y, case.lam, case.attack, case.data_seed
     rng = np.random.default_rng(seed)
     pos, neg = rng.permutation(np.flatnonzero(y > 0)), rng.permutation(np.flatnonzero(y < 0))
     pairs = [(int(pos[2 * q]), int(pos[2 * q + 1])) if q % 2 == 0 else (int(neg[2 * (q // 2)]), int(neg[2 * (q // 2) + 1]))
@@ -119,15 +63,13 @@ def one(alpha: int, d: int, n: int, k: int, seed: int, iterations: int, stall: f
     t0 = time.time()
     stalled, hist, its = descend(attack, start, iterations, stall, window)
     t_stall = time.time() - t0
-    xs_ = to_unit_margin(stalled.x.detach().numpy(), stalled.labels.numpy(), p.a, p.W, alpha)
+    xs_ = to_unit_margin(stalled.x.detach().numpy(), stalled.labels.numpy(), case.a, case.W, alpha)
     mids = np.stack([(X[i] + X[j]) / 2 for i, j in pairs])
     stall_info = {"others_error_at_stall": errors(xs_[: len(rest)], X[rest]).tolist(),
                   "blend_to_midpoint_error_at_stall": errors(xs_[len(rest):], mids).tolist()}
     rows = []
     for arm in ARMS:
-        c = dataclasses.replace(stalled, x=stalled.x.clone(), multipliers=stalled.multipliers.clone(),
-                                state_x={k_: v.clone() for k_, v in stalled.state_x.items()},
-                                state_m={k_: v.clone() for k_, v in stalled.state_m.items()})
+        c = copy_set(stalled)
         t1 = time.time()
         info = {}
         if arm in ("eigen", "random"):
@@ -149,7 +91,7 @@ def one(alpha: int, d: int, n: int, k: int, seed: int, iterations: int, stall: f
         c, h2, its2 = descend(attack, c, iterations, 0.0, window)
         xe = c.x.detach().numpy()
         raw = errors(xe, X)
-        err = errors(to_unit_margin(xe, c.labels.numpy(), p.a, p.W, alpha), X)
+        err = errors(to_unit_margin(xe, c.labels.numpy(), case.a, case.W, alpha), X)
         rows.append({"alpha": alpha, "d": d, "n": n, "k": k, "seed": seed, "data_seed": data_seed, "arm": arm, "m_end": c.m,
                      "J_truth": j_truth, "J_start": j_start, "J_stall": hist[-1], "stall_iterations": its,
                      "J_after_split": j_split, "J_end": h2[-1], "seconds": time.time() - t1, "stall_seconds": t_stall,
