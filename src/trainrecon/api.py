@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from .attacks.payload import Payload
+from .attacks.method import method_for
 from .attacks.runner import run_attack
 from .objective.hooks import AttackHook
 from .refinement.hooks import standard_hooks
@@ -26,7 +27,8 @@ def reconstruct(payload, cfg, out_dir: str | Path, device: torch.device | str = 
     see :func:`trainrecon.attacks.runner.run_attack` for the arguments and the result."""
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
-    attached = standard_hooks(cfg.split, tuple(payload.spec.input_shape), cfg.merge) + list(hooks)
+    run_cfg, _ = method_for(cfg).adapt(cfg, payload.spec)  # the refinements this victim's run gets
+    attached = standard_hooks(run_cfg.split, tuple(payload.spec.input_shape), run_cfg.merge) + list(hooks)
     return run_attack(payload, cfg, out_dir, device, resume, log, stop_after, attached)
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from ..config import to_dict
 from ..errors import TrainreconError
 from ..models.mlp import Surrogate
 from ..models.stationarity import KKT
@@ -108,8 +109,16 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
 
 
 #: the KKT attacks' defaults on power-activation victims (:meth:`KKTMethod.adapt`; init_scale = 1 / sqrt(d)),
-#: from runs on exact-KKT points (alpha 3 and 4, d 20 and 50: bench/RESULTS.md)
-POWER_DEFAULTS: dict[str, Any] = {"lr": 0.003, "lr_lambda": 0.1, "box_space": "centred", "max_step": 0.01}
+#: from runs on exact-KKT points (alpha 3 and 4, d 20 and 50: bench/RESULTS.md).  No box and no multiplier
+#: penalty: the inputs are not pixels (a Gaussian sample's coordinates leave [-1, 1]) and an exact KKT point's
+#: multipliers are whatever they are
+POWER_DEFAULTS: dict[str, Any] = {"lr": 0.003, "lr_lambda": 0.1, "box_space": "centred", "max_step": 0.01,
+                                  "box_weight": 0.0, "lambda_penalty": 0.0}
+#: sample splitting on power victims, where it wins (bench/RESULTS.md, "Growth from m < n" and "the library's
+#: defaults on exact-KKT points"): rounds where J stalls, from 5 % of the iterations on, each splitting every
+#: candidate once (m doubles) until m = 4 m0
+POWER_SPLIT: dict[str, Any] = {"enabled": True, "trigger": "stall", "start": 0.05, "every": 0.1, "per_round": 4096,
+                               "max_factor": 4.0}
 
 
 class KKTMethod(Method):
@@ -127,18 +136,31 @@ class KKTMethod(Method):
         """Power-activation victims (two-layer x^alpha networks, ``exact-kkt`` and ``train-poly``) get their own
         defaults for every field left at its default (:data:`POWER_DEFAULTS`): the image defaults start the
         candidates at 1e-3, where grad_x (w . x)^alpha ~ |x|^(alpha - 1) vanishes, and take steps of lr 1 on an
-        objective of degree 2 alpha in x, which diverge within 20 iterations; and there is no pixel range."""
-        if "power" not in spec.activations():
+        objective of degree 2 alpha in x, which diverge within 20 iterations; and there is no pixel range.  A
+        split config left entirely at its defaults becomes :data:`POWER_SPLIT` (splitting on: it grows the
+        candidate set where the descent stalls, which recovers more than the plain attack there).  Every other
+        victim keeps the config as given: splitting stays off (no gain on ReLU victims).  ``auto_split = false``
+        keeps splitting as configured; ``adapt = false`` runs the config exactly as given."""
+        if "power" not in spec.activations() or not cfg.adapt:
             return cfg, None
         base = type(cfg)()
         wanted = {**POWER_DEFAULTS, "init_scale": 1.0 / math.sqrt(spec.input_dim)}
-        changed = {k: v for k, v in wanted.items() if getattr(cfg, k) == getattr(base, k) and getattr(cfg, k) != v}
+        changed: dict[str, Any] = {k: v for k, v in wanted.items()
+                                   if getattr(cfg, k) == getattr(base, k) and getattr(cfg, k) != v}
+        reasons = []
+        if changed:
+            reasons.append("power activation: candidates start at unit scale (init_scale = 1 / sqrt(d)), smaller x "
+                           "steps, each candidate's bounded by max_step, on the degree-2 alpha objective; no box "
+                           "and no multiplier penalty (inputs are not pixels)")
+        if cfg.auto_split and cfg.split == base.split:
+            changed["split"] = dataclasses.replace(cfg.split, **POWER_SPLIT)
+            reasons.append("splitting on: on exact KKT points of polynomial networks, growing the candidates by "
+                           "splitting where the descent stalls recovers more samples than the plain attack "
+                           "(bench/RESULTS.md); --no-split (attack.auto_split = false) turns it off")
         if not changed:
             return cfg, None
-        return dataclasses.replace(cfg, **changed), {
-            "fields": changed, "reason": "power activation: candidates start at unit scale (init_scale = 1 / sqrt(d)), "
-            "smaller x steps, each candidate's bounded by max_step, on the degree-2 alpha objective, the reference's "
-            "centred box (inputs are not pixels)"}
+        record = {k: (to_dict(v) if k == "split" else v) for k, v in changed.items()}
+        return dataclasses.replace(cfg, **changed), {"fields": record, "reason": "; ".join(reasons)}
 
     def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
         super().__init__(payload, cfg)

@@ -40,7 +40,10 @@ class AttackConfig:
     (off unless ``merge.enabled``); ``max_seconds > 0`` ends the run at that wall-clock
     (summed over resumes) even before ``iterations``, for comparisons at equal wall-clock; ``normalise = "auto"``
     runs the attack on the victim rescaled to a canonical parameter scale when it is homogeneous
-    (:mod:`.normalisation`), so the defaults do not depend on the scale the victim was stored at."""
+    (:mod:`.normalisation`), so the defaults do not depend on the scale the victim was stored at; ``adapt``
+    lets the method replace default-valued fields by its defaults for this kind of victim (:meth:`Method.adapt`,
+    recorded in config.json["adapted"]), ``false`` runs the config exactly as given; ``auto_split`` lets it turn
+    sample splitting on where splitting wins (power victims; the CLI's ``--no-split`` sets it false)."""
 
     m: int = 0
     iterations: int = 8000
@@ -53,6 +56,8 @@ class AttackConfig:
     log_every: int = 100
     max_seconds: float = 0.0
     normalise: Normalise = "auto"
+    adapt: bool = True
+    auto_split: bool = True
     split: SplitConfig = field(default_factory=SplitConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
 
