@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from ..errors import TrainreconError
-from ..models.mlp import Surrogate
+from ..models.activations import Surrogate
 from ..models.stationarity import KKT
 from .method import AttackConfig, Method, Tunable, box_penalty, register
 from .optim import SGDMomentum

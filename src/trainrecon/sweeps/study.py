@@ -348,7 +348,7 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
                 "victim": victim, "method": method.name}
         t0 = time.time()
         try:
-            res = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, hooks=[monitor])
+            res = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, hooks=[monitor]).stats
         except (Interrupted, KeyboardInterrupt):
             trial.set_user_attr("interrupted", True)  # retried (resuming its checkpoint) when the sweep is rerun
             save_json(folder / "trial.json", {**info, "state": "FAIL", "why": "interrupted"})
