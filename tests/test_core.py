@@ -51,6 +51,8 @@ def test_in_memory_reconstruction_is_the_folder_runs_bit_for_bit(tmp_path, tiny_
     assert untimed({k: v for k, v in loss.items() if k != "history"}) == untimed(rec.stats) == untimed(kept.stats)
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == rec.config == kept.config
     assert torch.equal(rec.images(), rec.x + torch.as_tensor(payload.mean_chw()))
+    with pytest.raises(TrainreconError, match="^resume: a run without a folder"):
+        reconstruct(payload, cfg, resume=True, log=QUIET)
     # a different seed is a different reconstruction (the comparison above can fail)
     other = reconstruct(payload, dataclasses.replace(cfg, seed=4), log=QUIET)
     assert not torch.equal(other.x, rec.x)

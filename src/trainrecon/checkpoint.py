@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Self
+from typing import Any, Callable, Iterable, Iterator, Self
 
 import numpy as np
 import torch
@@ -156,18 +156,23 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         lock.release()
 
 
+def refuse_other(saved: Any, current: Any, refusal: str | Callable[[str], str]) -> None:
+    """The one "is this the same run?" check: refuse in one line when the ``saved`` record of what made a folder,
+    checkpoint or study is not ``current`` -- ``refusal`` with ``{diff}`` replaced by the first field that differs
+    (:func:`first_difference`), or ``refusal(diff)``."""
+    diff = first_difference(saved, current)
+    if diff:
+        raise TrainreconError(refusal(diff) if callable(refusal) else refusal.replace("{diff}", diff))
+
+
 def refuse_other_record(record_file: Path, keys: tuple[str, ...], current: Any, refusal: str) -> None:
-    """"Is this folder the same run?" for a folder whose ``record_file`` (JSON) keeps, under ``keys``, the record of
-    what made it: refuse in one line, ``refusal`` with ``{diff}`` replaced by the first field that differs, when
-    that record is not ``current``.  A missing file or record (a fresh folder, an older version's) passes."""
+    """:func:`refuse_other` for a folder whose ``record_file`` (JSON) keeps, under ``keys``, the record of what
+    made it.  A missing file or record (a fresh folder, an older version's) passes."""
     saved: Any = load_json(record_file) if Path(record_file).is_file() else None
     for key in keys:
         saved = saved.get(key) if isinstance(saved, dict) else None
-    if saved is None:
-        return
-    diff = first_difference(saved, current)
-    if diff:
-        raise TrainreconError(refusal.replace("{diff}", diff))
+    if saved is not None:
+        refuse_other(saved, current, refusal)
 
 
 # -- output folders: own or refused ----------------------------------------------------------------------------

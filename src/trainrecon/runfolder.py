@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .atomic import write_drawn, write_npz
-from .checkpoint import OutputFolder, first_difference, load_checkpoint, save_checkpoint
+from .checkpoint import OutputFolder, first_difference, load_checkpoint, refuse_other, save_checkpoint
 from .config import load_json, save_json, to_dict
 from .errors import TrainreconError
 from .reconstruction import Reconstruction
@@ -36,16 +36,17 @@ RUN_FILES = ("config.json", "candidates.npz", "loss.json", "candidates.png", "ch
 
 
 def same_run(saved: Any, current: dict[str, Any], cls) -> bool:
-    """Whether a checkpoint's config record is this run's.  A field the saved record lacks (added to the
-    config class after the checkpoint was written) matches when this run sets it to what the field meant before
-    it existed (``cls.BEFORE``), or else to its default."""
+    """Whether a checkpoint's config record is this run's (:func:`with_later_fields`)."""
     return isinstance(saved, dict) and isinstance(saved.get("attack"), dict) and \
-        with_later_fields(saved, current, cls) == current
+        first_difference(with_later_fields(saved, current, cls), current) is None
 
 
-def with_later_fields(saved: dict[str, Any], current: dict[str, Any], cls) -> dict[str, Any]:
-    """``saved`` (a run record whose ``attack`` is a dict) with the attack fields it lacks taken from ``current``
-    where ``current`` sets them to what they meant before they existed (``cls.BEFORE``, else the default)."""
+def with_later_fields(saved: Any, current: dict[str, Any], cls) -> Any:
+    """``saved`` (a run record) with the attack fields it lacks (added to the config class ``cls`` after it was
+    written) taken from ``current`` where ``current`` sets them to what they meant before they existed
+    (``cls.BEFORE``, else the default); anything but a record with an ``attack`` object is returned as it is."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("attack"), dict):
+        return saved
     before = {**to_dict(cls()), **getattr(cls, "BEFORE", {})}
     attack = {**{k: v for k, v in current["attack"].items() if k not in saved["attack"] and v == before.get(k)},
               **saved["attack"]}
@@ -81,10 +82,11 @@ class RunFolder(OutputFolder):
         if loaded is None:
             if (self.path / "config.json").is_file() or (self.path / "candidates.npz").is_file():
                 earlier = load_json(self.path / "config.json") if (self.path / "config.json").is_file() else None
-                earlier = {k: earlier.get(k) for k in record} if isinstance(earlier, dict) else None
-                if earlier is None or not same_run(earlier, record, config_class):
-                    diff = first_difference(earlier, record) if isinstance(earlier, dict) else "no config.json"
-                    raise TrainreconError(f"{self.path}: holds the results of another run ({diff}); choose a new folder")
+                refusal = f"{self.path}: holds the results of another run ({{diff}}); choose a new folder"
+                if not isinstance(earlier, dict):
+                    raise TrainreconError(refusal.replace("{diff}", "no config.json"))
+                refuse_other(with_later_fields({k: earlier.get(k) for k in record}, record, config_class), record,
+                             refusal)
             return None
         if not resume:
             raise TrainreconError(f"{self.path}: holds a checkpoint of an earlier run; pass --resume or choose a new folder")
@@ -92,10 +94,13 @@ class RunFolder(OutputFolder):
         saved = meta.get("config")
         if isinstance(saved, dict) and "victim" not in saved:  # written before victims were fingerprinted
             saved = {**saved, "victim": record["victim"]}
-        if not same_run(saved, record, config_class):
-            diff = first_difference(saved, record) if isinstance(saved, dict) else "config"
-            what = "another victim" if diff and diff.startswith("victim") else f"a different attack config: {diff}"
-            raise TrainreconError(f"{self.checkpoint_file}: checkpoint was made with {what}; use a new folder")
+        def refusal(diff: str) -> str:
+            what = "another victim" if diff.startswith("victim") else f"a different attack config: {diff}"
+            return f"{self.checkpoint_file}: checkpoint was made with {what}; use a new folder"
+
+        if not isinstance(saved, dict):
+            raise TrainreconError(refusal("config"))
+        refuse_other(with_later_fields(saved, record, config_class), record, refusal)
         return state, meta
 
     def begin(self, config: dict[str, Any]) -> None:

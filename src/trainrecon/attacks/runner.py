@@ -139,6 +139,10 @@ def run_attack(
     """
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
+    if store is not None and not callable(getattr(store, "restore", None)):
+        raise TypeError(f"run_attack: store must be a RunStore (trainrecon.runfolder.RunFolder), got {store!r}")
+    if store is None and resume:
+        raise TrainreconError("resume: a run without a folder has no checkpoint to resume; give it a run folder")
     method, run_cfg, adapted = _adapted(payload, cfg)
     for name in ("split", "merge", "max_seconds"):
         field = _enabled(cfg, name)

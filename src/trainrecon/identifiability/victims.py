@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import OutputFolder, first_difference
+from ..checkpoint import OutputFolder, refuse_other
 from ..config import from_dict, load_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Victim, save_victim
@@ -43,9 +43,8 @@ def _existing(folder: Path, record: dict[str, Any], command: str) -> dict[str, A
         return None
     old = load_json(folder / "train.json") if (folder / "train.json").is_file() else {}
     old = old if isinstance(old, dict) else {}
-    diff = first_difference({k: old.get(k) for k in record}, to_dict(record))
-    if diff:
-        raise TrainreconError(f"{folder}: holds another victim ({diff}); choose a new folder")
+    refuse_other({k: old.get(k) for k in record}, to_dict(record),
+                 f"{folder}: holds another victim ({{diff}}); choose a new folder")
     return old if (folder / "model.safetensors").is_file() else None
 
 

@@ -14,7 +14,7 @@ from ..atomic import write_npz
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..api import reconstruct
-from ..checkpoint import OutputFolder, first_difference
+from ..checkpoint import OutputFolder, refuse_other
 from ..config import from_dict, load_config, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
@@ -78,9 +78,8 @@ def run_experiment(
                                "shadow": bool(old.get("shadow"))})
             except (TrainreconError, KeyError, TypeError):
                 pass
-            diff = first_difference(old, to_dict(record))
-            if diff:
-                raise TrainreconError(f"{out}: holds results of a different experiment ({diff}); choose a new folder")
+            refuse_other(old, to_dict(record), f"{out}: holds results of a different experiment ({{diff}}); "
+                         "choose a new folder")
         save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, **record})
         return _run_experiment(exp, path, train_cfg, attack_cfg, out, data_dir, device, log)
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import OutputFolder, first_difference
+from ..checkpoint import OutputFolder, refuse_other
 from ..config import from_dict, load_json, to_dict
 from ..data.tasks import TaskConfig, build_task
 from ..errors import Interrupted, TrainreconError
@@ -57,9 +57,8 @@ def train_victim(
             if not isinstance(old, dict) or "task" not in old:
                 raise TrainreconError(f"{out}: holds a victim that was not trained here (imported, or incomplete); "
                                       "choose a new folder")
-            diff = first_difference(normalised_record(old), record)
-            if diff:
-                raise TrainreconError(f"{out}: holds a victim trained differently ({diff}); choose a new folder")
+            refuse_other(normalised_record(old), record,
+                         f"{out}: holds a victim trained differently ({{diff}}); choose a new folder")
             if (out / "model.safetensors").is_file():
                 log(f"{out}: already trained with this task and config; nothing to do")
                 return out
