@@ -226,8 +226,9 @@ class OutputFolder:
     """A command's output folder: ``claim()`` refuses, in one line and before any work, a folder holding anything
     the command does not write (``writes``: glob patterns; :func:`trainrecon.checkpoint.claim_folder`), and
     ``with folder:`` holds the folder's lock (created if needed; :func:`trainrecon.checkpoint.folder_lock`) while
-    it is written.  Every command's folder goes through one: ``reconstruct`` (:class:`trainrecon.runfolder.RunFolder`), ``train``,
-    ``evaluate``, ``sweep``, ``union``, ``run``, ``identify``, ``import``, the demos and the victim builders."""
+    it is written.  Every command's folder goes through one: ``reconstruct``
+    (:class:`trainrecon.runfolder.RunFolder`), ``train``, ``evaluate``, ``sweep``, ``union``, ``run``, ``identify``,
+    ``import``, the demos and the victim builders."""
 
     def __init__(self, path: str | Path, command: str = "", writes: Iterable[str] = ()) -> None:
         self.path = Path(path)

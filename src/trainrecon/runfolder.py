@@ -3,8 +3,8 @@
 :class:`RunFolder` is what the attack's loop (:func:`trainrecon.attacks.runner.run_attack`) writes through when
 a run has a folder; an in-memory run has none.  It owns
 
-* the folder (a :class:`trainrecon.checkpoint.OutputFolder`, as every command's is): :meth:`RunFolder.claim` refuses, before any
-  work, a folder holding anything a run does not write (:data:`RUN_FILES`;
+* the folder (a :class:`trainrecon.checkpoint.OutputFolder`, as every command's is): :meth:`RunFolder.claim`
+  refuses, before any work, a folder holding anything a run does not write (:data:`RUN_FILES`;
   :func:`trainrecon.checkpoint.claim_folder`), and ``with folder:`` holds its lock
   (:func:`trainrecon.checkpoint.folder_lock`) for the run;
 * the run's identity: :meth:`RunFolder.restore` resumes a checkpoint only when it was made by this very run

@@ -94,9 +94,9 @@ def score(
     :class:`~trainrecon.reconstruction.Reconstruction` an attack returned (its ``x``, and its victim's mean).
 
     ``mean``: the victim's centring (input mean, broadcastable to (C, H, W)); default a Reconstruction's own
-    mean, else the training images' per-pixel mean.  ``labels``: training labels (per-class counts).  ``nulls``: further named negative
-    controls in centred space (a shadow victim's candidates).  ``train_indices``: the training images' indices
-    in their dataset split, for the per-image table.  Returns a :class:`Score`.
+    mean, else the training images' per-pixel mean.  ``labels``: training labels (per-class counts).  ``nulls``:
+    further named negative controls in centred space (a shadow victim's candidates).  ``train_indices``: the
+    training images' indices in their dataset split, for the per-image table.  Returns a :class:`Score`.
     """
     if isinstance(candidates, Reconstruction):
         mean = candidates.mean if mean is None else mean

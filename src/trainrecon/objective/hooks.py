@@ -6,9 +6,10 @@ step it hands each hook a :class:`Step`; a hook may replace ``step.cands`` (samp
 end the run after this step as a finished run (:meth:`Step.finish_here`: the wall-clock budget,
 :class:`trainrecon.runtime.TimeBudget`, also asked once before a session's first step,
 :meth:`AttackHook.before_loop`).  At every logged iteration :meth:`AttackHook.after_log` may end the run early,
-unfinished (a sweep pruning a hopeless trial, :mod:`trainrecon.sweeps.study`).  A hook's state travels in the run's checkpoint (:meth:`AttackHook.state`,
-:meth:`AttackHook.restore`), its summary into ``loss.json[key]`` (:meth:`AttackHook.finish`) and its files into
-the run folder (:meth:`AttackHook.artifacts`).
+unfinished (a sweep pruning a hopeless trial, :mod:`trainrecon.sweeps.study`).  A hook's state travels in the
+run's checkpoint (:meth:`AttackHook.state`, :meth:`AttackHook.restore`), its summary into the result's
+``stats[key]`` (loss.json; :meth:`AttackHook.finish`) and its files into the result's ``artifacts`` and the run
+folder (:meth:`AttackHook.artifacts`).
 
 ``implements`` names the attack-config field a hook carries out (``"split"``, ``"merge"``, ``"max_seconds"``): a
 run whose config enables that field (``.enabled``, or a nonzero value) without a hook that implements it is

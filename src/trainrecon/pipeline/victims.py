@@ -51,7 +51,8 @@ def train_victim(
     name, (_, fit) = TRAINERS.for_config(train)
     out = Path(out)
     record = {"task": to_dict(task), "trainer_kind": name, "trainer": to_dict(train)}
-    with OutputFolder(out, "train", TRAIN_FILES).claim():  # claimed before the lock: nothing is written into a folder it refuses
+    # claimed before the lock: nothing is written into a folder it refuses
+    with OutputFolder(out, "train", TRAIN_FILES).claim():
         if (out / "train.json").is_file() or (out / "model.safetensors").is_file():
             old = load_json(out / "train.json") if (out / "train.json").is_file() else {}
             if not isinstance(old, dict) or "task" not in old:
