@@ -75,7 +75,7 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, merge: 
             run = out / f"seed{seed}" / arm
             cfg = arm_config(attack, arm, iterations, seed, budget, m_big, merge)
             t0 = time.time()
-            res = reconstruct(payload, cfg, run, device, resume=True, log=lambda *a: None)
+            res = reconstruct(payload, cfg, run, device, resume=True, log=lambda *a: None).stats
             wall = time.time() - t0
             if arm == "merge":  # the budget of the other arms: this arm's wall-clock when it first finished
                 fixed = out / f"seed{seed}" / "budget.json"

@@ -100,7 +100,8 @@ def train_outside(exp: Experiment, data_dir, out: Path, steps: int, lr: float, s
 def arm(name: str, victim: Path, attack_cfg, out: Path, data_dir, device: str) -> dict:
     t0 = time.time()
     try:
-        res = reconstruct(payload_from_folder(victim), attack_cfg, out / name, device, resume=True, log=lambda *_: None)
+        res = reconstruct(payload_from_folder(victim), attack_cfg, out / name, device, resume=True,
+                          log=lambda *_: None).stats
     except Exception as e:  # a diverging arm is a result here, not a crash
         return {"arm": name, "error": str(e), "seconds": time.time() - t0}
     metrics = evaluate_run(victim, [out / name / "candidates.npz"], out / name, data_dir=data_dir, log=lambda *_: None)

@@ -278,7 +278,7 @@ def test_every_import_route_gives_the_same_victim_and_candidates(tmp_path):
         payload = payload_from_folder(tmp_path / n, disclose_n=False)
         res = reconstruct(payload, HaimConfig(m=6, iterations=20, checkpoint_every=20), tmp_path / f"r_{n}",
                           log=lambda *a: None)
-        assert res["finished"]
+        assert res.finished
         cands.append(np.load(tmp_path / f"r_{n}" / "candidates.npz")["x"])
     assert cands[0].shape == (6, *SHAPE)
     assert np.array_equal(cands[0], cands[1]) and np.array_equal(cands[0], cands[2])

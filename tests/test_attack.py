@@ -30,7 +30,7 @@ def test_resume_is_bit_identical(tmp_path, tiny_victim):
     cfg = HaimConfig(iterations=12, checkpoint_every=4, log_every=2)
     reconstruct(v, cfg, tmp_path / "straight", log=lambda *a: None)
     r = reconstruct(v, cfg, tmp_path / "cut", log=lambda *a: None, stop_after=5)
-    assert not r["finished"]
+    assert not r.finished
     reconstruct(v, cfg, tmp_path / "cut", resume=True, log=lambda *a: None)
     a = np.load(tmp_path / "straight" / "candidates.npz")
     b = np.load(tmp_path / "cut" / "candidates.npz")
@@ -92,7 +92,7 @@ def test_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, tiny_
     tensors, meta = load_checkpoint(ck)
     del meta["config"]["attack"]["box_space"]  # as written by a version without the field
     save_checkpoint(ck, tensors, meta)
-    assert reconstruct(v, cfg, tmp_path / "r", resume=True, log=lambda *a: None)["finished"]
+    assert reconstruct(v, cfg, tmp_path / "r", resume=True, log=lambda *a: None).finished
     from trainrecon.errors import TrainreconError
 
     reconstruct(v, cfg, tmp_path / "s", log=lambda *a: None, stop_after=4)

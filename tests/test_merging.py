@@ -159,7 +159,7 @@ def test_runner_merges_reports_collapse_and_resumes_bit_for_bit(tmp_path, tiny_v
     # a loose threshold so that rounds on this tiny victim merge something
     cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4,
                      merge=MergeConfig(enabled=True, threshold=0.3, start=0.25, every=0.25, stop=0.75))
-    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None)
+    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None).stats
     merges = json.loads((tmp_path / "a" / "merges.json").read_text())["merges"]
     assert [e["iteration"] for e in merges] == [4, 8, 12] and res["merging"]["rounds"] == 3
     assert res["merging"]["reseeded"] == sum(e["reseeded"] for e in merges) > 0
@@ -176,11 +176,12 @@ def test_runner_merges_reports_collapse_and_resumes_bit_for_bit(tmp_path, tiny_v
     # merge and split together; and a plain run reports its collapse without merging
     both = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, merge=cfg.merge,
                       split=SplitConfig(enabled=True, start=0.5, every=0.25, per_round=2, lanczos_steps=6))
-    r2 = reconstruct(payload, both, tmp_path / "c", log=lambda *a: None)
+    r2 = reconstruct(payload, both, tmp_path / "c", log=lambda *a: None).stats
     assert r2["merging"]["rounds"] == 3 and r2["splitting"]["rounds"] == 2
-    plain = reconstruct(payload, HaimConfig(iterations=8), tmp_path / "d", log=lambda *a: None)
+    plain = reconstruct(payload, HaimConfig(iterations=8), tmp_path / "d", log=lambda *a: None).stats
     assert plain["merging"] is None and plain["collapse"]["m"] == 20 and 1 <= plain["collapse"]["0.95"]["distinct"] <= 20
     from trainrecon.attacks.runner import run_attack
+    from trainrecon.runfolder import RunFolder
 
     with pytest.raises(TrainreconError, match="attack.merge.enabled"):
-        run_attack(payload, cfg, tmp_path / "e", log=lambda *a: None)
+        run_attack(payload, cfg, RunFolder(tmp_path / "e"), log=lambda *a: None)

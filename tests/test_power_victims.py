@@ -77,7 +77,7 @@ def test_kkt_attack_defaults_do_not_diverge_on_an_exact_kkt_victim(tmp_path):
     make_exact_victim(tmp_path / "p", PolyDataConfig(kind="gaussian", n=4, d=20, seed=0), 3)
     payload = payload_from_folder(tmp_path / "p")
     res = reconstruct(payload, HaimConfig(m=8, iterations=1500), tmp_path / "r", log=lambda *a: None)
-    assert res["finished"] and res["m"] == 8
+    assert res.finished and res.m == 8
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["adapted"]["fields"] == {**POWER_DEFAULTS, "init_scale": pytest.approx(1 / 20 ** 0.5)}
     assert saved["attack"]["lr"] == POWER_DEFAULTS["lr"] and saved["normalisation"]["degree"] == 4

@@ -20,7 +20,7 @@ def test_a_seeded_attack_recovers_images_and_no_control_does(tmp_path):
     train_victim(task, TrainConfig(hidden=[200, 200], seed=0), tmp_path / "victim", log=lambda *a: None)
     res = reconstruct(payload_from_folder(tmp_path / "victim"), HaimConfig(iterations=8000, log_every=500, seed=0),
                       tmp_path / "rec", log=lambda *a: None)
-    assert res["finished"] and res["m"] == 40
+    assert res.finished and res.m == 40
     head = evaluate_run(tmp_path / "victim", [tmp_path / "rec" / "candidates.npz"], tmp_path / "eval",
                         log=lambda *a: None)["headline"]
     c = head["controls"]

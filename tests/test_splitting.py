@@ -177,7 +177,7 @@ def test_runner_splits_resumes_bit_for_bit_and_reports_second_order(tmp_path, ti
     split = {"enabled": True, "start": 0.5, "every": 0.25, "per_round": 2, "lanczos_steps": 8}
     cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, split=SplitConfig(**split))
     payload = payload_from_folder(tiny_victim)
-    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None)
+    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None).stats
     assert res["second_order"]["grad_norm"] > 0 and "min_splitting_eigenvalue" in res["second_order"]
     assert res["splitting"]["rounds"] == 2 and res["splitting"]["tried"] >= 2
     log = json.loads((tmp_path / "a" / "splits.json").read_text())["splits"]
@@ -187,7 +187,7 @@ def test_runner_splits_resumes_bit_for_bit_and_reports_second_order(tmp_path, ti
     a, b = np.load(tmp_path / "a" / "candidates.npz"), np.load(tmp_path / "b" / "candidates.npz")
     assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["parents"], b["parents"])
     plain_cfg = HaimConfig(iterations=8)
-    plain = reconstruct(payload, plain_cfg, tmp_path / "c", log=lambda *a: None)
+    plain = reconstruct(payload, plain_cfg, tmp_path / "c", log=lambda *a: None).stats
     assert plain["splitting"] is None and not (tmp_path / "c" / "splits.json").exists()
     # the report's eigenvalues against a dense oracle of the final candidates' splitting matrices
     from trainrecon.attacks.normalisation import normalise
@@ -212,7 +212,7 @@ def test_stall_trigger_splits_where_the_loss_stalls_and_resumes_bit_for_bit(tmp_
              "stall_window": 3, "stall_decrease": 1.0}
     cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, split=SplitConfig(**split))
     payload = payload_from_folder(tiny_victim)
-    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None)
+    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None).stats
     log = json.loads((tmp_path / "a" / "splits.json").read_text())["splits"]
     assert sorted({e["iteration"] for e in log}) == [8, 11] and res["splitting"]["rounds"] == 2
     reconstruct(payload, cfg, tmp_path / "b", log=lambda *a: None, stop_after=10)
@@ -242,7 +242,7 @@ def test_split_then_continue_acceptance_keeps_a_round_only_if_its_look_ahead_end
              "acceptance": "continue", "continue_iterations": 3}
     cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, split=SplitConfig(**split))
     payload = payload_from_folder(tiny_victim)
-    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None)
+    res = reconstruct(payload, cfg, tmp_path / "a", log=lambda *a: None).stats
     record = json.loads((tmp_path / "a" / "splits.json").read_text())
     looks, log = record["lookaheads"], record["splits"]
     assert [e["iteration"] for e in looks] == [8, 12]
@@ -260,7 +260,7 @@ def test_split_then_continue_acceptance_keeps_a_round_only_if_its_look_ahead_end
     a1, a2 = lookahead(attack, cands, 0, 4), lookahead(attack, cands, 0, 4)
     assert a1 == a2 and torch.equal(cands.x, x0) and not cands.state_x
     plain = reconstruct(payload, dataclasses.replace(cfg, iterations=4, split=SplitConfig()), tmp_path / "b",
-                        log=lambda *a: None)
+                        log=lambda *a: None).stats
     # the run logs at step 4 the J it descended from at iteration 3: J after 3 updates, as the look-ahead over 3
     assert lookahead(attack, cands, 0, 3) == pytest.approx(plain["final_loss"]["total"], rel=1e-12)
     reconstruct(payload, cfg, tmp_path / "c", log=lambda *a: None, stop_after=10)

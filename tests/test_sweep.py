@@ -23,7 +23,7 @@ import torch
 from trainrecon import reconstruct
 from trainrecon.attacks import HaimConfig, Payload
 from trainrecon.attacks.normalisation import SIGMA0, normalise
-from trainrecon.attacks.runner import same_run
+from trainrecon.runfolder import same_run
 from trainrecon.config import to_dict
 from trainrecon.errors import TrainreconError
 from trainrecon.models.mlp import MLPSpec, forward, init_params
@@ -67,7 +67,7 @@ def test_same_candidates_at_every_parameter_scale(tiny_victim, tmp_path):
         folder = scaled(tiny_victim, tmp_path / f"v{f}", f)
         res = reconstruct(Payload.of(load_victim(folder)), cfg, tmp_path / f"r{f}", log=lambda *_: None)
         xs[f] = np.load(tmp_path / f"r{f}" / "candidates.npz")["x"]
-        kappas[f] = res["normalisation"]["kappa"]
+        kappas[f] = res.stats["normalisation"]["kappa"]
     for f in (0.01, 100.0):
         np.testing.assert_allclose(xs[f], xs[1.0], atol=1e-9)
         assert kappas[f] == pytest.approx(f * kappas[1.0], rel=1e-12)

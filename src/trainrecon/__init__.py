@@ -1,20 +1,27 @@
 """trainrecon: audit trained networks for training-data leakage by reconstructing the training set.
 
 Layout by concept: ``data`` (formats, tasks), ``models`` (victims, stationarity forms), ``objective`` (the
-weighted-sum objective, candidate sets, hooks), ``training`` (victims toward the KKT direction), ``attacks``
-(methods and their loop), ``refinement`` (sample splitting), ``sweeps``, ``identifiability``, ``metrics``
-(SSIM, matching, the honest headline, exposure), ``reports`` (pictures), ``audit_report`` (report.html),
-``pipeline`` (folders) and ``cli``.
+weighted-sum objective with its parts s, u = dF/ds and the per-candidate term, candidate sets, hooks),
+``training`` (victims toward the KKT direction), ``attacks`` (methods and their loop), ``refinement`` (sample
+splitting, merging), ``sweeps``, ``identifiability``, ``metrics`` (SSIM, matching, the honest headline,
+exposure), ``reconstruction`` (what an attack returns), ``runfolder`` (an attack's folder: lock, identity,
+checkpoints, files), ``registry`` (methods, trainers and scoring protocols by name), ``reports`` (pictures),
+``audit_report`` (report.html), ``pipeline`` (folders) and ``cli``.
 
-The names below are the library's front door:
+The names below are the library's front door; everything works on tensors and arrays in memory, and the
+commands are clients of it:
 
 * :func:`build_task` (:class:`TaskConfig`) -- a task's training images, held-out images and centring mean.
 * :func:`train_kkt` (:class:`TrainConfig`) -- train a victim toward the KKT direction, in memory.
-* :func:`reconstruct` -- run an attack (``HaimConfig``, ``BuzagloMulticlassConfig``, ``BuzagloRegressionConfig``,
-  ``LooConfig``) on what the attacker is given (:class:`Payload`) with the refinements its config asks for.
-* :func:`load_victim`, :func:`payload_from_folder` -- a victim folder, and what the threat model hands the attacker.
-* :func:`score` -- score candidates against training and held-out images in memory: a :class:`Score` with the
-  honest headline and its controls, the per-image exposure and its ROC, and the field's protocols.
+* :func:`load_victim`, :func:`payload_from_folder` -- a victim folder (:class:`Victim`), and what the threat model
+  hands the attacker (:class:`Payload`).
+* :func:`reconstruct` -- run an attack (:class:`HaimConfig`, :class:`BuzagloMulticlassConfig`,
+  :class:`BuzagloRegressionConfig`, :class:`LooConfig`; by name: :data:`METHODS`) with the refinements its config
+  asks for, and return a :class:`Reconstruction` (candidates, multipliers, labels, history, second-order report);
+  in memory, or through a :class:`RunFolder` that locks, checkpoints, resumes and writes it.
+* :func:`score` -- score candidates (or a :class:`Reconstruction`) against training and held-out images: a
+  :class:`Score` with the honest headline and its controls, the per-image exposure and its ROC, and the field's
+  protocols.
 """
 
 from .api import reconstruct
@@ -24,9 +31,13 @@ from .data.tasks import TaskConfig, build_task
 from .errors import TrainreconError
 from .metrics.scoring import Score, score
 from .models.victim import Victim, load_victim
+from .reconstruction import Reconstruction
+from .refinement.config import MergeConfig, SplitConfig
+from .runfolder import RunFolder
 from .training import TrainConfig, train_kkt
 
 __version__ = "0.1.0"
 __all__ = ["BuzagloMulticlassConfig", "BuzagloRegressionConfig", "CandidateSet", "HaimConfig", "LooConfig",
-           "METHODS", "Payload", "Score", "TaskConfig", "TrainConfig", "TrainreconError", "Victim", "__version__",
-           "build_task", "load_victim", "payload_from_folder", "reconstruct", "score", "train_kkt"]
+           "METHODS", "MergeConfig", "Payload", "Reconstruction", "RunFolder", "Score", "SplitConfig", "TaskConfig",
+           "TrainConfig", "TrainreconError", "Victim", "__version__", "build_task", "load_victim",
+           "payload_from_folder", "reconstruct", "score", "train_kkt"]

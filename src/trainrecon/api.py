@@ -2,14 +2,17 @@
 
 :func:`reconstruct` is :func:`trainrecon.attacks.runner.run_attack` with the hooks every run gets
 (:func:`trainrecon.refinement.standard_hooks`: the second-order report, the collapse count, merging of
-near-duplicates when ``cfg.merge.enabled`` and sample splitting when ``cfg.split.enabled``) plus any ``hooks`` of the caller's (a sweep's pruning).  The attack's loop itself knows
-only the hook interface (:mod:`trainrecon.objective.hooks`).
+near-duplicates when ``cfg.merge.enabled`` and sample splitting when ``cfg.split.enabled``; the wall-clock
+budget when ``cfg.max_seconds`` is set, :func:`trainrecon.runtime.time_budget`) plus any ``hooks`` of the
+caller's (a sweep's pruning), in memory or into a run folder (:class:`trainrecon.runfolder.RunFolder`).  The
+attack's loop itself knows only the hook interface (:mod:`trainrecon.objective.hooks`) and the store interface
+(:class:`trainrecon.attacks.runner.RunStore`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -17,19 +20,36 @@ from .attacks.payload import Payload
 from .attacks.method import method_for
 from .attacks.runner import run_attack
 from .objective.hooks import AttackHook
+from .reconstruction import Reconstruction
 from .refinement.hooks import standard_hooks
+from .runfolder import RunFolder
+from .runtime import time_budget
 
 
-def reconstruct(payload, cfg, out_dir: str | Path, device: torch.device | str = "cpu", resume: bool = False,
-                log=print, stop_after: int | None = None, hooks: Sequence[AttackHook] = ()) -> dict[str, Any]:
-    """Run the method of ``cfg`` on ``payload`` (a :class:`~trainrecon.attacks.payload.Payload` or a loaded
-    victim) into ``out_dir``, with sample splitting when ``cfg.split.enabled`` and the second-order report;
-    see :func:`trainrecon.attacks.runner.run_attack` for the arguments and the result."""
+def reconstruct(payload, cfg, out_dir: str | Path | RunFolder | None = None, device: torch.device | str = "cpu",
+                resume: bool = False, log=print, stop_after: int | None = None,
+                hooks: Sequence[AttackHook] = ()) -> Reconstruction:
+    """Reconstruct training data from the weights: run the attack of ``cfg``'s method (``HaimConfig``,
+    ``BuzagloMulticlassConfig``, ``BuzagloRegressionConfig``, ``LooConfig``) on ``payload`` (a
+    :class:`~trainrecon.attacks.payload.Payload`, or a loaded victim with n disclosed) and return the
+    :class:`~trainrecon.reconstruction.Reconstruction`: candidates x (m, C, H, W) in the victim's centred input
+    space, multipliers, labels, history and the run's summary (the second-order report, splitting, merging,
+    collapse, refit residual, seconds).  Sample splitting runs when ``cfg.split.enabled`` (or where the method
+    turns it on for its victim: power victims, :meth:`~trainrecon.attacks.method.Method.adapt`), merging when
+    ``cfg.merge.enabled``, and ``cfg.max_seconds`` bounds the wall-clock.
+
+    Without ``out_dir`` the run is in memory only.  With it (a path, or a
+    :class:`~trainrecon.runfolder.RunFolder`) the run keeps its folder: config.json, checkpoints (``resume``
+    continues one made by this very run; Ctrl-C saves one first), loss.json, candidates.npz, candidates.png and
+    the refinements' files.  ``stop_after``: end after that many iterations (tests); ``hooks``: further hooks
+    (:mod:`trainrecon.objective.hooks`).  The candidates are the same, bit for bit, with or without a folder."""
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
     run_cfg, _ = method_for(cfg).adapt(cfg, payload.spec)  # the refinements this victim's run gets
-    attached = standard_hooks(run_cfg.split, tuple(payload.spec.input_shape), run_cfg.merge) + list(hooks)
-    return run_attack(payload, cfg, out_dir, device, resume, log, stop_after, attached)
+    attached = standard_hooks(run_cfg.split, tuple(payload.spec.input_shape), run_cfg.merge) \
+        + time_budget(cfg.max_seconds) + list(hooks)
+    store = None if out_dir is None else out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
+    return run_attack(payload, cfg, store, device, resume, log, stop_after, attached)
 
 
 __all__ = ["reconstruct"]

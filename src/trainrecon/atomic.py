@@ -4,8 +4,8 @@
 rename never crosses file systems); when the writer returns, the temporary file is flushed to disk (fsync),
 renamed over the target (``os.replace``, atomic on POSIX) and the folder's entry is synced.  A kill or a
 power loss at any instant leaves the previous file or the new one, never a torn mix; a writer that raises
-leaves the previous file and no temporary one.  :func:`write_bytes`, :func:`write_text` and :func:`write_npz`
-are the common cases.
+leaves the previous file and no temporary one.  :func:`write_bytes`, :func:`write_text`, :func:`write_npz` and
+:func:`write_drawn` (a picture a drawing function renders into a file object) are the common cases.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import contextlib
 import io
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -65,4 +65,12 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
         raise ValueError(f"{path}: arrays {bad} hold Python objects, which .npz could only store pickled")
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def write_drawn(path: str | os.PathLike, draw: Callable[[BinaryIO], None]) -> None:
+    """What ``draw(file)`` renders into a binary file object (a matplotlib picture), written to ``path``
+    atomically and durably."""
+    buf = io.BytesIO()
+    draw(buf)
     write_bytes(path, buf.getvalue())

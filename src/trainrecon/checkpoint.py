@@ -12,7 +12,8 @@ run belongs to.
   weights or of a training set, recorded in checkpoints and compared on resume.
 * :func:`claim_folder`: a command writes only into an empty folder or into one that holds nothing but what that
   command writes (its own run, resumed); anything else (a victim, another command's results, a user's files) is
-  refused in one line before any work.
+  refused in one line before any work.  :class:`OutputFolder` is a command's folder: claimed, then locked while
+  written (an attack run's, with its checkpoints and results: :class:`trainrecon.runfolder.RunFolder`).
 * :func:`belongs` / :func:`check_sources`: the one "belongs together" rule.  Every run, sweep trial, study and
   union records the fingerprint of the victim it was made on and its method; results are combined (a union, an
   evaluation of several files, a sweep folder) only when every record names this victim and one method, unless
@@ -27,7 +28,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Self
 
 import numpy as np
 import torch
@@ -55,6 +56,12 @@ def fingerprint(tensors: dict[str, Any] | list[Any]) -> str:
         h.update(f"{name}|{a.dtype}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+def record_array(record: Any) -> np.ndarray:
+    """A JSON-like record (a run's config record, an architecture) as bytes for :func:`fingerprint`: the UTF-8 of
+    its ``repr``, so the fingerprint names the record's content and order."""
+    return np.frombuffer(repr(record).encode(), dtype=np.uint8)
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
@@ -149,18 +156,23 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         lock.release()
 
 
+def refuse_other(saved: Any, current: Any, refusal: str | Callable[[str], str]) -> None:
+    """The one "is this the same run?" check: refuse in one line when the ``saved`` record of what made a folder,
+    checkpoint or study is not ``current`` -- ``refusal`` with ``{diff}`` replaced by the first field that differs
+    (:func:`first_difference`), or ``refusal(diff)``."""
+    diff = first_difference(saved, current)
+    if diff:
+        raise TrainreconError(refusal(diff) if callable(refusal) else refusal.replace("{diff}", diff))
+
+
 def refuse_other_record(record_file: Path, keys: tuple[str, ...], current: Any, refusal: str) -> None:
-    """"Is this folder the same run?" for a folder whose ``record_file`` (JSON) keeps, under ``keys``, the record of
-    what made it: refuse in one line, ``refusal`` with ``{diff}`` replaced by the first field that differs, when
-    that record is not ``current``.  A missing file or record (a fresh folder, an older version's) passes."""
+    """:func:`refuse_other` for a folder whose ``record_file`` (JSON) keeps, under ``keys``, the record of what
+    made it.  A missing file or record (a fresh folder, an older version's) passes."""
     saved: Any = load_json(record_file) if Path(record_file).is_file() else None
     for key in keys:
         saved = saved.get(key) if isinstance(saved, dict) else None
-    if saved is None:
-        return
-    diff = first_difference(saved, current)
-    if diff:
-        raise TrainreconError(refusal.replace("{diff}", diff))
+    if saved is not None:
+        refuse_other(saved, current, refusal)
 
 
 # -- output folders: own or refused ----------------------------------------------------------------------------
@@ -208,6 +220,38 @@ def claim_folder(folder: str | Path, command: str, writes: Iterable[str]) -> Non
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise TrainreconError(f"{folder}: not empty and not a `trainrecon {command}` folder (it holds {foreign[0]!r}"
                               f"{more}{': ' + kind if kind else ''}); choose an empty or new folder")
+
+
+class OutputFolder:
+    """A command's output folder: ``claim()`` refuses, in one line and before any work, a folder holding anything
+    the command does not write (``writes``: glob patterns; :func:`trainrecon.checkpoint.claim_folder`), and
+    ``with folder:`` holds the folder's lock (created if needed; :func:`trainrecon.checkpoint.folder_lock`) while
+    it is written.  Every command's folder goes through one: ``reconstruct``
+    (:class:`trainrecon.runfolder.RunFolder`), ``train``, ``evaluate``, ``sweep``, ``union``, ``run``, ``identify``,
+    ``import``, the demos and the victim builders."""
+
+    def __init__(self, path: str | Path, command: str = "", writes: Iterable[str] = ()) -> None:
+        self.path = Path(path)
+        self.command, self.writes = command, tuple(writes)
+        self._locks: list[Any] = []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def claim(self) -> Self:
+        """Refuse a folder holding anything else than what the command writes (an empty, missing or own folder
+        passes, to be checked field by field by the command).  Returns the folder."""
+        claim_folder(self.path, self.command, self.writes)
+        return self
+
+    def __enter__(self) -> Self:
+        lock = folder_lock(self.path)
+        lock.__enter__()
+        self._locks.append(lock)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._locks.pop().__exit__(*exc)
 
 
 # -- what belongs together --------------------------------------------------------------------------------------

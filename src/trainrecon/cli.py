@@ -67,8 +67,7 @@ def train(
     from .pipeline import train_victim
     from .training import TRAINERS
 
-    if trainer not in TRAINERS:
-        raise TrainreconError(f"--trainer: unknown trainer {trainer!r} (available: {', '.join(TRAINERS)})")
+    trainer_cfg = TRAINERS.get(trainer, "--trainer").config
     tcfg = config_from(TaskConfig, task_config, {"dataset": dataset, "task": task, "n_per_class": n_per_class})
     widths = None
     if hidden is not None:
@@ -83,7 +82,7 @@ def train(
         if hidden is not None:
             raise TrainreconError("--hidden: give hidden widths or --arch, not both")
         layers = layers_from_file(arch)
-    rcfg = config_from(TRAINERS[trainer][0], config, {"hidden": widths, "seed": seed, "layers": layers})
+    rcfg = config_from(trainer_cfg, config, {"hidden": widths, "seed": seed, "layers": layers})
     train_victim(tcfg, rcfg, out, data_dir, _device(device))
 
 
@@ -99,21 +98,23 @@ def reconstruct(
     resume: bool = typer.Option(False, "--resume", help="continue from OUT's checkpoint"),
     disclose_n: bool = typer.Option(True, "--disclose-n/--no-disclose-n",
                                     help="whether the attacker is told the training-set size (m defaults to 2n)"),
-    split: bool = typer.Option(False, "--split", help="refine by sample splitting (settings: the config's 'split')"),
+    split: Optional[bool] = typer.Option(None, "--split/--no-split",
+                                         help="refine by sample splitting (settings: the config's 'split'); default: "
+                                              "on where it wins (power victims), off elsewhere"),
     device: str = DeviceOpt,
 ) -> None:
     """Reconstruct training data from a victim's weights; the attacker is given only the weights, the input
     mean, the initial weights where the method needs them, and n if disclosed (recorded in config.json)."""
     from .api import reconstruct as run
     from .attacks import method_named, payload_from_folder
-    from .attacks.runner import RUN_FILES
-    from .checkpoint import claim_folder
+    from .runfolder import RunFolder
 
     cfg = config_from(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed})
-    if split:
-        cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, enabled=True))
-    claim_folder(out, "reconstruct", RUN_FILES)
-    res = run(payload_from_folder(victim, disclose_n), cfg, out, _device(device), resume=resume)
+    if split is not None:  # explicit: on, or off even where the method would turn it on
+        cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, enabled=split), auto_split=split)
+    folder = RunFolder(out).claim()
+    rec = run(payload_from_folder(victim, disclose_n), cfg, folder, _device(device), resume=resume)
+    res = rec.stats
     so = res["second_order"]
     typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration); "
                f"second order: |grad| {so['grad_norm']:.3g}, min splitting eigenvalue {so['min_splitting_eigenvalue']:.3g} "
@@ -122,10 +123,16 @@ def reconstruct(
     typer.echo(f"scale: attacked theta / {norm['kappa']:.4g} (homogeneous of degree {norm['degree']}; multipliers x "
                f"{norm['multipliers_to_victim_scale']:.4g} at the victim's scale)" if norm["applied"]
                else f"scale: the victim's own ({norm['reason']})")
+    adapted = rec.config.get("adapted") or {}
+    why = f" ({adapted['split']})" if "split" in adapted else ""
     if res["splitting"]:
         sp = res["splitting"]
         typer.echo(f"splitting: {sp['accepted']} of {sp['tried']} splits kept in {sp['rounds']} rounds, "
-                   f"{100 * sp['share_of_wall_clock']:.0f}% of wall-clock (log: {out / 'splits.json'})")
+                   f"{100 * sp['share_of_wall_clock']:.0f}% of wall-clock (log: {out / 'splits.json'}){why}")
+    else:
+        typer.echo("splitting: off (--no-split)" if split is False else
+                   "splitting: off (the default for this victim: no gain over the plain attack at equal wall-clock on "
+                   "ReLU-family victims, bench/RESULTS.md; --split turns it on)")
 
 
 @app.command()
@@ -147,10 +154,10 @@ def evaluate(
                                              "different methods (recorded in metrics.json)"),
 ) -> None:
     """Score candidates against the victim's training set (the only step that sees it), with controls."""
-    from .checkpoint import claim_folder
     from .metrics.evaluate import check_null_names
     from .metrics.headline import HeadlineRule
     from .pipeline import evaluate_run
+    from .checkpoint import OutputFolder
     from .pipeline.evaluation import EVALUATION_FILES
 
     nulls: dict[str, Path] = {}
@@ -161,7 +168,7 @@ def evaluate(
         check_null_names(list(nulls) + [name])  # empty, spaced, repeated, or a built-in control's name
         nulls[name] = Path(path)
     rule = config_from(HeadlineRule, None, {"threshold": threshold})
-    claim_folder(out, "evaluate", EVALUATION_FILES)
+    OutputFolder(out, "evaluate", EVALUATION_FILES).claim()
     evaluate_run(victim, candidates, out, data_dir, truth, heldout, null_files=nulls, rule=rule,
                  allow_cross_victim=allow_cross_victim, allow_mixed_methods=allow_mixed_methods)
 
@@ -246,7 +253,7 @@ def import_(
     input_shape: Optional[str] = typer.Option(None, help="C,H,W of one input (needed with --module)"),
 ) -> None:
     """Turn a user's weights (plus a layer list, a module factory, or nothing for an MLP) into a victim folder."""
-    from .checkpoint import folder_lock
+    from .checkpoint import OutputFolder
 
     if len(args) not in (1, 2):
         raise TrainreconError("import: expected WEIGHTS [ARCHITECTURE.json] OUT")
@@ -259,14 +266,14 @@ def import_(
             raise TrainreconError("import: give an architecture file or --module, not both")
         if shape is None:
             raise TrainreconError("--input-shape: --module needs the input shape C,H,W")
-        with folder_lock(out):
+        with OutputFolder(out, "import"):
             import_module_victim(weights, module, shape, out, mean)
     else:
         from .models.victim import import_victim
 
         if architecture is not None and shape is not None:
             raise TrainreconError("--input-shape: the architecture file gives the input shape")
-        with folder_lock(out):
+        with OutputFolder(out, "import"):
             import_victim(weights, architecture, out, mean, shape)
     typer.echo(f"wrote victim folder {out}")
 
@@ -345,12 +352,11 @@ def identify(
     from .identifiability.identify import IdentifyConfig
     from .pipeline import identify_run
 
-    from .checkpoint import claim_folder, folder_lock
+    from .checkpoint import OutputFolder
     from .pipeline.identify import IDENTIFY_FILES
 
     cfg = config_from(IdentifyConfig, config, {"margin": margin, "polish": polish})
-    claim_folder(out, "identify", IDENTIFY_FILES)
-    with folder_lock(out):
+    with OutputFolder(out, "identify", IDENTIFY_FILES).claim():
         identify_run(victim, out, cfg, truth, score, data_dir)
 
 

@@ -158,11 +158,3 @@ def config_from(cls: type[T], path: str | os.PathLike | None, overrides: dict[st
         raise TrainreconError(f"{path}: expected a JSON object")
     data = {**data, **{k: to_dict(v) for k, v in overrides.items() if v is not None}}
     return from_dict(cls, data, where=str(path) if path is not None else "option")
-
-
-def registered_name(registry: dict[str, tuple], cfg: Any, what: str) -> str:
-    """The key of ``registry`` (name -> (config class, ...)) whose config class is exactly ``cfg``'s type."""
-    for name, entry in registry.items():
-        if type(cfg) is entry[0]:
-            return name
-    raise TrainreconError(f"no {what} takes a {type(cfg).__name__}")

@@ -23,7 +23,7 @@ import torch
 
 from ..config import to_dict
 from ..errors import TrainreconError
-from ..models.mlp import Surrogate
+from ..models.activations import Surrogate
 from ..models.stationarity import KKT
 from .method import AttackConfig, Method, Tunable, box_penalty, register, repulsion_penalty
 from .optim import SGDMomentum
@@ -152,15 +152,18 @@ class KKTMethod(Method):
             reasons.append("power activation: candidates start at unit scale (init_scale = 1 / sqrt(d)), smaller x "
                            "steps, each candidate's bounded by max_step, on the degree-2 alpha objective; no box "
                            "and no multiplier penalty (inputs are not pixels)")
+        split_why = {}
         if cfg.auto_split and cfg.split == base.split:
             changed["split"] = dataclasses.replace(cfg.split, **POWER_SPLIT)
-            reasons.append("splitting on: on exact KKT points of polynomial networks, growing the candidates by "
-                           "splitting where the descent stalls recovers more samples than the plain attack "
-                           "(bench/RESULTS.md); --no-split (attack.auto_split = false) turns it off")
+            split_why = {"split": "splitting on by default here: on exact KKT points of polynomial networks with "
+                                  "m < n, growing the candidates by splitting where the descent stalls recovers "
+                                  "more samples than the plain attack at about the same CPU time (bench/RESULTS.md); "
+                                  "--no-split (attack.auto_split = false) turns it off"}
+            reasons.append(split_why["split"])
         if not changed:
             return cfg, None
         record = {k: (to_dict(v) if k == "split" else v) for k, v in changed.items()}
-        return dataclasses.replace(cfg, **changed), {"fields": record, "reason": "; ".join(reasons)}
+        return dataclasses.replace(cfg, **changed), {"fields": record, "reason": "; ".join(reasons), **split_why}
 
     def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
         super().__init__(payload, cfg)

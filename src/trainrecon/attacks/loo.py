@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from ..errors import TrainreconError
-from ..models.mlp import Surrogate
+from ..models.activations import Surrogate
 from ..models.stationarity import NTK
 from .method import AttackConfig, Method, Tunable, box_penalty, register
 from .optim import Adam

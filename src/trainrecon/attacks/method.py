@@ -22,8 +22,9 @@ import torch
 
 from ..config import check_numbers
 from ..errors import TrainreconError
+from ..registry import Registry
 from ..runtime import available_bytes
-from ..models.mlp import Surrogate, forward
+from ..models.activations import Surrogate
 from ..models.stationarity import StationarityForm
 from ..refinement.config import MergeConfig, SplitConfig
 from ..objective.candidates import CandidateSet
@@ -183,9 +184,8 @@ class Method:
         made with different surrogates, multipliers and priors on one yardstick.  None when the per-candidate
         gradients (m x P floats) would take more than a quarter of the free memory."""
         p = self.payload
-        n_params = sum(t.numel() for t in p.params)
         free = available_bytes(p.params[0].device)
-        if free is not None and 16 * cands.m * n_params > free / 4:
+        if free is not None and 16 * cands.m * p.spec.n_params() > free / 4:
             return None
         x = cands.x.detach().double()
         labels = None if cands.labels is None else cands.labels.detach()
@@ -201,32 +201,26 @@ class Method:
         surrogate = self.surrogate(it) if surrogate is None else surrogate
 
         def phi(params, X, labels):
-            return form.features(forward(spec, params, X, surrogate), labels)
+            return form.features(spec.forward(params, X, surrogate), labels)
 
         return WeightedSumObjective(self.at, self.outer, phi, lambda M: self.weights(M, m0), self.prior,
                                     cands.labels, self.cfg.chunk_size, first_layer=spec.first_layer)
 
 
-METHODS: dict[str, type[Method]] = {}
+#: the registered methods by name (CLI ``--method``, experiment files, sweeps): :func:`register` adds one
+METHODS: Registry[type[Method]] = Registry("method", config_of=lambda cls: cls.Config)
 
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make ``cls`` available by its ``name`` (CLI ``--method``, experiment files)."""
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise ValueError(f"a method named {cls.name!r} is already registered")
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.register(cls.name, cls)
 
 
 def method_for(cfg: AttackConfig) -> type[Method]:
     """The registered method whose config class is exactly ``cfg``'s type."""
-    for cls in METHODS.values():
-        if type(cfg) is cls.Config:
-            return cls
-    raise TrainreconError(f"no reconstruction method takes a {type(cfg).__name__}")
+    return METHODS.for_config(cfg)[1]
 
 
 def method_named(name: str, where: str = "--method") -> type[Method]:
-    if name not in METHODS:
-        raise TrainreconError(f"{where}: unknown method {name!r} (available: {', '.join(METHODS)})")
-    return METHODS[name]
+    """The method registered as ``name``; an unknown name is refused in one line naming ``where``."""
+    return METHODS.get(name, where)

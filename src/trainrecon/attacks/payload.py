@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import fingerprint
+from ..checkpoint import fingerprint, record_array
 from ..config import load_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Victim, Weights, load_victim
@@ -51,7 +51,7 @@ class Payload(Weights):
             tensors.update({f"init.{k}": v for k, v in zip(names, self.init_params)})
         if self.input_mean is not None:
             tensors["input_mean"] = np.asarray(self.input_mean, dtype=np.float64)
-        tensors["spec"] = np.frombuffer(repr(to_dict(self.spec)).encode(), dtype=np.uint8)
+        tensors["spec"] = record_array(to_dict(self.spec))
         return fingerprint(tensors)
 
     def record(self) -> dict[str, Any]:
@@ -62,7 +62,9 @@ class Payload(Weights):
 
 
 def payload_from_folder(folder: str | Path, disclose_n: bool = True) -> Payload:
-    """Read what the attacker may see from a victim folder."""
+    """The attacker's view of a victim folder (a :class:`Payload`): the architecture, the weights, the input mean
+    and the initial weights where saved, and n (the number of training indices train.json records) when
+    ``disclose_n``; never the training images, their indices or their labels."""
     folder = Path(folder)
     victim = load_victim(folder, training_record=False)
     n = None

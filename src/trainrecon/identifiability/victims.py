@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import claim_folder, first_difference, folder_lock
+from ..checkpoint import OutputFolder, refuse_other
 from ..config import from_dict, load_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Victim, save_victim
@@ -38,14 +38,13 @@ MAX_TRAIN_WORK = 1e11
 def _existing(folder: Path, record: dict[str, Any], command: str) -> dict[str, Any] | None:
     """The train.json of the same victim already in ``folder`` (then there is nothing to do), or None for an
     empty folder; another victim, or anything else, is refused in one line."""
-    claim_folder(folder, command, VICTIM_FILES)
+    OutputFolder(folder, command, VICTIM_FILES).claim()
     if not ((folder / "model.safetensors").is_file() or (folder / "train.json").is_file()):
         return None
     old = load_json(folder / "train.json") if (folder / "train.json").is_file() else {}
     old = old if isinstance(old, dict) else {}
-    diff = first_difference({k: old.get(k) for k in record}, to_dict(record))
-    if diff:
-        raise TrainreconError(f"{folder}: holds another victim ({diff}); choose a new folder")
+    refuse_other({k: old.get(k) for k in record}, to_dict(record),
+                 f"{folder}: holds another victim ({{diff}}); choose a new folder")
     return old if (folder / "model.safetensors").is_file() else None
 
 
@@ -62,7 +61,7 @@ def make_trained_victim(folder, data: PolyDataConfig, train: PolyTrainConfig, da
     old = _existing(folder, record, "train-poly")
     if old is not None:
         return {**(old.get("final") or {}), "reused": True}
-    with folder_lock(folder):
+    with OutputFolder(folder, "train-poly", VICTIM_FILES):
         old = _existing(folder, record, "train-poly")  # again under the lock
         if old is not None:
             return {**(old.get("final") or {}), "reused": True}
@@ -82,7 +81,7 @@ def make_exact_victim(folder, data: PolyDataConfig, alpha: int, seed: int = 0, d
     old = _existing(folder, record, "exact-kkt")
     if old is not None:
         return {"n_neurons": int((old.get("final") or {}).get("n_neurons", 0)), "reused": True}
-    with folder_lock(folder):
+    with OutputFolder(folder, "exact-kkt", VICTIM_FILES):
         old = _existing(folder, record, "exact-kkt")  # again under the lock
         if old is not None:
             return {"n_neurons": int((old.get("final") or {}).get("n_neurons", 0)), "reused": True}

@@ -20,19 +20,19 @@ papers, and ``informative`` says per protocol whether its positive control stand
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..errors import TrainreconError
+from ..registry import Registry
 from .exposure import exposure_of
 from .headline import HeadlineRule, headline_counts, headline_line, null_sets, one_to_one, shown
 from .matching import extraction_score, greedy_one_to_one, ncc_dist, nearest, sq_dist, uses_half_resolution
 from .ssim import ssim_classic, ssim_paper
 
 THRESHOLDS = (0.4, 0.5)
-PROTOCOLS = ("haim_nn", "hungarian", "loo_greedy")
 #: the sets every evaluation scores by itself, under these names in metrics.json and the pictures: a further null
 #: set may not take one of them (nor its short form, null_ dropped, as the headline line prints it), since it
 #: would replace that control instead of joining it
@@ -61,14 +61,35 @@ def check_null_names(names) -> None:
         seen.add(key)
 
 
-def match(protocol: str, reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-    """Candidate index for each reference image (raw [0,1] images; cand centred).  Loo also returns its curve."""
-    if protocol == "loo_greedy":
-        idx, _, curve = greedy_one_to_one(sq_dist(reference, cand + mean).sqrt())
-        return idx, curve
-    if protocol == "hungarian":
-        return one_to_one(reference, cand, mean), None
+def _loo_greedy(reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """Loo's greedy one-to-one matching by Euclidean L2 of the mean-added, unscaled images, with its curve."""
+    idx, _, curve = greedy_one_to_one(sq_dist(reference, cand + mean).sqrt())
+    return idx, curve
+
+
+def _hungarian(reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """One-to-one assignment on the NCC distances."""
+    return one_to_one(reference, cand, mean), None
+
+
+def _haim_nn(reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each reference image's nearest candidate by NCC (half resolution for 32x32 colour), non-unique."""
     return nearest(ncc_dist(reference - mean, cand, half_resolution=uses_half_resolution(reference.shape))), None
+
+
+#: the field's scoring protocols by name, each a matching ``(reference, candidates, mean) -> (candidate index per
+#: reference image, Loo's curve or None)``, scored in this order into ``metrics["protocols"]``
+PROTOCOLS: Registry[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[np.ndarray, np.ndarray | None]]] = \
+    Registry("scoring protocol")
+PROTOCOLS.register("haim_nn", _haim_nn)
+PROTOCOLS.register("hungarian", _hungarian)
+PROTOCOLS.register("loo_greedy", _loo_greedy)
+
+
+def match(protocol: str, reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """Candidate index for each reference image (raw [0,1] images; cand centred) under the registered
+    ``protocol``.  Loo also returns its curve."""
+    return PROTOCOLS.get(protocol, "protocol")(reference, cand, mean)
 
 
 def summarise(values: np.ndarray) -> dict[str, Any]:

@@ -35,10 +35,21 @@ def sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def ncc_dist(a: torch.Tensor, b: torch.Tensor, half_resolution: bool = False, div_dim: bool = False) -> torch.Tensor:
+    """Haim's NCC distance (n, m) between image sets a (n, C, H, W) and b (m, C, H, W): squared L2 of the images
+    normalised per image and channel (:func:`normalize_batch`), optionally at half resolution, optionally
+    divided by the number of pixels (``div_dim``)."""
     if half_resolution:
         a, b = downsample_half(a), downsample_half(b)
     d = sq_dist(normalize_batch(a), normalize_batch(b))
     return d / a[0].numel() if div_dim else d
+
+
+def ncc_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The NCC of :func:`ncc_dist` as a similarity (n, m) in [-1, 1]: each image normalised per channel to zero
+    mean and unit unbiased std has squared norm C (H W - 1), so 1 - ncc_dist / (2 C (H W - 1)) is the mean over
+    channels of the Pearson correlations (for one channel, the cosine of the centred, flattened images)."""
+    c, hw = a.shape[1], a[0, 0].numel()
+    return 1 - ncc_dist(a, b) / (2 * c * max(hw - 1, 1))
 
 
 def uses_half_resolution(shape) -> bool:

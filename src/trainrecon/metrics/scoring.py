@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import TrainreconError
+from ..reconstruction import Reconstruction
 from .evaluate import evaluate, headline
 from .exposure import Exposure
 from .headline import HeadlineRule, headline_line
@@ -89,19 +90,25 @@ def score(
     """Score centred ``candidates`` (m, C, H, W: the attack's output, in the victim's input space) against the
     training images ``truth`` (n, C, H, W, raw in [0, 1]), with ``heldout`` raw images the victim never saw
     (the first n are the held-out control, all of them the headline's pool; several times n make the rule
-    strict; without them no claim is made).  Arrays or tensors.
+    strict; without them no claim is made).  Arrays or tensors; ``candidates`` may also be the
+    :class:`~trainrecon.reconstruction.Reconstruction` an attack returned (its ``x``, and its victim's mean).
 
-    ``mean``: the victim's centring (input mean, broadcastable to (C, H, W)); default the training images'
-    per-pixel mean.  ``labels``: training labels (per-class counts).  ``nulls``: further named negative
-    controls in centred space (a shadow victim's candidates).  ``train_indices``: the training images' indices
-    in their dataset split, for the per-image table.  Returns a :class:`Score`.
+    ``mean``: the victim's centring (input mean, broadcastable to (C, H, W)); default a Reconstruction's own
+    mean, else the training images' per-pixel mean.  ``labels``: training labels (per-class counts).  ``nulls``:
+    further named negative controls in centred space (a shadow victim's candidates).  ``train_indices``: the
+    training images' indices in their dataset split, for the per-image table.  Returns a :class:`Score`.
     """
+    if isinstance(candidates, Reconstruction):
+        mean = candidates.mean if mean is None else mean
+        candidates = candidates.x
     cand = _images(candidates, "candidates")
     tr = _images(truth, "training images")
     ho = None if heldout is None else _images(heldout, "held-out images")
     if cand.shape[1:] != tr.shape[1:] or (ho is not None and ho.shape[1:] != tr.shape[1:]):
         raise TrainreconError(f"score: image shapes differ: candidates {cand.shape[1:]}, training images "
                               f"{tr.shape[1:]}" + ("" if ho is None else f", held-out images {ho.shape[1:]}"))
+    if isinstance(mean, torch.Tensor):
+        mean = mean.detach().cpu().numpy()
     mu = tr.mean(axis=0) if mean is None else np.asarray(mean, dtype=np.float64)
     try:
         mu = np.array(np.broadcast_to(mu, tr.shape[1:]))

@@ -31,6 +31,9 @@ def _rows(state: State, m: int, index: torch.Tensor) -> State:
 
 @dataclass
 class CandidateSet:
+    """The m candidates an attack optimises, with their optimiser state and provenance (see the module
+    docstring): x (m, d) in the victim's centred input space, multipliers (m,) or (m, K), labels (m,) or None."""
+
     x: torch.Tensor
     multipliers: torch.Tensor
     labels: torch.Tensor | None = None

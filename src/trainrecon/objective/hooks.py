@@ -2,20 +2,24 @@
 
 The loop (:func:`trainrecon.attacks.runner.run_attack`) knows only this interface.  After every optimiser
 step it hands each hook a :class:`Step`; a hook may replace ``step.cands`` (sample splitting does, in
-:mod:`trainrecon.refinement.hooks`) and returns True when it did, so the loop checkpoints at once.  At every
-logged iteration :meth:`AttackHook.after_log` may end the run early (a sweep pruning a hopeless trial,
-:mod:`trainrecon.sweeps.study`).  A hook's state travels in the run's checkpoint (:meth:`AttackHook.state`,
-:meth:`AttackHook.restore`), its summary into ``loss.json[key]`` (:meth:`AttackHook.finish`) and its files into
-the run folder (:meth:`AttackHook.artifacts`).
+:mod:`trainrecon.refinement.hooks`) and returns True when it did, so the loop checkpoints at once; it may also
+end the run after this step as a finished run (:meth:`Step.finish_here`: the wall-clock budget,
+:class:`trainrecon.runtime.TimeBudget`, also asked once before a session's first step,
+:meth:`AttackHook.before_loop`).  At every logged iteration :meth:`AttackHook.after_log` may end the run early,
+unfinished (a sweep pruning a hopeless trial, :mod:`trainrecon.sweeps.study`).  A hook's state travels in the
+run's checkpoint (:meth:`AttackHook.state`, :meth:`AttackHook.restore`), its summary into the result's
+``stats[key]`` (loss.json; :meth:`AttackHook.finish`) and its files into the result's ``artifacts`` and the run
+folder (:meth:`AttackHook.artifacts`).
 
-``implements`` names the attack-config field a hook carries out (``"split"``): a run whose config enables
-that field without a hook that implements it is refused rather than run without it.
+``implements`` names the attack-config field a hook carries out (``"split"``, ``"merge"``, ``"max_seconds"``): a
+run whose config enables that field (``.enabled``, or a nonzero value) without a hook that implements it is
+refused rather than run without it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -29,7 +33,9 @@ class Step:
     ``done`` iterations of ``iterations`` are done (``end`` is where this session stops); ``cands`` is the
     current candidate set (a hook may replace it); ``attack`` is the method instance, whose
     ``objective(it, cands, surrogate=None)`` builds the objective at iteration ``it`` and ``surrogate(it)``
-    gives its activation; ``values`` are the loss parts of this step."""
+    gives its activation; ``values`` are the loss parts of this step; ``elapsed()`` the run's wall-clock seconds
+    so far, summed over every session of a resumed run; ``finish_now`` whether a hook ended the run here
+    (:meth:`finish_here`)."""
 
     done: int
     iterations: int
@@ -37,6 +43,14 @@ class Step:
     cands: CandidateSet
     attack: Any
     values: dict[str, float]
+    elapsed: Callable[[], float] = lambda: 0.0
+    finish_now: bool = False
+
+    def finish_here(self) -> None:
+        """End the run after this step as a finished run: the loop appends this iteration to the history,
+        writes a checkpoint and the results (a logged iteration's ending by :meth:`AttackHook.after_log` comes
+        first)."""
+        self.finish_now = True
 
 
 class AttackHook:
@@ -52,8 +66,14 @@ class AttackHook:
         """JSON-able state saved in every checkpoint's metadata (keys shared by every hook of a run)."""
         return {}
 
+    def before_loop(self, step: Step) -> None:
+        """Called once before a session's first step (``step.done`` is where it starts, ``step.values`` empty,
+        ``step.elapsed()`` the seconds of the run's earlier sessions); :meth:`Step.finish_here` ends the run there,
+        before any step."""
+
     def after_step(self, step: Step) -> bool:
-        """Called after each optimiser step; True when ``step.cands`` was replaced (checkpoint now)."""
+        """Called after each optimiser step; True when ``step.cands`` was replaced (checkpoint now).
+        :meth:`Step.finish_here` ends the run after this step."""
         return False
 
     def after_log(self, step: Step, refit) -> bool:

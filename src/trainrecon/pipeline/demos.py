@@ -11,7 +11,7 @@ import torch
 from ..attacks.haim import HaimConfig
 from ..attacks.payload import payload_from_folder
 from ..api import reconstruct
-from ..checkpoint import claim_folder, folder_lock
+from ..checkpoint import OutputFolder
 from ..config import from_dict, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
@@ -32,9 +32,9 @@ DEMO_ATTACK = HaimConfig(iterations=8000, lr=1.0, lr_lambda=0.01, init_scale=1e-
 def demo(out: str | Path = "runs/demo", device: torch.device | str = "cpu", seed: int = 0, log=print) -> dict[str, Any]:
     """Offline demo: an MNIST even/odd victim (n = 40, 784-200-200-1) on the MNIST subset shipped with the
     package, the Haim KKT attack, evaluation with every control; report.html, grid.png, evidence.png, metrics.json."""
-    claim_folder(out, "demo", DEMO_FILES)
+    folder = OutputFolder(out, "demo", DEMO_FILES).claim()
     _same_demo(Path(out), seed)
-    with folder_lock(out):
+    with folder:
         return _demo(Path(out), device, seed, log)
 
 
@@ -64,7 +64,7 @@ def _demo(out: Path, device, seed: int, log) -> dict[str, Any]:
     log(f"      victim KKT residual {victim.train_info['final']['kkt_residual']:.3f} (the floor for any reconstruction)")
     log(f"[2/3] reconstructing with the Haim KKT attack ({attack_cfg.iterations} iterations)")
     res = reconstruct(payload_from_folder(victim_dir), attack_cfg, out / "reconstruction", device=device, resume=True,
-                      log=log)
+                      log=log).stats
     log(f"      {res['seconds_per_iteration'] * 1e3:.1f} ms per iteration")
     log("[3/3] evaluating against the training set, held-out images, null candidates and the true images")
     save_json(out / "config.json", {"task": DEMO_TASK, "train": train_cfg, "attack": attack_cfg, "seed": seed})
@@ -82,7 +82,7 @@ def identify_demo(out: str | Path = "runs/identify-demo", log=print) -> dict[str
     from ..identifiability.victims import make_exact_victim, make_trained_victim
 
     out = Path(out)
-    claim_folder(out, "identify-demo", IDENTIFY_DEMO_FILES)
+    OutputFolder(out, "identify-demo", IDENTIFY_DEMO_FILES).claim()
     results: dict[str, Any] = {}
     cases = [
         ("exact_alpha3", "exact KKT point, alpha 3, n 5, d 10", PolyDataConfig("gaussian", 5, 10, 2), 3),

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import write_bytes, write_text
+from ..atomic import write_bytes, write_drawn, write_text
 from ..attacks.payload import Payload
 from ..audit_report import FINGERPRINT, audit_record, render_report
-from ..checkpoint import check_sources, folder_lock, refuse_other_record
+from ..checkpoint import OutputFolder, check_sources, refuse_other_record
 from ..config import from_dict, load_json, save_json, to_dict
 from ..data.formats import read_npz, to_float_nchw
 from ..data.tasks import TaskConfig, build_task
@@ -113,7 +113,7 @@ def evaluate_run(
     victim = load_victim(victim_dir)
     fp = Payload.of(victim).fingerprint()
     provenance = check_sources(list(candidate_files), fp, str(victim_dir), allow_cross_victim, allow_mixed_methods)
-    with folder_lock(out):
+    with OutputFolder(out, "evaluate", EVALUATION_FILES):
         return _evaluate_run(victim, fp, provenance, candidate_files, Path(out), data_dir, truth, heldout, log,
                              null_files, rule, runs, extra, Path(victim_dir).name)
 
@@ -209,9 +209,10 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
     p, head = pairs["hungarian"], metrics["headline"]
     recovered = np.zeros(len(p["index"]), bool)
     recovered[head.get("recovered_indices", [])] = True
-    pair_grid(p["train"], p["matched"], p["similarities"]["attack"], out / "grid.png",
-              f"training image | its one-to-one candidate, {head['similarity'].split(' (')[0]}; "
-              f"green: recovered by the headline rule ({int(recovered.sum())} of {len(recovered)})", recovered)
+    grid_title = (f"training image | its one-to-one candidate, {head['similarity'].split(' (')[0]}; "
+                  f"green: recovered by the headline rule ({int(recovered.sum())} of {len(recovered)})")
+    write_drawn(out / "grid.png", lambda f: pair_grid(p["train"], p["matched"], p["similarities"]["attack"], f,
+                                                      grid_title, recovered))
     loo = metrics["protocols"]["loo_greedy"]
     pictures = {"l2_curve": io.BytesIO(), "evidence": io.BytesIO()}
     l2_curve_plot(loo["l2_curve"], loo["l2_curve_control"], pictures["l2_curve"])

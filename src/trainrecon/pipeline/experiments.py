@@ -14,13 +14,13 @@ from ..atomic import write_npz
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..api import reconstruct
-from ..checkpoint import claim_folder, first_difference, folder_lock
+from ..checkpoint import OutputFolder, refuse_other
 from ..config import from_dict, load_config, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
 from ..models.victim import load_victim
 from ..training import TRAINERS
-from .evaluation import EVALUATION_FILES, evaluate_run, read_candidates
+from .evaluation import EVALUATION_FILES, evaluate_run
 from .victims import train_victim
 
 
@@ -46,12 +46,11 @@ class Experiment:
     shadow: bool = False
 
     def __post_init__(self) -> None:
-        if self.trainer not in TRAINERS:
-            raise TrainreconError(f"experiment.trainer: unknown trainer {self.trainer!r} (available: {', '.join(TRAINERS)})")
+        TRAINERS.get(self.trainer, "experiment.trainer")
         method_named(self.method, "experiment.method")
 
     def configs(self, where: str):
-        return (from_dict(TRAINERS[self.trainer][0], self.train, f"{where}: train"),
+        return (from_dict(TRAINERS[self.trainer].config, self.train, f"{where}: train"),
                 from_dict(method_named(self.method).Config, self.attack, f"{where}: attack"))
 
 
@@ -68,21 +67,19 @@ def run_experiment(
     out = Path(out)
     record = {"task": exp.task, "trainer": exp.trainer, "train": train_cfg, "method": exp.method, "attack": attack_cfg,
               "shadow": exp.shadow}
-    claim_folder(out, "run", EXPERIMENT_FILES)
-    with folder_lock(out):
+    with OutputFolder(out, "run", EXPERIMENT_FILES).claim():
         if (out / "experiment.json").is_file():
             old = load_json(out / "experiment.json")
             old = {k: old.get(k) for k in record} if isinstance(old, dict) else {}
             try:  # fields added since that file was written count at their defaults
                 old = to_dict({"task": from_dict(TaskConfig, old["task"], "experiment.json.task"), "trainer": old["trainer"],
-                               "train": from_dict(TRAINERS[old["trainer"]][0], old["train"], "experiment.json.train"),
+                               "train": from_dict(TRAINERS[old["trainer"]].config, old["train"], "experiment.json.train"),
                                "method": old["method"], "attack": from_dict(type(attack_cfg), old["attack"], "experiment.json.attack"),
                                "shadow": bool(old.get("shadow"))})
             except (TrainreconError, KeyError, TypeError):
                 pass
-            diff = first_difference(old, to_dict(record))
-            if diff:
-                raise TrainreconError(f"{out}: holds results of a different experiment ({diff}); choose a new folder")
+            refuse_other(old, to_dict(record), f"{out}: holds results of a different experiment ({{diff}}); "
+                         "choose a new folder")
         save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, **record})
         return _run_experiment(exp, path, train_cfg, attack_cfg, out, data_dir, device, log)
 
@@ -94,7 +91,7 @@ def _run_experiment(exp: Experiment, path, train_cfg, attack_cfg, out: Path, dat
     train_wall = time.time() - t0
     victim = load_victim(out / "victim")
     payload = payload_from_folder(out / "victim")  # the attacker's view: no task, no indices
-    res = reconstruct(payload, attack_cfg, out / "reconstruction", device, resume=True, log=log)
+    res = reconstruct(payload, attack_cfg, out / "reconstruction", device, resume=True, log=log).stats
     nulls = {"shadow": shadow_candidates(exp, train_cfg, attack_cfg, payload, out, data_dir, device, log)} if exp.shadow else {}
     metrics = evaluate_run(out / "victim", [out / "reconstruction" / "candidates.npz"], out, data_dir=data_dir, log=log,
                            null_files=nulls)
@@ -130,8 +127,7 @@ def shadow_candidates(exp: Experiment, train_cfg, attack_cfg, victim: Payload, o
         log(f"shadow victim: the next {exp.task.n_per_class} images per class")
         train_victim(task, train_cfg, out / "shadow_victim", data_dir, device, log)
     shadow = payload_from_folder(out / "shadow_victim")
-    reconstruct(shadow, attack_cfg, out / "shadow_reconstruction", device, resume=True, log=log)
-    x = read_candidates(out / "shadow_reconstruction" / "candidates.npz", tuple(victim.spec.input_shape))
+    x = reconstruct(shadow, attack_cfg, out / "shadow_reconstruction", device, resume=True, log=log).x.numpy()
     moved = out / "shadow_reconstruction" / "candidates_in_victim_space.npz"
     write_npz(moved, x=x + shadow.mean_chw() - victim.mean_chw())
     return moved

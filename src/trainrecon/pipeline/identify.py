@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import write_npz
+from ..atomic import write_drawn, write_npz
 from ..attacks.payload import Payload
 from ..checkpoint import refuse_other_record
 from ..config import save_json, to_dict
@@ -67,7 +67,7 @@ def identify_run(
                   "neurons_as_data": compare_to_truth(baseline, X_true, active)}
         rep["score"] = scores
     save_json(out / "report.json", {"config": cfg, "inputs": inputs, **rep})
-    identify_plot(rep, out / "identify.png")
+    write_drawn(out / "identify.png", lambda f: identify_plot(rep, f))
     line = (f"{rep['verdict']}: {rep.get('n_recovered', 0)} samples recovered from {rep['significant_neurons']} neurons "
             f"({rep['distinct_directions']} directions, span {rep['neuron_span']}); system rank "
             f"{rep.get('system_rank')}/{rep['system_unknowns']}")

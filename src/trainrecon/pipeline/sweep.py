@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..atomic import write_npz
 from ..attacks.payload import payload_from_folder
 from ..attacks.runner import check_run
-from ..checkpoint import belongs, check_sources, claim_folder, folder_lock, origin, refuse_other_record
+from ..checkpoint import OutputFolder, belongs, check_sources, origin, refuse_other_record
 from ..config import load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
+from ..metrics.matching import ncc_similarity
 from ..models.victim import load_victim
 from ..runtime import StopRequest
 from ..sweeps.study import SweepConfig, read_trials, study_name, summary, work
@@ -70,7 +72,7 @@ def check_sweep_folder(out: Path, identity: dict[str, Any]) -> None:
     """Refuse a sweep folder holding another sweep (another victim, method, study or storage, by its
     sweep_config.json) or trials made on another victim or with another method (by their config.json: the rule of
     :func:`trainrecon.checkpoint.belongs`)."""
-    claim_folder(out, "sweep", SWEEP_FILES)
+    OutputFolder(out, "sweep", SWEEP_FILES).claim()
     refuse_other_record(out / "sweep_config.json", ("identity",), identity,
                         f"{out}: holds another sweep ({{diff}}); choose another folder for this one")
     for config in sorted((out / "trials").glob("*/config.json")) if (out / "trials").is_dir() else []:
@@ -172,17 +174,17 @@ def _run_workers(cfg: SweepConfig, victim: Path, out: Path, device: str, evaluat
 
 
 def union_dedupe(x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Keep a candidate unless its NCC (cosine of the centred, flattened images) with an earlier kept one
-    exceeds ``threshold``; candidates come best run first.  Returns (kept candidates, kept indices)."""
-    flat = x.reshape(len(x), -1)
-    flat = flat - flat.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(flat, axis=1, keepdims=True)
-    unit = flat / np.where(norm > 0, norm, 1)
+    """Keep a candidate unless its NCC (:func:`trainrecon.metrics.matching.ncc_similarity`) with an earlier kept
+    one exceeds ``threshold``; constant images are dropped; candidates come best run first.  Returns (kept
+    candidates, kept indices)."""
+    t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    flat = t.reshape(len(x), -1).numpy()
+    constant = np.linalg.norm(flat - flat.mean(axis=1, keepdims=True), axis=1) == 0
     keep: list[int] = []
     for i in range(len(x)):
-        if norm[i, 0] == 0:
+        if constant[i]:
             continue
-        if keep and float((unit[keep] @ unit[i]).max()) > threshold:
+        if keep and float(ncc_similarity(t[keep], t[i : i + 1]).max()) > threshold:
             continue
         keep.append(i)
     idx = np.asarray(keep, dtype=int)
@@ -202,13 +204,14 @@ def union_runs(victim: str | Path, out: str | Path, runs: list[Path] | None = No
     experiments, recorded in ``metrics["union"]["provenance"]``).  OUT must be empty or this union's own folder
     (the same victim, runs, sweep, top and dedupe)."""
     victim, out = Path(victim), Path(out)
-    claim_folder(out, "union", UNION_FILES)
-    return _union_runs(victim, out, runs, sweep, top, dedupe, data_dir, truth, heldout, log, allow_cross_victim,
+    folder = OutputFolder(out, "union", UNION_FILES).claim()
+    return _union_runs(victim, folder, runs, sweep, top, dedupe, data_dir, truth, heldout, log, allow_cross_victim,
                        allow_mixed_methods)
 
 
-def _union_runs(victim: Path, out: Path, runs, sweep, top, dedupe, data_dir, truth, heldout, log,
+def _union_runs(victim: Path, folder: OutputFolder, runs, sweep, top, dedupe, data_dir, truth, heldout, log,
                 allow_cross_victim, allow_mixed_methods) -> dict[str, Any]:
+    out = folder.path
     payload = payload_from_folder(victim)
     shape, fp = tuple(payload.spec.input_shape), payload.fingerprint()
     request = {"victim": fp, "runs": [str(Path(r).resolve()) for r in runs or []],
@@ -246,7 +249,7 @@ def _union_runs(victim: Path, out: Path, runs, sweep, top, dedupe, data_dir, tru
             "scores": [s for _, s in sources], "candidates_in": int(len(x)), "candidates_kept": int(len(kept)),
             "near_duplicates_removed": int(len(x) - len(kept)), "dedupe_ncc_threshold": dedupe,
             "provenance": provenance, "request": request}
-    with folder_lock(out):
+    with folder:
         write_npz(out / "union.npz", x=kept, run=origin_run, victim=np.array(fp), method=np.array(method))
         metrics = evaluate_run(victim, [out / "union.npz"], out, data_dir, truth, heldout, log=lambda *_: None,
                                runs=[f for f, _ in sources if f.is_dir()],

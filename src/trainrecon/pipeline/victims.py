@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import claim_folder, first_difference, folder_lock
-from ..config import from_dict, load_json, registered_name, to_dict
+from ..checkpoint import OutputFolder, refuse_other
+from ..config import from_dict, load_json, to_dict
 from ..data.tasks import TaskConfig, build_task
 from ..errors import Interrupted, TrainreconError
 from ..models.victim import save_victim
@@ -33,7 +33,7 @@ def normalised_record(info: dict[str, Any]) -> dict[str, Any]:
     out = {"task": info.get("task"), "trainer_kind": info.get("trainer_kind"), "trainer": info.get("trainer")}
     try:
         out["task"] = to_dict(from_dict(TaskConfig, info["task"], "train.json.task"))
-        out["trainer"] = to_dict(from_dict(TRAINERS[info["trainer_kind"]][0], info["trainer"], "train.json.trainer"))
+        out["trainer"] = to_dict(from_dict(TRAINERS[info["trainer_kind"]].config, info["trainer"], "train.json.trainer"))
     except (TrainreconError, KeyError, TypeError):
         pass
     return out
@@ -48,20 +48,18 @@ def train_victim(
     The folder is locked while training.  A folder holding a finished victim is reused only when it was trained
     with the same task, trainer and config (and refused otherwise, naming the first difference); an imported
     victim is never overwritten.  The trainer's checkpoint resumes only on the same config and data."""
-    name = registered_name(TRAINERS, train, "trainer")
-    fit = TRAINERS[name][1]
+    name, (_, fit) = TRAINERS.for_config(train)
     out = Path(out)
     record = {"task": to_dict(task), "trainer_kind": name, "trainer": to_dict(train)}
-    claim_folder(out, "train", TRAIN_FILES)  # before the lock: nothing is written into a folder it refuses
-    with folder_lock(out):
+    # claimed before the lock: nothing is written into a folder it refuses
+    with OutputFolder(out, "train", TRAIN_FILES).claim():
         if (out / "train.json").is_file() or (out / "model.safetensors").is_file():
             old = load_json(out / "train.json") if (out / "train.json").is_file() else {}
             if not isinstance(old, dict) or "task" not in old:
                 raise TrainreconError(f"{out}: holds a victim that was not trained here (imported, or incomplete); "
                                       "choose a new folder")
-            diff = first_difference(normalised_record(old), record)
-            if diff:
-                raise TrainreconError(f"{out}: holds a victim trained differently ({diff}); choose a new folder")
+            refuse_other(normalised_record(old), record,
+                         f"{out}: holds a victim trained differently ({{diff}}); choose a new folder")
             if (out / "model.safetensors").is_file():
                 log(f"{out}: already trained with this task and config; nothing to do")
                 return out

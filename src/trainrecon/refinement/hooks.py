@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from ..models.mlp import Surrogate
+from ..models.activations import Surrogate
 from ..objective.candidates import CandidateSet
 from ..objective.hooks import AttackHook, Step
 from .config import MergeConfig, SplitConfig

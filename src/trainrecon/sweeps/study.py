@@ -47,7 +47,7 @@ from optuna.trial import TrialState
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..api import reconstruct
-from ..checkpoint import first_difference
+from ..checkpoint import refuse_other
 from ..config import check_numbers, from_dict, load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..objective.hooks import AttackHook, Step
@@ -224,9 +224,9 @@ def load_study(cfg: SweepConfig, out: Path, victim_fingerprint: str, worker: int
                               f"{msg[0] if msg else 'no message'}); is it an optuna storage?") from None
     if saved is None:
         study.set_user_attr("trainrecon", record)
-    elif saved != record:
-        raise TrainreconError(f"study {name!r} in {cfg.storage or out / 'study.journal'} belongs to another sweep "
-                              f"({first_difference(saved, record)}); choose another --study or OUT")
+    else:
+        refuse_other(saved, record, f"study {name!r} in {cfg.storage or out / 'study.journal'} belongs to another "
+                     "sweep ({diff}); choose another --study or OUT")
     return study, storage
 
 
@@ -348,7 +348,7 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
                 "victim": victim, "method": method.name}
         t0 = time.time()
         try:
-            res = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, hooks=[monitor])
+            res = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, hooks=[monitor]).stats
         except (Interrupted, KeyboardInterrupt):
             trial.set_user_attr("interrupted", True)  # retried (resuming its checkpoint) when the sweep is rerun
             save_json(folder / "trial.json", {**info, "state": "FAIL", "why": "interrupted"})

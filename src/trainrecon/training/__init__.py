@@ -7,19 +7,31 @@
   :meth:`trainrecon.models.stationarity.StationarityForm.residual`.
 """
 
+from typing import Any, Callable, NamedTuple
+
+from ..registry import Registry
 from .common import NetConfig
 from .kkt import TrainConfig, kkt_residual, log_logistic, margins, train_binary, train_kkt
 from .ntk import NTKTrainConfig, train_ntk
 from .regression import RegressionTrainConfig, train_regression
 
-TRAINERS = {
-    "kkt": (TrainConfig, train_kkt),
-    "regression": (RegressionTrainConfig, train_regression),
-    "ntk": (NTKTrainConfig, train_ntk),
-}
+
+class Trainer(NamedTuple):
+    """A registered trainer: its config class and its fit function ``fit(cfg, x, y, **options) -> (spec, params,
+    summary)``."""
+
+    config: type
+    fit: Callable[..., Any]
+
+
+#: the victim trainers by name (``train --trainer``, experiment files)
+TRAINERS: Registry[Trainer] = Registry("trainer", config_of=lambda t: t.config)
+TRAINERS.register("kkt", Trainer(TrainConfig, train_kkt))
+TRAINERS.register("regression", Trainer(RegressionTrainConfig, train_regression))
+TRAINERS.register("ntk", Trainer(NTKTrainConfig, train_ntk))
 
 __all__ = [
-    "NetConfig", "TrainConfig", "RegressionTrainConfig", "NTKTrainConfig", "TRAINERS",
+    "NetConfig", "TrainConfig", "RegressionTrainConfig", "NTKTrainConfig", "TRAINERS", "Trainer",
     "train_kkt", "train_binary", "train_regression", "train_ntk",
     "kkt_residual", "log_logistic", "margins",
 ]

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..checkpoint import first_difference, fingerprint, load_checkpoint, save_checkpoint
+from ..checkpoint import fingerprint, load_checkpoint, refuse_other, save_checkpoint
 from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
 from ..models.architecture import Architecture
@@ -110,9 +110,8 @@ def load_state(folder: Path | None, cfg, device, dtype, x: torch.Tensor, y: torc
     if loaded is None:
         return None
     tensors, meta = loaded
-    diff = first_difference(meta.get("config"), to_dict(cfg))
-    if diff:
-        raise TrainreconError(f"{st}: checkpoint was made with a different training config ({diff}); use a new folder")
+    refuse_other(meta.get("config"), to_dict(cfg),
+                 f"{st}: checkpoint was made with a different training config ({{diff}}); use a new folder")
     if "data" in meta and meta["data"] != fingerprint([x, y]):
         raise TrainreconError(f"{st}: checkpoint was made on different training data; use a new folder")
     return {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}, meta

@@ -35,7 +35,7 @@ import torch
 from ..errors import TrainreconError
 from ..models import stationarity
 from ..models.architecture import Architecture
-from ..models.mlp import forward, unflatten
+from ..models import forward, unflatten
 from ..runtime import progress
 from .common import NetConfig, load_state, save_state, setup
 
@@ -107,7 +107,8 @@ def train_kkt(
     log=print,
     n_classes: int = 2,
 ) -> tuple[Architecture, list[torch.Tensor], dict[str, Any]]:
-    """Train an MLP toward the KKT direction of the (multiclass) margin problem; resumes from checkpoint_dir.
+    """Train a victim network (an MLP, or ``cfg.layers``) on centred images ``x`` toward the KKT direction of the
+    (multiclass) margin problem, in memory; resumes from ``checkpoint_dir`` when given.
 
     ``n_classes = 2``: one output, labels +-1, logistic loss.  ``n_classes > 2``: K outputs, labels
     0..K-1, cross-entropy; the margins are q_ij = f_{y_i} - f_j and the same annealing applies.

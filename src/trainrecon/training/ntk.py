@@ -24,7 +24,7 @@ from torch.func import jvp, vjp
 
 from ..errors import TrainreconError
 from ..models.architecture import Architecture
-from ..models.mlp import forward, unflatten
+from ..models import forward, unflatten
 from ..runtime import progress
 from .common import NetConfig, load_state, save_state, setup
 from ..models.stationarity import NTK

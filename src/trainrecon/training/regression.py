@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import TrainreconError
 from ..models.architecture import Architecture
-from ..models.mlp import forward, unflatten
+from ..models import forward, unflatten
 from ..runtime import progress
 from .common import NetConfig, load_state, save_state, setup
 from ..models.stationarity import WEIGHT_DECAY
