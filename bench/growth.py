@@ -26,16 +26,13 @@ rescaling every candidate to unit |margin|, up to sign (:meth:`PolyCase.score`),
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from poly_common import PolyCase, descend, exact_case, trained_case
-from trainrecon.config import save_json
+from poly_common import run_grid, step, PolyCase, descend, exact_case, trained_case
 from trainrecon.objective.candidates import CandidateSet
 from trainrecon.refinement import SplitConfig
 from trainrecon.refinement.splitting import split_round
@@ -99,12 +96,9 @@ def run_arm(case: PolyCase, arm: str, m0: int, final: int, a: argparse.Namespace
                 if ev["labels"]:
                     cands = add_fresh(case, cands, torch.as_tensor(ev["labels"], dtype=cands.x.dtype), g)
                 log.append({"iteration": it, "added": len(ev["labels"]), "m": cands.m})
-        values, gx, gm = attack.objective(it, cands).value_and_grad(cands.x, cands.multipliers)
-        hist.append(values["total"])
-        if not np.isfinite(values["total"]):
+        hist.append(step(attack, cands, it, opt_x, opt_m))
+        if not np.isfinite(hist[-1]):
             break
-        cands.x = opt_x.step(cands.x, gx, cands.state_x)
-        cands.multipliers = opt_m.step(cands.multipliers, gm, cands.state_m)
         it += 1
     cpu, wall = time.process_time() - c0, time.time() - w0
     J = case.loss(cands, it)
@@ -189,14 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/growth"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    tag = f"{'trained' if a.trained else 'exact'}_a{'-'.join(map(str, a.alpha))}_d{'-'.join(map(str, a.d))}_n{a.n}"
-    rows: list[dict] = []
-    for alpha in a.alpha:
-        for d in a.d:
-            for seed in a.seeds:
-                rows += one(alpha, d, a.n, seed, a)
-                save_json(a.out / f"{tag}.json", {"rows": rows, "_command": "python " + " ".join(sys.argv),
-                                                  "_args": json.loads(json.dumps(vars(a), default=str))})
+    rows, tag = run_grid(a, lambda alpha, d, seed: one(alpha, d, a.n, seed, a))
     t = table(rows)
     (a.out / f"{tag}.md").write_text(t + "\n")
     print(t)

@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +25,7 @@ import torch
 from trainrecon.attacks.haim import Haim, HaimConfig
 from trainrecon.attacks.normalisation import normalise
 from trainrecon.attacks.payload import Payload
+from trainrecon.config import save_json
 from trainrecon.errors import TrainreconError
 from trainrecon.identifiability.exact_kkt import build_exact_kkt, check_size
 from trainrecon.identifiability.polynomial import (PolyDataConfig, PolyTrainConfig, make_poly_data, poly_kkt_residual,
@@ -108,18 +111,38 @@ def trained_case(alpha: int, d: int, n: int, seed: int, steps: int = 5000, width
                      "margins": (y * ((X @ W.numpy().T) ** alpha @ a.numpy())).tolist()})
 
 
+def step(attack, cands: CandidateSet, it: int, opt_x, opt_m) -> float:
+    """One step of the attack's optimiser on ``cands`` (in place); returns J before the step (not finite: no step)."""
+    values, gx, gm = attack.objective(it, cands).value_and_grad(cands.x, cands.multipliers)
+    if np.isfinite(values["total"]):
+        cands.x = opt_x.step(cands.x, gx, cands.state_x)
+        cands.multipliers = opt_m.step(cands.multipliers, gm, cands.state_m)
+    return values["total"]
+
+
+def run_grid(a, one) -> tuple[list[dict], str]:
+    """(rows of ``one(alpha, d, seed)`` over a.alpha x a.d x a.seeds, saved after each into
+    ``a.out / <tag>.json`` with the command line; the tag ``<exact|trained>_a.._d.._n..``)."""
+    tag = f"{'trained' if a.trained else 'exact'}_a{'-'.join(map(str, a.alpha))}_d{'-'.join(map(str, a.d))}_n{a.n}"
+    rows: list[dict] = []
+    for alpha in a.alpha:
+        for d in a.d:
+            for seed in a.seeds:
+                rows += one(alpha, d, seed)
+                save_json(a.out / f"{tag}.json", {"rows": rows, "_command": "python " + " ".join(sys.argv),
+                                                  "_args": json.loads(json.dumps(vars(a), default=str))})
+    return rows, tag
+
+
 def descend(attack, cands: CandidateSet, iterations: int, stall: float = 0.0, window: int = 200):
     """The attack's optimiser for up to ``iterations`` steps, stopped early when J's relative decrease over
     ``window`` steps falls below ``stall`` (0: never); returns (candidates, J history, iterations done)."""
     opt_x, opt_m = attack.optimisers()
     hist = []
     for it in range(iterations):
-        values, gx, gm = attack.objective(it, cands).value_and_grad(cands.x, cands.multipliers)
-        hist.append(values["total"])
-        if not np.isfinite(values["total"]):
+        hist.append(step(attack, cands, it, opt_x, opt_m))
+        if not np.isfinite(hist[-1]):
             break
-        cands.x = opt_x.step(cands.x, gx, cands.state_x)
-        cands.multipliers = opt_m.step(cands.multipliers, gm, cands.state_m)
         if stall and it >= window and hist[-window - 1] - hist[-1] < stall * hist[-window - 1]:
             break
     return cands, hist, len(hist)

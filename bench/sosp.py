@@ -23,15 +23,12 @@ recorded: the scale).  The Lanczos minimum is checked once per d against a dense
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from poly_common import copy_set, descend, exact_case, trained_case
-from trainrecon.config import save_json
+from poly_common import run_grid, copy_set, descend, exact_case, trained_case
 from trainrecon.objective.candidates import CandidateSet
 from trainrecon.refinement import SplitConfig
 from trainrecon.refinement.splitting import second_order_report, splitting_eigenpairs, splitting_hvp, split_round
@@ -144,14 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/sosp"))
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    tag = f"{'trained' if a.trained else 'exact'}_a{'-'.join(map(str, a.alpha))}_d{'-'.join(map(str, a.d))}_n{a.n}"
-    rows: list[dict] = []
-    for alpha in a.alpha:
-        for d in a.d:
-            for seed in a.seeds:
-                rows += one(alpha, d, seed, a)
-                save_json(a.out / f"{tag}.json", {"rows": rows, "_command": "python " + " ".join(sys.argv),
-                                                  "_args": json.loads(json.dumps(vars(a), default=str))})
+    rows, tag = run_grid(a, lambda alpha, d, seed: one(alpha, d, seed, a))
     t = table(rows, a.eps)
     (a.out / f"{tag}.md").write_text(t + "\n")
     print(t)

@@ -77,6 +77,9 @@ def test_cli_evaluate_writes_metrics_and_pictures(tmp_path, tiny_victim):
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["runs_unioned"] == 2 and m["m"] == 40 and m["n"] == 10
+    # the same file twice: every candidate has an exact copy, which the attacker-side count sees
+    assert m["collapse"]["m"] == 40 and m["collapse"]["0.99"]["distinct"] <= 20 and m["collapse"]["0.99"]["largest"] >= 2
+    assert f"distinct candidates: {m['collapse']['0.99']['distinct']} of 40" in r.stdout + r.stderr
     for proto in ("haim_nn", "hungarian", "loo_greedy"):
         assert m["protocols"][proto]["control"] is not None
     assert (tmp_path / "ev" / "grid.png").stat().st_size > 1000

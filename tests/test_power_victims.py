@@ -10,7 +10,9 @@ import torch
 
 from trainrecon import reconstruct
 from trainrecon.attacks import payload_from_folder
-from trainrecon.attacks.haim import POWER_DEFAULTS, Haim, HaimConfig
+from trainrecon.attacks.haim import POWER_DEFAULTS, POWER_SPLIT, Haim, HaimConfig
+from trainrecon.config import to_dict
+from trainrecon.refinement import SplitConfig
 from trainrecon.attacks.normalisation import normalise
 from trainrecon.identifiability.polynomial import PolyDataConfig
 from trainrecon.identifiability.victims import make_exact_victim, poly_truth
@@ -76,7 +78,7 @@ def test_normalisation_treats_a_two_layer_power_net_as_homogeneous_of_degree_alp
 def test_kkt_attack_defaults_do_not_diverge_on_an_exact_kkt_victim(tmp_path):
     make_exact_victim(tmp_path / "p", PolyDataConfig(kind="gaussian", n=4, d=20, seed=0), 3)
     payload = payload_from_folder(tmp_path / "p")
-    res = reconstruct(payload, HaimConfig(m=8, iterations=1500), tmp_path / "r", log=lambda *a: None)
+    res = reconstruct(payload, HaimConfig(m=8, iterations=1500, auto_split=False), tmp_path / "r", log=lambda *a: None)
     assert res.finished and res.m == 8
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["adapted"]["fields"] == {**POWER_DEFAULTS, "init_scale": pytest.approx(1 / 20 ** 0.5)}
@@ -93,3 +95,21 @@ def test_kkt_attack_defaults_do_not_diverge_on_an_exact_kkt_victim(tmp_path):
     kept, rec = Haim.adapt(HaimConfig(lr=0.5), payload.spec)
     assert kept.lr == 0.5 and rec["fields"]["lr_lambda"] == POWER_DEFAULTS["lr_lambda"] and "lr" not in rec["fields"]
     assert Haim.adapt(HaimConfig(), MLPSpec([4, 3, 1], [True, False]))[1] is None
+
+
+def test_power_victims_split_by_default_and_say_why(tmp_path):
+    """On a power victim the default split config becomes POWER_SPLIT (rounds at stalls, m doubling up to 4 m0),
+    recorded with its reason; auto_split = false (the CLI's --no-split) and a user's own split config are kept;
+    ReLU victims never split by default."""
+    make_exact_victim(tmp_path / "p", PolyDataConfig(kind="gaussian", n=8, d=20, seed=0), 3)
+    payload = payload_from_folder(tmp_path / "p")
+    split = reconstruct(payload, HaimConfig(m=2, iterations=2000), log=lambda *a: None)
+    plain = reconstruct(payload, HaimConfig(m=2, iterations=2000, auto_split=False), log=lambda *a: None)
+    assert split.config["adapted"]["fields"]["split"] == to_dict(SplitConfig(**POWER_SPLIT))
+    assert "splitting on by default" in split.config["adapted"]["split"]
+    assert split.stats["splitting"]["accepted"] >= 1 and 2 < split.m <= 8
+    assert plain.m == 2 and plain.stats["splitting"] is None and "split" not in (plain.config["adapted"] or {})
+    assert split.stats["final_loss"]["total"] < plain.stats["final_loss"]["total"]
+    own, rec = Haim.adapt(HaimConfig(split=SplitConfig(enabled=True, per_round=1)), payload.spec)
+    assert own.split.per_round == 1 and own.split.trigger == "schedule" and "split" not in rec["fields"]
+    assert not Haim.adapt(HaimConfig(), MLPSpec([4, 3, 1], [True, False]))[0].split.enabled

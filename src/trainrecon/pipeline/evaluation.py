@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..atomic import write_bytes, write_drawn, write_text
 from ..attacks.payload import Payload
@@ -24,6 +25,7 @@ from ..metrics.evaluate import check_null_names, headline
 from ..metrics.headline import HeadlineRule
 from ..metrics.scoring import score
 from ..models.victim import Victim, load_victim
+from ..refinement.merging import collapse_report
 from ..reports import evidence_plot, l2_curve_plot, pair_grid
 
 EVALUATION_FILES = ("metrics.json", "grid.png", "evidence.png", "l2_curve.png", "report.html", "*.tmp")
@@ -193,6 +195,8 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
     metrics["null_files"] = {k: Path(f).name for k, f in (null_files or {}).items()}
     metrics["mean_source"] = "victim input_mean" if victim.input_mean is not None else "training-set per-pixel mean"
     metrics["provenance"] = provenance
+    # attacker-side: how many distinct candidates were scored (near-copies grouped without the training set)
+    metrics["collapse"] = collapse_report(torch.as_tensor(np.concatenate(cands)))
     metrics.update(extra or {})
     folders = [Path(r) for r in runs] if runs is not None else \
         [Path(f).parent for f in candidate_files if (Path(f).parent / "loss.json").is_file()]
@@ -221,5 +225,7 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
     for k, png in pngs.items():
         write_bytes(out / f"{k}.png", png)
     write_text(out / "report.html", render_report(result, histories, title, pngs))
-    log(headline(metrics))
+    c = metrics["collapse"]
+    log(f"{headline(metrics)}; distinct candidates: {c['0.99']['distinct']} of {c['m']} at cosine 0.99, "
+        f"{c['0.95']['distinct']} at 0.95 (largest group {c['0.95']['largest']})")
     return metrics
