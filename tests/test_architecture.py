@@ -365,3 +365,23 @@ def test_the_kkt_trainer_trains_a_cnn_from_a_layer_list(tmp_path):
         TrainConfig(layers=[{"type": "flatten"}, {"type": "linear", "features": 3}]).spec([1, 8, 8], 1)
     with pytest.raises(TrainreconError, match="train.layers\\[0\\].channels"):
         TrainConfig(layers=[{"type": "conv2d", "kernel": 3}])
+
+
+def test_softplus_victims_import_run_exactly_and_are_not_homogeneous():
+    """A smooth softplus network (Loo's smooth-victim setting): nn.Softplus converts to a softplus layer, the
+    layer list's forward equals the module's in float64 under every surrogate (nothing to swap: it is smooth),
+    and the scale normalisation says why it does not apply; an MLP spec with activation softplus agrees."""
+    torch.manual_seed(0)
+    mod = nn.Sequential(nn.Flatten(), nn.Linear(36, 5, bias=False), nn.Softplus(), nn.Linear(5, 1, bias=False)).double()
+    w = victim_from_module(mod, SHAPE)
+    assert "softplus" in w.spec.activations()
+    x = torch.randn(4, *SHAPE, dtype=torch.float64)
+    want = mod(x)
+    for sur in (Surrogate("exact"), Surrogate("modified_relu", 30.0), Surrogate("softplus", 5.0)):
+        assert torch.allclose(w.spec.forward(w.params, x, sur), want, rtol=1e-12, atol=1e-14)
+    mlp = MLPSpec([36, 5, 1], [False, False], activation="softplus", input_shape=SHAPE)
+    assert torch.allclose(mlp.forward([p.detach() for p in mod.parameters() if p.ndim == 2], x), want, rtol=1e-12)
+    assert w.spec.homogeneity().degree is None and "softplus" in w.spec.homogeneity().reason
+    assert mlp.homogeneity().degree is None
+    with pytest.raises(TrainreconError, match="beta=1"):
+        victim_from_module(nn.Sequential(nn.Flatten(), nn.Linear(36, 1), nn.Softplus(beta=2.0)), SHAPE)

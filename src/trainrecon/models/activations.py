@@ -19,8 +19,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-Activation = Literal["relu", "leaky_relu", "gelu", "power"]
-ACTIVATIONS = ("relu", "leaky_relu", "gelu", "power")
+Activation = Literal["relu", "leaky_relu", "gelu", "softplus", "power"]
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "softplus", "power")
 
 
 # where softplus(t) turns into t: torch's default (20) makes the derivative exactly 1 and the second derivative 0
@@ -44,6 +44,8 @@ def activate(z: torch.Tensor, activation: str, surrogate: Surrogate = EXACT, deg
     """sigma(z) for ``activation`` under ``surrogate`` (see the module docstring)."""
     if activation == "power":
         return z**degree  # smooth already: no surrogate
+    if activation == "softplus":  # log(1 + e^z), smooth already: no surrogate
+        return F.softplus(z, threshold=SOFTPLUS_LINEAR)
     if surrogate.kind == "exact":
         if activation == "relu":
             return torch.relu(z)

@@ -89,7 +89,7 @@ class Architecture:
         raise NotImplementedError
 
     def activations(self) -> set[str]:
-        """The activation kinds the network uses (relu, leaky_relu, gelu, power)."""
+        """The activation kinds the network uses (relu, leaky_relu, gelu, softplus, power)."""
         raise NotImplementedError
 
     @property

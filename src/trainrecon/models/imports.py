@@ -142,6 +142,10 @@ def _layer_of(name: str, mod: nn.Module) -> Layer:
         return Layer("relu")
     if type(mod) is nn.LeakyReLU:
         return Layer("leaky_relu", slope=float(mod.negative_slope))
+    if type(mod) is nn.Softplus:
+        if mod.beta != 1:
+            raise TrainreconError(f"{what}: only Softplus(beta=1) has a declarative form")
+        return Layer("softplus")
     if type(mod) is nn.GELU:
         if mod.approximate != "none":
             raise TrainreconError(f"{what}: only the exact GELU (approximate='none') has a declarative form")

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from ..errors import TrainreconError
-from .activations import EXACT, Activation, Surrogate, activate
+from .activations import ACTIVATIONS, EXACT, Activation, Surrogate, activate
 from .architecture import Architecture, FirstLayer, Homogeneity
 
 __all__ = ["EXACT", "Activation", "MLPSpec", "Surrogate", "flatten", "forward", "init_params", "unflatten"]
@@ -37,8 +37,8 @@ class MLPSpec(Architecture):
     degree: int = 0
 
     def __post_init__(self) -> None:
-        if self.activation not in ("relu", "leaky_relu", "gelu", "power"):
-            raise TrainreconError(f"model.activation: {self.activation!r} is not one of relu, leaky_relu, gelu, power")
+        if self.activation not in ACTIVATIONS:
+            raise TrainreconError(f"model.activation: {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
         if (self.activation == "power") != (self.degree > 0):
             raise TrainreconError("model.degree: give a positive degree exactly when activation is 'power'")
         if len(self.widths) < 2 or any(w <= 0 for w in self.widths):

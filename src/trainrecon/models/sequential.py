@@ -9,7 +9,7 @@ A :class:`SequentialSpec` is an input shape (C, H, W) and a list of :class:`Laye
 |----------------|-----------------------------------------------------------|-------------------------------------|
 | ``conv2d``     | conv2d(h, W, b; stride, padding) (``nn.Conv2d``)          | channels, kernel, stride, padding, bias |
 | ``linear``     | W h + b (``nn.Linear``; a flat input: first, or after flatten) | features, bias                 |
-| ``relu``, ``leaky_relu``, ``gelu``, ``power`` | the activation (surrogate-swappable) | slope (leaky), degree (power) |
+| ``relu``, ``leaky_relu``, ``gelu``, ``softplus``, ``power`` | the activation (surrogate-swappable) | slope (leaky), degree (power) |
 | ``avg_pool``, ``max_pool`` | ``nn.AvgPool2d`` / ``nn.MaxPool2d`` (torch defaults) | kernel, stride (default kernel), padding |
 | ``flatten``    | h.reshape(-1) (``nn.Flatten``)                            |                                     |
 | ``identity``   | h (``nn.Identity``, ``nn.Dropout`` in eval mode)          |                                     |
@@ -33,9 +33,9 @@ from ..errors import TrainreconError
 from .activations import EXACT, Surrogate, activate
 from .architecture import Architecture, FirstLayer, Homogeneity, operator_norm
 
-LayerType = Literal["conv2d", "linear", "relu", "leaky_relu", "gelu", "power", "avg_pool", "max_pool", "flatten",
+LayerType = Literal["conv2d", "linear", "relu", "leaky_relu", "gelu", "softplus", "power", "avg_pool", "max_pool", "flatten",
                     "identity"]
-ACTIVATION_LAYERS = ("relu", "leaky_relu", "gelu", "power")
+ACTIVATION_LAYERS = ("relu", "leaky_relu", "gelu", "softplus", "power")
 PARAM_LAYERS = ("conv2d", "linear")
 #: the fields each layer type takes (any other field set away from its default is refused)
 FIELDS = {
@@ -235,8 +235,8 @@ class SequentialSpec(Architecture):
         D to alpha D, ReLU-family activations, pooling and flatten keep D; GELU breaks it."""
         degree = 0
         for i, layer in enumerate(self.layers):
-            if layer.type == "gelu":
-                return Homogeneity(None, f"layers[{i}] (gelu) is not positively homogeneous")
+            if layer.type in ("gelu", "softplus"):
+                return Homogeneity(None, f"layers[{i}] ({layer.type}) is not positively homogeneous")
             if layer.type in PARAM_LAYERS:
                 if layer.bias and degree:
                     return Homogeneity(None, f"layers[{i}] ({layer.type}) has a bias after the first parameterised layer")
