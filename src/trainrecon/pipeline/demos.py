@@ -15,10 +15,9 @@ from ..checkpoint import OutputFolder
 from ..config import from_dict, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
-from ..metrics.evaluate import headline
 from ..models.victim import load_victim
 from ..training import TrainConfig
-from .evaluation import EVALUATION_FILES, evaluate_run
+from .evaluation import EVALUATION_FILES, evaluate_run, headline_and_collapse
 from .identify import identify_run
 from .victims import train_victim
 
@@ -71,7 +70,7 @@ def _demo(out: Path, device, seed: int, log) -> dict[str, Any]:
     metrics = evaluate_run(victim_dir, [out / "reconstruction" / "candidates.npz"], out, log=lambda *a: None)
     log(f"wrote {out / 'report.html'} (the audit report), {out / 'grid.png'}, {out / 'evidence.png'} and "
         f"{out / 'metrics.json'} in {time.time() - t0:.0f} s")
-    log(headline(metrics))
+    log(headline_and_collapse(metrics))
     return metrics
 
 

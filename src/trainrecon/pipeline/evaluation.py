@@ -225,7 +225,14 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
     for k, png in pngs.items():
         write_bytes(out / f"{k}.png", png)
     write_text(out / "report.html", render_report(result, histories, title, pngs))
-    c = metrics["collapse"]
-    log(f"{headline(metrics)}; distinct candidates: {c['0.99']['distinct']} of {c['m']} at cosine 0.99, "
-        f"{c['0.95']['distinct']} at 0.95 (largest group {c['0.95']['largest']})")
+    log(headline_and_collapse(metrics))
     return metrics
+
+
+def headline_and_collapse(metrics: dict[str, Any]) -> str:
+    """The CLI's last line: the headline, then how many distinct candidates were scored (attacker-side)."""
+    c = metrics.get("collapse")
+    if not c:
+        return headline(metrics)
+    return (f"{headline(metrics)}; distinct candidates: {c['0.99']['distinct']} of {c['m']} at cosine 0.99, "
+            f"{c['0.95']['distinct']} at 0.95 (largest group {c['0.95']['largest']})")
