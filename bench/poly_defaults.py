@@ -27,6 +27,7 @@ from poly_common import errors, to_unit_margin
 from trainrecon import reconstruct
 from trainrecon.attacks import HaimConfig, Payload
 from trainrecon.attacks.haim import POWER_SPLIT
+from trainrecon.errors import TrainreconError
 from trainrecon.refinement import SplitConfig
 from trainrecon.identifiability.polynomial import PolyDataConfig
 from trainrecon.identifiability.victims import make_exact_victim, poly_truth
@@ -58,7 +59,7 @@ def main() -> None:
                 vdir = a.out / f"a{alpha}_d{d}_s{seed}" / "victim"
                 try:
                     make_exact_victim(vdir, PolyDataConfig(kind="gaussian", n=a.n, d=d, seed=seed), alpha, seed=seed)
-                except Exception as e:  # no exact KKT point for this draw
+                except TrainreconError as e:  # no exact KKT point for this draw
                     print(f"alpha {alpha} d {d} seed {seed}: {e}")
                     continue
                 victim = load_victim(vdir)
@@ -74,8 +75,7 @@ def main() -> None:
                             cfg = HaimConfig(m=done["split"]["m_end"] + done["split"]["m_end"] % 2, seed=seed, auto_split=False)
                         folder = vdir.parent / f"{arm}_m{m}"
                         t0 = time.process_time()
-                        res = reconstruct(payload, cfg, folder, log=lambda *_: None)
-                        stats = res if isinstance(res, dict) else res.stats
+                        stats = reconstruct(payload, cfg, folder, log=lambda *_: None).stats
                         rec, err = score(victim, folder, X, alpha)
                         done[arm] = row = {"alpha": alpha, "d": d, "n": a.n, "seed": seed, "m": m, "arm": arm,
                                            "m_end": stats["m"], "J": stats["final_loss"]["total"],

@@ -119,6 +119,13 @@ POWER_DEFAULTS: dict[str, Any] = {"lr": 0.003, "lr_lambda": 0.1, "box_space": "c
 #: candidate once (m doubles) until m = 4 m0
 POWER_SPLIT: dict[str, Any] = {"enabled": True, "trigger": "stall", "start": 0.05, "every": 0.1, "per_round": 4096,
                                "max_factor": 4.0}
+POWER_REASON = ("power activation: candidates start at unit scale (init_scale = 1 / sqrt(d)), smaller x steps, "
+                "each candidate's bounded by max_step, on the degree-2 alpha objective; no box and no multiplier "
+                "penalty (inputs are not pixels)")
+POWER_SPLIT_REASON = ("splitting on by default here: on exact KKT points of polynomial networks with m < n, growing "
+                      "the candidates by splitting where the descent stalls recovers more samples than the plain "
+                      "attack at about the same CPU time (bench/RESULTS.md); --no-split (attack.auto_split = false) "
+                      "turns it off")
 
 
 class KKTMethod(Method):
@@ -147,23 +154,17 @@ class KKTMethod(Method):
         wanted = {**POWER_DEFAULTS, "init_scale": 1.0 / math.sqrt(spec.input_dim)}
         changed: dict[str, Any] = {k: v for k, v in wanted.items()
                                    if getattr(cfg, k) == getattr(base, k) and getattr(cfg, k) != v}
-        reasons = []
-        if changed:
-            reasons.append("power activation: candidates start at unit scale (init_scale = 1 / sqrt(d)), smaller x "
-                           "steps, each candidate's bounded by max_step, on the degree-2 alpha objective; no box "
-                           "and no multiplier penalty (inputs are not pixels)")
-        split_why = {}
+        reasons = [POWER_REASON] if changed else []
         if cfg.auto_split and cfg.split == base.split:
             changed["split"] = dataclasses.replace(cfg.split, **POWER_SPLIT)
-            split_why = {"split": "splitting on by default here: on exact KKT points of polynomial networks with "
-                                  "m < n, growing the candidates by splitting where the descent stalls recovers "
-                                  "more samples than the plain attack at about the same CPU time (bench/RESULTS.md); "
-                                  "--no-split (attack.auto_split = false) turns it off"}
-            reasons.append(split_why["split"])
+            reasons.append(POWER_SPLIT_REASON)
         if not changed:
             return cfg, None
-        record = {k: (to_dict(v) if k == "split" else v) for k, v in changed.items()}
-        return dataclasses.replace(cfg, **changed), {"fields": record, "reason": "; ".join(reasons), **split_why}
+        record = {"fields": {k: (to_dict(v) if k == "split" else v) for k, v in changed.items()},
+                  "reason": "; ".join(reasons)}
+        if "split" in changed:
+            record["split"] = POWER_SPLIT_REASON
+        return dataclasses.replace(cfg, **changed), record
 
     def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
         super().__init__(payload, cfg)

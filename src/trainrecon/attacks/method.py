@@ -27,7 +27,7 @@ from ..runtime import available_bytes
 from ..models.activations import Surrogate
 from ..models.stationarity import StationarityForm
 from ..refinement.config import MergeConfig, SplitConfig
-from ..objective.candidates import CandidateSet
+from ..objective.candidates import CandidateSet, cosine_matrix
 from .normalisation import Normalise
 from .payload import Payload
 from ..objective.weighted_sum import SquaredDistance, WeightedSumObjective
@@ -106,8 +106,7 @@ def repulsion_penalty(X: torch.Tensor, cos_max: float) -> torch.Tensor:
     """sum over pairs a < b of (cos(x_a, x_b) - cos_max)_+^2, cos of the centred candidates (rows of X): zero
     unless two candidates are near-copies, which the weighted sum cannot tell from one candidate carrying both
     multipliers (a collapse onto one attractor)."""
-    u = X / X.norm(dim=1, keepdim=True).clamp_min(torch.finfo(X.dtype).tiny)
-    return ((u @ u.T - cos_max).clamp_min(0) ** 2).triu(1).sum()
+    return ((cosine_matrix(X) - cos_max).clamp_min(0) ** 2).triu(1).sum()
 
 
 class Method:

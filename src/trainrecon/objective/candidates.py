@@ -24,6 +24,16 @@ import torch
 State = dict[str, torch.Tensor]
 
 
+def cosine_matrix(x: torch.Tensor) -> torch.Tensor:
+    """(m, m) cosine similarities of the rows of x (m, d); a zero row has similarity 0 to everything but itself."""
+    x = x.reshape(x.shape[0], -1)
+    norms = x.norm(dim=1, keepdim=True)
+    u = x / norms.clamp_min(torch.finfo(x.dtype).tiny)
+    c = u @ u.T
+    c.fill_diagonal_(1.0)
+    return c
+
+
 def _rows(state: State, m: int, index: torch.Tensor) -> State:
     """Index every per-candidate tensor of an optimiser state; shared scalars are kept."""
     return {k: (v[index] if v.ndim and v.shape[0] == m else v.clone()) for k, v in state.items()}

@@ -188,7 +188,8 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
     if len(x_tr) == 0:
         raise TrainreconError(f"{truth or 'the task data'}: no training images to evaluate against")
     indices = victim.train_info.get("train_indices") if truth is None else None
-    result = score(np.concatenate(cands), x_tr, x_ho, mean, y_tr, nulls=nulls, rule=rule, train_indices=indices,
+    scored = np.concatenate(cands)
+    result = score(scored, x_tr, x_ho, mean, y_tr, nulls=nulls, rule=rule, train_indices=indices,
                    runs_unioned=len(cands))
     metrics, pairs = result.metrics, result.pairs
     metrics["candidate_files"] = [Path(f).name for f in candidate_files]
@@ -196,7 +197,7 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
     metrics["mean_source"] = "victim input_mean" if victim.input_mean is not None else "training-set per-pixel mean"
     metrics["provenance"] = provenance
     # attacker-side: how many distinct candidates were scored (near-copies grouped without the training set)
-    metrics["collapse"] = collapse_report(torch.as_tensor(np.concatenate(cands)))
+    metrics["collapse"] = collapse_report(torch.as_tensor(scored))
     metrics.update(extra or {})
     folders = [Path(r) for r in runs] if runs is not None else \
         [Path(f).parent for f in candidate_files if (Path(f).parent / "loss.json").is_file()]

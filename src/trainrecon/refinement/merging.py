@@ -27,17 +27,7 @@ import dataclasses
 
 import torch
 
-from ..objective.candidates import CandidateSet
-
-
-def cosine_matrix(x: torch.Tensor) -> torch.Tensor:
-    """(m, m) cosine similarities of the rows of x (m, d); a zero row has similarity 0 to everything but itself."""
-    x = x.reshape(x.shape[0], -1)
-    norms = x.norm(dim=1, keepdim=True)
-    u = x / norms.clamp_min(torch.finfo(x.dtype).tiny)
-    c = u @ u.T
-    c.fill_diagonal_(1.0)
-    return c
+from ..objective.candidates import CandidateSet, cosine_matrix
 
 
 def multiplier_size(multipliers: torch.Tensor) -> torch.Tensor:
