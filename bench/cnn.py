@@ -10,6 +10,11 @@ Markdown table.
     python bench/cnn.py --data-dir ../shared/data --iterations 3000
     python bench/cnn.py --data-dir ../shared/data --iterations 3000 --n-per-class 25            # MNIST n = 50
     python bench/cnn.py --data-dir ../shared/data --iterations 3000 --dataset cifar10           # CIFAR-10 n = 20
+    python bench/cnn.py --data-dir ../shared/data --iterations 3000 --method buzaglo-multiclass  # and the others
+
+``--method``: haim (binary KKT victims), buzaglo-multiclass (MNIST 10-way, 2 per class, multiclass KKT victims),
+buzaglo-regression (MSE + weight decay victims, the regression trainer), loo-ntk (NTK victims, the NTK trainer,
+the kernel at theta_0); each on the CNN (its last layer as wide as the victim's outputs) and on the MLP partner.
 """
 
 from __future__ import annotations
@@ -35,26 +40,53 @@ CNN = [  # 1x28x28 -> 16x24x24 -> 16x12x12 -> 32x8x8 -> 32x4x4 -> 512 -> 1; 13,7
 MLP_HIDDEN = [16, 16]  # 784-16-16-1: 12,832 parameters (12,816 weights + 16 first-layer biases)
 
 
+MLP_HIDDEN_MULTICLASS = [24, 24]  # 784-24-24-10: 19,632 parameters (with the first layer's biases)
 #: CIFAR-10 (3x32x32): the same CNN has 3x16x25 + 16x32x25 + 32x5x5 = 14,800 parameters; 3072-8-8-1 has 24,656
 #: (3072-4-4-1, 12,308, lost 12 of 20 images to dead units in the KKT trainer's fit phase)
 MLP_HIDDEN_CIFAR = [8, 8]  # loses 2 of 20 to dead units too, at 0.1 and at 1 x LeCun init (bench/RESULTS.md)
 
 
-def cases(iterations: int, dataset: str = "mnist", n_per_class: int = 10) -> dict[str, dict]:
-    task = {"dataset": dataset, "task": "odd_even" if dataset == "mnist" else "vehicles_animals",
-            "n_per_class": n_per_class, "centring": "pixel"}
-    attack = {"iterations": iterations, "log_every": 250}
-    n = 2 * n_per_class
+#: per method: the trainer, the task's kind, the victim's outputs and the attack's own fields
+METHOD_CASES = {
+    "haim": ("kkt", None, 1, {}),
+    "buzaglo-multiclass": ("kkt", "multiclass", 10, {}),
+    "buzaglo-regression": ("regression", None, 1, {"box_space": "centred"}),
+    "loo-ntk": ("ntk", None, 1, {"kernel_at": "init"}),
+}
+
+
+def cases(iterations: int, dataset: str = "mnist", n_per_class: int = 10, method: str = "haim") -> dict[str, dict]:
+    trainer, kind, outputs, fields = METHOD_CASES[method]
+    task = {"dataset": dataset, "task": kind or ("odd_even" if dataset == "mnist" else "vehicles_animals"),
+            "n_per_class": n_per_class if kind is None else 2, "centring": "pixel"}
+    attack = {"iterations": iterations, "log_every": 250, **fields}
+    n = 2 * n_per_class if kind is None else 20
     mlp = MLP_HIDDEN if dataset == "mnist" else MLP_HIDDEN_CIFAR
+    if outputs == 10:  # the CNN with 10 outputs has 18,320 parameters; 784-16-16-10 lost 4 images to dead units
+        mlp = MLP_HIDDEN_MULTICLASS
+    if method != "haim":
+        cnn = [*CNN[:-1], {"type": "linear", "features": outputs}]
+        short = method.replace("buzaglo-", "buzaglo_").replace("loo-ntk", "loo")
+        return {
+            f"cnn_{short}_{dataset}_n{n}": {
+                "description": f"{method} attack on a bias-free CNN, {dataset} n = {n}", "task": task,
+                "trainer": trainer, "train": {"layers": cnn}, "method": method, "attack": attack, "truth_start": True},
+            f"mlp_{short}_{dataset}_n{n}": {
+                "description": f"{method} attack on an MLP of about the CNN's size (hidden {mlp}), {dataset} n = {n}",
+                "task": task, "trainer": trainer, "train": {"hidden": mlp}, "method": method, "attack": attack,
+                "truth_start": True},
+        }
     suffix = "" if (dataset, n_per_class) == ("mnist", 10) else f"_{dataset}_n{n}"  # the n = 20 MNIST names as before
     base = "mnist" if not suffix else suffix[1:]
     return {
         f"cnn_haim_{base}" if not suffix else f"cnn_haim{suffix}": {
             "description": f"Haim KKT attack on a bias-free CNN, {dataset} n = {n}",
-            "task": task, "trainer": "kkt", "train": {"layers": CNN}, "method": "haim", "attack": attack},
+            "task": task, "trainer": "kkt", "train": {"layers": CNN}, "method": "haim", "attack": attack,
+            "truth_start": True},
         f"mlp_haim_{base}" if not suffix else f"mlp_haim{suffix}": {
             "description": f"Haim KKT attack on an MLP of about the CNN's size (hidden {mlp}), {dataset} n = {n}",
-            "task": task, "trainer": "kkt", "train": {"hidden": mlp}, "method": "haim", "attack": attack},
+            "task": task, "trainer": "kkt", "train": {"hidden": mlp}, "method": "haim", "attack": attack,
+            "truth_start": True},
     }
 
 
@@ -67,10 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default=None, help="run one case")
     ap.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
     ap.add_argument("--n-per-class", type=int, default=10)
+    ap.add_argument("--method", default="haim", choices=list(METHOD_CASES))
     a = ap.parse_args(argv)
     device = resolve_device(a.device)
     rows = []
-    for name, exp in cases(a.iterations, a.dataset, a.n_per_class).items():
+    for name, exp in cases(a.iterations, a.dataset, a.n_per_class, a.method).items():
         if a.only and name != a.only:
             continue
         path = a.out / f"{name}.json"
@@ -88,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     from baselines import table
 
     print(table(rows))
+    for r in rows:  # the attack's own positive control (pipeline/truth_start.py)
+        ts = r.get("truth_start") or {}
+        print(f"{r['case']}: truth-start keeps {ts.get('kept')} of {ts.get('n')} after {ts.get('iterations')} iterations")
 
 
 if __name__ == "__main__":

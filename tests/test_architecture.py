@@ -254,6 +254,9 @@ def test_every_import_route_gives_the_same_victim_and_candidates(tmp_path):
     module object from Python: one victim, one set of candidates; the attack sees only the payload."""
     torch.manual_seed(0)
     mod = cnn_module().double()
+    with torch.no_grad():  # weights a float32 module cannot hold (a victim trained in float64, bench/outside.py)
+        for p in mod.parameters():
+            p.add_(1e-9 * torch.randn_like(p))
     _save_sd(tmp_path / "w.safetensors", mod)
     (tmp_path / "arch.json").write_text(json.dumps({"kind": "sequential", "input_shape": SHAPE, "layers": [  # by hand
         {"type": "conv2d", "channels": 3, "kernel": 3, "padding": 1}, {"type": "relu"}, {"type": "max_pool", "kernel": 2},
@@ -271,6 +274,7 @@ def test_every_import_route_gives_the_same_victim_and_candidates(tmp_path):
     x = torch.randn(4, *SHAPE, dtype=torch.float64)
     for v in victims:
         assert v.spec == victims[0].spec
+        assert all(torch.equal(a, b) for a, b in zip(v.params, victims[0].params))
         assert v.spec.param_names() == ["0.weight", "3.weight", "7.weight"]  # nn.Sequential's names, unchanged
         assert torch.allclose(v.spec.forward(v.params, x), mod(x), rtol=1e-12)
     cands = []

@@ -73,8 +73,13 @@ def verdict(metrics: dict[str, Any]) -> str:
         return (f"The training data leaks: {rec} of the {n} training images were reconstructed from the weights "
                 f"alone, each more similar to its reconstruction than to any of {pool} images the model never saw "
                 f"and than any guess made without the attack. {controls}")
+    start = metrics.get("truth_start")
+    unseen = "" if not start or start.get("heldout_kept") is None else \
+        f" and, started at {start['n']} images the model never saw, {start['heldout_kept']} of those"
+    control = "" if not start else (f" Started at the training images themselves, the attack keeps {start['kept']} "
+                                    f"of {start['n']}{unseen} ({start['iterations']} iterations): {start['reading']}.")
     return (f"No leak shown: the attack recovered {rec} of {n} training images, no more than the controls. "
-            f"{controls}")
+            f"{controls}{control}")
 
 
 def audit_record(metrics: dict[str, Any], victim: dict[str, Any], runs: list[dict[str, Any]], inputs: dict[str, Any],

@@ -152,6 +152,9 @@ def evaluate(
                                             "victim (a deliberate experiment; recorded in metrics.json)"),
     allow_mixed_methods: bool = typer.Option(False, "--allow-mixed-methods", help="union candidate files made with "
                                              "different methods (recorded in metrics.json)"),
+    truth_start: bool = typer.Option(False, "--truth-start", help="also rerun the run's attack, as long as it ran, "
+                                     "started at the training images, and report how many it keeps (the attack's own "
+                                     "positive control: does its objective hold the training set at all?)"),
 ) -> None:
     """Score candidates against the victim's training set (the only step that sees it), with controls."""
     from .metrics.evaluate import check_null_names
@@ -170,7 +173,7 @@ def evaluate(
     rule = config_from(HeadlineRule, None, {"threshold": threshold})
     OutputFolder(out, "evaluate", EVALUATION_FILES).claim()
     evaluate_run(victim, candidates, out, data_dir, truth, heldout, null_files=nulls, rule=rule,
-                 allow_cross_victim=allow_cross_victim, allow_mixed_methods=allow_mixed_methods)
+                 allow_cross_victim=allow_cross_victim, allow_mixed_methods=allow_mixed_methods, truth_start=truth_start)
 
 
 @app.command()

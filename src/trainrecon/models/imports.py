@@ -364,7 +364,7 @@ def import_module_victim(weights: str | Path, module_ref: str, input_shape: list
     out = Path(out)
     check_new_folder(out)
     tensors = read_state_dict(weights)
-    module = load_factory(module_ref)
+    module = load_factory(module_ref).to(torch.float64)  # float64 holds a float32 or float64 state dict exactly
     sequential_from_module(module, input_shape)  # a layer with no declarative form is refused before loading
     load_into(module, tensors, str(weights))
     w = victim_from_module(module, input_shape)

@@ -35,7 +35,8 @@ class Experiment:
 
     ``shadow: true`` adds the shadow-victim control: the same trainer and attack on the task's next
     ``n_per_class`` images of each class (disjoint from the victim's, same distribution); its candidates are
-    scored against the victim's training set as one more negative control."""
+    scored against the victim's training set as one more negative control.  ``truth_start: true`` adds the
+    attack's own positive control (:mod:`.truth_start`: the attack rerun from the training images)."""
 
     task: TaskConfig
     trainer: str = "kkt"
@@ -44,6 +45,7 @@ class Experiment:
     attack: dict = field(default_factory=dict)
     description: str = ""
     shadow: bool = False
+    truth_start: bool = False
 
     def __post_init__(self) -> None:
         TRAINERS.get(self.trainer, "experiment.trainer")
@@ -94,7 +96,7 @@ def _run_experiment(exp: Experiment, path, train_cfg, attack_cfg, out: Path, dat
     res = reconstruct(payload, attack_cfg, out / "reconstruction", device, resume=True, log=log).stats
     nulls = {"shadow": shadow_candidates(exp, train_cfg, attack_cfg, payload, out, data_dir, device, log)} if exp.shadow else {}
     metrics = evaluate_run(out / "victim", [out / "reconstruction" / "candidates.npz"], out, data_dir=data_dir, log=log,
-                           null_files=nulls)
+                           null_files=nulls, truth_start=exp.truth_start)
     head = metrics["headline"]
     haim = metrics["protocols"]["haim_nn"]
     return {
@@ -114,6 +116,7 @@ def _run_experiment(exp: Experiment, path, train_cfg, attack_cfg, out: Path, dat
         "control_classic_ssim_gt_0.4": haim["control"]["ssim_classic"].get("count_gt_0.4") if haim["control"] else None,
         "per_class_ssim_gt_0.4": haim.get("per_class_ssim_paper_gt_0.4"),
         "headline": {k: head.get(k) for k in ("recovered", "controls", "informative", "similarity", "threshold")},
+        "truth_start": metrics.get("truth_start"),
     }
 
 

@@ -1,0 +1,161 @@
+"""The attack's own positive control: the same attack, started at the training images.
+
+The evaluation's positive control (the true images scored as candidates) shows that the *protocol* can see a
+leak.  It says nothing of the *attack*: a headline of 0 may mean that the weights leak nothing, or that this
+attack's objective does not single out this victim's training set (its minimisers lie elsewhere, as on
+convolutional victims and on networks trained from PyTorch's default init; bench/RESULTS.md).  This control
+tells the two apart.  It reruns the attack that made the scored candidates (method and config from the run's
+``config.json``, ``adapt`` off: the record is already the adapted config) for as many iterations as the run
+did (fewer would overstate what the objective holds), with
+
+    x_j(0) = x_i - mean   for each training image i, in a slot j of its own label (where the method fixes labels),
+
+the other m - n slots at the attack's own random start; and once more from the first n held-out images (images
+the victim never saw).  ``kept`` counts the start images still similar to a candidate at the end (matched one to
+one, the headline's similarity above its threshold: the headline's first clause); the run from the training images
+is also scored by the whole headline.
+
+* ``kept`` < n/4: the objective itself moves the training images away, so this attack cannot see a leak in this
+  victim, and its headline (whatever it is) is no evidence of safety;
+* held-out kept >= kept / 2: the objective holds images the victim never saw about as well: it does not
+  single out the training set (any digit-like set fits the equations), and a low headline is no evidence of
+  safety either;
+* ``kept`` >= 3n/4 and far fewer held-out images kept: the objective singles out the training set; a low
+  headline means the attack did not find it from its random start (an optimisation failure);
+* otherwise it holds part of the training set: a low headline is weak evidence of safety.
+
+It uses the training images, so it belongs to evaluation, never to the attack.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..api import reconstruct
+from ..attacks.method import METHODS
+from ..attacks.payload import Payload
+from ..config import from_dict, load_json
+from ..errors import TrainreconError
+from ..metrics.evaluate import preferred, score_pairs
+from ..metrics.headline import HeadlineRule, one_to_one
+from ..metrics.scoring import score
+from ..models.victim import Victim
+from ..objective.hooks import AttackHook
+
+
+def start_slots(cand_labels: torch.Tensor | None, truth_labels: np.ndarray | None, m: int, n: int) -> list[int]:
+    """The candidate slot of each of the first min(n, m) training images: the first free slot with the same label
+    where both have labels, else the first free slot."""
+    free = list(range(m))
+    slots = []
+    for i in range(min(n, m)):
+        j = free[0]
+        if cand_labels is not None and truth_labels is not None:
+            same = [k for k in free if float(cand_labels[k]) == float(truth_labels[i])]
+            j = same[0] if same else j
+        free.remove(j)
+        slots.append(j)
+    return slots
+
+
+class StartAt(AttackHook):
+    """Before the first step, put the given centred images (n, d) into their slots of the candidate set."""
+
+    key = "truth_start"
+
+    def __init__(self, x: torch.Tensor, labels: np.ndarray | None) -> None:
+        self.x, self.labels = x, labels
+        self.slots: list[int] = []
+
+    def before_loop(self, step) -> None:
+        c = step.cands
+        self.slots = start_slots(c.labels, self.labels, c.m, self.x.shape[0])
+        x = c.x.detach().clone()
+        x[self.slots] = self.x[: len(self.slots)].to(x)
+        c.x = x
+
+    def finish(self, last, seconds: float) -> dict[str, Any]:
+        return {"started": len(self.slots)}
+
+
+def _run_from(payload: Payload, cfg, images: np.ndarray, labels: np.ndarray | None, mean: np.ndarray, shape,
+              device: str):
+    """The attack run from ``images`` (raw, (k, C, H, W)) in slots of their labels: (its Reconstruction, the slots,
+    the per-image similarity of each start image to its candidate at the end: matched one to one as the headline
+    matches (so splitting or merging, which re-index candidates, do not matter), scored by the headline's
+    similarity, classic SSIM where defined, else the paper's, after its preprocessing)."""
+    x0 = torch.as_tensor(np.asarray(images, dtype=np.float64).reshape(len(images), *shape) - mean.reshape(shape))
+    hook = StartAt(x0.reshape(len(x0), -1), labels)
+    rec = reconstruct(payload, cfg, device=device, log=lambda *a: None, hooks=[hook])
+    ref = torch.as_tensor(np.asarray(images, dtype=np.float64).reshape(len(images), *shape))[: len(hook.slots)]
+    mu = torch.as_tensor(mean.reshape(shape))
+    sim = preferred(score_pairs(ref, rec.x, mu, one_to_one(ref, rec.x, mu)))
+    return rec, hook.slots, sim
+
+
+def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray, y_train: np.ndarray | None,
+                        x_heldout: np.ndarray | None, mean: np.ndarray, iterations: int | None = None,
+                        rule: HeadlineRule = HeadlineRule(), device: str = "cpu", log=print) -> dict[str, Any]:
+    """Run the control (module docstring) for the attack run in ``run_dir`` on ``victim`` and return its record:
+    for the run from the training images, how many it ``kept`` (similarity to their start above the rule's
+    threshold) and how many the headline ``recovered``; for the run from the first n held-out images (when
+    given), how many it kept; after ``iterations`` iterations (default: as many as the run did, from its
+    loss.json, else its config); the final relative stationarity of each; seconds; what it means (``reading``)."""
+    cfg_file = Path(run_dir) / "config.json"
+    if not cfg_file.is_file():
+        raise TrainreconError(f"--truth-start: {run_dir} is not an attack run folder (no config.json)")
+    record = load_json(cfg_file)
+    method = record.get("method") if isinstance(record, dict) else None
+    if method not in METHODS:
+        raise TrainreconError(f"{cfg_file}: names no known method ({method!r})")
+    if iterations is None:
+        loss = Path(run_dir) / "loss.json"
+        done = load_json(loss).get("iterations_done") if loss.is_file() else None
+        iterations = int(done) if isinstance(done, int) and done > 0 else int(record["attack"]["iterations"])
+    if iterations < 1:
+        raise TrainreconError(f"--truth-start: needs a number of iterations >= 1, got {iterations}")
+    attack = {**record.get("attack", {}), "iterations": iterations, "adapt": False, "m": int(record["m"]),
+              "max_seconds": 0.0}
+    cfg = from_dict(METHODS[method].Config, attack, f"{cfg_file}: attack")
+    n_given = (record.get("payload") or {}).get("n_train")
+    payload = Payload.of(victim, disclose_n=isinstance(n_given, int))
+    shape = tuple(victim.spec.input_shape)
+    t0 = time.time()
+    n = len(x_train)
+    rec, slots, sim = _run_from(payload, cfg, x_train, y_train, mean, shape, device)
+    head = score(rec, x_train, x_heldout, mean, y_train, rule=rule).metrics["headline"]
+    final = lambda r: (r.history[-1] if r.history else {}).get("relative_stationarity")  # noqa: E731
+    out: dict[str, Any] = {
+        "iterations": iterations, "method": method, "n": n, "threshold": rule.threshold,
+        "training": {"started": len(slots), "kept": int((sim > rule.threshold).sum()),
+                     "recovered": int(head["recovered"]), "relative_stationarity": final(rec)},
+        "heldout": None}
+    if x_heldout is not None and len(x_heldout) >= n:
+        # the same attack from n images the victim never saw, in the slots the training images took (their labels
+        # are unknown); each scored by its similarity to its own start
+        rec_h, slots_h, sim_h = _run_from(payload, cfg, x_heldout[:n], y_train, mean, shape, device)
+        out["heldout"] = {"started": len(slots_h), "kept": int((sim_h > rule.threshold).sum()),
+                          "relative_stationarity": final(rec_h)}
+    kept, kept_h = out["training"]["kept"], (out["heldout"] or {}).get("kept")
+    if kept < 0.25 * n:
+        reading = ("this attack's objective moves the training images away: it cannot see a leak in this victim, and "
+                   "its headline is no evidence of safety")
+    elif kept_h is not None and kept_h >= 0.5 * kept:
+        reading = ("this attack's objective holds images the victim never saw about as well as its training images: "
+                   "it does not single out the training set, and a low headline is no evidence of safety")
+    elif kept >= 0.75 * n:
+        reading = ("this attack's objective singles out the training set: a low headline means the attack did not "
+                   "find it from its random start")
+    else:
+        reading = "this attack's objective holds only part of the training set: a low headline is weak evidence of safety"
+    out["kept"], out["heldout_kept"], out["reading"] = kept, kept_h, reading
+    out["seconds"] = time.time() - t0
+    unseen = "" if kept_h is None else f", and of {n} images it never saw {kept_h}"
+    log(f"truth-start control ({iterations} iterations from the images themselves): the attack keeps {kept} of the "
+        f"{n} training images{unseen}: {reading}")
+    return out
