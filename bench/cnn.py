@@ -40,7 +40,7 @@ CNN = [  # 1x28x28 -> 16x24x24 -> 16x12x12 -> 32x8x8 -> 32x4x4 -> 512 -> 1; 13,7
 MLP_HIDDEN = [16, 16]  # 784-16-16-1: 12,832 parameters (12,816 weights + 16 first-layer biases)
 
 
-MLP_HIDDEN_MULTICLASS = [24, 24]  # 784-24-24-10: 19,632 parameters (with the first layer's biases)
+MLP_HIDDEN_MULTICLASS = [24, 24]  # 784-24-24-10: 19,656 parameters (with the first layer's biases)
 #: CIFAR-10 (3x32x32): the same CNN has 3x16x25 + 16x32x25 + 32x5x5 = 14,800 parameters; 3072-8-8-1 has 24,656
 #: (3072-4-4-1, 12,308, lost 12 of 20 images to dead units in the KKT trainer's fit phase)
 MLP_HIDDEN_CIFAR = [8, 8]  # loses 2 of 20 to dead units too, at 0.1 and at 1 x LeCun init (bench/RESULTS.md)

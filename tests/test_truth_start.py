@@ -79,3 +79,20 @@ def test_the_verdict_carries_the_control_when_no_leak_is_shown():
     text = verdict({"headline": head, "truth_start": start})
     assert text.startswith("No leak shown") and ("the attack keeps 2 of 20 and, started at 20 images the model never "
                                                  "saw, 1 of those (8000 iterations): this attack's") in text
+
+
+def test_the_control_refuses_a_union_and_a_file_outside_a_run(tmp_path, tiny_victim):
+    import pytest
+
+    from trainrecon.errors import TrainreconError
+
+    payload = payload_from_folder(tiny_victim)
+    run = tmp_path / "run"
+    reconstruct(payload, HaimConfig(iterations=2, checkpoint_every=2), run, log=lambda *a: None)
+    with pytest.raises(TrainreconError, match="needs the candidates of one attack run"):
+        evaluate_run(tiny_victim, [run / "candidates.npz"] * 2, tmp_path / "e1", truth_start=True, log=lambda *a: None)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "c.npz").write_bytes((run / "candidates.npz").read_bytes())
+    with pytest.raises(TrainreconError, match="is not an attack run folder"):
+        evaluate_run(tiny_victim, [loose / "c.npz"], tmp_path / "e2", truth_start=True, log=lambda *a: None)

@@ -117,6 +117,8 @@ def evaluate_run(
     check_null_names(list(null_files or {}))  # what can be refused before the folder is made
     if truth_start and len(candidate_files) != 1:
         raise TrainreconError("--truth-start: needs the candidates of one attack run (it reruns that attack)")
+    if truth_start and not (Path(candidate_files[0]).parent / "config.json").is_file():
+        raise TrainreconError(f"--truth-start: {Path(candidate_files[0]).parent} is not an attack run folder (no config.json)")
     victim = load_victim(victim_dir)
     fp = Payload.of(victim).fingerprint()
     provenance = check_sources(list(candidate_files), fp, str(victim_dir), allow_cross_victim, allow_mixed_methods)
