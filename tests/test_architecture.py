@@ -286,6 +286,9 @@ def test_every_import_route_gives_the_same_victim_and_candidates(tmp_path):
         cands.append(np.load(tmp_path / f"r_{n}" / "candidates.npz")["x"])
     assert cands[0].shape == (6, *SHAPE)
     assert np.array_equal(cands[0], cands[1]) and np.array_equal(cands[0], cands[2])
+    # the module object attacked in memory, with no folder at all (n not disclosed: m given)
+    in_memory = reconstruct(w, HaimConfig(m=6, iterations=20, checkpoint_every=20), log=lambda *a: None)
+    assert np.array_equal(in_memory.x.numpy(), cands[0])
 
 
 def test_module_refusals_are_one_line(tmp_path):

@@ -14,7 +14,8 @@ commands are clients of it:
 * :func:`build_task` (:class:`TaskConfig`) -- a task's training images, held-out images and centring mean.
 * :func:`train_kkt` (:class:`TrainConfig`) -- train a victim toward the KKT direction, in memory.
 * :func:`load_victim`, :func:`payload_from_folder` -- a victim folder (:class:`Victim`), and what the threat model
-  hands the attacker (:class:`Payload`).
+  hands the attacker (:class:`Payload`); :func:`victim_from_module` -- a victim from a user's ``nn.Module``
+  object (checked against it), which :func:`reconstruct` attacks directly.
 * :func:`reconstruct` -- run an attack (:class:`HaimConfig`, :class:`BuzagloMulticlassConfig`,
   :class:`BuzagloRegressionConfig`, :class:`LooConfig`; by name: :data:`METHODS`) with the refinements its config
   asks for, and return a :class:`Reconstruction` (candidates, multipliers, labels, history, second-order report);
@@ -30,6 +31,7 @@ from .attacks import (BuzagloMulticlassConfig, BuzagloRegressionConfig, Candidat
 from .data.tasks import TaskConfig, build_task
 from .errors import TrainreconError
 from .metrics.scoring import Score, score
+from .models.imports import victim_from_module
 from .models.victim import Victim, load_victim
 from .reconstruction import Reconstruction
 from .refinement.config import MergeConfig, SplitConfig
@@ -40,4 +42,4 @@ __version__ = "0.1.0"
 __all__ = ["BuzagloMulticlassConfig", "BuzagloRegressionConfig", "CandidateSet", "HaimConfig", "LooConfig",
            "METHODS", "MergeConfig", "Payload", "Reconstruction", "RunFolder", "Score", "SplitConfig", "TaskConfig",
            "TrainConfig", "TrainreconError", "Victim", "__version__", "build_task", "load_victim",
-           "payload_from_folder", "reconstruct", "score", "train_kkt"]
+           "payload_from_folder", "reconstruct", "score", "train_kkt", "victim_from_module"]

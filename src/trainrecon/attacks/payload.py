@@ -32,9 +32,15 @@ class Payload(Weights):
     n_train: int | None = None
 
     @staticmethod
-    def of(victim: Victim, disclose_n: bool = True) -> "Payload":
-        """The attacker's view of a loaded victim: its training record is dropped, except n if disclosed."""
-        idx = victim.train_info.get("train_indices") if disclose_n else None
+    def of(victim: Weights, disclose_n: bool = True) -> "Payload":
+        """The attacker's view of a loaded victim: its training record is dropped, except n if disclosed.  Plain
+        :class:`~trainrecon.models.victim.Weights` (a user's module, ``victim_from_module``) have no training
+        record, so n is not disclosed (give ``attack.m``, or build ``Payload(..., n_train=n)``)."""
+        if not isinstance(victim, Weights):
+            raise TrainreconError(f"expected a victim (load_victim, victim_from_module) or a Payload, got "
+                                  f"{type(victim).__name__}")
+        info = getattr(victim, "train_info", None) or {}
+        idx = info.get("train_indices") if disclose_n else None
         return Payload(victim.spec, victim.params, victim.input_mean, victim.init_params,
                        len(idx) if idx else None)
 
