@@ -64,29 +64,17 @@ def cases(iterations: int, dataset: str = "mnist", n_per_class: int = 10, method
     mlp = MLP_HIDDEN if dataset == "mnist" else MLP_HIDDEN_CIFAR
     if outputs == 10:  # the CNN with 10 outputs has 18,320 parameters; 784-16-16-10 lost 4 images to dead units
         mlp = MLP_HIDDEN_MULTICLASS
-    if method != "haim":
-        cnn = [*CNN[:-1], {"type": "linear", "features": outputs}]
-        short = method.replace("buzaglo-", "buzaglo_").replace("loo-ntk", "loo")
-        return {
-            f"cnn_{short}_{dataset}_n{n}": {
-                "description": f"{method} attack on a bias-free CNN, {dataset} n = {n}", "task": task,
-                "trainer": trainer, "train": {"layers": cnn}, "method": method, "attack": attack, "truth_start": True},
-            f"mlp_{short}_{dataset}_n{n}": {
-                "description": f"{method} attack on an MLP of about the CNN's size (hidden {mlp}), {dataset} n = {n}",
-                "task": task, "trainer": trainer, "train": {"hidden": mlp}, "method": method, "attack": attack,
-                "truth_start": True},
-        }
-    suffix = "" if (dataset, n_per_class) == ("mnist", 10) else f"_{dataset}_n{n}"  # the n = 20 MNIST names as before
-    base = "mnist" if not suffix else suffix[1:]
+    cnn = [*CNN[:-1], {"type": "linear", "features": outputs}]
+    short = {"buzaglo-multiclass": "buzaglo_multiclass", "buzaglo-regression": "buzaglo_regression",
+             "loo-ntk": "loo"}.get(method, method)
+    # the first cases' names as they were: MNIST n = 20 under Haim is "..._haim_mnist"
+    suffix = "_mnist" if (method, dataset, n) == ("haim", "mnist", 20) else f"_{dataset}_n{n}"
+    common = {"task": task, "trainer": trainer, "method": method, "attack": attack, "truth_start": True}
     return {
-        f"cnn_haim_{base}" if not suffix else f"cnn_haim{suffix}": {
-            "description": f"Haim KKT attack on a bias-free CNN, {dataset} n = {n}",
-            "task": task, "trainer": "kkt", "train": {"layers": CNN}, "method": "haim", "attack": attack,
-            "truth_start": True},
-        f"mlp_haim_{base}" if not suffix else f"mlp_haim{suffix}": {
-            "description": f"Haim KKT attack on an MLP of about the CNN's size (hidden {mlp}), {dataset} n = {n}",
-            "task": task, "trainer": "kkt", "train": {"hidden": mlp}, "method": "haim", "attack": attack,
-            "truth_start": True},
+        f"cnn_{short}{suffix}": {"description": f"{method} attack on a bias-free CNN, {dataset} n = {n}",
+                                 "train": {"layers": cnn}, **common},
+        f"mlp_{short}{suffix}": {"description": f"{method} attack on an MLP of about the CNN's size (hidden {mlp}), "
+                                                f"{dataset} n = {n}", "train": {"hidden": mlp}, **common},
     }
 
 

@@ -30,7 +30,12 @@ training images, which this script also writes (``OUT/train_images.npz``: x in [
 test images it never saw (``OUT/heldout_images.npz``): ``--truth`` and ``--heldout``.
 
     python bench/outside.py --data-dir ../shared/data --out bench/results/outside_n100
-    python bench/outside.py --net cnn --n-per-class 10 --log-loss --lr 0.01 --epochs 20000 --data-dir ../shared/data --out bench/results/outside_cnn
+    python bench/outside.py --net cnn --n-per-class 10 --lr 0.2 --epochs 100000 --data-dir ../shared/data --out bench/results/outside_cnn
+    python bench/outside.py --net cnn --optimizer adam --n-per-class 10 --lr 0.001 --epochs 20000 --data-dir ../shared/data --out bench/results/outside_cnn_adam
+    python bench/outside.py --net cnn --fc 64 --n-per-class 10 --lr 0.2 --epochs 50000 --data-dir ../shared/data --out bench/results/outside_cnn_fc
+    python bench/outside.py --net mlp --hidden 16,16 --n-per-class 10 --lr 0.2 --epochs 50000 --data-dir ../shared/data --out bench/results/outside_mlp16
+
+(``--log-loss`` at lr 0.01 diverges on the CNN: its loss-normalised steps grow with the weights.)
 """
 
 from __future__ import annotations
@@ -58,7 +63,9 @@ def cnn_source(channels: list[int], kernel: int, pool: str, bias: bool, n_flat: 
 
 
 def cnn_layers(channels: list[int], kernel: int, pool: str, bias: bool, fc: list[int]) -> dict:
-    """The same CNN as trainrecon's declarative layer list (model.json fields, kind 'sequential')."""
+    """The same CNN as trainrecon's declarative layer list (model.json fields, kind 'sequential'), written by hand
+    as a user would (not derived by trainrecon from the module), so that bench/imported.py checks the routes
+    against each other."""
     conv = [{"type": "conv2d", "channels": c, "kernel": kernel, "bias": bias} for c in channels]
     act = [{"type": "relu"}, {"type": f"{pool}_pool", "kernel": 2}]
     head = []

@@ -96,3 +96,9 @@ def test_the_control_refuses_a_union_and_a_file_outside_a_run(tmp_path, tiny_vic
     (loose / "c.npz").write_bytes((run / "candidates.npz").read_bytes())
     with pytest.raises(TrainreconError, match="is not an attack run folder"):
         evaluate_run(tiny_victim, [loose / "c.npz"], tmp_path / "e2", truth_start=True, log=lambda *a: None)
+    (loose / "config.json").write_text(json.dumps({"method": "haim"}))
+    with pytest.raises(TrainreconError, match="not an attack run's record"):
+        evaluate_run(tiny_victim, [loose / "c.npz"], tmp_path / "e3", truth_start=True, log=lambda *a: None)
+    (loose / "config.json").write_text(json.dumps({"method": "nope", "m": 4, "attack": {}}))
+    with pytest.raises(TrainreconError, match="names no known method"):
+        evaluate_run(tiny_victim, [loose / "c.npz"], tmp_path / "e4", truth_start=True, log=lambda *a: None)

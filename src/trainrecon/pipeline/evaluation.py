@@ -98,7 +98,7 @@ def evaluate_run(
     truth: str | Path | None = None, heldout: str | Path | None = None, log=print,
     null_files: dict[str, str | Path] | None = None, rule: HeadlineRule = HeadlineRule(),
     runs: list[str | Path] | None = None, extra: dict[str, Any] | None = None,
-    allow_cross_victim: bool = False, allow_mixed_methods: bool = False, truth_start: bool | int = False,
+    allow_cross_victim: bool = False, allow_mixed_methods: bool = False, truth_start: bool = False,
 ) -> dict[str, Any]:
     """Score the union of candidate files against the victim's training set with :func:`trainrecon.score`
     (the controls of ``metrics/headline.py``, further named null candidate files such as a shadow victim's, the
@@ -111,14 +111,15 @@ def evaluate_run(
     (:func:`trainrecon.checkpoint.check_sources`; ``allow_cross_victim`` / ``allow_mixed_methods`` for deliberate
     experiments, recorded in ``metrics["provenance"]``).  A further null set may not take a built-in control's
     name.  An ``out`` holding the evaluation of other inputs is refused.  ``truth_start`` also runs the attack's
-    own positive control (:mod:`.truth_start`: the run's attack started at the training images, as long as the run
-    ran, or for ``truth_start`` iterations when it is a number; one attack run folder), into
-    ``metrics["truth_start"]`` and the verdict."""
+    own positive control (:mod:`.truth_start`: the run's attack started at the training images and at unseen ones,
+    as long as the run ran; one attack run folder), into ``metrics["truth_start"]`` and the verdict."""
     check_null_names(list(null_files or {}))  # what can be refused before the folder is made
     if truth_start and len(candidate_files) != 1:
         raise TrainreconError("--truth-start: needs the candidates of one attack run (it reruns that attack)")
-    if truth_start and not (Path(candidate_files[0]).parent / "config.json").is_file():
-        raise TrainreconError(f"--truth-start: {Path(candidate_files[0]).parent} is not an attack run folder (no config.json)")
+    if truth_start:
+        from .truth_start import run_record
+
+        run_record(Path(candidate_files[0]).parent)
     victim = load_victim(victim_dir)
     fp = Payload.of(victim).fingerprint()
     provenance = check_sources(list(candidate_files), fp, str(victim_dir), allow_cross_victim, allow_mixed_methods)
@@ -179,7 +180,7 @@ def attack_runs(folders: list[Path]) -> tuple[list[dict[str, Any]], dict[str, li
 
 
 def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate_files, out: Path, data_dir, truth,
-                  heldout, log, null_files, rule, runs, extra, title: str, truth_start: bool | int = False) -> dict[str, Any]:
+                  heldout, log, null_files, rule, runs, extra, title: str, truth_start: bool = False) -> dict[str, Any]:
     t0 = time.time()
     shape = tuple(victim.spec.input_shape)
     provenance["inputs"] = {"victim": fp, "candidates": [_resolved(f) for f in candidate_files],
@@ -210,8 +211,7 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
         from .truth_start import truth_start_control
 
         metrics["truth_start"] = truth_start_control(victim, Path(candidate_files[0]).parent, x_tr, y_tr, x_ho, mean,
-                                                     None if truth_start is True else int(truth_start), rule,
-                                                     log=log)
+                                                     rule=rule, log=log)
     folders = [Path(r) for r in runs] if runs is not None else \
         [Path(f).parent for f in candidate_files if (Path(f).parent / "loss.json").is_file()]
     records, histories = attack_runs(folders)

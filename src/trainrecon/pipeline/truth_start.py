@@ -29,6 +29,7 @@ It uses the training images, so it belongs to evaluation, never to the attack.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,27 @@ def _run_from(payload: Payload, cfg, images: np.ndarray, labels: np.ndarray | No
     the per-image similarity of each start image to its candidate at the end: matched one to one as the headline
     matches (so splitting or merging, which re-index candidates, do not matter), scored by the headline's
     similarity, classic SSIM where defined, else the paper's, after its preprocessing)."""
-    x0 = torch.as_tensor(np.asarray(images, dtype=np.float64).reshape(len(images), *shape) - mean.reshape(shape))
-    hook = StartAt(x0.reshape(len(x0), -1), labels)
-    rec = reconstruct(payload, cfg, device=device, log=lambda *a: None, hooks=[hook])
-    ref = torch.as_tensor(np.asarray(images, dtype=np.float64).reshape(len(images), *shape))[: len(hook.slots)]
+    ref = torch.as_tensor(np.asarray(images, dtype=np.float64).reshape(len(images), *shape))
     mu = torch.as_tensor(mean.reshape(shape))
+    hook = StartAt((ref - mu).reshape(len(ref), -1), labels)
+    rec = reconstruct(payload, cfg, device=device, log=lambda *a: None, hooks=[hook])
+    ref = ref[: len(hook.slots)]
     sim = preferred(score_pairs(ref, rec.x, mu, one_to_one(ref, rec.x, mu)))
     return rec, hook.slots, sim
+
+
+def run_record(run_dir: str | Path) -> dict[str, Any]:
+    """The attack run's config.json record (method, m, attack config), refused in one line when ``run_dir`` is not
+    an attack run folder or its record names no known method; :func:`evaluate_run` asks before any work."""
+    cfg_file = Path(run_dir) / "config.json"
+    if not cfg_file.is_file():
+        raise TrainreconError(f"--truth-start: {run_dir} is not an attack run folder (no config.json)")
+    record = load_json(cfg_file)
+    if not isinstance(record, dict) or not isinstance(record.get("attack"), dict) or not isinstance(record.get("m"), int):
+        raise TrainreconError(f"{cfg_file}: not an attack run's record (needs 'method', 'm' and 'attack')")
+    if record.get("method") not in METHODS:
+        raise TrainreconError(f"{cfg_file}: names no known method ({record.get('method')!r})")
+    return record
 
 
 def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray, y_train: np.ndarray | None,
@@ -106,22 +121,17 @@ def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray
     threshold) and how many the headline ``recovered``; for the run from the first n held-out images (when
     given), how many it kept; after ``iterations`` iterations (default: as many as the run did, from its
     loss.json, else its config); the final relative stationarity of each; seconds; what it means (``reading``)."""
-    cfg_file = Path(run_dir) / "config.json"
-    if not cfg_file.is_file():
-        raise TrainreconError(f"--truth-start: {run_dir} is not an attack run folder (no config.json)")
-    record = load_json(cfg_file)
-    method = record.get("method") if isinstance(record, dict) else None
-    if method not in METHODS:
-        raise TrainreconError(f"{cfg_file}: names no known method ({method!r})")
+    record = run_record(run_dir)
+    method, cfg_file = record["method"], Path(run_dir) / "config.json"
+    base = from_dict(METHODS[method].Config, record["attack"], f"{cfg_file}: attack")
     if iterations is None:
         loss = Path(run_dir) / "loss.json"
-        done = load_json(loss).get("iterations_done") if loss.is_file() else None
-        iterations = int(done) if isinstance(done, int) and done > 0 else int(record["attack"]["iterations"])
+        done = load_json(loss) if loss.is_file() else None
+        done = done.get("iterations_done") if isinstance(done, dict) else None
+        iterations = done if isinstance(done, int) and done > 0 else base.iterations
     if iterations < 1:
         raise TrainreconError(f"--truth-start: needs a number of iterations >= 1, got {iterations}")
-    attack = {**record.get("attack", {}), "iterations": iterations, "adapt": False, "m": int(record["m"]),
-              "max_seconds": 0.0}
-    cfg = from_dict(METHODS[method].Config, attack, f"{cfg_file}: attack")
+    cfg = dataclasses.replace(base, iterations=iterations, adapt=False, m=record["m"], max_seconds=0.0)
     n_given = (record.get("payload") or {}).get("n_train")
     payload = Payload.of(victim, disclose_n=isinstance(n_given, int))
     shape = tuple(victim.spec.input_shape)
