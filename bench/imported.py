@@ -13,9 +13,11 @@ heldout_images.npz; for a CNN also layers.json and factory.py):
    control, and the attack started at the training images for as long as the attack ran).
 
 Writes SRC/bench/{victim_*, check_*, haim, eval}, SRC/bench/imported.json (routes, headline, controls, truth-start
-control, s/iter, peak memory) and prints a Markdown row per victim.
+control, s/iter, peak memory) and prints a Markdown row per victim.  ``--config FILE`` gives the attack of step 3
+that config file (``trainrecon reconstruct --config``) and ``--tag T`` writes into SRC/bench_T instead:
 
     python bench/imported.py bench/results/outside_cnn bench/results/outside_mlp16
+    python bench/imported.py --config bench/configs/init_tolerance.json --tag init_tolerance bench/results/outside_mlp16
 """
 
 from __future__ import annotations
@@ -76,10 +78,12 @@ def main() -> None:
     ap.add_argument("--check-iterations", type=int, default=50)
     ap.add_argument("--iterations", type=int, default=None, help="attack iterations (default: the Haim default)")
     ap.add_argument("--no-truth-start", action="store_true")
+    ap.add_argument("--config", type=Path, default=None, help="attack config file for the run of step 3")
+    ap.add_argument("--tag", default="", help="write into SRC/bench_TAG (default SRC/bench)")
     a = ap.parse_args()
     rows = []
     for src in a.sources:
-        out = src / "bench"
+        out = src / (f"bench_{a.tag}" if a.tag else "bench")
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         victims = routes(src, out)
@@ -95,7 +99,8 @@ def main() -> None:
         same_cands = all(np.array_equal(c, next(iter(cands.values()))) for c in cands.values())
         victim = next(iter(victims.values()))
         t0 = time.time()
-        extra = [] if a.iterations is None else ["--iterations", a.iterations]
+        extra = ([] if a.iterations is None else ["--iterations", a.iterations]) + \
+            ([] if a.config is None else ["--config", a.config])
         cli("reconstruct", victim, out / "haim", "--m", 2 * n, *extra)
         attack_s = time.time() - t0
         ev = ["evaluate", victim, out / "haim" / "candidates.npz", "--truth", src / "train_images.npz",
@@ -104,7 +109,8 @@ def main() -> None:
         metrics = json.loads((out / "eval" / "metrics.json").read_text())
         loss = json.loads((out / "haim" / "loss.json").read_text())
         head = metrics["headline"]
-        row = {"source": str(src), "trained": json.loads((src / "train.json").read_text()),
+        row = {"source": str(src), "attack_config": None if a.config is None else json.loads(a.config.read_text()),
+               "trained": json.loads((src / "train.json").read_text()),
                "routes": list(victims), "same_victim": bool(same_victim), "same_candidates": bool(same_cands),
                "architecture": first.spec.describe(), "parameters": first.spec.n_params(), "n": n,
                "recovered": head["recovered"], "controls": head["controls"],

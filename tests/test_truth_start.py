@@ -36,6 +36,7 @@ def test_the_readings_follow_the_kept_counts(monkeypatch, tmp_path, tiny_victim)
         monkeypatch.setattr(ts, "_run_from", fake)
         out = ts.truth_start_control(victim, run, x_tr, y_tr, x_ho, mean, log=lambda *a: None)
         assert (out["kept"], out["heldout_kept"]) == (kept, kept_h) and words in out["reading"], (out, n)
+        assert ("init_tolerance = 1" in out["reading"]) == (kept == 1), out  # the hint for a PyTorch-initialised net
 
 
 def test_start_slots_put_each_image_in_a_free_slot_of_its_label():

@@ -123,6 +123,9 @@ def reconstruct(
     typer.echo(f"scale: attacked theta / {norm['kappa']:.4g} (homogeneous of degree {norm['degree']}; multipliers x "
                f"{norm['multipliers_to_victim_scale']:.4g} at the victim's scale)" if norm["applied"]
                else f"scale: the victim's own ({norm['reason']})")
+    if cfg.init_tolerance:
+        typer.echo(f"residual: each weight forgiven up to {cfg.init_tolerance:g} x PyTorch's default-init bound "
+                   "1/sqrt(fan_in) (attack.init_tolerance)")
     adapted = rec.config.get("adapted") or {}
     why = f" ({adapted['split']})" if "split" in adapted else ""
     if res["splitting"]:

@@ -30,7 +30,7 @@ from ..refinement.config import MergeConfig, SplitConfig
 from ..objective.candidates import CandidateSet, cosine_matrix
 from .normalisation import Normalise
 from .payload import Payload
-from ..objective.weighted_sum import SquaredDistance, WeightedSumObjective
+from ..objective.weighted_sum import DeadZoneDistance, SquaredDistance, WeightedSumObjective
 
 
 @dataclass
@@ -44,7 +44,13 @@ class AttackConfig:
     (:mod:`.normalisation`), so the defaults do not depend on the scale the victim was stored at; ``adapt``
     lets the method replace default-valued fields by its defaults for this kind of victim (:meth:`Method.adapt`,
     recorded in config.json["adapted"]), ``false`` runs the config exactly as given; ``auto_split`` lets it turn
-    sample splitting on where splitting wins (power victims; the CLI's ``--no-split`` sets it false)."""
+    sample splitting on where splitting wins (power victims; the CLI's ``--no-split`` sets it false).
+
+    ``init_tolerance = c > 0`` is for a victim trained from PyTorch's default initialisation (``nn.Linear`` /
+    ``nn.Conv2d``: U(-b, b), b = 1/sqrt(fan_in)) and saved as trained, not rescaled: the stationarity forms
+    whose target is theta itself (KKT, weight decay) then forgive each weight up to c b, the theta_0 that
+    training never removed (:class:`~trainrecon.objective.weighted_sum.DeadZoneDistance`).  0 (the default) is
+    the plain squared distance."""
 
     m: int = 0
     iterations: int = 8000
@@ -56,6 +62,7 @@ class AttackConfig:
     checkpoint_every: int = 500
     log_every: int = 100
     max_seconds: float = 0.0
+    init_tolerance: float = 0.0
     normalise: Normalise = "auto"
     adapt: bool = True
     auto_split: bool = True
@@ -78,6 +85,8 @@ class AttackConfig:
             raise TrainreconError(f"attack.chunk_size: must be >= 0 (0: one chunk), got {self.chunk_size}")
         if self.max_seconds < 0:
             raise TrainreconError(f"attack.max_seconds: must be >= 0 (0: no limit), got {self.max_seconds}")
+        if self.init_tolerance < 0:
+            raise TrainreconError(f"attack.init_tolerance: must be >= 0 (0: off), got {self.init_tolerance}")
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,23 @@ class Method:
         self.check()
         theta, init = payload.params, payload.init_params
         self.at = init if self.kernel_at_init else theta
-        self.outer = SquaredDistance(self.form.target(theta, init))
+        self.outer = self.outer_loss(self.form.target(theta, init))
+
+    def outer_loss(self, target: list[torch.Tensor]) -> SquaredDistance | DeadZoneDistance:
+        """||target - s||^2, or with ``init_tolerance`` c > 0 the dead zone b_p = c / (sqrt(fan_in_p) scale) of
+        PyTorch's default init (scale: the attacker's normalisation of the weights)."""
+        c = self.cfg.init_tolerance
+        if c == 0:
+            return SquaredDistance(target)
+        if self.form.name == "ntk":
+            raise TrainreconError("attack.init_tolerance: the NTK form's target theta_T - theta_0 already removes the "
+                                  "initialisation; leave it at 0")
+        bounds = [c * b / self.payload.scale for b in self.payload.spec.default_init_bounds()]
+        outer = DeadZoneDistance(target, bounds)
+        if not outer.relative(1.0) < float("inf"):
+            raise TrainreconError(f"attack.init_tolerance: every weight of the victim lies within {c} x PyTorch's "
+                                  "init bound, so the objective is zero everywhere; lower it (or 0: off)")
+        return outer
 
     # -- what a method defines ---------------------------------------------------------------------------------
     @classmethod

@@ -75,7 +75,8 @@ def normalise(payload: Payload, mode: Normalise = "auto") -> tuple[Payload, dict
         return payload, {"applied": False, "reason": "a weight matrix is zero"}
     kappa = sigma / SIGMA0
     scale = lambda ps: None if ps is None else [p / kappa for p in ps]  # noqa: E731
-    out = dataclasses.replace(payload, params=scale(payload.params), init_params=scale(payload.init_params))
+    out = dataclasses.replace(payload, params=scale(payload.params), init_params=scale(payload.init_params),
+                              scale=payload.scale * kappa)
     return out, {"applied": True, "rule": "theta / kappa, kappa = (sqrt(d) prod_l ||A_l||_2)^(1/L) / sigma0",
                  "degree": degree, "sigma": sigma, "sigma0": SIGMA0, "kappa": kappa,
                  "multipliers_to_victim_scale": kappa ** (2 - degree)}

@@ -27,9 +27,11 @@ from ..models.victim import Victim, Weights, load_victim
 
 @dataclass
 class Payload(Weights):
-    """Weights (architecture, parameters, input mean, initial parameters) and n if disclosed."""
+    """Weights (architecture, parameters, input mean, initial parameters) and n if disclosed.  ``scale`` is
+    the factor the attacker divided the weights by (1, or kappa after :func:`.normalisation.normalise`)."""
 
     n_train: int | None = None
+    scale: float = 1.0
 
     @staticmethod
     def of(victim: Weights, disclose_n: bool = True) -> "Payload":

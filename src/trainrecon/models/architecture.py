@@ -17,6 +17,9 @@ shaped by :meth:`~Architecture.param_shapes` (the names of the tensors in ``mode
 * ``first_layer(params)``: the first layer as an affine map x -> A x + b with the norms of the rows of A (its
   units' hyperplanes; sample splitting's kink diagnostics), or None when the network does not start affine;
 * ``init_params(init_scale, seed)``: theta_0 (LeCun-scaled Gaussian weights, zero biases) for the trainers;
+* ``default_init_bounds()``: per parameter tensor, the bound b = 1/sqrt(fan_in) of PyTorch's default
+  initialisation U(-b, b) of ``nn.Linear`` / ``nn.Conv2d`` (weights and biases alike), what a network trained
+  from that init still carries of theta_0 (the attacks' ``init_tolerance``);
 * ``activation_sizes()``: per-sample sizes of every layer's output (memory estimates).
 
 Two implementations: :class:`~.mlp.MLPSpec` (``model.json`` without ``kind``: widths, bias, activation) and
@@ -111,6 +114,20 @@ class Architecture:
 
     def n_params(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def default_init_bounds(self) -> list[float]:
+        """Per parameter tensor, b = 1/sqrt(fan_in) of PyTorch's default init U(-b, b) (``nn.Linear`` and
+        ``nn.Conv2d``'s ``reset_parameters``: kaiming_uniform with a = sqrt(5) for the weight, the same bound for
+        the bias), fan_in = prod(weight.shape[1:]) of the tensor's layer (``<layer>.weight`` / ``<layer>.bias``)."""
+        shapes = self.param_shapes()
+        bounds = []
+        for name, shape in shapes.items():
+            layer, _, kind = name.rpartition(".")
+            weight = shape if kind == "weight" else shapes.get(f"{layer}.weight")
+            if weight is None or len(weight) < 2:
+                raise TrainreconError(f"parameter {name}: no weight matrix of its layer to take a fan-in from")
+            bounds.append(1.0 / math.sqrt(math.prod(weight[1:])))
+        return bounds
 
     def homogeneity_degree(self) -> int | None:
         return self.homogeneity().degree

@@ -8,6 +8,6 @@ knowing them).
 
 from .candidates import CandidateSet
 from .hooks import AttackHook, Step
-from .weighted_sum import OuterLoss, SquaredDistance, WeightedSumObjective
+from .weighted_sum import DeadZoneDistance, OuterLoss, SquaredDistance, WeightedSumObjective
 
-__all__ = ["AttackHook", "CandidateSet", "OuterLoss", "SquaredDistance", "Step", "WeightedSumObjective"]
+__all__ = ["AttackHook", "CandidateSet", "DeadZoneDistance", "OuterLoss", "SquaredDistance", "Step", "WeightedSumObjective"]

@@ -5,7 +5,8 @@
 with candidates X (m, d), multipliers M, per-candidate weights w(M) (m, K), per-sample scalar features
 phi(theta; x) in R^K (a stationarity form's features, evaluated with a smooth surrogate activation), an outer
 loss F (pluggable; :class:`SquaredDistance` F(s) = sum_p ||target_p - s_p||^2 over every parameter tensor p is
-what every method here uses) and a prior R (box, multiplier penalty).
+what every method here uses by default, :class:`DeadZoneDistance` its version that forgives each parameter up to
+a bound, ``attack.init_tolerance``) and a prior R (box, multiplier penalty).
 
 s is never formed per sample: s = grad_theta sum_jk w_jk phi_k(theta; x_j), one reverse pass.  With
 u = dF/ds held fixed, the gradient is exact through the **per-candidate term**
@@ -61,6 +62,36 @@ class SquaredDistance:
     @cached_property
     def _norm(self) -> float:
         return float(sum((t.double() ** 2).sum() for t in self.target))
+
+    def relative(self, value: float) -> float:
+        return value / self._norm if self._norm > 0 else float("inf")
+
+
+@dataclass
+class DeadZoneDistance:
+    """F(s) = sum_p sum_k (|target_pk - s_pk| - b_p)_+^2,  u = 2 sign(s - target) (|s - target| - b_p)_+.
+
+    Each parameter of tensor p is forgiven up to b_p: what is left in theta of an initialisation theta_0 with
+    |theta_0| <= b_p (PyTorch's default U(-b, b)) that no weighted sum of gradients need explain.  b_p = 0 is
+    :class:`SquaredDistance`.  ``relative`` divides by F(0), the target's own excess over the zone."""
+
+    target: list[torch.Tensor]
+    tolerance: list[float]
+
+    def __post_init__(self) -> None:
+        if len(self.tolerance) != len(self.target):
+            raise ValueError(f"{len(self.tolerance)} tolerances for {len(self.target)} parameter tensors")
+
+    def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
+        return sum(((t - si).abs() - b).clamp_min(0).pow(2).sum() for t, si, b in zip(self.target, s, self.tolerance))
+
+    def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [2 * ((si - t).abs() - b).clamp_min(0) * (si - t).sign()
+                for si, t, b in zip(s, self.target, self.tolerance)]
+
+    @cached_property
+    def _norm(self) -> float:
+        return float(self.value([torch.zeros_like(t) for t in self.target]))
 
     def relative(self, value: float) -> float:
         return value / self._norm if self._norm > 0 else float("inf")
