@@ -31,23 +31,25 @@ import torch
 
 import trainrecon as tr
 from trainrecon.attacks.normalisation import normalise
-from trainrecon.models.mlp import flatten
+from trainrecon.models.mlp import unflatten
 from trainrecon.models.stationarity import KKT
+from trainrecon.objective.weighted_sum import DeadZoneDistance
 
 
-def relative_fit(J: torch.Tensor, theta: torch.Tensor, zone: torch.Tensor) -> float:
-    """min_{lambda >= 0} F(theta - lambda J) / F(theta), F(v) = sum (|v| - zone)_+^2."""
-    f0 = float((torch.relu(theta.abs() - zone) ** 2).sum())
+def relative_fit(J: torch.Tensor, spec, params: list[torch.Tensor], zone: list[float]) -> float:
+    """min_{lambda >= 0} F(sum_i lambda_i J_i) / F(0) for the attack's residual F = DeadZoneDistance(params, zone)
+    (zone 0: the squared distance), lambda by L-BFGS-B."""
+    outer = DeadZoneDistance(params, zone)
 
     def f(lam):
         lt = torch.tensor(lam, requires_grad=True)
-        v = (torch.relu((theta - lt @ J).abs() - zone) ** 2).sum()
+        v = outer.value(unflatten(spec, lt @ J))
         v.backward()
         return float(v), lt.grad.numpy().astype(np.float64)
 
     res = scipy.optimize.minimize(f, np.zeros(len(J)), jac=True, method="L-BFGS-B", bounds=[(0, None)] * len(J),
                                   options={"maxiter": 5000})
-    return float(res.fun) / f0
+    return outer.relative(float(res.fun))
 
 
 def main() -> None:
@@ -60,9 +62,7 @@ def main() -> None:
     victim = tr.load_victim(a.victim or a.source / "victim")
     payload, _ = normalise(tr.Payload.of(victim))
     spec, params = payload.spec, [p.double() for p in payload.params]
-    theta = flatten(params)
     bounds = [b / payload.scale for b in spec.default_init_bounds()]
-    zone = torch.cat([torch.full((p.numel(),), b, dtype=torch.float64) for p, b in zip(params, bounds)])
     mean = np.load(a.source / "mean.npz")["x"]
     shape = (-1, *spec.input_shape)
     train = np.load(a.source / "train_images.npz")
@@ -78,8 +78,8 @@ def main() -> None:
     for name, (x, y) in sets.items():
         x = torch.as_tensor(x, dtype=torch.float64).reshape(shape)
         J = KKT.per_sample_grads(spec, params, x, torch.as_tensor(y, dtype=torch.float64)).double()
-        out[name] = {"m": len(x), "squared_distance": relative_fit(J, theta, 0 * zone),
-                     "init_tolerance_1": relative_fit(J, theta, zone)}
+        out[name] = {"m": len(x), "squared_distance": relative_fit(J, spec, params, [0.0] * len(bounds)),
+                     "init_tolerance_1": relative_fit(J, spec, params, bounds)}
         print(f"| {name} | {len(x)} | {out[name]['squared_distance']:.3f} | {out[name]['init_tolerance_1']:.4f} |")
     (a.source / "init_fit.json").write_text(json.dumps(out, indent=1))
 

@@ -137,13 +137,13 @@ class Method:
         self.at = init if self.kernel_at_init else theta
         self.outer = self.outer_loss(self.form.target(theta, init))
 
-    def outer_loss(self, target: list[torch.Tensor]) -> SquaredDistance | DeadZoneDistance:
+    def outer_loss(self, target: list[torch.Tensor]) -> SquaredDistance:
         """||target - s||^2, or with ``init_tolerance`` c > 0 the dead zone b_p = c / (sqrt(fan_in_p) scale) of
         PyTorch's default init (scale: the attacker's normalisation of the weights)."""
         c = self.cfg.init_tolerance
         if c == 0:
             return SquaredDistance(target)
-        if self.form.name == "ntk":
+        if self.form.target_removes_init:
             raise TrainreconError("attack.init_tolerance: the NTK form's target theta_T - theta_0 already removes the "
                                   "initialisation; leave it at 0")
         bounds = [c * b / self.payload.scale for b in self.payload.spec.default_init_bounds()]

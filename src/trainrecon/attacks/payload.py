@@ -22,7 +22,7 @@ import torch
 from ..checkpoint import fingerprint, record_array
 from ..config import load_json, to_dict
 from ..errors import TrainreconError
-from ..models.victim import Victim, Weights, load_victim
+from ..models.victim import Weights, load_victim
 
 
 @dataclass

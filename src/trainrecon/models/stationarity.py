@@ -90,12 +90,17 @@ class StationarityForm:
     def nonneg(self) -> bool:
         return self.name == "kkt"
 
+    @property
+    def target_removes_init(self) -> bool:
+        """Whether the target is theta_T - theta_0 (NTK) rather than theta itself, which still holds theta_0."""
+        return self.name == "ntk"
+
     def features(self, out: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """phi (m, K') from network outputs (m, K) and candidate labels (margins need them)."""
         return margin(out, labels) if self.name == "kkt" else out
 
     def target(self, params: Sequence[torch.Tensor], init: Sequence[torch.Tensor] | None) -> list[torch.Tensor]:
-        if self.name == "ntk":
+        if self.target_removes_init:
             if init is None:
                 raise ValueError("the NTK form needs the initial parameters")
             return [p - p0 for p, p0 in zip(params, init)]

@@ -68,14 +68,13 @@ class SquaredDistance:
 
 
 @dataclass
-class DeadZoneDistance:
+class DeadZoneDistance(SquaredDistance):
     """F(s) = sum_p sum_k (|target_pk - s_pk| - b_p)_+^2,  u = 2 sign(s - target) (|s - target| - b_p)_+.
 
     Each parameter of tensor p is forgiven up to b_p: what is left in theta of an initialisation theta_0 with
     |theta_0| <= b_p (PyTorch's default U(-b, b)) that no weighted sum of gradients need explain.  b_p = 0 is
     :class:`SquaredDistance`.  ``relative`` divides by F(0), the target's own excess over the zone."""
 
-    target: list[torch.Tensor]
     tolerance: list[float]
 
     def __post_init__(self) -> None:
@@ -92,9 +91,6 @@ class DeadZoneDistance:
     @cached_property
     def _norm(self) -> float:
         return float(self.value([torch.zeros_like(t) for t in self.target]))
-
-    def relative(self, value: float) -> float:
-        return value / self._norm if self._norm > 0 else float("inf")
 
 
 @dataclass

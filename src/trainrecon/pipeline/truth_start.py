@@ -155,7 +155,7 @@ def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray
     if kept < 0.25 * n:
         reading = ("this attack's objective moves the training images away: it cannot see a leak in this victim, and "
                    "its headline is no evidence of safety")
-        if not base.init_tolerance and METHODS[method].form.name != "ntk":
+        if not base.init_tolerance and not METHODS[method].form.target_removes_init:
             reading += ("; a network trained from PyTorch's default init and saved as trained still carries that init: "
                         "rerun the attack with attack.init_tolerance = 1")
     elif kept_h is not None and kept_h >= 0.5 * kept:
