@@ -76,7 +76,7 @@ class PolyCase:
 def _attack(a: np.ndarray, W: np.ndarray, alpha: int, override: dict | None) -> tuple[Haim, float]:
     spec = poly_spec(W.shape[1], len(a), alpha)
     payload = Payload.of(Victim(spec, [torch.as_tensor(W), torch.as_tensor(a)[None]], None), disclose_n=False)
-    cfg, _ = Haim.adapt(HaimConfig(lambda_penalty=0.0, box=10.0), spec)
+    cfg, _ = Haim.adapt(HaimConfig(lambda_penalty=0.0, box=10.0), payload)
     cfg = dataclasses.replace(cfg, **(override or {}))
     attacked, rec = normalise(payload, cfg.normalise)
     return Haim(attacked, cfg), rec.get("multipliers_to_victim_scale", 1.0)

@@ -123,7 +123,7 @@ def test_registries_refuse_an_unknown_name_in_one_line():
     with pytest.raises(TrainreconError) as e:
         method_named("kkt-magic")
     assert str(e.value) == ("--method: unknown method 'kkt-magic' (available: haim, buzaglo-multiclass, "
-                            "buzaglo-regression, loo-ntk)")
+                            "buzaglo-regression, loo-ntk, simulation)")
     with pytest.raises(TrainreconError, match=r"^experiment.trainer: unknown trainer 'sgd' \(available: kkt, "
                                               r"regression, ntk\)$"):
         TRAINERS.get("sgd", "experiment.trainer")

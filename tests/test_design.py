@@ -194,7 +194,7 @@ def test_a_toy_method_defined_in_one_file_runs(tmp_path, tiny_victim, toy_method
 
 def test_the_toy_method_is_gone_after_its_test():
     """The registry holds the package's methods only: no test leaves one behind."""
-    assert set(METHODS) == {"haim", "buzaglo-multiclass", "buzaglo-regression", "loo-ntk"}
+    assert set(METHODS) == {"haim", "buzaglo-multiclass", "buzaglo-regression", "loo-ntk", "simulation"}
 
 
 # candidate sets ----------------------------------------------------------------------------------------------------

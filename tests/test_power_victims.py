@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainrecon import reconstruct
-from trainrecon.attacks import payload_from_folder
+from trainrecon.attacks import Payload, payload_from_folder
 from trainrecon.attacks.haim import POWER_DEFAULTS, POWER_SPLIT, Haim, HaimConfig
 from trainrecon.config import to_dict
 from trainrecon.refinement import SplitConfig
@@ -18,6 +18,12 @@ from trainrecon.identifiability.polynomial import PolyDataConfig
 from trainrecon.identifiability.victims import make_exact_victim, poly_truth
 from trainrecon.models.mlp import MLPSpec, forward, init_params
 from trainrecon.models.victim import load_victim
+
+
+def relu_payload():
+    """A ReLU image victim's payload (no theta_0): the KKT attacks adapt nothing for it."""
+    spec = MLPSpec([4, 3, 1], [True, False])
+    return Payload(spec, init_params(spec, [1.0, 1.0], 0))
 
 
 def power_spec(widths, alpha, bias):
@@ -92,9 +98,9 @@ def test_kkt_attack_defaults_do_not_diverge_on_an_exact_kkt_victim(tmp_path):
     best = cos.max(0)  # at 1500 iterations: 1.0, 0.89, 0.95, 0.999 (the step bound makes the descent slow, not wrong)
     assert best.min() > 0.85 and (best > 0.99).sum() >= 2
     # a field the user set is kept; image victims are not adapted
-    kept, rec = Haim.adapt(HaimConfig(lr=0.5), payload.spec)
+    kept, rec = Haim.adapt(HaimConfig(lr=0.5), payload)
     assert kept.lr == 0.5 and rec["fields"]["lr_lambda"] == POWER_DEFAULTS["lr_lambda"] and "lr" not in rec["fields"]
-    assert Haim.adapt(HaimConfig(), MLPSpec([4, 3, 1], [True, False]))[1] is None
+    assert Haim.adapt(HaimConfig(), relu_payload())[1] is None
 
 
 def test_power_victims_split_by_default_and_say_why(tmp_path):
@@ -110,6 +116,6 @@ def test_power_victims_split_by_default_and_say_why(tmp_path):
     assert split.stats["splitting"]["accepted"] >= 1 and 2 < split.m <= 8
     assert plain.m == 2 and plain.stats["splitting"] is None and "split" not in (plain.config["adapted"] or {})
     assert split.stats["final_loss"]["total"] < plain.stats["final_loss"]["total"]
-    own, rec = Haim.adapt(HaimConfig(split=SplitConfig(enabled=True, per_round=1)), payload.spec)
+    own, rec = Haim.adapt(HaimConfig(split=SplitConfig(enabled=True, per_round=1)), payload)
     assert own.split.per_round == 1 and own.split.trigger == "schedule" and "split" not in rec["fields"]
-    assert not Haim.adapt(HaimConfig(), MLPSpec([4, 3, 1], [True, False]))[0].split.enabled
+    assert not Haim.adapt(HaimConfig(), relu_payload())[0].split.enabled

@@ -45,7 +45,7 @@ def reconstruct(payload, cfg, out_dir: str | Path | RunFolder | None = None, dev
     (:mod:`trainrecon.objective.hooks`).  The candidates are the same, bit for bit, with or without a folder."""
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
-    run_cfg, _ = method_for(cfg).adapt(cfg, payload.spec)  # the refinements this victim's run gets
+    run_cfg, _ = method_for(cfg).adapt(cfg, payload.at_level(cfg.given))  # the refinements this victim's run gets
     attached = standard_hooks(run_cfg.split, tuple(payload.spec.input_shape), run_cfg.merge) \
         + time_budget(cfg.max_seconds) + list(hooks)
     store = None if out_dir is None else out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)

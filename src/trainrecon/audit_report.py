@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .metrics.scoring import Score
+from .models.architecture import architecture_from_dict
 from .reports import evidence_plot, l2_curve_plot, loss_curve_plot, roc_plot, thumbnail_png
 
 FINGERPRINT = "weights fingerprint (SHA-256)"  # the victim record's key (audit.victim)
@@ -52,8 +53,29 @@ def verdict_kind(metrics: dict[str, Any]) -> str:
     return "leak" if head["recovered"] > max(head["negative_controls_max"], head["controls"]["heldout"]) else "noleak"
 
 
-def verdict(metrics: dict[str, Any]) -> str:
-    """The headline as one sentence a reader who has not read the papers can act on, with its controls."""
+#: what each threat level gave the attacker, as the verdict says it
+GIVEN = {"weights": "the weights alone", "init": "the weights and the initial weights",
+         "recipe": "the weights, the initial weights and the training recipe"}
+
+
+def given_phrase(threat: list[dict[str, Any]]) -> str:
+    """What the attack runs were given, in words, from their config.json ``payload`` records (runs recorded before
+    threat levels existed were given the weights, and theta_0 where ``initial_weights`` says so)."""
+    levels = []
+    for t in threat:
+        level = t.get("threat_level") or ("init" if t.get("initial_weights") else "weights")
+        if level not in levels:
+            levels.append(level)
+    if not levels:
+        return GIVEN["weights"]
+    if len(levels) == 1:
+        return GIVEN.get(levels[0], levels[0])
+    return "what the attack runs were given (" + "; ".join(GIVEN.get(v, v) for v in levels) + ")"
+
+
+def verdict(metrics: dict[str, Any], given: str = GIVEN["weights"]) -> str:
+    """The headline as one sentence a reader who has not read the papers can act on, with its controls;
+    ``given``: what the attacker had, in words (:func:`given_phrase`)."""
     head = metrics["headline"]
     n = head["n"]
     kind = verdict_kind(metrics)
@@ -70,16 +92,16 @@ def verdict(metrics: dict[str, Any]) -> str:
                 f"The attack's count was {rec} of {n}.")
     pool = head["heldout_pool"]
     if kind == "leak":
-        return (f"The training data leaks: {rec} of the {n} training images were reconstructed from the weights "
-                f"alone, each more similar to its reconstruction than to any of {pool} images the model never saw "
+        return (f"The training data leaks: {rec} of the {n} training images were reconstructed from {given}, each "
+                f"more similar to its reconstruction than to any of {pool} images the model never saw "
                 f"and than any guess made without the attack. {controls}")
     start = metrics.get("truth_start")
     unseen = "" if not start or start.get("heldout_kept") is None else \
         f" and, started at {start['n']} images the model never saw, {start['heldout_kept']} of those"
     control = "" if not start else (f" Started at the training images themselves, the attack keeps {start['kept']} "
                                     f"of {start['n']}{unseen} ({start['iterations']} iterations): {start['reading']}.")
-    return (f"No leak shown: the attack recovered {rec} of {n} training images, no more than the controls. "
-            f"{controls}{control}")
+    return (f"No leak shown: the attack, given {given}, recovered {rec} of {n} training images, no more than the "
+            f"controls. {controls}{control}")
 
 
 def audit_record(metrics: dict[str, Any], victim: dict[str, Any], runs: list[dict[str, Any]], inputs: dict[str, Any],
@@ -91,12 +113,23 @@ def audit_record(metrics: dict[str, Any], victim: dict[str, Any], runs: list[dic
     threat = [r.get("payload") for r in runs if r.get("payload")]
     mine = victim.get(FINGERPRINT)
     same = None if not threat or mine is None else all(t.get("weights") == mine for t in threat)
-    return {"verdict": verdict(metrics), "victim": victim, "threat_model": threat[0] if threat else None,
+    return {"verdict": verdict(metrics, given_phrase(threat)), "victim": victim,
+            "threat_model": threat[0] if threat else None,
             "attacked_this_victim": same, "runs": runs, "inputs": inputs, "versions": versions(), "timings": timings,
             "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
+
+def architecture_summary(arch: Any) -> str:
+    """A recorded architecture (config.json's ``payload.architecture``: model.json's fields) in one line, for any
+    kind of network: the architecture interface's own summary (:meth:`describe`)."""
+    try:
+        spec = architecture_from_dict(arch, "architecture")
+    except Exception:  # noqa: BLE001 - a record this version cannot read is shown as it is
+        return "as recorded" if not arch else html.escape(str(arch))[:200]
+    return spec.describe() + ("; " + ", ".join(sorted(spec.activations())) if spec.activations() else "")
+
 
 def _uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -218,12 +251,14 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
     parts.append("<h2>What the attacker was given</h2>")
     tm = audit.get("threat_model")
     if tm:
-        arch = tm.get("architecture", {})
-        parts.append(_kv({"architecture and trained weights": f"yes ({'-'.join(map(str, arch.get('widths', [])))}, "
-                                                              f"{arch.get('activation', '?')})",
+        recipe = tm.get("recipe")
+        parts.append(_kv({"threat level": tm.get("threat_level") or "weights (recorded before threat levels)",
+                          "architecture and trained weights": f"yes ({architecture_summary(tm.get('architecture'))})",
                           "weights fingerprint (SHA-256)": tm.get("weights"),
                           "input mean (the preprocessing's centring image)": tm.get("input_mean"),
                           "initial weights (before training)": tm.get("initial_weights"),
+                          "training recipe": (", ".join(f"{k} {v}" for k, v in recipe.items() if v not in (None, 0, 0.0, False))
+                                              if isinstance(recipe, dict) else recipe or "not given"),
                           "number of training images": tm.get("n_train"),
                           "training images, labels or indices": "never given"}))
         if audit.get("attacked_this_victim") is False:

@@ -90,11 +90,14 @@ def train(
 def reconstruct(
     victim: Path = typer.Argument(..., help="victim folder"),
     out: Path = typer.Argument(..., help="output folder"),
-    method: str = typer.Option("haim", help="one of: " + ", ".join(METHODS)),
+    method: str = typer.Option("auto", help="auto (the bench's winner for what the attacker is given) or one of: "
+                               + ", ".join(METHODS)),
     config: Optional[Path] = typer.Option(None, help="JSON with the method's config fields"),
     m: Optional[int] = typer.Option(None, help="number of candidates (default 2n)"),
     iterations: Optional[int] = typer.Option(None),
     seed: Optional[int] = typer.Option(None),
+    given: Optional[str] = typer.Option(None, "--given", help="threat level: weights, init (plus theta_0), recipe (plus "
+                                        "theta_0 and the training recipe); default: everything the victim folder has"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT's checkpoint"),
     disclose_n: bool = typer.Option(True, "--disclose-n/--no-disclose-n",
                                     help="whether the attacker is told the training-set size (m defaults to 2n)"),
@@ -104,16 +107,26 @@ def reconstruct(
     device: str = DeviceOpt,
 ) -> None:
     """Reconstruct training data from a victim's weights; the attacker is given only the weights, the input
-    mean, the initial weights where the method needs them, and n if disclosed (recorded in config.json)."""
+    mean, n if disclosed, and by threat level (--given) the initial weights and the training recipe (recorded in
+    config.json)."""
     from .api import reconstruct as run
     from .attacks import method_named, payload_from_folder
+    from .attacks.choice import default_attack
     from .runfolder import RunFolder
 
-    cfg = config_from(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed})
+    payload = payload_from_folder(victim, disclose_n)
+    preset, why = {}, None
+    if method == "auto":
+        method, preset, why = default_attack(payload, given or "all")
+    cfg = config_from(method_named(method).Config, config, {"m": m, "iterations": iterations, "seed": seed,
+                                                            "given": given}, base=preset)
+    payload.at_level(cfg.given, "--given" if given else "attack.given")  # a level the victim lacks: refused here
     if split is not None:  # explicit: on, or off even where the method would turn it on
         cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, enabled=split), auto_split=split)
+    if why:
+        typer.echo(f"method: {method} ({why}; --method names another)")
     folder = RunFolder(out).claim()
-    rec = run(payload_from_folder(victim, disclose_n), cfg, folder, _device(device), resume=resume)
+    rec = run(payload, cfg, folder, _device(device), resume=resume)
     res = rec.stats
     so = res["second_order"]
     typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration); "
@@ -123,10 +136,16 @@ def reconstruct(
     typer.echo(f"scale: attacked theta / {norm['kappa']:.4g} (homogeneous of degree {norm['degree']}; multipliers x "
                f"{norm['multipliers_to_victim_scale']:.4g} at the victim's scale)" if norm["applied"]
                else f"scale: the victim's own ({norm['reason']})")
+    given_record = rec.config["payload"]
+    typer.echo(f"threat level: {given_record['threat_level']} (the weights"
+               + (", theta_0" if given_record["initial_weights"] else "")
+               + (" and the training recipe" if isinstance(given_record["recipe"], dict) else "") + " were given)")
     if cfg.init_tolerance:
         typer.echo(f"residual: each weight forgiven up to {cfg.init_tolerance:g} x PyTorch's default-init bound "
                    "1/sqrt(fan_in) (attack.init_tolerance)")
     adapted = rec.config.get("adapted") or {}
+    if adapted.get("reason"):
+        typer.echo(f"defaults for this victim: {adapted['reason']}")
     why = f" ({adapted['split']})" if "split" in adapted else ""
     if res["splitting"]:
         sp = res["splitting"]
@@ -257,14 +276,25 @@ def import_(
     module: Optional[str] = typer.Option(None, help="FILE.py:FACTORY: your own code builds the nn.Module the state "
                                          "dict loads into; the victim is written as its layer list"),
     input_shape: Optional[str] = typer.Option(None, help="C,H,W of one input (needed with --module)"),
+    init: Optional[Path] = typer.Option(None, "--init", help="the network's initial state dict (theta_0, named as "
+                                        "WEIGHTS): the threat level 'init'"),
+    init_seed: Optional[int] = typer.Option(None, "--init-seed", help="with --module: theta_0 is what FACTORY builds "
+                                            "after torch.manual_seed(INIT_SEED)"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="JSON of the training recipe (optimizer, lr, loss, "
+                                          "batch_size, epochs, ...; never data): with theta_0, the threat level 'recipe'"),
 ) -> None:
-    """Turn a user's weights (plus a layer list, a module factory, or nothing for an MLP) into a victim folder."""
+    """Turn a user's weights (plus a layer list, a module factory, or nothing for an MLP) into a victim folder,
+    with its initial weights and training recipe when given (what the owner knows: the threat levels)."""
     from .checkpoint import OutputFolder
 
     if len(args) not in (1, 2):
         raise TrainreconError("import: expected WEIGHTS [ARCHITECTURE.json] OUT")
     architecture, out = (Path(args[0]), Path(args[1])) if len(args) == 2 else (None, Path(args[0]))
     shape = _shape_option(input_shape, "--input-shape")
+    if recipe is not None:
+        from .models.recipe import load_recipe
+
+        recipe = load_recipe(recipe)  # checked before the folder is made
     if module is not None:
         from .models.imports import import_module_victim
 
@@ -273,15 +303,21 @@ def import_(
         if shape is None:
             raise TrainreconError("--input-shape: --module needs the input shape C,H,W")
         with OutputFolder(out, "import"):
-            import_module_victim(weights, module, shape, out, mean)
+            import_module_victim(weights, module, shape, out, mean, init, init_seed, recipe)
     else:
         from .models.victim import import_victim
 
         if architecture is not None and shape is not None:
             raise TrainreconError("--input-shape: the architecture file gives the input shape")
+        if init_seed is not None:
+            raise TrainreconError("--init-seed: needs --module (the factory that builds theta_0 from the seed); give "
+                                  "the initial state dict with --init")
         with OutputFolder(out, "import"):
-            import_victim(weights, architecture, out, mean, shape)
-    typer.echo(f"wrote victim folder {out}")
+            import_victim(weights, architecture, out, mean, shape, init, recipe)
+    from .models.victim import load_victim
+
+    level = load_victim(out, training_record=False).level
+    typer.echo(f"wrote victim folder {out} (threat levels up to {level!r})")
 
 
 @app.command("run")

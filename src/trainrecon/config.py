@@ -149,12 +149,14 @@ def load_config(cls: type[T], path: str | os.PathLike) -> T:
     return from_dict(cls, data, where=str(path))
 
 
-def config_from(cls: type[T], path: str | os.PathLike | None, overrides: dict[str, Any]) -> T:
+def config_from(cls: type[T], path: str | os.PathLike | None, overrides: dict[str, Any],
+                base: dict[str, Any] | None = None) -> T:
     """``cls`` from a JSON file's fields (if any) with command-line options on top, validated once: fields
     left out take their defaults *after* the options, so defaults that follow other fields (a trainer's bias
-    list on ``hidden``) follow the options."""
+    list on ``hidden``) follow the options.  ``base``: fields beneath the file's (a preset the file and the
+    options may override)."""
     data = load_json(path) if path is not None else {}
     if not isinstance(data, dict):
         raise TrainreconError(f"{path}: expected a JSON object")
-    data = {**data, **{k: to_dict(v) for k, v in overrides.items() if v is not None}}
+    data = {**(base or {}), **data, **{k: to_dict(v) for k, v in overrides.items() if v is not None}}
     return from_dict(cls, data, where=str(path) if path is not None else "option")

@@ -21,7 +21,6 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from ..config import to_dict
 from ..errors import TrainreconError
 from ..models.activations import Surrogate
 from ..models.stationarity import KKT
@@ -139,32 +138,29 @@ class KKTMethod(Method):
                     "alpha": Tunable("uniform", 10.0, 300.0), "lambda_min": Tunable("uniform", 0.01, 0.5)}
 
     @classmethod
-    def adapt(cls, cfg: HaimConfig, spec) -> tuple[HaimConfig, dict[str, Any] | None]:
-        """Power-activation victims (two-layer x^alpha networks, ``exact-kkt`` and ``train-poly``) get their own
-        defaults for every field left at its default (:data:`POWER_DEFAULTS`): the image defaults start the
-        candidates at 1e-3, where grad_x (w . x)^alpha ~ |x|^(alpha - 1) vanishes, and take steps of lr 1 on an
-        objective of degree 2 alpha in x, which diverge within 20 iterations; and there is no pixel range.  A
-        split config left entirely at its defaults becomes :data:`POWER_SPLIT` (splitting on: it grows the
-        candidate set where the descent stalls, which recovers more than the plain attack there).  Every other
-        victim keeps the config as given: splitting stays off (no gain on ReLU victims).  ``auto_split = false``
-        keeps splitting as configured; ``adapt = false`` runs the config exactly as given."""
-        if "power" not in spec.activations() or not cfg.adapt:
-            return cfg, None
+    def victim_defaults(cls, cfg: HaimConfig, payload: Payload) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        """Besides the base class's (theta_0 removed where given), power-activation victims (two-layer x^alpha
+        networks, ``exact-kkt`` and ``train-poly``) get their own defaults for every field left at its default
+        (:data:`POWER_DEFAULTS`): the image defaults start the candidates at 1e-3, where
+        grad_x (w . x)^alpha ~ |x|^(alpha - 1) vanishes, and take steps of lr 1 on an objective of degree 2 alpha in
+        x, which diverge within 20 iterations; and there is no pixel range.  A split config left entirely at its
+        defaults becomes :data:`POWER_SPLIT` (splitting on: it grows the candidate set where the descent stalls,
+        which recovers more than the plain attack there).  Every other victim keeps splitting off (no gain on
+        ReLU victims).  ``auto_split = false`` keeps splitting as configured."""
+        changed, reasons, notes = super().victim_defaults(cfg, payload)
+        spec = payload.spec
+        if "power" not in spec.activations():
+            return changed, reasons, notes
         base = type(cfg)()
         wanted = {**POWER_DEFAULTS, "init_scale": 1.0 / math.sqrt(spec.input_dim)}
-        changed: dict[str, Any] = {k: v for k, v in wanted.items()
-                                   if getattr(cfg, k) == getattr(base, k) and getattr(cfg, k) != v}
-        reasons = [POWER_REASON] if changed else []
+        power = {k: v for k, v in wanted.items() if getattr(cfg, k) == getattr(base, k) and getattr(cfg, k) != v}
+        changed.update(power)
+        reasons += [POWER_REASON] if power else []
         if cfg.auto_split and cfg.split == base.split:
             changed["split"] = dataclasses.replace(cfg.split, **POWER_SPLIT)
             reasons.append(POWER_SPLIT_REASON)
-        if not changed:
-            return cfg, None
-        record = {"fields": {k: (to_dict(v) if k == "split" else v) for k, v in changed.items()},
-                  "reason": "; ".join(reasons)}
-        if "split" in changed:
-            record["split"] = POWER_SPLIT_REASON
-        return dataclasses.replace(cfg, **changed), record
+            notes["split"] = POWER_SPLIT_REASON
+        return changed, reasons, notes
 
     def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
         super().__init__(payload, cfg)

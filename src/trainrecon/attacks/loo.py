@@ -10,7 +10,10 @@ Candidates X (m, d) and free duals alpha (m, K) minimise
 where f^beta is the network with softplus(beta z)/beta in the forward pass (and so in every derivative), mu
 the victim's centring mean (the box is [0, 1] in pixel space), and beta follows Loo's schedule
 beta_i = min(beta_start + 10^(i / beta_period), beta_max) = min(10 + 10^(i/20000), 200).  The kernel is taken at
-theta_T as in the reference (``kernel_at = "init"`` evaluates it at theta_0, the NTK-exact form).
+theta_T as in the reference (``kernel_at = "init"`` evaluates it at theta_0, the NTK-exact form; ``"both"``
+averages the two, g = (g(theta_0) + g(theta_T)) / 2, the trapezoid rule for the path integral of the gradients
+that training summed).  It runs on any victim whose theta_0 is given (threat level ``init``), not only on the
+``ntk`` trainer's: ``remove_init = "project"`` makes it blind to theta_0's direction, what weight decay shrank.
 Optimiser: Adam, lr 0.02, on X and alpha; X ~ 0.2 N(0, 1) (centred space), alpha ~ U(-0.5, 0.5); m = 2n;
 80,000 iterations; float32.  The high-frequency penalty of the reference is 0 for MLPs and is omitted.
 """
@@ -42,7 +45,7 @@ class LooConfig(AttackConfig):
     beta_start: float = 10.0
     beta_period: float = 20000.0
     beta_max: float = 200.0
-    kernel_at: Literal["final", "init"] = "final"
+    kernel_at: Literal["final", "init", "both"] = "final"
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
@@ -75,13 +78,18 @@ class LooNTK(Method):
 
     def check(self) -> None:
         if self.payload.init_params is None:
-            raise TrainreconError("the Loo NTK attack needs the victim's initial parameters (init.* tensors in "
-                                  "model.safetensors); train with --trainer ntk or import them")
+            raise TrainreconError("the Loo NTK attack needs the victim's initial parameters theta_0 (threat level "
+                                  "'init': train with --trainer ntk, or trainrecon import --init / --init-seed)")
         self._mu = self.payload.mean_flat().reshape(1, -1)
 
     @property
     def kernel_at_init(self) -> bool:  # type: ignore[override]
         return self.cfg.kernel_at == "init"
+
+    def kernel_points(self) -> list[list[torch.Tensor]]:
+        if self.cfg.kernel_at == "both":
+            return [self.payload.init_params, self.payload.params]
+        return super().kernel_points()
 
     def weights(self, M: torch.Tensor, m0: int) -> torch.Tensor:
         return M / (m0 * M.shape[1])

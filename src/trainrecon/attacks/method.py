@@ -15,12 +15,13 @@ normalised by m0 (the initial number of candidates), and target / theta_at from 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 
-from ..config import check_numbers
+from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
 from ..registry import Registry
 from ..runtime import available_bytes
@@ -30,7 +31,27 @@ from ..refinement.config import MergeConfig, SplitConfig
 from ..objective.candidates import CandidateSet, cosine_matrix
 from .normalisation import Normalise
 from .payload import Payload
-from ..objective.weighted_sum import DeadZoneDistance, SquaredDistance, WeightedSumObjective
+from ..objective.weighted_sum import (DeadZoneDistance, ProjectedDistance, SquaredDistance, SummedCopies,
+                                      WeightedSumObjective)
+
+#: why ``remove_init = "auto"`` becomes what it becomes when theta_0 is given (config.json["adapted"])
+INIT_REASON = {
+    "project": "theta_0 is given: the residual is blind to its direction in each parameter tensor (what training "
+               "kept of the initialisation, weight decay's shrinking included), remove_init 'project'",
+    "subtract": "theta_0 is given: the NTK form fits the displacement theta_T - theta_0 (remove_init 'subtract')",
+}
+
+
+def total_variation(X: torch.Tensor, shape) -> torch.Tensor:
+    """TV of every row of X (m, C H W) as an image of ``shape`` (C, H, W): mean |vertical differences| + mean
+    |horizontal differences| (SimuDy's anisotropic total variation), shape (m,)."""
+    img = X.reshape(X.shape[0], *shape)
+    tv = torch.zeros(X.shape[0], dtype=X.dtype, device=X.device)
+    if img.shape[-2] > 1:
+        tv = tv + (img[..., 1:, :] - img[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    if img.shape[-1] > 1:
+        tv = tv + (img[..., :, 1:] - img[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    return tv
 
 
 @dataclass
@@ -50,7 +71,18 @@ class AttackConfig:
     ``nn.Conv2d``: U(-b, b), b = 1/sqrt(fan_in)) and saved as trained, not rescaled: the stationarity forms
     whose target is theta itself (KKT, weight decay) then forgive each weight up to c b, the theta_0 that
     training never removed (:class:`~trainrecon.objective.weighted_sum.DeadZoneDistance`).  0 (the default) is
-    the plain squared distance."""
+    the plain squared distance.
+
+    ``given``: the threat level the attacker works at (``weights``, ``init``: plus theta_0, ``recipe``: plus the
+    training recipe; ``all``, the default: everything the victim has), :meth:`~.payload.Payload.at_level`.
+    ``remove_init``: what the stationarity residual does with a known theta_0: ``none`` (the residual of the
+    target as the form states it), ``subtract`` (the displacement theta_T - theta_0), ``project`` (theta_0's
+    direction in each parameter tensor projected out: blind to how much of theta_0 training kept, weight decay
+    included; :class:`~trainrecon.objective.weighted_sum.ProjectedDistance`), ``auto`` (the default: the
+    method's choice for what it is given, :meth:`Method.adapt`).  ``tv >= 0`` adds a total-variation prior on
+    the candidate images, tv F(0) (1/m0) sum_j TV(x_j + mean), with TV(z) = mean |z(h+1, w) - z(h, w)| +
+    mean |z(h, w+1) - z(h, w)| (SimuDy's anisotropic TV) and F(0) the stationarity term at s = 0, so that the
+    weight is relative to what the attack explains."""
 
     m: int = 0
     iterations: int = 8000
@@ -63,6 +95,9 @@ class AttackConfig:
     log_every: int = 100
     max_seconds: float = 0.0
     init_tolerance: float = 0.0
+    given: Literal["all", "weights", "init", "recipe"] = "all"
+    remove_init: Literal["auto", "none", "subtract", "project"] = "auto"
+    tv: float = 0.0
     normalise: Normalise = "auto"
     adapt: bool = True
     auto_split: bool = True
@@ -70,7 +105,7 @@ class AttackConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
 
     #: what a field meant in runs recorded before it existed (resuming those must not change their behaviour)
-    BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none"}
+    BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none", "remove_init": "none"}
 
     def __post_init__(self) -> None:
         check_numbers(self, "attack")
@@ -87,6 +122,8 @@ class AttackConfig:
             raise TrainreconError(f"attack.max_seconds: must be >= 0 (0: no limit), got {self.max_seconds}")
         if self.init_tolerance < 0:
             raise TrainreconError(f"attack.init_tolerance: must be >= 0 (0: off), got {self.init_tolerance}")
+        if self.tv < 0:
+            raise TrainreconError(f"attack.tv: must be >= 0 (0: off), got {self.tv}")
 
 
 @dataclass(frozen=True)
@@ -133,18 +170,51 @@ class Method:
             raise TrainreconError(f"method {self.name}: expected a {self.Config.__name__}, got {type(cfg).__name__}")
         self.payload, self.cfg = payload, cfg
         self.check()
-        theta, init = payload.params, payload.init_params
-        self.at = init if self.kernel_at_init else theta
-        self.outer = self.outer_loss(self.form.target(theta, init))
+        self.points = self.kernel_points()
+        self.at = [p for point in self.points for p in point]  # one parameter list, or the points' lists in turn
+        self.removal = cfg.remove_init if cfg.remove_init != "auto" else self.default_removal(cfg, payload)
+        self.outer = self.outer_loss(self.stationarity_target())
+
+    def kernel_points(self) -> list[list[torch.Tensor]]:
+        """The parameter points at which the features are evaluated: theta_T, or theta_0 for the NTK kernel at
+        initialisation; several points add their gradients (:class:`SummedCopies`)."""
+        return [self.payload.init_params if self.kernel_at_init else self.payload.params]
+
+    @classmethod
+    def default_removal(cls, cfg: AttackConfig, payload: Payload) -> str:
+        """What ``remove_init = "auto"`` means for this payload: ``none`` without theta_0 (or with
+        ``init_tolerance``, the stand-in for an unknown theta_0), the form's own ``subtract`` for the NTK form
+        (its target is the displacement), and ``project`` for the forms whose target is theta itself."""
+        if payload.init_params is None or cfg.init_tolerance:
+            return "none"
+        return "subtract" if cls.form.target_removes_init else "project"
+
+    def stationarity_target(self) -> list[torch.Tensor]:
+        """The target of the weighted sum: the form's own (``remove_init = "none"``: theta, or theta_T - theta_0
+        for the NTK form), or the displacement theta_T - theta_0 (``subtract``, ``project``)."""
+        theta, init = self.payload.params, self.payload.init_params
+        if self.removal == "none":
+            return self.form.target(theta, init)
+        if init is None:
+            raise TrainreconError(f"attack.remove_init: {self.removal!r} needs the initial weights theta_0 (threat "
+                                  "level 'init': trainrecon import --init)")
+        return [p - p0 for p, p0 in zip(theta, init)]
 
     def outer_loss(self, target: list[torch.Tensor]) -> SquaredDistance:
-        """||target - s||^2, or with ``init_tolerance`` c > 0 the dead zone b_p = c / (sqrt(fan_in_p) scale) of
-        PyTorch's default init (scale: the attacker's normalisation of the weights)."""
+        """||target - s||^2; with ``remove_init = "project"`` blind to theta_0's direction in each parameter tensor
+        (:class:`ProjectedDistance`); or with ``init_tolerance`` c > 0 the dead zone b_p = c / (sqrt(fan_in_p) scale)
+        of PyTorch's default init (scale: the attacker's normalisation of the weights)."""
         c = self.cfg.init_tolerance
+        if self.removal == "project":
+            if c:
+                raise TrainreconError("attack.init_tolerance: stands in for an unknown theta_0; with theta_0 given "
+                                      "(remove_init 'project') leave it at 0")
+            return ProjectedDistance(target, list(self.payload.init_params))
         if c == 0:
             return SquaredDistance(target)
-        if self.form.target_removes_init:
-            raise TrainreconError("attack.init_tolerance: the NTK form's target theta_T - theta_0 already removes the "
+        if self.form.target_removes_init or self.removal != "none":
+            whose = "the NTK form's target" if self.form.target_removes_init else "remove_init's target"
+            raise TrainreconError(f"attack.init_tolerance: {whose} theta_T - theta_0 already removes the "
                                   "initialisation; leave it at 0")
         bounds = [c * b / self.payload.scale for b in self.payload.spec.default_init_bounds()]
         outer = DeadZoneDistance(target, bounds)
@@ -153,12 +223,38 @@ class Method:
                                   "init bound, so the objective is zero everywhere; lower it (or 0: off)")
         return outer
 
+    def tv_prior(self, X: torch.Tensor, m0: int) -> torch.Tensor:
+        """tv F(0) (1/m0) sum_j TV(x_j + mean) (:class:`AttackConfig`'s ``tv``)."""
+        return self.cfg.tv * self.outer.baseline * total_variation(X + self.payload.mean_flat(),
+                                                                   self.payload.spec.input_shape).sum() / m0
+
     # -- what a method defines ---------------------------------------------------------------------------------
     @classmethod
-    def adapt(cls, cfg: AttackConfig, spec) -> tuple[AttackConfig, dict[str, Any] | None]:
-        """(the config this victim's attack runs with, the record of what changed and why, or None).  The run
-        records both in config.json; by default nothing changes."""
-        return cfg, None
+    def adapt(cls, cfg: AttackConfig, payload: Payload) -> tuple[AttackConfig, dict[str, Any] | None]:
+        """(the config this victim's attack runs with, the record of what changed and why, or None).  Fields left
+        at their defaults take the method's defaults for what the payload is and holds
+        (:meth:`victim_defaults`); the run records both in config.json.  ``adapt = false`` runs the config as
+        given."""
+        if not cfg.adapt:
+            return cfg, None
+        changed, reasons, notes = cls.victim_defaults(cfg, payload)
+        if not changed:
+            return cfg, None
+        out = dataclasses.replace(cfg, **changed)
+        if not reasons:  # resolved without a choice worth a record (remove_init "auto" without theta_0)
+            return out, None
+        fields = {k: to_dict(v) for k, v in changed.items() if (k, v) != ("remove_init", "none")}
+        return out, {"fields": fields, "reason": "; ".join(reasons), **notes}
+
+    @classmethod
+    def victim_defaults(cls, cfg: AttackConfig, payload: Payload) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        """(fields to change, the reasons, further notes for the record): ``remove_init = "auto"`` resolved
+        (:meth:`default_removal`).  Methods add their own (power victims, threat levels)."""
+        if cfg.remove_init != "auto":
+            return {}, [], {}
+        mode = cls.default_removal(cfg, payload)
+        reasons = [] if mode == "none" else [INIT_REASON[mode]]
+        return {"remove_init": mode}, reasons, {}
 
     def check(self) -> None:
         """Refuse a victim this method cannot attack (one line)."""
@@ -183,6 +279,10 @@ class Method:
 
     def optimisers(self) -> tuple[Optimizer, Optimizer]:
         raise NotImplementedError
+
+    def report(self) -> dict[str, Any] | None:
+        """What the method chose for this run beyond its config, for loss.json's ``method_report`` (None: nothing)."""
+        return None
 
     # -- shared --------------------------------------------------------------------------------------------------
     def draw(self, m: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,14 +309,19 @@ class Method:
         gradients (m x P floats) would take more than a quarter of the free memory."""
         p = self.payload
         free = available_bytes(p.params[0].device)
-        if free is not None and 16 * cands.m * p.spec.n_params() > free / 4:
+        rows = cands.m * (p.spec.n_outputs if self.form.name == "ntk" else 1)  # the NTK form: one row per output
+        if free is not None and 16 * rows * p.spec.n_params() > free / 4:
             return None
         x = cands.x.detach().double()
         labels = None if cands.labels is None else cands.labels.detach()
         params = [t.double() for t in p.params]
         init = None if p.init_params is None else [t.double() for t in p.init_params]
-        at = init if self.kernel_at_init else None
-        return self.form.residual(p.spec, params, x, labels, init=init, grads_at=at)["kkt_residual"]
+        at = None if self.points[0] is p.params and len(self.points) == 1 else \
+            tuple([t.double() for t in point] for point in self.points)
+        target = [t.double() for t in self.outer.target]
+        blind = init if self.removal == "project" else None
+        return self.form.residual(p.spec, params, x, labels, init=init, grads_at=at, target=target,
+                                  blind_to=blind)["kkt_residual"]
 
     def objective(self, it: int, cands: CandidateSet, surrogate: Surrogate | None = None) -> WeightedSumObjective:
         """The objective at iteration ``it`` for ``cands``; ``surrogate`` replaces the method's activation (the
@@ -224,10 +329,21 @@ class Method:
         spec, form, m0 = self.payload.spec, self.form, cands.m0
         surrogate = self.surrogate(it) if surrogate is None else surrogate
 
-        def phi(params, X, labels):
-            return form.features(spec.forward(params, X, surrogate), labels)
+        k, n = len(self.points), len(self.points[0])
+        outer = self.outer if k == 1 else SummedCopies(self.outer, k)
 
-        return WeightedSumObjective(self.at, self.outer, phi, lambda M: self.weights(M, m0), self.prior,
+        def phi(params, X, labels):
+            if k == 1:
+                return form.features(spec.forward(params, X, surrogate), labels)
+            return sum(form.features(spec.forward(params[i * n:(i + 1) * n], X, surrogate), labels)
+                       for i in range(k)) / k
+
+        prior = self.prior
+        if self.cfg.tv:
+            def prior(X, M):
+                return self.prior(X, M) + self.tv_prior(X, m0)
+
+        return WeightedSumObjective(self.at, outer, phi, lambda M: self.weights(M, m0), prior,
                                     cands.labels, self.cfg.chunk_size, first_layer=spec.first_layer)
 
 

@@ -69,9 +69,10 @@ class RunStore(Protocol):
 
 
 def _adapted(payload: Payload, cfg: AttackConfig) -> tuple[type[Method], AttackConfig, dict[str, Any] | None]:
-    """(the method of ``cfg``, the config this victim's run uses, the record of what the method changed)."""
+    """(the method of ``cfg``, the config this victim's run uses, the record of what the method changed), for
+    ``payload`` as the config's threat level discloses it."""
     method = method_for(cfg)
-    run_cfg, adapted = method.adapt(cfg, payload.spec)
+    run_cfg, adapted = method.adapt(cfg, payload)
     return method, run_cfg, adapted
 
 
@@ -79,8 +80,9 @@ def check_run(payload: Payload, cfg, device: torch.device | str = "cpu", copies:
     """What a run checks before any work, in one line each, for the config it will run with (the method's
     :meth:`~.method.Method.adapt`): the method against the victim (outputs, initial weights, input mean), the
     number of candidates m (default 2n; the method's constraints on it, such as Haim's even m) and the memory
-    ``copies`` runs at once would need.  Returns m.  :func:`run_attack` checks the same, and so does a sweep,
-    once, before its first trial."""
+    ``copies`` runs at once would need; the threat level the config asks for (``given``) against what the victim
+    has.  Returns m.  :func:`run_attack` checks the same, and so does a sweep, once, before its first trial."""
+    payload = payload.at_level(cfg.given)
     method, run_cfg, _ = _adapted(payload, cfg)
     return _check(payload, method, run_cfg, device, copies)
 
@@ -143,6 +145,7 @@ def run_attack(
         raise TypeError(f"run_attack: store must be a RunStore (trainrecon.runfolder.RunFolder), got {store!r}")
     if store is None and resume:
         raise TrainreconError("resume: a run without a folder has no checkpoint to resume; give it a run folder")
+    payload = payload.at_level(cfg.given)  # what this threat level discloses, and nothing more
     method, run_cfg, adapted = _adapted(payload, cfg)
     for name in ("split", "merge", "max_seconds"):
         field = _enabled(run_cfg, name)
@@ -251,6 +254,7 @@ def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore
         "splitting": None,
         "merging": None,
         **{h.key: h.finish(last, seconds) for h in hooks},
+        **({"method_report": report} if (report := attack.report()) is not None else {}),
     }
     rec = Reconstruction(
         x=cands.x.detach().cpu().double().reshape(cands.m, *payload.spec.input_shape),

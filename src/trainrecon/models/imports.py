@@ -278,11 +278,13 @@ def check_against_module(module: nn.Module, spec: SequentialSpec, params: list[t
     ref = copy.deepcopy(module).double().eval()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((4, *spec.input_shape), generator=g, dtype=torch.float64)
+    # a module that starts with a linear layer takes flat inputs (as the layer list feeds it)
+    fed = x.reshape(len(x), -1) if spec.layers[0].type == "linear" else x
     state = {**{k: v.double() for k, v in ref.named_buffers()}, **dict(zip(source, params))}
     for surrogate in (Surrogate(), Surrogate("softplus", 3.0)):
         net = ref if surrogate.kind == "exact" else _swap(copy.deepcopy(ref), surrogate)
         with torch.no_grad():
-            want = torch.func.functional_call(net, state, (x,)).reshape(len(x), -1)
+            want = torch.func.functional_call(net, state, (fed,)).reshape(len(x), -1)
             got = spec.forward(params, x, surrogate)
         if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-8, atol=1e-10 * float(want.abs().max()) + 1e-300):
             what = ("computes something else than its layer list (an operation the conversion cannot see)"
@@ -356,20 +358,42 @@ def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -
 
 
 def import_module_victim(weights: str | Path, module_ref: str, input_shape: list[int], out: str | Path,
-                         mean: str | Path | None = None) -> Path:
+                         mean: str | Path | None = None, init: str | Path | None = None,
+                         init_seed: int | None = None, recipe=None) -> Path:
     """``trainrecon import WEIGHTS --module FILE.py:FACTORY --input-shape C,H,W OUT``: load the state dict into the
-    user's module and write the victim as its layer list."""
+    user's module and write the victim as its layer list.  theta_0 comes from ``init`` (the initial state dict,
+    loaded into a second module the same way) or from ``init_seed`` (the factory called after
+    ``torch.manual_seed(init_seed)``, as a training script that seeds torch before building its model makes it);
+    ``recipe`` is the training recipe (a :class:`~.recipe.Recipe`)."""
     from .victim import check_new_folder, read_state_dict, write_imported
 
     out = Path(out)
     check_new_folder(out)
+    if init is not None and init_seed is not None:
+        raise TrainreconError("--init-seed: give the initial weights as a file (--init) or as the seed that made them, "
+                              "not both")
+    if init_seed is not None and not 0 <= init_seed < 2**63:
+        raise TrainreconError(f"--init-seed: must be an integer in [0, 2^63), got {init_seed}")
     tensors = read_state_dict(weights)
     module = load_factory(module_ref).to(torch.float64)  # float64 holds a float32 or float64 state dict exactly
     sequential_from_module(module, input_shape)  # a layer with no declarative form is refused before loading
     load_into(module, tensors, str(weights))
     w = victim_from_module(module, input_shape)
-    return write_imported(out, w.spec, w.params, None, tensors.get("input_mean"), str(weights), mean,
-                          {"imported_from": Path(weights).name, "module": module_ref})
+    info: dict[str, Any] = {"imported_from": Path(weights).name, "module": module_ref}
+    init_params = None
+    if init is not None:
+        start = load_factory(module_ref).to(torch.float64)
+        load_into(start, read_state_dict(init), str(init))
+        init_params = sequential_from_module(start, input_shape)[1]
+        info["init_imported_from"] = Path(init).name
+    elif init_seed is not None:
+        with torch.random.fork_rng(devices=[]):  # the caller's global generator is left as it was
+            torch.manual_seed(init_seed)
+            start = load_factory(module_ref)
+        init_params = sequential_from_module(start, input_shape)[1]
+        info["init_seed"] = init_seed
+    return write_imported(out, w.spec, w.params, init_params, tensors.get("input_mean"), str(weights), mean, info,
+                          recipe)
 
 
 def layers_from_file(path: str | Path) -> list[Layer]:

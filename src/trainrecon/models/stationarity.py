@@ -121,13 +121,26 @@ class StationarityForm:
                           for i in range(0, len(x), chunk)])
 
     def residual(self, spec: Architecture, params, x: torch.Tensor, labels: torch.Tensor | None = None,
-                 init=None, grads_at=None) -> dict[str, Any]:
+                 init=None, grads_at=None, target=None, blind_to=None) -> dict[str, Any]:
         """Relative residual min_w ||target - sum_ik w_ik grad phi_k(x_i)|| / ||target|| on the true points, with
         the multipliers (n K' values) and how many are active (|w| > 1e-3 max|w|).  ``grads_at`` (default
-        ``params``) is where the gradients are taken: the initial parameters for the NTK form at theta_0."""
+        ``params``) is where the gradients are taken: the initial parameters for the NTK form at theta_0, or a
+        tuple of parameter lists whose gradients are averaged (the kernel at theta_0 and theta_T).
+        ``target`` replaces the form's own (a list of parameter tensors); ``blind_to`` (per parameter tensor, a
+        direction d_p) measures the residual with each d_p projected out, min over c_p of ||target - c_p d_p - s||
+        (an attack's ``remove_init = "project"``)."""
         with torch.no_grad():
-            J = self.per_sample_grads(spec, params if grads_at is None else grads_at, x, labels).double()
-            t = flatten(self.target(params, init)).double()
+            points = grads_at if isinstance(grads_at, tuple) else (params if grads_at is None else grads_at,)
+            J = sum(self.per_sample_grads(spec, point, x, labels).double() for point in points) / len(points)
+            t = flatten(self.target(params, init) if target is None else target).double()
+            if blind_to is not None:  # P t and P J^T, P the projection off every d_p (block diagonal)
+                sizes = [d.numel() for d in blind_to]
+                for d, (a, b) in zip(blind_to, zip(np.cumsum([0] + sizes[:-1]), np.cumsum(sizes))):
+                    e = d.reshape(-1).double().to(J.device)
+                    if e.norm() > 0:
+                        e = e / e.norm()
+                        t[a:b] -= e * (t[a:b] @ e)
+                        J[:, a:b] -= (J[:, a:b] @ e)[:, None] * e[None]
             K = (J @ J.T).cpu().numpy()
             b = (J @ t).cpu().numpy()
             c0 = float(t @ t)

@@ -9,6 +9,12 @@ A victim is a folder holding
   "sequential"`` a declarative layer list whose parameters are named ``{i}.weight`` as ``nn.Sequential``'s).
 * ``train.json``: how it was trained: the task and the *indices* of the training images (never the images),
   the trainer config and its final KKT residual.  Only evaluation reads the task and indices.
+* ``recipe.json`` (optional): the training recipe as its owner states it (:mod:`.recipe`: optimiser, loss, batch
+  size, epochs; never data).
+
+What an attacker may be given is a threat level (:data:`~.recipe.THREAT_LEVELS`): the weights; plus the initial
+weights theta_0 (``init.*``); plus the recipe.  :meth:`Weights.level` is the highest a victim supports and
+:meth:`Weights.at_level` the victim as a lower level discloses it.
 """
 
 from __future__ import annotations
@@ -29,18 +35,44 @@ from ..checkpoint import LOCK_FILES
 from ..config import load_json, save_json, to_dict
 from ..errors import TrainreconError
 from .architecture import Architecture, architecture_from_dict
+from .recipe import RECIPE_FILE, THREAT_LEVELS, Recipe, load_recipe, save_recipe
 
 INIT_PREFIX = "init."
 
 
 @dataclass
 class Weights:
-    """A network as its files hold it: architecture, parameters, input mean, initial parameters."""
+    """A network as its files hold it: architecture, parameters, input mean, initial parameters and the training
+    recipe (each of the last two only where known)."""
 
     spec: Architecture
     params: list[torch.Tensor]
     input_mean: np.ndarray | None = None
     init_params: list[torch.Tensor] | None = None
+    recipe: Recipe | None = None
+
+    @property
+    def level(self) -> str:
+        """The highest threat level these weights can be attacked at: ``recipe`` (theta_0 and the recipe known),
+        ``init`` (theta_0 known) or ``weights``.  A recipe without theta_0 counts for nothing: nothing simulates
+        a training without its starting point."""
+        if self.init_params is None:
+            return "weights"
+        return "init" if self.recipe is None else "recipe"
+
+    def at_level(self, level: str, where: str = "attack.given"):
+        """The same weights as threat level ``level`` discloses them (``all``: everything known): theta_0 and the
+        recipe dropped above it; a level these weights cannot reach is refused in one line naming ``where``."""
+        if level == "all":
+            return self
+        if level not in THREAT_LEVELS:
+            raise TrainreconError(f"{where}: {level!r} is not one of all, {', '.join(THREAT_LEVELS)}")
+        if THREAT_LEVELS.index(level) > THREAT_LEVELS.index(self.level):
+            need = ("the initial weights theta_0 (trainrecon import --init or --init-seed)" if self.init_params is None
+                    else "the training recipe (trainrecon import --recipe RECIPE.json)")
+            raise TrainreconError(f"{where}: {level!r} needs {need}; this victim has only {self.level!r}")
+        return dataclasses.replace(self, init_params=self.init_params if level != "weights" else None,
+                                   recipe=self.recipe if level == "recipe" else None)
 
     def to(self, device: torch.device, dtype: torch.dtype):
         conv = lambda ps: None if ps is None else [p.to(device=device, dtype=dtype) for p in ps]  # noqa: E731
@@ -92,6 +124,7 @@ def save_victim(
     input_mean: np.ndarray | None = None,
     train_info: dict[str, Any] | None = None,
     init_params: list[torch.Tensor] | None = None,
+    recipe: Recipe | None = None,
 ) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,6 +135,8 @@ def save_victim(
         tensors["input_mean"] = torch.as_tensor(np.asarray(input_mean, dtype=np.float64).reshape(spec.input_shape))
     save_json(folder / "model.json", spec)
     save_json(folder / "train.json", train_info or {})
+    if recipe is not None:
+        save_recipe(folder, recipe)
     save_tensors(folder / "model.safetensors", tensors)  # last: its presence marks a complete victim folder
     return folder
 
@@ -135,7 +170,8 @@ def load_victim(folder: str | Path, training_record: bool = True) -> Victim:
     if mean is not None:
         mean = check_mean(mean, spec, str(path))
     info = load_json(folder / "train.json") if training_record and (folder / "train.json").is_file() else {}
-    return Victim(spec, params, mean, init, _obj(info, folder / "train.json"))
+    recipe = load_recipe(folder / RECIPE_FILE) if (folder / RECIPE_FILE).is_file() else None
+    return Victim(spec, params, mean, init, recipe, train_info=_obj(info, folder / "train.json"))
 
 
 def check_mean(mean: Any, spec: Architecture, where: str) -> np.ndarray:
@@ -187,7 +223,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def import_victim(weights: str | Path, architecture: str | Path | None, out: str | Path,
-                  mean: str | Path | None = None, input_shape: list[int] | None = None) -> Path:
+                  mean: str | Path | None = None, input_shape: list[int] | None = None,
+                  init: str | Path | None = None, recipe: Recipe | None = None) -> Path:
     """Turn a user's state dict plus an architecture JSON into a victim folder.
 
     ``architecture`` holds a ``model.json`` object: an MLP's fields (widths, bias, activation, input_shape;
@@ -195,7 +232,8 @@ def import_victim(weights: str | Path, architecture: str | Path | None, out: str
     ``{i}.weight`` as ``nn.Sequential`` names them).  ``architecture = None`` infers an MLP from the state dict's
     shapes (:func:`~.imports.infer_architecture`; ``input_shape`` (C, H, W) then says how inputs are laid out).
     An optional ``input_mean`` tensor (or ``mean``, an .npz with ``x`` holding the mean image) records the input
-    centring.
+    centring.  ``init``: the network's initial state dict (theta_0, named as the weights are), and ``recipe``: its
+    training recipe (:class:`~.recipe.Recipe`, :func:`~.recipe.load_recipe`), the two further threat levels.
     """
     out = Path(out)
     check_new_folder(out)
@@ -206,10 +244,32 @@ def import_victim(weights: str | Path, architecture: str | Path | None, out: str
         spec, tensors, how = infer_architecture(tensors, str(weights), input_shape)
     else:
         spec, how = architecture_from_dict(load_json(architecture), str(architecture)), {}
-    params, init, input_mean = _parts(spec, tensors, str(weights))
+    params, init_params, input_mean = _parts(spec, tensors, str(weights))
     check_accounted(spec, tensors, str(weights), str(architecture or "the inferred architecture"))
-    return write_imported(out, spec, params, init, input_mean, str(weights), mean,
-                          {"imported_from": Path(weights).name, **how})
+    if init is not None:
+        if init_params is not None:
+            raise TrainreconError(f"--init: {weights} already holds init.* tensors; give theta_0 once")
+        init_params = read_init(init, spec, architecture is None, input_shape)
+    info = {"imported_from": Path(weights).name, **how}
+    if init is not None:
+        info["init_imported_from"] = Path(init).name
+    return write_imported(out, spec, params, init_params, input_mean, str(weights), mean, info, recipe)
+
+
+def read_init(path: str | Path, spec: Architecture, inferred: bool, input_shape: list[int] | None = None
+              ) -> list[torch.Tensor]:
+    """theta_0 from an initial state dict named as the trained one (``--init``): the tensors of ``spec``'s
+    parameters, checked (names, shapes, finite real floats, nothing left over)."""
+    tensors = read_state_dict(path)
+    if inferred:
+        from .imports import infer_architecture
+
+        init_spec, tensors, _ = infer_architecture(tensors, str(path), input_shape or list(spec.input_shape))
+        if init_spec != spec:
+            raise TrainreconError(f"--init: {path} describes another network than the trained weights")
+    init_params = _check_params(spec, tensors, str(path))
+    check_accounted(spec, {k: v for k, v in tensors.items() if k != "input_mean"}, str(path), "the architecture")
+    return init_params
 
 
 def check_accounted(spec: Architecture, tensors: dict[str, torch.Tensor], where: str, architecture: str) -> None:
@@ -230,13 +290,13 @@ def check_new_folder(out: Path) -> None:
 
 
 def write_imported(out: Path, spec: Architecture, params, init, input_mean, where: str, mean: str | Path | None,
-                   info: dict[str, Any]) -> Path:
+                   info: dict[str, Any], recipe: Recipe | None = None) -> Path:
     """The victim folder of an import: the input mean from ``mean`` (an .npz) if given, checked; the record of
-    where it came from and its architecture in train.json."""
+    where it came from and its architecture in train.json; theta_0 and the recipe where given."""
     if mean is not None:
         from ..data.formats import read_npz
 
         input_mean, where = read_npz(mean)[0], str(mean)
     if input_mean is not None:
         input_mean = check_mean(input_mean, spec, where)
-    return save_victim(out, spec, params, input_mean, {**info, "architecture": to_dict(spec)}, init)
+    return save_victim(out, spec, params, input_mean, {**info, "architecture": to_dict(spec)}, init, recipe)

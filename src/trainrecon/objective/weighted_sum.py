@@ -6,7 +6,8 @@ with candidates X (m, d), multipliers M, per-candidate weights w(M) (m, K), per-
 phi(theta; x) in R^K (a stationarity form's features, evaluated with a smooth surrogate activation), an outer
 loss F (pluggable; :class:`SquaredDistance` F(s) = sum_p ||target_p - s_p||^2 over every parameter tensor p is
 what every method here uses by default, :class:`DeadZoneDistance` its version that forgives each parameter up to
-a bound, ``attack.init_tolerance``) and a prior R (box, multiplier penalty).
+a bound, ``attack.init_tolerance``, :class:`ProjectedDistance` its version blind to given directions,
+``attack.remove_init = "project"``) and a prior R (box, multiplier penalty, total variation).
 
 s is never formed per sample: s = grad_theta sum_jk w_jk phi_k(theta; x_j), one reverse pass.  With
 u = dF/ds held fixed, the gradient is exact through the **per-candidate term**
@@ -63,6 +64,11 @@ class SquaredDistance:
     def _norm(self) -> float:
         return float(sum((t.double() ** 2).sum() for t in self.target))
 
+    @property
+    def baseline(self) -> float:
+        """F(0): what the weighted sum has to explain (the scale a prior's weight is relative to)."""
+        return self._norm
+
     def relative(self, value: float) -> float:
         return value / self._norm if self._norm > 0 else float("inf")
 
@@ -91,6 +97,71 @@ class DeadZoneDistance(SquaredDistance):
     @cached_property
     def _norm(self) -> float:
         return float(self.value([torch.zeros_like(t) for t in self.target]))
+
+
+@dataclass
+class ProjectedDistance(SquaredDistance):
+    """F(s) = sum_p ||P_p (target_p - s_p)||^2 = min over c_p of sum_p ||target_p - c_p d_p - s_p||^2,
+    u = -2 P_p (target_p - s_p), with P_p = I - d_p d_p^T / ||d_p||^2 the projection that removes direction d_p
+    from parameter tensor p (a zero d_p removes nothing).
+
+    With d = theta_0 this is the stationarity residual blind to how much of the initialisation training kept:
+    c_p = 0 is the plain residual of theta_T, c_p = 1 that of the displacement theta_T - theta_0, and anything
+    between is weight decay's shrinking of theta_0 (``attack.remove_init = "project"``).  F stays quadratic in
+    s, so every part of the weighted-sum machinery (u, the per-candidate term, splitting) holds unchanged."""
+
+    directions: list[torch.Tensor]
+
+    def __post_init__(self) -> None:
+        if len(self.directions) != len(self.target):
+            raise ValueError(f"{len(self.directions)} directions for {len(self.target)} parameter tensors")
+        self._unit = [d / d.norm() if d.norm() > 0 else torch.zeros_like(d) for d in self.directions]
+
+    def project(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """P_p r_p for every parameter tensor p."""
+        return [ri - e * (ri * e).sum() for ri, e in zip(r, self._unit)]
+
+    def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
+        return sum((pr ** 2).sum() for pr in self.project([t - si for t, si in zip(self.target, s)]))
+
+    def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [-2 * pr for pr in self.project([t - si for t, si in zip(self.target, s)])]
+
+    @cached_property
+    def _norm(self) -> float:
+        return float(sum((pr.double() ** 2).sum() for pr in self.project(self.target)))
+
+
+@dataclass
+class SummedCopies:
+    """F(s_1, ..., s_k) = inner(s_1 + ... + s_k) over k blocks of parameter tensors, u = (u, ..., u) with
+    u = inner.grad(s_1 + ... + s_k): the features evaluated at k parameter points theta_1 .. theta_k (the blocks of
+    the objective's theta), their gradients added before the inner loss scores them (Loo's kernel at theta_0 and
+    theta_T at once, ``kernel_at = "both"``)."""
+
+    inner: SquaredDistance
+    copies: int
+
+    def _total(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        p = len(s) // self.copies
+        return [sum(s[i + k * p] for k in range(self.copies)) for i in range(p)]
+
+    def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.inner.value(self._total(s))
+
+    def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return self.inner.grad(self._total(s)) * self.copies
+
+    @property
+    def target(self) -> list[torch.Tensor]:
+        return self.inner.target
+
+    @property
+    def baseline(self) -> float:
+        return self.inner.baseline
+
+    def relative(self, value: float) -> float:
+        return self.inner.relative(value)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ..training import TRAINERS
 
 
 #: everything training writes into a victim folder (``train`` refuses a folder holding anything else)
-TRAIN_FILES = ("model.json", "train.json", "model.safetensors", "checkpoint", "*.tmp")
+TRAIN_FILES = ("model.json", "train.json", "recipe.json", "model.safetensors", "checkpoint", "*.tmp")
 
 
 def train_bytes(spec, n: int) -> float:
@@ -91,5 +91,5 @@ def train_victim(
         }
         init = summary.get("init_params")
         save_victim(out, spec, [p.cpu() for p in params], data.mean, info,
-                    None if init is None else [p.cpu() for p in init])
+                    None if init is None else [p.cpu() for p in init], summary.get("recipe"))
     return out

@@ -329,7 +329,7 @@ class PruneHook(AttackHook):
 def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evaluate: Callable | None, log, storage):
     """The function optuna calls per trial: draw, run (resuming a dead predecessor's checkpoint), score."""
     method = method_named(cfg.method)
-    base, _ = method.adapt(cfg.base_config(), payload.spec)  # draw around the defaults this victim's runs get
+    base, _ = method.adapt(cfg.base_config(), payload.at_level(cfg.base_config().given))  # draw around the defaults this victim's runs get
     victim = payload.fingerprint()
 
     def objective(trial) -> float:

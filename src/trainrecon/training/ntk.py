@@ -7,7 +7,8 @@ of the per-sample gradients, so
 
     theta_T - theta_0 = sum_ik alpha_ik grad_theta f_k(x_i; theta_0)      (approximately; exactly if linear),
 
-which the Loo attack inverts.  The initial parameters are saved with the final ones (``init.*`` tensors).
+which the Loo attack inverts.  The initial parameters are saved with the final ones (``init.*`` tensors), and the
+recipe in ``recipe.json`` (:class:`~trainrecon.models.recipe.Recipe`): both of the owner's threat levels.
 ``lr = 0`` picks 1 / lambda_max of the Gauss-Newton matrix at theta_0 (power iteration on J^T J / (nK)),
 a stable step for momentum 0.9; the reference uses lr 4e-5 at width 2048 for up to 1e6 epochs.
 """
@@ -27,6 +28,7 @@ from ..models.architecture import Architecture
 from ..models import forward, unflatten
 from ..runtime import progress
 from .common import NetConfig, load_state, save_state, setup
+from ..models.recipe import Recipe
 from ..models.stationarity import NTK
 
 
@@ -141,4 +143,8 @@ def train_ntk(
     log(f"trained: {epoch} epochs, loss {loss:.3g}, accuracy {acc:.3f}, ||theta_T - theta_0|| / ||theta_0|| "
         f"{final['relative_change']:.2e}, span residual {at_final['kkt_residual']:.3g} (gradients at theta_T), "
         f"{at_init['kkt_residual']:.3g} (at theta_0)")
-    return spec, params, {"final": final, "history": history, "seconds": time.time() - t0, "init_params": init}
+    # the recipe as torch.optim states it: 0.5 x MSE at lr is MSE at lr / 2; full batch, one step per epoch
+    recipe = Recipe("sgd", lr / 2, "mse", batch_size=0, steps=max(epoch, 1), momentum=cfg.momentum,
+                    label_offset=0.0 if n_classes == 2 else 0.1)
+    return spec, params, {"final": final, "history": history, "seconds": time.time() - t0, "init_params": init,
+                          "recipe": recipe}

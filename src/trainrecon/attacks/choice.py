@@ -1,0 +1,44 @@
+"""Which attack runs when none is named (``trainrecon reconstruct`` without ``--method``, ``--method auto``): the
+method and settings that won on the bench for what the attacker is given (bench/RESULTS.md, "Networks trained as
+people train them").
+
+:func:`default_attack` looks at the payload at the threat level asked for (``given``) and returns the method's
+name, the config fields it sets (beneath any the user gives) and why, which the run prints and records.  The
+decision is made here once; a method's own defaults for a kind of victim (power victims, what remove_init
+becomes) stay in its :meth:`~.method.Method.adapt`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .payload import Payload
+
+#: the winners per threat level (bench/RESULTS.md, "Networks trained as people train them"): method, the fields
+#: it runs with, and the reason the run prints
+WINNERS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "recipe": ("simulation", {"tv": 0.1},
+               "theta_0 and the recipe are given: the candidates are trained from theta_0 by a simulation of the "
+               "recipe and its weight change matched to the real one, with a total-variation prior (the best of "
+               "every method on the bench's networks trained with SGD and Adam)"),
+    "init": ("loo-ntk", {"remove_init": "project", "kernel_at": "final", "tv": 0.1, "iterations": 3000},
+             "theta_0 is given: Loo's NTK form on the displacement theta_T - theta_0, blind to theta_0's own "
+             "direction (weight decay), with a total-variation prior (the best without the recipe on the bench)"),
+}
+
+
+def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str, Any], str]:
+    """(method name, config fields, reason) for ``payload`` at threat level ``given`` (``all``: everything it
+    has).  With only the weights: Haim's KKT attack for one output, Buzaglo's multiclass attack for several."""
+    level = payload.at_level(given, "--given").level
+    if level in WINNERS:
+        name, fields, reason = WINNERS[level]
+        return name, dict(fields, given=given), reason
+    if payload.spec.n_outputs == 1:
+        return "haim", {"given": given}, "only the weights are given and the network has one output: Haim's KKT attack"
+    return ("buzaglo-multiclass", {"given": given},
+            f"only the weights are given and the network has {payload.spec.n_outputs} outputs: Buzaglo's multiclass "
+            "KKT attack")
+
+
+__all__ = ["WINNERS", "default_attack"]

@@ -1,0 +1,267 @@
+"""The training-simulation attack (after SimuDy: Tian et al., ICLR 2025, "Reconstructing training data from
+real-world models' trained parameters", reference code BlueBlood6/SimuDy).
+
+An attacker who knows the initial weights theta_0 trains its candidates from theta_0 by a simulation of the
+victim's training and asks that the simulated weight change look like the real one
+(:class:`~trainrecon.objective.simulation.SimulationObjective`):
+
+    J(X, W) = D( P(theta_S^sim(X, W) - theta_0), P(theta_T - theta_0) ) + box(X) + tv F(0) (1/m0) sum_j TV(x_j + mean),
+
+theta^sim: S steps of the recipe's optimiser (SGD with momentum and weight decay, Adam, AdamW) on the recipe's
+loss over the candidates (all of them per step, or ``sim_batch`` at a time), D SimuDy's 1 - cosine (``match``)
+or the relative squared distance, P theta_0's direction projected out of each parameter tensor (``remove_init``
+``project``, the default: what training kept of theta_0, weight decay's shrinking included, is not asked of the
+candidates), the box keeps x + mean in [0, 1] (weight ``box_weight``, per candidate and pixel) and TV is
+SimuDy's prior.  Candidates' labels are fixed in class blocks (K outputs; two halves +-1 for one output) or
+learned (``labels = "learned"``: the multipliers w_jc >= 0 are candidate j's soft label times its weight in the
+simulated loss, descended with ``lr_labels``).  The candidates move by Adam (lr, betas 0.8 / 0.9: SimuDy's).
+
+The simulation is coarser than the training (``steps`` simulated steps, SimuDy's few epochs): with the recipe
+(threat level ``recipe``) it runs the recipe's optimiser, loss and learning rate; without it (level ``init``)
+plain SGD on the loss the outputs suggest (cross-entropy, logistic for one output) at a learning rate chosen on
+the attacker-side loss alone: each of ``sim_lr_grid`` runs ``search_iterations`` iterations from the same start
+and the lowest D wins (SimuDy's grid search), recorded in the run's summary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import TrainreconError
+from ..models.activations import EXACT, Surrogate
+from ..models.stationarity import NTK
+from ..objective.candidates import CandidateSet
+from ..objective.simulation import Optimiser, SimulationObjective
+from .buzaglo import block_labels
+from .haim import haim_labels
+from .method import AttackConfig, Method, Tunable, box_penalty, register, total_variation
+from .optim import Adam
+
+
+@dataclass
+class SimulationConfig(AttackConfig):
+    """Hyper-parameters of the training-simulation attack (module docstring).  ``steps``: simulated optimiser
+    steps; ``sim_batch``: candidates per simulated step (0: all); ``sim_lr``: the simulation's learning rate (0:
+    the recipe's, or without a recipe the best of ``sim_lr_grid`` after ``search_iterations`` each);
+    ``alpha > 0``: the simulated network's ReLUs take Haim's modified-ReLU derivative (0: the exact network)."""
+
+    iterations: int = 3000
+    lr: float = 0.01
+    init_scale: float = 0.1
+    dtype: Literal["float64", "float32"] = "float32"
+    steps: int = 10
+    sim_batch: int = 0
+    sim_lr: float = 0.0
+    sim_lr_grid: list[float] = field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
+    search_iterations: int = 100
+    match: Literal["cosine", "squared"] = "cosine"
+    labels: Literal["fixed", "learned"] = "fixed"
+    lr_labels: float = 0.01
+    box_weight: float = 1.0
+    alpha: float = 0.0
+    adam_beta1: float = 0.8
+    adam_beta2: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1:
+            raise TrainreconError(f"attack.steps: need at least one simulated step, got {self.steps}")
+        if self.sim_batch < 0 or self.sim_lr < 0 or self.box_weight < 0 or self.alpha < 0 or self.lr_labels < 0:
+            raise TrainreconError("attack.sim_batch, sim_lr, box_weight, alpha and lr_labels must be >= 0")
+        if not self.sim_lr_grid or any(not v > 0 for v in self.sim_lr_grid):
+            raise TrainreconError(f"attack.sim_lr_grid: need positive learning rates, got {self.sim_lr_grid}")
+        if self.search_iterations < 1:
+            raise TrainreconError(f"attack.search_iterations: must be >= 1, got {self.search_iterations}")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
+            raise TrainreconError("attack.adam_beta1 and adam_beta2 must be in [0, 1)")
+        if self.split.enabled and self.sim_batch:
+            raise TrainreconError("attack.split: sample splitting on the simulation needs every candidate in every "
+                                  "simulated step (attack.sim_batch = 0)")
+
+
+class _Labels:
+    """Adam on the soft labels, kept >= 0 (a projected step)."""
+
+    def __init__(self, lr: float, b1: float, b2: float) -> None:
+        self.adam = Adam(lr, b1, b2)
+
+    def step(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> torch.Tensor:
+        return self.adam.step(p, g, state).clamp_min(0)
+
+
+class _Fixed:
+    """The multipliers of fixed labels do not move."""
+
+    def step(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> torch.Tensor:
+        return p
+
+
+@register
+class Simulation(Method):
+    """Train the candidates from theta_0 by a simulation of the recipe; match the simulated weight change."""
+
+    name = "simulation"
+    Config = SimulationConfig
+    form = NTK  # the displacement theta_T - theta_0 is what it explains
+    cfg: SimulationConfig
+    search_space = {"lr": Tunable("relative", 0.1, 10.0), "init_scale": Tunable("log", 0.01, 1.0),
+                    "tv": Tunable("log", 0.003, 1.0)}
+
+    def check(self) -> None:
+        p = self.payload
+        if p.init_params is None:
+            raise TrainreconError("the simulation attack trains its candidates from the initial weights theta_0 "
+                                  "(threat level 'init' or 'recipe': trainrecon import --init / --init-seed)")
+        if self.cfg.remove_init == "none":
+            raise TrainreconError("attack.remove_init: the simulation matches the displacement theta_T - theta_0; use "
+                                  "'subtract' or 'project'")
+        if self.cfg.init_tolerance:
+            raise TrainreconError("attack.init_tolerance: stands in for an unknown theta_0; the simulation knows it")
+        r = p.recipe
+        loss = r.loss if r is not None else ("logistic" if p.spec.n_outputs == 1 else "cross_entropy")
+        if loss == "logistic" and p.spec.n_outputs != 1:
+            raise TrainreconError(f"recipe.loss: 'logistic' needs a one-output network, this one has "
+                                  f"{p.spec.n_outputs}")
+        if loss == "cross_entropy" and p.spec.n_outputs < 2:
+            raise TrainreconError("recipe.loss: 'cross_entropy' needs several outputs; a one-output network trains "
+                                  "on 'logistic' or 'mse'")
+        if loss == "mse" and self.cfg.labels == "learned":
+            raise TrainreconError("attack.labels: learned soft labels need a likelihood loss (cross_entropy or "
+                                  "logistic), not mse")
+        self.loss_kind = loss
+        self.sim_lr = self.cfg.sim_lr or (r.lr if r is not None else 0.0)
+        self.search: dict[str, Any] | None = None
+        self._mu = p.mean_flat().reshape(1, -1)
+
+    @classmethod
+    def default_removal(cls, cfg: AttackConfig, payload) -> str:
+        return "project" if payload.init_params is not None else "none"
+
+    def optimiser(self, lr: float) -> Optimiser:
+        """The simulated optimiser: the recipe's (at ``lr``), or plain SGD without one."""
+        r = self.payload.recipe
+        if r is None:
+            return Optimiser("sgd", lr)
+        return Optimiser(r.optimizer, lr, r.momentum, r.nesterov, r.weight_decay, tuple(r.betas), r.eps)
+
+    def labels(self, m: int) -> torch.Tensor:
+        k = self.payload.spec.n_outputs
+        if k == 1:
+            if m % 2:
+                raise TrainreconError(f"attack.m: a one-output victim's candidates come in two label halves; need an "
+                                      f"even m, got {m}")
+            return haim_labels(m, torch.float64, "cpu")
+        return torch.as_tensor(block_labels(m, k))
+
+    def multipliers(self, m: int, g: torch.Generator) -> torch.Tensor:
+        """w_jc: the one-hot row of candidate j's label (cross-entropy: K columns; logistic: columns +1, -1; mse:
+        one column of ones)."""
+        lab = self.labels(m)
+        if self.loss_kind == "mse":
+            return torch.ones(m, 1, dtype=torch.float64)
+        if self.loss_kind == "logistic":
+            return torch.stack([(lab > 0), (lab < 0)], 1).double()
+        return F.one_hot(lab.long(), self.payload.spec.n_outputs).double()
+
+    def weights(self, M: torch.Tensor, m0: int) -> torch.Tensor:
+        return M.clamp_min(0)
+
+    def prior(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        return self.cfg.box_weight * box_penalty(X, -self._mu, 1 - self._mu) / X.shape[1]
+
+    def surrogate(self, it: int) -> Surrogate:
+        return Surrogate("modified_relu", self.cfg.alpha) if self.cfg.alpha else EXACT
+
+    def optimisers(self):
+        c = self.cfg
+        labels = _Labels(c.lr_labels, c.adam_beta1, c.adam_beta2) if c.labels == "learned" else _Fixed()
+        return Adam(c.lr, c.adam_beta1, c.adam_beta2), labels
+
+    def refit_residual(self, cands: CandidateSet) -> float | None:
+        return None  # its yardstick is its own match D (loss.json's relative_stationarity)
+
+    def sample_loss(self, surrogate: Surrogate):
+        """The simulated per-candidate loss sum_c w_jc loss_c(f(theta; x_j)) (:data:`~trainrecon.objective.
+        simulation.LossFn`) of the recipe's loss."""
+        spec, kind = self.payload.spec, self.loss_kind
+        offset = self.payload.recipe.label_offset if self.payload.recipe is not None else 0.0
+
+        def loss(params, X, W, labels):
+            out = spec.forward(params, X, surrogate)
+            if kind == "cross_entropy":
+                return -(W * F.log_softmax(out, dim=1)).sum(1)
+            if kind == "logistic":
+                f = out[:, 0]
+                return W[:, 0] * F.softplus(-f) + W[:, 1] * F.softplus(f)
+            t = labels.to(out).reshape(-1, 1) if out.shape[1] == 1 else \
+                F.one_hot(labels.long(), out.shape[1]).to(out) - offset
+            return W[:, 0] * ((out - t) ** 2).mean(1)
+
+        return loss
+
+    def objective(self, it: int, cands: CandidateSet, surrogate: Surrogate | None = None) -> SimulationObjective:
+        p, m0 = self.payload, cands.m0
+        surrogate = self.surrogate(it) if surrogate is None else surrogate
+        prior = self.prior
+        if self.cfg.tv:
+            def prior(X, M):
+                return self.prior(X, M) + self.tv_prior(X, m0)
+
+        return SimulationObjective(
+            list(p.init_params), self.outer.target, list(p.init_params) if self.removal == "project" else None,
+            self.sample_loss(surrogate), self.optimiser(self.sim_lr), lambda M: self.weights(M, m0), prior,
+            cands.labels, m0, self.cfg.steps, self.cfg.sim_batch, self.cfg.match, self.cfg.chunk_size,
+            first_layer=p.spec.first_layer)
+
+    def tv_prior(self, X: torch.Tensor, m0: int) -> torch.Tensor:
+        """The TV prior relative to D's scale (D(0) = 1 for both matches)."""
+        return self.cfg.tv * total_variation(X + self._mu.reshape(-1), self.payload.spec.input_shape).sum() / m0
+
+    def init(self, m: int) -> CandidateSet:
+        """The method's start; without a simulation learning rate (no recipe, no ``sim_lr``) first the grid search
+        of the module docstring, from this very start."""
+        cands = super().init(m)
+        if not self.sim_lr:
+            self.sim_lr, self.search = self.search_lr(cands)
+        return cands
+
+    def search_lr(self, start: CandidateSet) -> tuple[float, dict[str, Any]]:
+        """The grid learning rate whose short run (``search_iterations`` of this attack from ``start``) ends with the
+        lowest match D; a diverging one counts as infinite."""
+        found = {}
+        for lr in self.cfg.sim_lr_grid:
+            self.sim_lr = lr
+            c = CandidateSet(start.x.clone(), start.multipliers.clone(), start.labels)
+            opt_x, opt_m = self.optimisers()
+            d = math.inf
+            for it in range(self.cfg.search_iterations):
+                values, gx, gm = self.objective(it, c).value_and_grad(c.x, c.multipliers)
+                if not np.isfinite(values["total"]):
+                    d = math.inf
+                    break
+                c.x = opt_x.step(c.x, gx, c.state_x)
+                c.multipliers = opt_m.step(c.multipliers, gm, c.state_m)
+                d = values["stationarity"]
+            found[lr] = d
+        best = min(found, key=lambda k: found[k])
+        if not math.isfinite(found[best]):
+            raise TrainreconError("attack.sim_lr_grid: the simulation diverged at every learning rate of the grid; give "
+                                  "smaller ones (or attack.sim_lr)")
+        return best, {"sim_lr": best, "grid": {str(k): (v if math.isfinite(v) else None) for k, v in found.items()},
+                      "iterations_each": self.cfg.search_iterations,
+                      "reason": "no recipe: the simulation's learning rate is the grid's with the lowest match D "
+                                "after a short run (attacker-side loss only)"}
+
+    def report(self) -> dict[str, Any] | None:
+        """The simulation's settings for loss.json: its optimiser, loss, steps, learning rate and how it was
+        chosen."""
+        o = self.optimiser(self.sim_lr)
+        return {"optimizer": o.kind, "loss": self.loss_kind, "steps": self.cfg.steps, "sim_lr": self.sim_lr,
+                "sim_batch": self.cfg.sim_batch, "momentum": o.momentum, "weight_decay": o.weight_decay,
+                "from_recipe": self.payload.recipe is not None and not self.cfg.sim_lr, "lr_search": self.search}

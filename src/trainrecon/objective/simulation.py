@@ -1,0 +1,234 @@
+"""The training-simulation objective (after SimuDy, Tian et al., ICLR 2025): candidates are *trained on*, from the
+victim's initial weights, by a simulation of its training recipe, and the simulated weight change is matched to
+the real one.
+
+    theta_0^sim = theta_0,   theta_{t+1}^sim = U_t(theta_t^sim, g_t),   g_t = grad_theta L_t(theta_t^sim),
+    L_t(theta)  = (1 / m0) sum_{j in B_t} sum_c w_jc loss_c(f(theta; x_j)),                 t = 0 .. S - 1,
+    J(X, W)     = D( P(theta_S^sim - theta_0), P(theta_T - theta_0) ) + R(X, W),
+
+with U the optimiser's update (:func:`sgd_update`, :func:`adam_update`: PyTorch's SGD with momentum, Nesterov and
+L2 weight decay, Adam, AdamW), B_t the candidates of simulated step t (all of them, or consecutive chunks in
+turn), w_jc >= 0 the weight of candidate j's class c in the simulated loss (a fixed label is a one-hot row; a
+learned soft label any row; a split halves it), P the projection of each parameter tensor off a given direction
+(theta_0: blind to what training kept of the initialisation) and D either SimuDy's 1 - cosine or the relative
+squared distance.  The simulation is differentiable end to end (``create_graph``), so dJ/dX and dJ/dW are exact.
+
+**Sample splitting.** The first variation of J in candidate j's weight is, with the adjoints
+gamma_t = dJ/dg_t of the simulated gradients held fixed (they carry every later step's dependence on g_t),
+
+    h_j(x) = sum_{t: j in B_t} (1 / m0) sum_c w_jc <gamma_t, grad_theta loss_c(f(theta_t^sim; x))>,
+
+the exact analogue of the weighted sum's per-candidate term, one parameter point per simulated step: adding a
+sample of weight eps at x changes every g_t with j's batch by eps grad loss(x) / m0, and J by eps h(x) / w.  Its
+Hessian in x is candidate j's splitting matrix; :meth:`SimulationObjective.per_candidate_term` evaluates every
+h_j at once (a forward-mode derivative of the loss along gamma_t at every theta_t, differentiable in x), so the
+Lanczos machinery of :mod:`trainrecon.refinement.splitting` applies unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch.func import jvp
+
+Params = Sequence[torch.Tensor]
+#: (params, X (k, d), W (k, C), labels (k,) or None) -> per-candidate loss (k,): sum_c W_jc loss_c(f(theta; x_j))
+LossFn = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Optimiser:
+    """The simulated optimiser: PyTorch's update rules (``sgd``: momentum, dampening 0, ``nesterov``, L2
+    ``weight_decay`` added to the gradient; ``adam``: L2 weight decay; ``adamw``: decoupled decay)."""
+
+    kind: Literal["sgd", "adam", "adamw"]
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def update(self, theta: list[torch.Tensor], g: list[torch.Tensor], state: dict, t: int) -> list[torch.Tensor]:
+        """theta_{t+1} from theta_t, its gradient g_t and the state (updated in place: a new dict entry per step,
+        never a tensor modified in place, so the graph stays intact)."""
+        if self.kind == "sgd":
+            return sgd_update(self, theta, g, state)
+        return adam_update(self, theta, g, state, t)
+
+
+def sgd_update(o: Optimiser, theta, g, state) -> list[torch.Tensor]:
+    """torch.optim.SGD: d = g + wd theta; buf = d (first step) or mu buf + d; step = d + mu buf (Nesterov) or buf;
+    theta - lr step."""
+    d = [gi + o.weight_decay * p for gi, p in zip(g, theta)] if o.weight_decay else list(g)
+    if o.momentum:
+        buf = state.get("buf")
+        buf = d if buf is None else [o.momentum * b + di for b, di in zip(buf, d)]
+        state["buf"] = buf
+        d = [di + o.momentum * b for di, b in zip(d, buf)] if o.nesterov else buf
+    return [p - o.lr * di for p, di in zip(theta, d)]
+
+
+def adam_update(o: Optimiser, theta, g, state, t: int) -> list[torch.Tensor]:
+    """torch.optim.Adam / AdamW at step t + 1: m = b1 m + (1 - b1) d, v = b2 v + (1 - b2) d^2 (d = g + wd theta for
+    Adam, g for AdamW, whose theta first shrinks by 1 - lr wd); theta - lr m_hat / (sqrt(v_hat) + eps).  The square
+    root is taken of v_hat + eps^2, whose derivative is finite where a gradient is exactly zero (a dead unit)."""
+    b1, b2 = o.betas
+    if o.kind == "adamw" and o.weight_decay:
+        theta = [p * (1 - o.lr * o.weight_decay) for p in theta]
+        d = list(g)
+    else:
+        d = [gi + o.weight_decay * p for gi, p in zip(g, theta)] if o.weight_decay else list(g)
+    m = [(1 - b1) * di if "m" not in state else b1 * mi + (1 - b1) * di for di, mi in
+         zip(d, state.get("m", d))]
+    v = [(1 - b2) * di * di if "v" not in state else b2 * vi + (1 - b2) * di * di for di, vi in
+         zip(d, state.get("v", d))]
+    state["m"], state["v"] = m, v
+    c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+    return [p - o.lr * (mi / c1) / (torch.sqrt(vi / c2 + o.eps ** 2) + o.eps) for p, mi, vi in zip(theta, m, v)]
+
+
+@dataclass
+class Trajectory:
+    """What the first variation needs of one simulation: the parameters theta_t at every simulated step, the
+    adjoints gamma_t = dJ/dg_t (both detached) and which candidate rows each step's batch held."""
+
+    thetas: list[list[torch.Tensor]]
+    adjoints: list[list[torch.Tensor]]
+    batches: list[slice]
+
+
+@dataclass
+class SimulationObjective:
+    """J(X, M) of the module docstring.  ``theta0``: the initial weights; ``target``: theta_T - theta_0;
+    ``blind_to``: per parameter tensor a direction projected out of both displacements (theta_0), or None;
+    ``loss``: the per-candidate simulated loss (:data:`LossFn`); ``weights``: M -> W (m, C) >= 0 divided by nothing
+    (the 1 / m0 is applied here); ``steps``: S; ``batch``: candidates per step (0: all); ``match``: ``cosine`` or
+    ``squared``; ``prior``: R(X, M)."""
+
+    theta0: list[torch.Tensor]
+    target: list[torch.Tensor]
+    blind_to: list[torch.Tensor] | None
+    loss: LossFn
+    optimiser: Optimiser
+    weights: Callable[[torch.Tensor], torch.Tensor]
+    prior: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    labels: torch.Tensor | None
+    m0: int
+    steps: int
+    batch: int = 0
+    match: Literal["cosine", "squared"] = "cosine"
+    chunk_size: int = 0
+    first_layer: Callable | None = None
+    _unit: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.blind_to is not None:
+            self._unit = [d / d.norm() if d.norm() > 0 else torch.zeros_like(d) for d in self.blind_to]
+        self._target = self.project(self.target)
+        self._target_norm = torch.sqrt(sum((t * t).sum() for t in self._target))
+
+    @property
+    def theta(self) -> list[torch.Tensor]:
+        """The parameters the network starts from (what splitting's kink diagnostics read)."""
+        return self.theta0
+
+    def project(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if self._unit is None:
+            return list(r)
+        return [ri - e * (ri * e).sum() for ri, e in zip(r, self._unit)]
+
+    def _chunks(self, m: int) -> list[slice]:
+        c = self.chunk_size if 0 < self.chunk_size < m else m
+        return [slice(i, min(i + c, m)) for i in range(0, m, c)]
+
+    def batches(self, m: int) -> list[slice]:
+        """The candidate rows of each simulated step: all of them, or consecutive chunks of ``batch`` in turn."""
+        if not self.batch or self.batch >= m:
+            return [slice(0, m)] * self.steps
+        starts = list(range(0, m, self.batch))
+        return [slice(starts[t % len(starts)], min(starts[t % len(starts)] + self.batch, m)) for t in range(self.steps)]
+
+    def simulate(self, X: torch.Tensor, W: torch.Tensor, keep: bool = False):
+        """theta_S - theta_0 (differentiable in X and W), and with ``keep`` the simulated gradients g_t and
+        parameters theta_t (graph kept) for the adjoints."""
+        theta = [p.detach().requires_grad_(True) for p in self.theta0]
+        state: dict = {}
+        grads, thetas = [], []
+        lab = self.labels
+        for t, rows in enumerate(self.batches(X.shape[0])):
+            per = self.loss(theta, X[rows], W[rows], None if lab is None else lab[rows])
+            g = torch.autograd.grad(per.sum() / self.m0, theta, create_graph=True)
+            if keep:
+                grads.append(g)
+                thetas.append([p.detach() for p in theta])
+            theta = self.optimiser.update(theta, list(g), state, t)
+        delta = [p - p0 for p, p0 in zip(theta, self.theta0)]
+        return (delta, grads, thetas) if keep else delta
+
+    def discrepancy(self, delta: Sequence[torch.Tensor]) -> torch.Tensor:
+        """D(P delta, P target): 1 - cosine, or ||P delta - P target||^2 / ||P target||^2."""
+        d = self.project(delta)
+        if self.match == "cosine":
+            norm = torch.sqrt(sum((a * a).sum() for a in d))
+            dot = sum((a * b).sum() for a, b in zip(d, self._target))
+            return 1 - dot / (norm * self._target_norm).clamp_min(torch.finfo(norm.dtype).tiny)
+        return sum(((a - b) ** 2).sum() for a, b in zip(d, self._target)) / self._target_norm ** 2
+
+    def value_and_grad(self, X: torch.Tensor, M: torch.Tensor) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        """({'total', 'stationarity', 'relative_stationarity', 'prior'}, dJ/dX, dJ/dM); stationarity is D (the
+        match of the simulated to the real displacement), relative_stationarity the same (D is relative)."""
+        X = X.detach().requires_grad_(True)
+        M = M.detach().requires_grad_(True)
+        D = self.discrepancy(self.simulate(X, self.weights(M)))
+        prior = self.prior(X, M)
+        gx, gm = torch.autograd.grad(D + prior, [X, M], allow_unused=True)
+        gx = torch.zeros_like(X) if gx is None else gx
+        gm = torch.zeros_like(M) if gm is None else gm
+        values = {"stationarity": float(D.detach()), "prior": float(prior.detach())}
+        values["total"] = values["stationarity"] + values["prior"]
+        values["relative_stationarity"] = values["stationarity"]
+        return values, gx.detach(), gm.detach()
+
+    def loss_of(self, X: torch.Tensor, M: torch.Tensor) -> float:
+        """J at (X, M), no gradient kept (the line search of a split)."""
+        with torch.enable_grad():  # the simulation differentiates the simulated loss in theta
+            D = self.discrepancy(self.simulate(X.detach(), self.weights(M.detach())))
+        with torch.no_grad():
+            return float(D.detach() + self.prior(X, M))
+
+    def u(self, X: torch.Tensor, M: torch.Tensor) -> Trajectory:
+        """The trajectory and the adjoints gamma_t = dJ/dg_t (total derivatives: through every later step)."""
+        X = X.detach()
+        W = self.weights(M.detach())
+        delta, grads, thetas = self.simulate(X, W, keep=True)
+        D = self.discrepancy(delta)
+        flat = [gi for g in grads for gi in g]
+        adj = torch.autograd.grad(D, flat, allow_unused=True)
+        adj = [torch.zeros_like(f) if a is None else a.detach() for a, f in zip(adj, flat)]
+        n = len(self.theta0)
+        return Trajectory(thetas, [adj[k * n:(k + 1) * n] for k in range(len(grads))], self.batches(X.shape[0]))
+
+    def per_candidate_term(self, X: torch.Tensor, W: torch.Tensor, u: Trajectory,
+                           labels: torch.Tensor | None = None, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """h_j (module docstring) for every row of X (m,), differentiable in X.  ``rows``: the candidates' positions
+        in the set the trajectory was simulated with (default 0 .. m-1), which say the steps each took part in."""
+        labels = self.labels if labels is None else labels
+        pos = torch.arange(X.shape[0]) if rows is None else torch.as_tensor(rows)
+        out = torch.zeros(X.shape[0], dtype=X.dtype, device=X.device)
+        for theta, gamma, batch in zip(u.thetas, u.adjoints, u.batches):
+            inside = ((pos >= batch.start) & (pos < batch.stop)).to(X.device)
+            if not inside.any():
+                continue
+
+            def loss_of(*params):
+                return self.loss(list(params), X, W, labels)
+
+            _, tangent = jvp(loss_of, tuple(theta), tuple(gamma))
+            out = out + torch.where(inside, tangent, torch.zeros_like(tangent))
+        return out / self.m0
+
+
+__all__ = ["Optimiser", "SimulationObjective", "Trajectory", "adam_update", "sgd_update"]

@@ -1,0 +1,125 @@
+"""The training-simulation objective against dense float64 oracles: the simulated training is torch.optim's, its
+gradient is the finite-difference one, and its splitting matrices are the Hessians of the first variation."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd.functional import hessian
+
+from trainrecon.models.sequential import Layer, SequentialSpec
+from trainrecon.objective.simulation import Optimiser, SimulationObjective
+from trainrecon.refinement.splitting import splitting_hvp
+
+D, H, K, M = 6, 5, 3, 4
+
+
+def net():
+    spec = SequentialSpec(input_shape=[1, 1, D], layers=[Layer("linear", features=H, bias=True), Layer("softplus"),
+                                                        Layer("linear", features=K, bias=True)])
+    g = torch.Generator().manual_seed(0)
+    theta0 = [torch.randn(s, generator=g, dtype=torch.float64) * 0.5 for s in spec.param_shapes().values()]
+    target = [torch.randn(s, generator=g, dtype=torch.float64) * 0.1 for s in spec.param_shapes().values()]
+    X = torch.randn(M, D, generator=g, dtype=torch.float64)
+    labels = torch.arange(M) % K
+    return spec, theta0, target, X, labels
+
+
+def ce(spec):
+    def loss(params, X, W, labels):
+        return -(W * F.log_softmax(spec.forward(params, X), dim=1)).sum(1)
+    return loss
+
+
+def objective(opt, steps=3, batch=0, match="cosine", blind=True, m0=M):
+    spec, theta0, target, X, labels = net()
+    return SimulationObjective(theta0, target, theta0 if blind else None, ce(spec), opt, lambda M_: M_,
+                               lambda X_, M_: (X_ ** 2).sum() * 1e-3, labels, m0, steps, batch, match), spec, X, labels
+
+
+@pytest.mark.parametrize("opt, batch", [
+    (Optimiser("sgd", 0.3), 0),
+    (Optimiser("sgd", 0.3, momentum=0.9, weight_decay=0.05), 2),
+    (Optimiser("sgd", 0.3, momentum=0.9, nesterov=True, weight_decay=0.05), 0),
+    (Optimiser("adam", 0.05, weight_decay=0.01, betas=(0.8, 0.9)), 3),
+    (Optimiser("adamw", 0.05, weight_decay=0.1), 0),
+])
+def test_the_simulated_training_is_torch_optims(opt, batch):
+    """theta_S of the simulation equals S steps of torch.optim on an nn.Module with the same weights, on the same
+    batches (consecutive chunks in turn), the same loss (cross-entropy, summed over the batch / m0)."""
+    obj, spec, X, labels = objective(opt, steps=5, batch=batch)
+    W = F.one_hot(labels, K).double()
+    delta = obj.simulate(X, W)
+    module = torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.Softplus(), torch.nn.Linear(H, K)).double()
+    with torch.no_grad():
+        for p, v in zip(module.parameters(), obj.theta0):
+            p.copy_(v)
+    if opt.kind == "sgd":
+        torch_opt = torch.optim.SGD(module.parameters(), lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
+                                    weight_decay=opt.weight_decay)
+    else:
+        cls = torch.optim.Adam if opt.kind == "adam" else torch.optim.AdamW
+        torch_opt = cls(module.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
+    for rows in obj.batches(M):
+        torch_opt.zero_grad()
+        (F.cross_entropy(module(X[rows]), labels[rows], reduction="sum") / M).backward()
+        torch_opt.step()
+    for p, p0, d in zip(module.parameters(), obj.theta0, delta):
+        assert torch.allclose(p.detach() - p0, d.detach(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("match", ["cosine", "squared"])
+def test_the_gradient_is_the_finite_difference_one(match):
+    obj, spec, X, labels = objective(Optimiser("adam", 0.05, weight_decay=0.01), match=match)
+    Wm = F.one_hot(labels, K).double() * torch.linspace(0.5, 1.5, M, dtype=torch.float64)[:, None]
+    _, gx, gm = obj.value_and_grad(X, Wm)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        dx = torch.randn(X.shape, generator=g, dtype=torch.float64)
+        dm = torch.randn(Wm.shape, generator=g, dtype=torch.float64)
+        h = 1e-5
+        fd = (obj.loss_of(X + h * dx, Wm + h * dm) - obj.loss_of(X - h * dx, Wm - h * dm)) / (2 * h)
+        assert math.isclose(fd, float((gx * dx).sum() + (gm * dm).sum()), rel_tol=1e-6, abs_tol=1e-10)
+
+
+def test_a_projected_match_ignores_theta0s_direction():
+    """Blind to theta_0: adding c theta_0 to the target (what weight decay shrank) changes nothing."""
+    obj, spec, X, labels = objective(Optimiser("sgd", 0.3, momentum=0.9))
+    W = F.one_hot(labels, K).double()
+    shifted = SimulationObjective(obj.theta0, [t + 0.7 * p for t, p in zip(obj.target, obj.theta0)], obj.theta0,
+                                  obj.loss, obj.optimiser, obj.weights, obj.prior, obj.labels, obj.m0, obj.steps)
+    assert math.isclose(obj.loss_of(X, W), shifted.loss_of(X, W), rel_tol=1e-12)
+
+
+def test_splitting_matrices_are_hessians_of_the_first_variation():
+    """S_j = Hess_x of V(x) = dJ/d eps of a new candidate at x with weight eps w_j (every other candidate and the
+    whole simulation fixed), at x = x_j: dense float64 Hessians against the matrix-free splitting HVP; and the
+    per-candidate term at x_j is the derivative of J in candidate j's own weight."""
+    obj, spec, X, labels = objective(Optimiser("sgd", 0.3, momentum=0.9, weight_decay=0.05), steps=4)
+    W = F.one_hot(labels, K).double() * torch.tensor([1.0, 0.7, 1.3, 0.9], dtype=torch.float64)[:, None]
+    u = obj.u(X, W)
+    h = obj.per_candidate_term(X, W, u)
+    for j in range(M):
+        def with_weight(eps, j=j):
+            Wj = W.clone()
+            Wj[j] = W[j] * (1 + eps)
+            return obj.discrepancy(obj.simulate(X, Wj))
+        eps = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        (d,) = torch.autograd.grad(with_weight(eps), eps)
+        assert math.isclose(float(d), float(h[j]), rel_tol=1e-8, abs_tol=1e-12)
+
+        def V(x, j=j):
+            eps = torch.zeros((), dtype=torch.float64, requires_grad=True)
+            Xe = torch.cat([X, x[None]])
+            We = torch.cat([W, eps * W[j][None]])
+            lab = torch.cat([labels, labels[j:j + 1]])
+            o = SimulationObjective(obj.theta0, obj.target, obj.blind_to, obj.loss, obj.optimiser, obj.weights,
+                                    obj.prior, lab, obj.m0, obj.steps)
+            (v,) = torch.autograd.grad(o.discrepancy(o.simulate(Xe, We)), eps, create_graph=True)
+            return v
+
+        S = hessian(V, X[j].clone())
+        v = torch.randn(M, D, generator=torch.Generator().manual_seed(j), dtype=torch.float64)
+        hv = splitting_hvp(obj, X, W, u, v)
+        assert torch.allclose(hv[j], S @ v[j], rtol=1e-7, atol=1e-10)

@@ -1,0 +1,219 @@
+"""Threat levels as data: what an owner knows (theta_0, the recipe) imported, restricted by level, recorded; the
+attacks that use theta_0 (the residual blind to theta_0, Loo's kernel at both ends) against dense oracles; the
+simulation attack end to end; the method chosen for each level."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from trainrecon import reconstruct
+from trainrecon.attacks import (BuzagloMulticlassConfig, HaimConfig, LooConfig, LooNTK, Payload, SimulationConfig,
+                                payload_from_folder)
+from trainrecon.attacks.buzaglo import BuzagloMulticlass
+from trainrecon.attacks.choice import default_attack
+from trainrecon.errors import TrainreconError
+from trainrecon.models.recipe import Recipe, load_recipe
+from trainrecon.models.stationarity import NTK
+from trainrecon.models.victim import load_victim
+from trainrecon.objective.weighted_sum import ProjectedDistance
+
+FACTORY = """
+import torch.nn as nn
+
+def build():
+    return nn.Sequential(nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 3))
+"""
+RECIPE = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "loss": "cross_entropy",
+          "batch_size": 4, "epochs": 3, "data_order_seed": 7}
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "trainrecon", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def owner_files(tmp_path, seed=3):
+    """What an owner keeps of a network trained as people train them: the trained state dict, the initial one (the
+    factory after torch.manual_seed(seed)), the recipe and the factory; trained on 12 random 4x4 images."""
+    (tmp_path / "factory.py").write_text(FACTORY)
+    ns: dict = {}
+    exec(FACTORY, ns)
+    torch.manual_seed(seed)
+    net = ns["build"]()
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(12, 16, generator=g) - 0.5, torch.arange(12) % 3
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for _ in range(3):
+        for k in range(0, 12, 4):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[k:k + 4]), y[k:k + 4]).backward()
+            opt.step()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    save_file(init, str(tmp_path / "init.safetensors"))
+    (tmp_path / "recipe.json").write_text(json.dumps(RECIPE))
+    np.savez(tmp_path / "mean.npz", x=np.full((1, 4, 4), 0.5))
+    return net, init
+
+
+def test_the_owner_imports_theta0_and_the_recipe_by_every_route(tmp_path):
+    net, init = owner_files(tmp_path)
+    w, i, r, m = (tmp_path / f for f in ("model.safetensors", "init.safetensors", "recipe.json", "mean.npz"))
+    runs = {
+        "inferred": _cli("import", w, tmp_path / "v_inferred", "--input-shape", "1,4,4", "--mean", m, "--init", i,
+                         "--recipe", r),
+        "module": _cli("import", w, tmp_path / "v_module", "--module", f"{tmp_path / 'factory.py'}:build",
+                       "--input-shape", "1,4,4", "--mean", m, "--init", i, "--recipe", r),
+        "seed": _cli("import", w, tmp_path / "v_seed", "--module", f"{tmp_path / 'factory.py'}:build",
+                     "--input-shape", "1,4,4", "--mean", m, "--init-seed", "3", "--recipe", r),
+        "weights only": _cli("import", w, tmp_path / "v_plain", "--module", f"{tmp_path / 'factory.py'}:build",
+                             "--input-shape", "1,4,4", "--mean", m),
+    }
+    assert all(p.returncode == 0 for p in runs.values()), {k: p.stderr for k, p in runs.items()}
+    assert "threat levels up to 'recipe'" in runs["module"].stdout
+    want = [init[k].double() for k in ("0.weight", "0.bias", "2.weight", "2.bias")]
+    for name in ("v_inferred", "v_module", "v_seed"):
+        v = load_victim(tmp_path / name)
+        assert v.level == "recipe" and v.recipe == Recipe(**RECIPE)
+        assert all(torch.equal(a, b) for a, b in zip(v.init_params, want)), name
+    assert load_victim(tmp_path / "v_plain").level == "weights"
+    assert Recipe(**RECIPE).total_steps(12) == 9
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({**RECIPE, "lr": -1}, "recipe.lr: must be positive"),
+    ({**RECIPE, "epochs": 0}, "give exactly one of them"),
+    ({**RECIPE, "optimizer": "lbfgs"}, "recipe.json.optimizer: 'lbfgs' is not one of"),
+    ({**RECIPE, "images": [1, 2]}, "unknown field 'images'"),
+    ({k: v for k, v in RECIPE.items() if k != "loss"}, "recipe.json"),
+    ({**RECIPE, "optimizer": "adam"}, "recipe.momentum / recipe.nesterov: apply to sgd"),
+])
+def test_a_bad_recipe_is_refused_in_one_line_and_nothing_is_written(tmp_path, recipe, message):
+    owner_files(tmp_path)
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    r = _cli("import", tmp_path / "model.safetensors", tmp_path / "v", "--input-shape", "1,4,4", "--recipe",
+             tmp_path / "recipe.json")
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "v").exists()
+
+
+def test_theta0_refusals_are_one_line(tmp_path):
+    owner_files(tmp_path)
+    save_file({"0.weight": torch.zeros(6, 15)}, str(tmp_path / "bad_init.safetensors"))
+    cases = [
+        (["--init-seed", "3"], "--init-seed: needs --module"),
+        (["--init", tmp_path / "bad_init.safetensors"], "bad_init.safetensors"),
+        (["--module", f"{tmp_path / 'factory.py'}:build", "--init", tmp_path / "init.safetensors", "--init-seed", "1"],
+         "not both"),
+    ]
+    for k, (args, message) in enumerate(cases):
+        r = _cli("import", tmp_path / "model.safetensors", tmp_path / f"v{k}", "--input-shape", "1,4,4", *args)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_threat_level_hides_what_it_does_not_disclose(tmp_path, one_thread):
+    """At level 'weights' the attacker of a victim with theta_0 and a recipe has exactly what the attacker of the
+    same weights imported alone has: the same candidates, bit for bit; the run records its level and keeps the
+    victim's fingerprint; a level the victim lacks is refused in one line."""
+    owner_files(tmp_path)
+    args = ["--module", f"{tmp_path / 'factory.py'}:build", "--input-shape", "1,4,4", "--mean", tmp_path / "mean.npz"]
+    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "full", *args, "--init",
+                tmp_path / "init.safetensors", "--recipe", tmp_path / "recipe.json").returncode == 0
+    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "plain", *args).returncode == 0
+    full, plain = payload_from_folder(tmp_path / "full"), payload_from_folder(tmp_path / "plain")
+    low = full.at_level("weights")
+    assert low.init_params is None and low.recipe is None and low.fingerprint() == full.fingerprint()
+    assert full.at_level("init").recipe is None and full.at_level("init").init_params is not None
+    cfg = BuzagloMulticlassConfig(m=6, iterations=15)
+    a = reconstruct(full, BuzagloMulticlassConfig(m=6, iterations=15, given="weights"), log=lambda *_: None)
+    b = reconstruct(plain, cfg, log=lambda *_: None)
+    assert torch.equal(a.x, b.x) and a.config["payload"]["threat_level"] == "weights"
+    assert a.config["victim"] == full.fingerprint() != plain.fingerprint()
+    c = reconstruct(full, cfg, log=lambda *_: None)
+    assert c.config["payload"]["threat_level"] == "recipe" and c.config["attack"]["remove_init"] == "project"
+    assert "theta_0 is given" in c.config["adapted"]["reason"]
+    with pytest.raises(TrainreconError, match="attack.given: 'init' needs the initial weights"):
+        reconstruct(plain, BuzagloMulticlassConfig(m=6, iterations=5, given="init"), log=lambda *_: None)
+    r = _cli("reconstruct", tmp_path / "plain", tmp_path / "r", "--given", "recipe", "--m", "6")
+    assert r.returncode == 2 and "--given: 'recipe' needs" in r.stderr and not (tmp_path / "r").exists(), r.stderr
+
+
+def test_the_residual_blind_to_theta0_is_a_least_squares_minimum():
+    """ProjectedDistance = min over c_p of sum_p ||t_p - c_p d_p - s_p||^2 (dense least squares per tensor), and
+    its u = dF/ds is autograd's."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (3,), (2, 3)]
+    t = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    d = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    s = [torch.randn(sh, generator=g, dtype=torch.float64, requires_grad=True) for sh in shapes]
+    F = ProjectedDistance(t, d)
+    oracle = 0.0
+    for tp, dp, sp in zip(t, d, s):
+        r = (tp - sp).detach().reshape(-1, 1)
+        c = torch.linalg.lstsq(dp.reshape(-1, 1), r).solution
+        oracle += float(((r - dp.reshape(-1, 1) @ c) ** 2).sum())
+    value = F.value(s)
+    assert math.isclose(float(value), oracle, rel_tol=1e-12)
+    auto = torch.autograd.grad(value, s)
+    assert all(torch.allclose(a, b, rtol=1e-12) for a, b in zip(auto, F.grad([x.detach() for x in s])))
+    assert math.isclose(F.baseline, float(F.value([torch.zeros_like(x) for x in t])), rel_tol=1e-12)
+
+
+def test_loo_kernel_at_both_ends_averages_the_two_kernels(tmp_path):
+    """kernel_at 'both': s = (grad at theta_0 + grad at theta_T) / 2 of the same weighted features (float64)."""
+    owner_files(tmp_path)
+    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "v", "--input-shape", "1,4,4", "--init",
+                tmp_path / "init.safetensors").returncode == 0
+    p = payload_from_folder(tmp_path / "v")
+    cfg = dict(m=4, dtype="float64", normalise="none")
+    both = LooNTK(p, LooConfig(kernel_at="both", **cfg))
+    ends = [LooNTK(p, LooConfig(kernel_at=k, **cfg)) for k in ("init", "final")]
+    cands = both.init(4)
+    W = both.weights(cands.multipliers, 4)
+    s = both.objective(0, cands).feature_sum(cands.x, W)
+    s0, sT = (e.objective(0, cands).feature_sum(cands.x, W) for e in ends)
+    n = len(s0)
+    assert all(torch.allclose(s[i] + s[i + n], (s0[i] + sT[i]) / 2, rtol=1e-12, atol=1e-15) for i in range(n))
+    # the refit residual of the candidates uses the same averaged gradients
+    J = sum(NTK.per_sample_grads(p.spec, pt, cands.x, None) for pt in (p.init_params, p.params)) / 2
+    assert J.shape[0] == 4 * 3 and both.refit_residual(cands) is not None
+
+
+def test_the_simulation_attack_runs_at_both_levels_and_chooses_its_learning_rate(tmp_path, one_thread):
+    owner_files(tmp_path)
+    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "v", "--input-shape", "1,4,4", "--init",
+                tmp_path / "init.safetensors", "--recipe", tmp_path / "recipe.json").returncode == 0
+    p = payload_from_folder(tmp_path / "v")
+    rec = reconstruct(p, SimulationConfig(m=6, iterations=20, steps=3, log_every=5), log=lambda *_: None)
+    report = rec.stats["method_report"]
+    assert report["from_recipe"] and report["sim_lr"] == 0.1 and report["momentum"] == 0.9
+    assert rec.history[-1]["relative_stationarity"] < rec.history[0]["relative_stationarity"]
+    grid = [0.01, 0.1, 1.0]
+    rec = reconstruct(p, SimulationConfig(m=6, iterations=10, steps=3, given="init", sim_lr_grid=grid,
+                                          search_iterations=5), log=lambda *_: None)
+    search = rec.stats["method_report"]["lr_search"]
+    found = {float(k): v for k, v in search["grid"].items()}
+    assert search["sim_lr"] == min(found, key=found.get) == rec.stats["method_report"]["sim_lr"]
+    assert rec.stats["method_report"]["optimizer"] == "sgd" and rec.stats["method_report"]["momentum"] == 0.0
+    with pytest.raises(TrainreconError, match="trains its candidates from the initial weights"):
+        reconstruct(p, SimulationConfig(m=6, iterations=5, given="weights"), log=lambda *_: None)
+
+
+def test_each_level_gets_its_bench_winner(tmp_path):
+    owner_files(tmp_path)
+    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "v", "--input-shape", "1,4,4", "--init",
+                tmp_path / "init.safetensors", "--recipe", tmp_path / "recipe.json").returncode == 0
+    p = payload_from_folder(tmp_path / "v")
+    names = {level: default_attack(p, level)[0] for level in ("all", "recipe", "init", "weights")}
+    assert names["all"] == names["recipe"] and names["weights"] == "buzaglo-multiclass"
+    assert default_attack(p, "init")[1]["given"] == "init"
+    with pytest.raises(TrainreconError, match="--given: 'recipe' needs"):
+        default_attack(p.at_level("weights"), "recipe")
+    assert load_recipe(tmp_path / "recipe.json") == p.recipe
