@@ -2,10 +2,10 @@
 its defaults and every control, as a user would run them.
 
 For each folder SRC written by ``bench/outside.py`` (model.safetensors, mean.npz, train_images.npz,
-heldout_images.npz; for a CNN also layers.json and factory.py):
+heldout_images.npz, layers.json and factory.py):
 
 1. import it by every route it has: the layer list (``trainrecon import W layers.json OUT``), the module factory
-   (``--module factory.py:build --input-shape 1,28,28``), the module object from Python
+   (``--module factory.py:build --input-shape C,H,W``), the module object from Python
    (``victim_from_module``), and for an MLP the state dict alone (architecture inferred);
 2. check that the routes give the same victim (architecture and bit-identical weights) and the same candidates
    (a ``--check-iterations`` Haim run on each, compared bit for bit);
@@ -51,24 +51,22 @@ def cli(*args) -> str:
 def routes(src: Path, out: Path) -> dict[str, Path]:
     """Import SRC by every route it has; return {route: victim folder}."""
     w, mean = src / "model.safetensors", src / "mean.npz"
-    made = {}
-    if (src / "layers.json").is_file():
-        made["layer list"] = out / "victim_layers"
-        cli("import", w, src / "layers.json", made["layer list"], "--mean", mean)
-        made["--module"] = out / "victim_module"
-        cli("import", w, made["--module"], "--module", f"{src / 'factory.py'}:build", "--input-shape", "1,28,28",
-            "--mean", mean)
-        spec = importlib.util.spec_from_file_location("user_factory", src / "factory.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        net = mod.build().double()
-        load_into(net, load_file(str(w)), str(w))
-        v = victim_from_module(net, [1, 28, 28], np.load(mean)["x"])
-        made["module object"] = out / "victim_python"
-        save_victim(made["module object"], v.spec, v.params, v.input_mean, {"imported_from": w.name})
-    else:
+    shape = json.loads((src / "layers.json").read_text())["input_shape"]
+    made = {"layer list": out / "victim_layers", "--module": out / "victim_module",
+            "module object": out / "victim_python"}
+    cli("import", w, src / "layers.json", made["layer list"], "--mean", mean)
+    cli("import", w, made["--module"], "--module", f"{src / 'factory.py'}:build", "--input-shape",
+        ",".join(map(str, shape)), "--mean", mean)
+    spec = importlib.util.spec_from_file_location("user_factory", src / "factory.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    net = mod.build().double()
+    load_into(net, load_file(str(w)), str(w))
+    v = victim_from_module(net, shape, np.load(mean)["x"])
+    save_victim(made["module object"], v.spec, v.params, v.input_mean, {"imported_from": w.name})
+    if json.loads((src / "train.json").read_text()).get("net", "mlp") == "mlp":
         made["state dict alone"] = out / "victim_inferred"
-        cli("import", w, made["state dict alone"], "--mean", mean)
+        cli("import", w, made["state dict alone"], "--mean", mean, "--input-shape", ",".join(map(str, shape)))
     return made
 
 

@@ -249,6 +249,7 @@ FACTORY = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_every_import_route_gives_the_same_victim_and_candidates(tmp_path):
     """A bias-free CNN's nn.Sequential state dict (safetensors) with its layer list, through --module, and as the
     module object from Python: one victim, one set of candidates; the attack sees only the payload."""
@@ -291,6 +292,7 @@ def test_every_import_route_gives_the_same_victim_and_candidates(tmp_path):
     assert np.array_equal(in_memory.x.numpy(), cands[0])
 
 
+@pytest.mark.slow
 def test_module_refusals_are_one_line(tmp_path):
     (tmp_path / "user.py").write_text(FACTORY)
     torch.manual_seed(0)
@@ -317,6 +319,7 @@ def test_module_refusals_are_one_line(tmp_path):
         victim_from_module(ns["functional"](), SHAPE)
 
 
+@pytest.mark.slow
 def test_state_dict_imports_infer_an_mlp_and_refuse_what_they_cannot(tmp_path):
     torch.manual_seed(0)
     mod = nn.Sequential(nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 6, bias=False), nn.ReLU(),

@@ -6,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from trainrecon.attacks.haim import HaimConfig
 from trainrecon import reconstruct
@@ -39,6 +40,7 @@ def test_resume_is_bit_identical(tmp_path, tiny_victim):
     assert a["x"].shape == (20, 1, 8, 8)  # m = 2n by default
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_same_candidates(tmp_path, tiny_victim):
     cfg = tmp_path / "attack.json"
     cfg.write_text(json.dumps({"iterations": 1500, "checkpoint_every": 25, "log_every": 25}))
@@ -66,6 +68,7 @@ def test_sigkill_then_resume_gives_the_same_candidates(tmp_path, tiny_victim):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_cli_evaluate_writes_metrics_and_pictures(tmp_path, tiny_victim):
     cfg = tmp_path / "attack.json"
     cfg.write_text(json.dumps({"iterations": 50}))

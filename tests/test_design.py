@@ -262,6 +262,7 @@ def test_per_candidate_term_gives_the_objectives_gradients(which):
         assert torch.allclose(h.detach() / M + pm, gm, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_run_folder_of_the_previous_version_resumes(tmp_path, tiny_victim):
     """Checkpoints written before candidate sets (tensors x / multipliers / opt_* and a checkpoint.json beside
     them, no victim hash) resume to the same candidates as an uninterrupted run."""

@@ -104,6 +104,7 @@ def test_digits_field_protocol_is_flagged_uninformative():
     assert metrics["headline"]["recovered"] == task.n and metrics["headline"]["informative"]
 
 
+@pytest.mark.slow
 def test_cli_evaluate_prints_the_headline_last(tmp_path, tiny_victim, tiny_task):
     cand = tmp_path / "c.npz"
     np.savez(cand, x=np.concatenate([tiny_task.centred(tiny_task.x_train)] * 2))

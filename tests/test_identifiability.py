@@ -117,6 +117,7 @@ def test_error_grows_with_the_kkt_residual():
     assert errors[0] < errors[1] < errors[2] and errors[2] < 0.5
 
 
+@pytest.mark.slow
 def test_cli_identify_on_an_exact_victim(tmp_path):
     r = subprocess.run(CLI + ["exact-kkt", str(tmp_path / "v"), "--alpha", "3", "--n", "4", "--d", "20"],
                        capture_output=True, text=True)

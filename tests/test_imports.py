@@ -69,6 +69,7 @@ def test_the_module_list_is_complete():
     assert "trainrecon" in MODULES and "trainrecon.refinement.splitting" in MODULES and len(MODULES) > 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
 def test_each_module_imports_in_a_fresh_interpreter(module, imported_alone):
     assert imported_alone[module] == "", f"{module}: {imported_alone[module]}"

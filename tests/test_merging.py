@@ -154,6 +154,7 @@ def test_merge_config_validates_and_schedules():
             MergeConfig(**bad)
 
 
+@pytest.mark.slow
 def test_runner_merges_reports_collapse_and_resumes_bit_for_bit(tmp_path, tiny_victim):
     payload = payload_from_folder(tiny_victim)
     # a loose threshold so that rounds on this tiny victim merge something

@@ -210,7 +210,7 @@ def test_sweep_refuses_what_reconstruct_refuses_before_any_trial(runs, tiny_vict
     cases = [
         ([tiny_victim, "--method", "loo-ntk"], "initial parameters"),
         ([tiny_victim, "--method", "buzaglo-multiclass"], "several outputs"),
-        ([runs / "multiclass"], "binary"),
+        ([runs / "multiclass", "--method", "haim"], "binary"),  # reconstruct's auto would pick multiclass
         ([runs / "poly"], "not disclosed"),
         ([tiny_victim, "--config", cfg(m=9)], "even number"),
         ([tiny_victim, "--config", cfg(m=10**9)], "GiB"),
@@ -410,6 +410,7 @@ def test_a_nested_stop_request_takes_a_pending_stop_and_passes_its_own_out():
             assert later.requested == "SIGTERM"  # the next run stops at once
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_worker_of_a_sweep_in_one_line(tiny_victim, tmp_path):
     """Ctrl-C (SIGINT to the terminal's process group) of a two-worker sweep: every worker stops, each running
     trial keeps its checkpoint and is marked for retry, and one line says how to continue."""

@@ -103,6 +103,7 @@ def test_kkt_attack_defaults_do_not_diverge_on_an_exact_kkt_victim(tmp_path):
     assert Haim.adapt(HaimConfig(), relu_payload())[1] is None
 
 
+@pytest.mark.slow
 def test_power_victims_split_by_default_and_say_why(tmp_path):
     """On a power victim the default split config becomes POWER_SPLIT (rounds at stalls, m doubling up to 4 m0),
     recorded with its reason; auto_split = false (the CLI's --no-split) and a user's own split config are kept;

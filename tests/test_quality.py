@@ -7,6 +7,7 @@ Measured when written: 7 of 20 recovered, held-out control 0, every null 0, true
 room for floating-point differences across machines, not for a broken attack (which recovers 0).
 """
 
+import pytest
 from trainrecon import HaimConfig, payload_from_folder, reconstruct
 from trainrecon.data.tasks import TaskConfig
 from trainrecon.pipeline import evaluate_run, train_victim
@@ -15,6 +16,7 @@ from trainrecon.training import TrainConfig
 MIN_RECOVERED = 4
 
 
+@pytest.mark.slow
 def test_a_seeded_attack_recovers_images_and_no_control_does(tmp_path):
     task = TaskConfig(dataset="mnist_mini", task="odd_even", n_per_class=10, centring="pixel")
     train_victim(task, TrainConfig(hidden=[200, 200], seed=0), tmp_path / "victim", log=lambda *a: None)

@@ -46,6 +46,7 @@ def attack_json(tmp_path, **fields):
 
 # 1. resume only what belongs ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_refuses_a_folder_trained_on_another_task(tmp_path):
     cfg = tmp_path / "t.json"
     cfg.write_text(json.dumps({"hidden": [8], "margin_schedule": [10.0], "lbfgs_iters": 5}))
@@ -65,6 +66,7 @@ def test_trainer_checkpoint_refuses_other_data(tmp_path, tiny_task):
         train_binary(cfg, x.flip(0), y.flip(0), checkpoint_dir=tmp_path, log=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_victim_and_import_refuses_an_existing_folder(tmp_path, tiny_victim):
     cfg = attack_json(tmp_path, iterations=40, checkpoint_every=10)
     r = cli("reconstruct", tiny_victim, tmp_path / "rec", "--config", cfg, "--iterations", 40)
@@ -84,6 +86,7 @@ def test_resume_refuses_another_victim_and_import_refuses_an_existing_folder(tmp
     assert "not an empty folder" in err
 
 
+@pytest.mark.slow
 def test_run_refuses_an_edited_experiment(tmp_path):
     case = {"task": {"dataset": "digits", "n_per_class": 3}, "train": {"hidden": [8], "margin_schedule": [10.0],
             "lbfgs_iters": 5}, "attack": {"iterations": 20, "checkpoint_every": 10}}
@@ -100,6 +103,7 @@ def test_run_refuses_an_edited_experiment(tmp_path):
 
 # 2. atomic checkpoints ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_random_sigkills_resume_bit_for_bit(tmp_path, tiny_victim):
     cfg = attack_json(tmp_path, iterations=300, checkpoint_every=1, log_every=50)
     assert cli("reconstruct", tiny_victim, tmp_path / "ref", "--config", cfg).returncode == 0
@@ -136,6 +140,7 @@ def test_checkpoint_is_one_file_and_legacy_pairs_still_load(tmp_path):
 
 # 3. one run per folder ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_run_into_a_locked_folder_is_refused(tmp_path, tiny_victim):
     cfg = attack_json(tmp_path, iterations=100000, checkpoint_every=1000)
     first = subprocess.Popen(CLI + ["reconstruct", str(tiny_victim), str(tmp_path / "rec"), "--config", str(cfg)],
@@ -173,6 +178,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_victim)
 
 # 5.-8. careless input -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden", ["500", "32,32,32"])
 def test_hidden_of_any_depth(tmp_path, hidden):
     cfg = tmp_path / "t.json"

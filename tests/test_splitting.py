@@ -173,6 +173,7 @@ def test_split_round_takes_directions_from_the_smooth_model_and_decides_on_the_t
     assert J1 <= J0 + 1e-12 and r.cands.m == 8 + sum(e["accepted"] for e in r.log)
 
 
+@pytest.mark.slow
 def test_runner_splits_resumes_bit_for_bit_and_reports_second_order(tmp_path, tiny_victim):
     split = {"enabled": True, "start": 0.5, "every": 0.25, "per_round": 2, "lanczos_steps": 8}
     cfg = HaimConfig(iterations=16, checkpoint_every=4, log_every=4, split=SplitConfig(**split))
@@ -234,6 +235,7 @@ def test_stall_trigger_splits_where_the_loss_stalls_and_resumes_bit_for_bit(tmp_
         SplitConfig(trigger="stall", stall_window=0)
 
 
+@pytest.mark.slow
 def test_split_then_continue_acceptance_keeps_a_round_only_if_its_look_ahead_ends_lower(tmp_path, tiny_victim):
     from trainrecon.attacks.normalisation import normalise
     from trainrecon.refinement.hooks import lookahead

@@ -58,6 +58,7 @@ def test_normalised_victim_has_the_canonical_scale(tiny_victim):
     torch.testing.assert_close(forward(p.spec, q.params, x), forward(p.spec, p.params, x) / rec["kappa"] ** 3)
 
 
+@pytest.mark.slow
 def test_same_candidates_at_every_parameter_scale(tiny_victim, tmp_path):
     """A victim and its copies scaled by 1e-2 and 1e2 give the same attack, step for step (normalise = auto);
     without normalisation the scaled copies give other candidates."""
@@ -100,6 +101,7 @@ def sweep_cfg(**kw) -> SweepConfig:
     return SweepConfig(**{"trials": 3, "iterations": 60, "base": base, **kw})
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_on_the_journal_file_and_rerun_continues(tiny_victim, tmp_path):
     out = tmp_path / "sweep"
     res = run_sweep(sweep_cfg(score_with_truth=True), tiny_victim, out, log=lambda *_: None)
@@ -124,6 +126,7 @@ def test_sweep_end_to_end_on_the_journal_file_and_rerun_continues(tiny_victim, t
         run_sweep(sweep_cfg(iterations=80), tiny_victim, out, log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_union_merges_deduplicates_and_keeps_what_the_best_run_recovered(tiny_victim, tiny_task, tmp_path):
     cfg = HaimConfig(iterations=40, m=10, log_every=20)
     reconstruct(Payload.of(load_victim(tiny_victim)), cfg, tmp_path / "run", log=lambda *_: None)
@@ -156,6 +159,7 @@ def wait_for(pattern: str, timeout: float) -> str:
     raise AssertionError(f"nothing matched {pattern} within {timeout} s")
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_trial_is_retried_and_resumes_its_checkpoint(tiny_victim, tmp_path):
     """Journal storage: SIGKILL a worker mid-trial; rerunning finds its process gone, fails the trial, retries it
     with the same parameters in the same folder, resuming the checkpoint; every trial is accounted for."""
@@ -215,6 +219,7 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_on_postgresql_one_killed_mid_trial(tiny_victim, tmp_path, postgres_url):
     """Two worker processes join one study on a real PostgreSQL server; one is killed mid-trial; the heartbeat
     marks its trial stale, the survivor retries it, and the study ends with every trial accounted for; rerunning
@@ -244,6 +249,7 @@ def test_two_workers_on_postgresql_one_killed_mid_trial(tiny_victim, tmp_path, p
     assert json.loads((tmp_path / "b" / "sweep.json").read_text())["trials"] == res["trials"]
 
 
+@pytest.mark.slow
 def test_sweep_and_union_refuse_bad_input_in_one_line(tiny_victim, tmp_path):
     for args in (["sweep", str(tiny_victim), str(tmp_path / "s"), "--storage", "redis://x"],
                  ["sweep", str(tiny_victim), str(tmp_path / "s"), "--trials", "0"],

@@ -2,6 +2,7 @@
 attacks that use theta_0 (the residual blind to theta_0, Loo's kernel at both ends) against dense oracles; the
 simulation attack end to end; the method chosen for each level."""
 
+import html
 import json
 import math
 import subprocess
@@ -19,6 +20,7 @@ from trainrecon.attacks import (BuzagloMulticlassConfig, HaimConfig, LooConfig, 
 from trainrecon.attacks.buzaglo import BuzagloMulticlass
 from trainrecon.attacks.choice import default_attack
 from trainrecon.errors import TrainreconError
+from trainrecon.models.imports import import_module_victim
 from trainrecon.models.recipe import Recipe, load_recipe
 from trainrecon.models.stationarity import NTK
 from trainrecon.models.victim import load_victim
@@ -63,6 +65,15 @@ def owner_files(tmp_path, seed=3):
     return net, init
 
 
+def owner_victim(tmp_path, name="v", init=True, recipe=True, n=None):
+    """The owner's victim folder, imported in process (the CLI's --module route): theta_0 and the recipe as asked."""
+    import_module_victim(tmp_path / "model.safetensors", f"{tmp_path / 'factory.py'}:build", [1, 4, 4], tmp_path / name,
+                         tmp_path / "mean.npz", tmp_path / "init.safetensors" if init else None,
+                         recipe=load_recipe(tmp_path / "recipe.json") if recipe else None, n=n)
+    return tmp_path / name
+
+
+@pytest.mark.slow
 def test_the_owner_imports_theta0_and_the_recipe_by_every_route(tmp_path):
     net, init = owner_files(tmp_path)
     w, i, r, m = (tmp_path / f for f in ("model.safetensors", "init.safetensors", "recipe.json", "mean.npz"))
@@ -87,23 +98,30 @@ def test_the_owner_imports_theta0_and_the_recipe_by_every_route(tmp_path):
     assert Recipe(**RECIPE).total_steps(12) == 9
 
 
-@pytest.mark.parametrize("recipe, message", [
+BAD_RECIPES = [
     ({**RECIPE, "lr": -1}, "recipe.lr: must be positive"),
     ({**RECIPE, "epochs": 0}, "give exactly one of them"),
     ({**RECIPE, "optimizer": "lbfgs"}, "recipe.json.optimizer: 'lbfgs' is not one of"),
     ({**RECIPE, "images": [1, 2]}, "unknown field 'images'"),
     ({k: v for k, v in RECIPE.items() if k != "loss"}, "recipe.json"),
     ({**RECIPE, "optimizer": "adam"}, "recipe.momentum / recipe.nesterov: apply to sgd"),
-])
-def test_a_bad_recipe_is_refused_in_one_line_and_nothing_is_written(tmp_path, recipe, message):
+    ({**RECIPE, "label_offset": 0.1}, "recipe.label_offset: shifts mse targets only"),
+]
+
+
+def test_a_bad_recipe_is_refused_in_one_line_and_nothing_is_written(tmp_path):
     owner_files(tmp_path)
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    for recipe, message in BAD_RECIPES:
+        (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+        with pytest.raises(TrainreconError, match=message.replace("(", r"\(")):
+            load_recipe(tmp_path / "recipe.json")
     r = _cli("import", tmp_path / "model.safetensors", tmp_path / "v", "--input-shape", "1,4,4", "--recipe",
              tmp_path / "recipe.json")
-    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 2 and BAD_RECIPES[-1][1] in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "v").exists()
 
 
+@pytest.mark.slow
 def test_theta0_refusals_are_one_line(tmp_path):
     owner_files(tmp_path)
     save_file({"0.weight": torch.zeros(6, 15)}, str(tmp_path / "bad_init.safetensors"))
@@ -123,10 +141,8 @@ def test_a_threat_level_hides_what_it_does_not_disclose(tmp_path, one_thread):
     same weights imported alone has: the same candidates, bit for bit; the run records its level and keeps the
     victim's fingerprint; a level the victim lacks is refused in one line."""
     owner_files(tmp_path)
-    args = ["--module", f"{tmp_path / 'factory.py'}:build", "--input-shape", "1,4,4", "--mean", tmp_path / "mean.npz"]
-    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "full", *args, "--init",
-                tmp_path / "init.safetensors", "--recipe", tmp_path / "recipe.json").returncode == 0
-    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "plain", *args).returncode == 0
+    owner_victim(tmp_path, "full")
+    owner_victim(tmp_path, "plain", init=False, recipe=False)
     full, plain = payload_from_folder(tmp_path / "full"), payload_from_folder(tmp_path / "plain")
     low = full.at_level("weights")
     assert low.init_params is None and low.recipe is None and low.fingerprint() == full.fingerprint()
@@ -169,9 +185,7 @@ def test_the_residual_blind_to_theta0_is_a_least_squares_minimum():
 def test_loo_kernel_at_both_ends_averages_the_two_kernels(tmp_path):
     """kernel_at 'both': s = (grad at theta_0 + grad at theta_T) / 2 of the same weighted features (float64)."""
     owner_files(tmp_path)
-    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "v", "--input-shape", "1,4,4", "--init",
-                tmp_path / "init.safetensors").returncode == 0
-    p = payload_from_folder(tmp_path / "v")
+    p = payload_from_folder(owner_victim(tmp_path, recipe=False))
     cfg = dict(m=4, dtype="float64", normalise="none")
     both = LooNTK(p, LooConfig(kernel_at="both", **cfg))
     ends = [LooNTK(p, LooConfig(kernel_at=k, **cfg)) for k in ("init", "final")]
@@ -188,18 +202,19 @@ def test_loo_kernel_at_both_ends_averages_the_two_kernels(tmp_path):
 
 def test_the_simulation_attack_runs_at_both_levels_and_chooses_its_learning_rate(tmp_path, one_thread):
     owner_files(tmp_path)
-    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "v", "--input-shape", "1,4,4", "--init",
-                tmp_path / "init.safetensors", "--recipe", tmp_path / "recipe.json").returncode == 0
-    p = payload_from_folder(tmp_path / "v")
-    rec = reconstruct(p, SimulationConfig(m=6, iterations=20, steps=3, log_every=5), log=lambda *_: None)
+    p = payload_from_folder(owner_victim(tmp_path))
+    rec = reconstruct(p, SimulationConfig(m=6, iterations=20, steps=3, log_every=5, sim_lr_factors=[1.0, 3.0],
+                                          search_iterations=3), log=lambda *_: None)
     report = rec.stats["method_report"]
-    assert report["from_recipe"] and report["sim_lr"] == 0.1 and report["momentum"] == 0.9
+    tried = {float(k): v for k, v in report["lr_search"]["tried"].items()}
+    assert report["recipe_given"] and report["momentum"] == 0.9 and set(tried) == {0.1, 0.1 * 3.0}
+    assert report["sim_lr"] == min(tried, key=tried.get)
     assert rec.history[-1]["relative_stationarity"] < rec.history[0]["relative_stationarity"]
     grid = [0.01, 0.1, 1.0]
     rec = reconstruct(p, SimulationConfig(m=6, iterations=10, steps=3, given="init", sim_lr_grid=grid,
                                           search_iterations=5), log=lambda *_: None)
     search = rec.stats["method_report"]["lr_search"]
-    found = {float(k): v for k, v in search["grid"].items()}
+    found = {float(k): v for k, v in search["tried"].items()}
     assert search["sim_lr"] == min(found, key=found.get) == rec.stats["method_report"]["sim_lr"]
     assert rec.stats["method_report"]["optimizer"] == "sgd" and rec.stats["method_report"]["momentum"] == 0.0
     with pytest.raises(TrainreconError, match="trains its candidates from the initial weights"):
@@ -208,12 +223,36 @@ def test_the_simulation_attack_runs_at_both_levels_and_chooses_its_learning_rate
 
 def test_each_level_gets_its_bench_winner(tmp_path):
     owner_files(tmp_path)
-    assert _cli("import", tmp_path / "model.safetensors", tmp_path / "v", "--input-shape", "1,4,4", "--init",
-                tmp_path / "init.safetensors", "--recipe", tmp_path / "recipe.json").returncode == 0
-    p = payload_from_folder(tmp_path / "v")
+    p = payload_from_folder(owner_victim(tmp_path))
     names = {level: default_attack(p, level)[0] for level in ("all", "recipe", "init", "weights")}
     assert names["all"] == names["recipe"] and names["weights"] == "buzaglo-multiclass"
     assert default_attack(p, "init")[1]["given"] == "init"
     with pytest.raises(TrainreconError, match="--given: 'recipe' needs"):
         default_attack(p.at_level("weights"), "recipe")
     assert load_recipe(tmp_path / "recipe.json") == p.recipe
+
+
+@pytest.mark.slow
+def test_the_owners_audit_gives_a_verdict_per_level(tmp_path):
+    """`trainrecon audit`: every level the victim supports, its default attack under a wall-clock budget, every
+    control, one page with the verdict per level; a rerun with other settings is refused in one line."""
+    owner_files(tmp_path)
+    owner_victim(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(12, 16, generator=g), torch.arange(12) % 3  # the owner's training images (as trained: x - 0.5)
+    np.savez(tmp_path / "truth.npz", x=x.reshape(12, 1, 4, 4).numpy(), y=y.numpy())
+    np.savez(tmp_path / "heldout.npz", x=np.random.default_rng(1).random((84, 1, 4, 4)))
+    args = ["audit", tmp_path / "v", "--out", tmp_path / "audit", "--truth", tmp_path / "truth.npz", "--heldout",
+            tmp_path / "heldout.npz", "--minutes", "0.02"]
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert [row["level"] for row in result["levels"]] == ["weights", "init", "recipe"]
+    assert [row["method"] for row in result["levels"]] == ["buzaglo-multiclass", "loo-ntk", "simulation"]
+    page = (tmp_path / "audit" / "report.html").read_text()
+    for row in result["levels"]:
+        assert (tmp_path / "audit" / row["report"]).is_file() and html.escape(row["verdict"]) in page
+        assert row["controls"]["positive"] == 12
+    assert "the weights, the initial weights and the training recipe" in result["levels"][2]["verdict"]
+    r = _cli(*args[:-1], "0.5")
+    assert r.returncode == 2 and "holds an audit of other inputs" in r.stderr, r.stderr

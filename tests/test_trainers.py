@@ -111,6 +111,7 @@ def test_every_method_end_to_end(tmp_path):
     assert r.returncode == 2 and "several outputs" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_run_an_experiment_file_and_refuse_a_bad_one(tmp_path):
     exp = {"description": "tiny", "task": {"dataset": "digits", "task": "odd_even", "n_per_class": 2},
            "trainer": "kkt", "train": {"hidden": [8, 8], "margin_schedule": [10.0], "lbfgs_iters": 20},

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from trainrecon import HaimConfig, reconstruct
@@ -11,6 +12,7 @@ from trainrecon.pipeline import evaluate_run
 from trainrecon.pipeline.truth_start import start_slots
 
 
+@pytest.mark.slow
 def test_the_readings_follow_the_kept_counts(monkeypatch, tmp_path, tiny_victim):
     """Each reading for its (kept, held-out kept) pair, the runs replaced by fixed per-slot similarities."""
     import trainrecon.pipeline.truth_start as ts

@@ -43,6 +43,7 @@ class Evil:
         return (print, ("pwned",))
 
 
+@pytest.mark.slow
 def test_hostile_and_truncated_files_are_refused(tmp_path, tiny_victim):
     (tmp_path / "arch.json").write_text(json.dumps(ARCH))
     torch.save({"layers.0.weight": Evil()}, tmp_path / "evil.pt", _use_new_zipfile_serialization=True)

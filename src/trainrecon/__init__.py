@@ -17,9 +17,12 @@ commands are clients of it:
   hands the attacker (:class:`Payload`); :func:`victim_from_module` -- a victim from a user's ``nn.Module``
   object (checked against it), which :func:`reconstruct` attacks directly.
 * :func:`reconstruct` -- run an attack (:class:`HaimConfig`, :class:`BuzagloMulticlassConfig`,
-  :class:`BuzagloRegressionConfig`, :class:`LooConfig`; by name: :data:`METHODS`) with the refinements its config
-  asks for, and return a :class:`Reconstruction` (candidates, multipliers, labels, history, second-order report);
-  in memory, or through a :class:`RunFolder` that locks, checkpoints, resumes and writes it.
+  :class:`BuzagloRegressionConfig`, :class:`LooConfig`, :class:`SimulationConfig`; by name: :data:`METHODS`; the
+  bench's winner for what the attacker is given: :func:`default_attack`) with the refinements its config asks
+  for, and return a :class:`Reconstruction` (candidates, multipliers, labels, history, second-order report); in
+  memory, or through a :class:`RunFolder` that locks, checkpoints, resumes and writes it.
+* :class:`Recipe` -- how a network was trained (optimiser, loss, batch size, epochs): with its initial weights,
+  what the higher threat levels give an attacker (``Payload(..., init_params=..., recipe=...)``).
 * :func:`score` -- score candidates (or a :class:`Reconstruction`) against training and held-out images: a
   :class:`Score` with the honest headline and its controls, the per-image exposure and its ROC, and the field's
   protocols.
@@ -27,11 +30,13 @@ commands are clients of it:
 
 from .api import reconstruct
 from .attacks import (BuzagloMulticlassConfig, BuzagloRegressionConfig, CandidateSet, HaimConfig, LooConfig,
-                      METHODS, Payload, payload_from_folder)
+                      METHODS, Payload, SimulationConfig, payload_from_folder)
+from .attacks.choice import default_attack
 from .data.tasks import TaskConfig, build_task
 from .errors import TrainreconError
 from .metrics.scoring import Score, score
 from .models.imports import victim_from_module
+from .models.recipe import Recipe
 from .models.victim import Victim, load_victim
 from .reconstruction import Reconstruction
 from .refinement.config import MergeConfig, SplitConfig
@@ -40,6 +45,7 @@ from .training import TrainConfig, train_kkt
 
 __version__ = "0.1.0"
 __all__ = ["BuzagloMulticlassConfig", "BuzagloRegressionConfig", "CandidateSet", "HaimConfig", "LooConfig",
-           "METHODS", "MergeConfig", "Payload", "Reconstruction", "RunFolder", "Score", "SplitConfig", "TaskConfig",
-           "TrainConfig", "TrainreconError", "Victim", "__version__", "build_task", "load_victim",
-           "payload_from_folder", "reconstruct", "score", "train_kkt", "victim_from_module"]
+           "METHODS", "MergeConfig", "Payload", "Recipe", "Reconstruction", "RunFolder", "Score", "SimulationConfig",
+           "SplitConfig", "TaskConfig", "TrainConfig", "TrainreconError", "Victim", "__version__", "build_task",
+           "default_attack", "load_victim", "payload_from_folder", "reconstruct", "score", "train_kkt",
+           "victim_from_module"]

@@ -199,6 +199,31 @@ def evaluate(
 
 
 @app.command()
+def audit(
+    victim: Path = typer.Argument(..., help="victim folder (with theta_0 and the recipe where the owner has them)"),
+    out: Path = typer.Option(..., "--out", help="folder for audit.json, report.html and one subfolder per level"),
+    data_dir: Optional[Path] = typer.Option(None, help="data folder for the task recorded in train.json"),
+    truth: Optional[Path] = typer.Option(None, help=".npz (x, y) of the training set, instead of train.json's task"),
+    heldout: Optional[Path] = typer.Option(None, help=".npz of images the victim never saw (more than n)"),
+    minutes: float = typer.Option(10.0, help="wall-clock minutes per threat level's attack"),
+    given: list[str] = typer.Option([], "--given", help="threat levels to audit (repeatable; default: every level the "
+                                    "victim supports: weights, init, recipe)"),
+    truth_start: bool = typer.Option(False, "--truth-start", help="also run each attack's own positive control"),
+    device: str = DeviceOpt,
+) -> None:
+    """The owner's audit: at each threat level (the weights; plus theta_0; plus the recipe), the bench's winning
+    attack for that level, scored with every control; one report with the verdict per level."""
+    from .pipeline.audit import audit_victim
+
+    result = audit_victim(victim, out, data_dir, truth, heldout, minutes, list(given) or None, truth_start,
+                          str(_device(device)), log=typer.echo)
+    for r in result["levels"]:
+        typer.echo(f"{r['level']}: {r['method']} recovered {r['recovered']} of {r['n']} ({r['verdict_kind']}); "
+                   f"controls {r['controls']}")
+    typer.echo(f"wrote {out / 'report.html'}")
+
+
+@app.command()
 def sweep(
     victim: Path = typer.Argument(..., help="victim folder"),
     out: Path = typer.Argument(..., help="sweep folder: trials/<k>/, study.journal, sweep.json (rerun to continue)"),
@@ -282,6 +307,8 @@ def import_(
                                             "after torch.manual_seed(INIT_SEED)"),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="JSON of the training recipe (optimizer, lr, loss, "
                                           "batch_size, epochs, ...; never data): with theta_0, the threat level 'recipe'"),
+    n: Optional[int] = typer.Option(None, "--n", help="the number of training images, told to attackers (m defaults "
+                                    "to 2n)"),
 ) -> None:
     """Turn a user's weights (plus a layer list, a module factory, or nothing for an MLP) into a victim folder,
     with its initial weights and training recipe when given (what the owner knows: the threat levels)."""
@@ -295,6 +322,8 @@ def import_(
         from .models.recipe import load_recipe
 
         recipe = load_recipe(recipe)  # checked before the folder is made
+    if n is not None and n < 1:
+        raise TrainreconError(f"--n: the number of training images must be a positive integer, got {n}")
     if module is not None:
         from .models.imports import import_module_victim
 
@@ -303,7 +332,7 @@ def import_(
         if shape is None:
             raise TrainreconError("--input-shape: --module needs the input shape C,H,W")
         with OutputFolder(out, "import"):
-            import_module_victim(weights, module, shape, out, mean, init, init_seed, recipe)
+            import_module_victim(weights, module, shape, out, mean, init, init_seed, recipe, n)
     else:
         from .models.victim import import_victim
 
@@ -313,7 +342,7 @@ def import_(
             raise TrainreconError("--init-seed: needs --module (the factory that builds theta_0 from the seed); give "
                                   "the initial state dict with --init")
         with OutputFolder(out, "import"):
-            import_victim(weights, architecture, out, mean, shape, init, recipe)
+            import_victim(weights, architecture, out, mean, shape, init, recipe, n)
     from .models.victim import load_victim
 
     level = load_victim(out, training_record=False).level

@@ -22,5 +22,6 @@ from .simulation import Simulation, SimulationConfig
 __all__ = [
     "AttackConfig", "BuzagloMulticlass", "BuzagloMulticlassConfig", "BuzagloRegression", "BuzagloRegressionConfig",
     "CandidateSet", "Haim", "HaimConfig", "LooConfig", "LooNTK", "METHODS", "Method", "Payload", "Simulation",
-    "SimulationConfig", "SquaredDistance", "WeightedSumObjective", "method_for", "method_named", "payload_from_folder", "register", "run_attack",
+    "SimulationConfig", "SquaredDistance", "WeightedSumObjective", "method_for", "method_named", "payload_from_folder",
+    "register", "run_attack",
 ]

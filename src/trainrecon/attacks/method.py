@@ -56,7 +56,8 @@ def total_variation(X: torch.Tensor, shape) -> torch.Tensor:
 
 @dataclass
 class AttackConfig:
-    """Fields every method's config has.  ``m = 0`` means 2 n (twice the disclosed training-set size);
+    """Fields every method's config has.  ``m = 0`` means 2 n (twice the disclosed training-set size; n for the
+    training simulation: :attr:`Method.candidates_per_sample`);
     ``chunk_size`` bounds memory by accumulating the weighted sum over candidate chunks; ``split`` the sample
     splitting refinement (off unless ``split.enabled``); ``merge`` the merging of near-duplicate candidates
     (off unless ``merge.enabled``); ``max_seconds > 0`` ends the run at that wall-clock
@@ -164,6 +165,8 @@ class Method:
     kernel_at_init: bool = False  # evaluate features at theta_0 instead of theta_T (Loo's NTK-exact variant)
     #: the hyper-parameters a sweep (``trainrecon sweep``) searches, and how
     search_space: ClassVar[dict[str, Tunable]] = {}
+    #: m = 0 means this many candidates per disclosed training sample
+    candidates_per_sample: ClassVar[int] = 2
 
     def __init__(self, payload: Payload, cfg: AttackConfig) -> None:
         if type(cfg) is not self.Config:
@@ -281,8 +284,12 @@ class Method:
         raise NotImplementedError
 
     def report(self) -> dict[str, Any] | None:
-        """What the method chose for this run beyond its config, for loss.json's ``method_report`` (None: nothing)."""
+        """What the method chose for this run beyond its config, for loss.json's ``method_report`` (None: nothing);
+        it travels in every checkpoint, so a resumed run takes it back (:meth:`restore`) instead of choosing again."""
         return None
+
+    def restore(self, report: dict[str, Any] | None) -> None:
+        """Take back a checkpoint's :meth:`report` (a resumed run), before :meth:`init`."""
 
     # -- shared --------------------------------------------------------------------------------------------------
     def draw(self, m: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ import torch
 from ..checkpoint import fingerprint, record_array
 from ..config import load_json, to_dict
 from ..errors import TrainreconError
-from ..models.victim import Weights, load_victim
+from ..models.victim import Weights, load_victim, training_set_size
 
 
 @dataclass
@@ -51,9 +51,8 @@ class Payload(Weights):
             raise TrainreconError(f"expected a victim (load_victim, victim_from_module) or a Payload, got "
                                   f"{type(victim).__name__}")
         info = getattr(victim, "train_info", None) or {}
-        idx = info.get("train_indices") if disclose_n else None
-        return Payload(victim.spec, victim.params, victim.input_mean, victim.init_params, victim.recipe,
-                       n_train=len(idx) if idx else None)
+        n = training_set_size(info, "train.json") if disclose_n else None
+        return Payload(victim.spec, victim.params, victim.input_mean, victim.init_params, victim.recipe, n_train=n)
 
     def mean_flat(self) -> torch.Tensor:
         """The input mean as a flat tensor on the parameters' device and dtype."""
@@ -89,14 +88,10 @@ def payload_from_folder(folder: str | Path, disclose_n: bool = True) -> Payload:
     """The attacker's view of a victim folder (a :class:`Payload`): the architecture, the weights, the input mean,
     the initial weights and the recipe where saved (what a run uses of them is its config's ``given``), and n (the
     number of training indices train.json records) when ``disclose_n``; never the training images, their indices
-    or their labels."""
+    or their labels.  n is the length of train.json's indices, or the ``n_train`` an importing owner stated."""
     folder = Path(folder)
     victim = load_victim(folder, training_record=False)
     n = None
     if disclose_n and (folder / "train.json").is_file():
-        info = load_json(folder / "train.json")
-        idx = info.get("train_indices") if isinstance(info, dict) else None
-        if idx is not None and not isinstance(idx, list):
-            raise TrainreconError(f"{folder / 'train.json'}: train_indices is not a list")
-        n = len(idx) if idx else None
+        n = training_set_size(load_json(folder / "train.json"), str(folder / "train.json"))
     return dataclasses.replace(Payload.of(victim, disclose_n=False), n_train=n)

@@ -30,11 +30,13 @@ from .payload import Payload
 from ..objective.hooks import AttackHook, Step
 
 
-def default_m(payload: Payload) -> int:
-    """The default number of candidates, 2n; refused in one line when n is not disclosed."""
+def default_m(payload: Payload, method: type[Method] | None = None) -> int:
+    """The default number of candidates, the method's ``candidates_per_sample`` times n (2n; n for the training
+    simulation, whose candidates stand in for the training set one to one); refused in one line when n is not
+    disclosed."""
     if not payload.n_train:
         raise TrainreconError("attack.m: the training-set size is not disclosed; pass the number of candidates (--m)")
-    return 2 * payload.n_train
+    return (2 if method is None else method.candidates_per_sample) * payload.n_train
 
 
 class RunStore(Protocol):
@@ -88,7 +90,7 @@ def check_run(payload: Payload, cfg, device: torch.device | str = "cpu", copies:
 
 
 def _check(payload: Payload, method: type[Method], cfg: AttackConfig, device, copies: int = 1) -> int:
-    m = cfg.m or default_m(payload)
+    m = cfg.m or default_m(payload, method)
     m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
     what = f"attack with m = {m_max} candidates" + (f", {copies} at once" if copies > 1 else "")
     require_memory(copies * attack_bytes(payload, m_max, cfg), what, device)
@@ -164,11 +166,14 @@ def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore
     run_id = fingerprint({"record": record_array(cfg_record)})
     attacked, normalisation = normalise(payload, cfg.normalise)
     attack = method(attacked.to(torch.device(device), dtype), cfg)
+    start, history, seconds_before = 0, [], 0.0
+    loaded = None if store is None else store.restore(cfg_record, type(cfg), resume)
+    if loaded is not None:
+        attack.restore(loaded[1].get("method_report"))  # what the method chose for this run (a searched rate)
+    t0 = time.time()  # the method's own set-up (a learning-rate search) counts towards the run's seconds
     cands = attack.init(m)
     cands.runs = [run_id]
     opt_x, opt_m = attack.optimisers()
-    start, history, seconds_before = 0, [], 0.0
-    loaded = None if store is None else store.restore(cfg_record, type(cfg), resume)
     if loaded is not None:
         state, meta = loaded
         record = meta.get("candidates") or {"m0": m, "runs": [run_id]}
@@ -181,7 +186,6 @@ def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore
     config = {**cfg_record, "payload": payload.record(), "normalisation": normalisation, "adapted": adapted}
     if store is not None:
         store.begin(config)
-    t0 = time.time()
 
     def elapsed() -> float:
         return seconds_before + time.time() - t0
@@ -190,8 +194,10 @@ def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore
         if store is None:
             return
         meta = {k: v for h in hooks for k, v in h.state().items()}
+        report = attack.report()
         store.checkpoint(cands.tensors(), {**meta, "iteration": it, "config": cfg_record, "history": history,
-                                           "seconds": elapsed(), "candidates": cands.record()})
+                                           "seconds": elapsed(), "candidates": cands.record(),
+                                           **({"method_report": report} if report is not None else {})})
 
     bar = progress(cfg.iterations, method.name, initial=start)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after)

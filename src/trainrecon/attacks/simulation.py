@@ -16,11 +16,13 @@ SimuDy's prior.  Candidates' labels are fixed in class blocks (K outputs; two ha
 learned (``labels = "learned"``: the multipliers w_jc >= 0 are candidate j's soft label times its weight in the
 simulated loss, descended with ``lr_labels``).  The candidates move by Adam (lr, betas 0.8 / 0.9: SimuDy's).
 
-The simulation is coarser than the training (``steps`` simulated steps, SimuDy's few epochs): with the recipe
-(threat level ``recipe``) it runs the recipe's optimiser, loss and learning rate; without it (level ``init``)
-plain SGD on the loss the outputs suggest (cross-entropy, logistic for one output) at a learning rate chosen on
-the attacker-side loss alone: each of ``sim_lr_grid`` runs ``search_iterations`` iterations from the same start
-and the lowest D wins (SimuDy's grid search), recorded in the run's summary.
+The simulation is coarser than the training (``steps`` full-batch steps stand for the recipe's epochs of
+mini-batch steps): with the recipe (threat level ``recipe``) it runs the recipe's optimiser, loss, momentum and
+weight decay; without it (level ``init``) plain SGD on the loss the outputs suggest (cross-entropy, logistic for
+one output).  Its learning rate is ``sim_lr`` when given; else it is chosen on the attacker-side loss alone, as
+SimuDy chooses an unknown one: each candidate rate (the recipe's times ``sim_lr_factors``, a coarser simulation
+needing larger steps; without a recipe ``sim_lr_grid``) runs ``search_iterations`` iterations of this attack from
+the same start, and the lowest match D wins (recorded in the run's summary, ``loss.json["method_report"]``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ..objective.simulation import Optimiser, SimulationObjective
 from .buzaglo import block_labels
 from .haim import haim_labels
 from .method import AttackConfig, Method, Tunable, box_penalty, register, total_variation
+from .normalisation import Normalise
 from .optim import Adam
 
 
@@ -48,18 +51,21 @@ from .optim import Adam
 class SimulationConfig(AttackConfig):
     """Hyper-parameters of the training-simulation attack (module docstring).  ``steps``: simulated optimiser
     steps; ``sim_batch``: candidates per simulated step (0: all); ``sim_lr``: the simulation's learning rate (0:
-    the recipe's, or without a recipe the best of ``sim_lr_grid`` after ``search_iterations`` each);
-    ``alpha > 0``: the simulated network's ReLUs take Haim's modified-ReLU derivative (0: the exact network)."""
+    the best, after ``search_iterations`` each, of the recipe's times ``sim_lr_factors``, or without a recipe of
+    ``sim_lr_grid``); ``alpha > 0``: the simulated network's ReLUs take Haim's modified-ReLU derivative (0: the
+    exact network)."""
 
-    iterations: int = 3000
+    iterations: int = 1000
     lr: float = 0.01
     init_scale: float = 0.1
     dtype: Literal["float64", "float32"] = "float32"
-    steps: int = 10
+    normalise: Normalise = "none"  # the recipe's learning rate holds at the victim's own scale only
+    steps: int = 20
     sim_batch: int = 0
     sim_lr: float = 0.0
-    sim_lr_grid: list[float] = field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
-    search_iterations: int = 100
+    sim_lr_factors: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0])
+    sim_lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
+    search_iterations: int = 50
     match: Literal["cosine", "squared"] = "cosine"
     labels: Literal["fixed", "learned"] = "fixed"
     lr_labels: float = 0.01
@@ -74,8 +80,9 @@ class SimulationConfig(AttackConfig):
             raise TrainreconError(f"attack.steps: need at least one simulated step, got {self.steps}")
         if self.sim_batch < 0 or self.sim_lr < 0 or self.box_weight < 0 or self.alpha < 0 or self.lr_labels < 0:
             raise TrainreconError("attack.sim_batch, sim_lr, box_weight, alpha and lr_labels must be >= 0")
-        if not self.sim_lr_grid or any(not v > 0 for v in self.sim_lr_grid):
-            raise TrainreconError(f"attack.sim_lr_grid: need positive learning rates, got {self.sim_lr_grid}")
+        for name in ("sim_lr_grid", "sim_lr_factors"):
+            if not getattr(self, name) or any(not v > 0 for v in getattr(self, name)):
+                raise TrainreconError(f"attack.{name}: need positive numbers, got {getattr(self, name)}")
         if self.search_iterations < 1:
             raise TrainreconError(f"attack.search_iterations: must be >= 1, got {self.search_iterations}")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
@@ -109,6 +116,7 @@ class Simulation(Method):
     name = "simulation"
     Config = SimulationConfig
     form = NTK  # the displacement theta_T - theta_0 is what it explains
+    candidates_per_sample = 1  # m = n: the candidates stand in for the training set in the simulated training
     cfg: SimulationConfig
     search_space = {"lr": Tunable("relative", 0.1, 10.0), "init_scale": Tunable("log", 0.01, 1.0),
                     "tv": Tunable("log", 0.003, 1.0)}
@@ -123,6 +131,9 @@ class Simulation(Method):
                                   "'subtract' or 'project'")
         if self.cfg.init_tolerance:
             raise TrainreconError("attack.init_tolerance: stands in for an unknown theta_0; the simulation knows it")
+        if self.cfg.normalise != "none":
+            raise TrainreconError("attack.normalise: the simulation trains at the victim's own scale (the recipe's "
+                                  "learning rate holds there only); leave it 'none'")
         r = p.recipe
         loss = r.loss if r is not None else ("logistic" if p.spec.n_outputs == 1 else "cross_entropy")
         if loss == "logistic" and p.spec.n_outputs != 1:
@@ -135,7 +146,7 @@ class Simulation(Method):
             raise TrainreconError("attack.labels: learned soft labels need a likelihood loss (cross_entropy or "
                                   "logistic), not mse")
         self.loss_kind = loss
-        self.sim_lr = self.cfg.sim_lr or (r.lr if r is not None else 0.0)
+        self.sim_lr = self.cfg.sim_lr
         self.search: dict[str, Any] | None = None
         self._mu = p.mean_flat().reshape(1, -1)
 
@@ -224,18 +235,19 @@ class Simulation(Method):
         return self.cfg.tv * total_variation(X + self._mu.reshape(-1), self.payload.spec.input_shape).sum() / m0
 
     def init(self, m: int) -> CandidateSet:
-        """The method's start; without a simulation learning rate (no recipe, no ``sim_lr``) first the grid search
-        of the module docstring, from this very start."""
+        """The method's start; without ``sim_lr`` first the search of the module docstring, from this very start."""
         cands = super().init(m)
         if not self.sim_lr:
             self.sim_lr, self.search = self.search_lr(cands)
         return cands
 
     def search_lr(self, start: CandidateSet) -> tuple[float, dict[str, Any]]:
-        """The grid learning rate whose short run (``search_iterations`` of this attack from ``start``) ends with the
-        lowest match D; a diverging one counts as infinite."""
+        """The candidate learning rate whose short run (``search_iterations`` of this attack from ``start``) ends
+        with the lowest match D; a diverging one counts as infinite."""
+        r = self.payload.recipe
+        grid = [f * r.lr for f in self.cfg.sim_lr_factors] if r is not None else list(self.cfg.sim_lr_grid)
         found = {}
-        for lr in self.cfg.sim_lr_grid:
+        for lr in grid:
             self.sim_lr = lr
             c = CandidateSet(start.x.clone(), start.multipliers.clone(), start.labels)
             opt_x, opt_m = self.optimisers()
@@ -251,12 +263,18 @@ class Simulation(Method):
             found[lr] = d
         best = min(found, key=lambda k: found[k])
         if not math.isfinite(found[best]):
-            raise TrainreconError("attack.sim_lr_grid: the simulation diverged at every learning rate of the grid; give "
-                                  "smaller ones (or attack.sim_lr)")
-        return best, {"sim_lr": best, "grid": {str(k): (v if math.isfinite(v) else None) for k, v in found.items()},
+            raise TrainreconError(f"attack.{'sim_lr_factors' if r is not None else 'sim_lr_grid'}: the simulation "
+                                  "diverged at every learning rate tried; give smaller ones (or attack.sim_lr)")
+        what = "the recipe's times sim_lr_factors" if r is not None else "sim_lr_grid (no recipe)"
+        return best, {"sim_lr": best, "tried": {repr(k): (v if math.isfinite(v) else None) for k, v in found.items()},
                       "iterations_each": self.cfg.search_iterations,
-                      "reason": "no recipe: the simulation's learning rate is the grid's with the lowest match D "
-                                "after a short run (attacker-side loss only)"}
+                      "reason": f"the simulation's learning rate is the one of {what} with the lowest match D after a "
+                                "short run (attacker-side loss only)"}
+
+    def restore(self, report: dict[str, Any] | None) -> None:
+        """A resumed run keeps the learning rate its search chose (no second search)."""
+        if report and not self.cfg.sim_lr and report.get("sim_lr"):
+            self.sim_lr, self.search = float(report["sim_lr"]), report.get("lr_search")
 
     def report(self) -> dict[str, Any] | None:
         """The simulation's settings for loss.json: its optimiser, loss, steps, learning rate and how it was
@@ -264,4 +282,4 @@ class Simulation(Method):
         o = self.optimiser(self.sim_lr)
         return {"optimizer": o.kind, "loss": self.loss_kind, "steps": self.cfg.steps, "sim_lr": self.sim_lr,
                 "sim_batch": self.cfg.sim_batch, "momentum": o.momentum, "weight_decay": o.weight_decay,
-                "from_recipe": self.payload.recipe is not None and not self.cfg.sim_lr, "lr_search": self.search}
+                "recipe_given": self.payload.recipe is not None, "lr_search": self.search}

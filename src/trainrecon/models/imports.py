@@ -359,13 +359,13 @@ def load_into(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -
 
 def import_module_victim(weights: str | Path, module_ref: str, input_shape: list[int], out: str | Path,
                          mean: str | Path | None = None, init: str | Path | None = None,
-                         init_seed: int | None = None, recipe=None) -> Path:
+                         init_seed: int | None = None, recipe=None, n: int | None = None) -> Path:
     """``trainrecon import WEIGHTS --module FILE.py:FACTORY --input-shape C,H,W OUT``: load the state dict into the
     user's module and write the victim as its layer list.  theta_0 comes from ``init`` (the initial state dict,
     loaded into a second module the same way) or from ``init_seed`` (the factory called after
     ``torch.manual_seed(init_seed)``, as a training script that seeds torch before building its model makes it);
-    ``recipe`` is the training recipe (a :class:`~.recipe.Recipe`)."""
-    from .victim import check_new_folder, read_state_dict, write_imported
+    ``recipe`` is the training recipe (a :class:`~.recipe.Recipe`); ``n`` the number of training images."""
+    from .victim import check_new_folder, imported_n, read_state_dict, write_imported
 
     out = Path(out)
     check_new_folder(out)
@@ -379,7 +379,7 @@ def import_module_victim(weights: str | Path, module_ref: str, input_shape: list
     sequential_from_module(module, input_shape)  # a layer with no declarative form is refused before loading
     load_into(module, tensors, str(weights))
     w = victim_from_module(module, input_shape)
-    info: dict[str, Any] = {"imported_from": Path(weights).name, "module": module_ref}
+    info: dict[str, Any] = {"imported_from": Path(weights).name, "module": module_ref, **imported_n(n)}
     init_params = None
     if init is not None:
         start = load_factory(module_ref).to(torch.float64)

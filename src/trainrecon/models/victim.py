@@ -191,6 +191,25 @@ def check_mean(mean: Any, spec: Architecture, where: str) -> np.ndarray:
     return mean.reshape(spec.input_shape)
 
 
+def training_set_size(info: Any, where: str) -> int | None:
+    """n as a train.json records it: the length of its ``train_indices`` (a victim trained here), else its
+    ``n_train`` (an imported one whose owner stated n: ``trainrecon import --n``), else None; a malformed entry is
+    refused in one line."""
+    if not isinstance(info, dict):
+        return None
+    idx = info.get("train_indices")
+    if idx is not None:
+        if not isinstance(idx, list):
+            raise TrainreconError(f"{where}: train_indices is not a list")
+        return len(idx) or None
+    n = info.get("n_train")
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TrainreconError(f"{where}: n_train must be a positive integer, got {n!r}")
+    return n
+
+
 def _obj(data: Any, where: Path) -> dict:
     if not isinstance(data, dict):
         raise TrainreconError(f"{where}: expected a JSON object")
@@ -224,7 +243,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def import_victim(weights: str | Path, architecture: str | Path | None, out: str | Path,
                   mean: str | Path | None = None, input_shape: list[int] | None = None,
-                  init: str | Path | None = None, recipe: Recipe | None = None) -> Path:
+                  init: str | Path | None = None, recipe: Recipe | None = None, n: int | None = None) -> Path:
     """Turn a user's state dict plus an architecture JSON into a victim folder.
 
     ``architecture`` holds a ``model.json`` object: an MLP's fields (widths, bias, activation, input_shape;
@@ -233,7 +252,8 @@ def import_victim(weights: str | Path, architecture: str | Path | None, out: str
     shapes (:func:`~.imports.infer_architecture`; ``input_shape`` (C, H, W) then says how inputs are laid out).
     An optional ``input_mean`` tensor (or ``mean``, an .npz with ``x`` holding the mean image) records the input
     centring.  ``init``: the network's initial state dict (theta_0, named as the weights are), and ``recipe``: its
-    training recipe (:class:`~.recipe.Recipe`, :func:`~.recipe.load_recipe`), the two further threat levels.
+    training recipe (:class:`~.recipe.Recipe`, :func:`~.recipe.load_recipe`), the two further threat levels;
+    ``n``: the number of training images, recorded as ``n_train`` (disclosed to attackers as n).
     """
     out = Path(out)
     check_new_folder(out)
@@ -250,10 +270,19 @@ def import_victim(weights: str | Path, architecture: str | Path | None, out: str
         if init_params is not None:
             raise TrainreconError(f"--init: {weights} already holds init.* tensors; give theta_0 once")
         init_params = read_init(init, spec, architecture is None, input_shape)
-    info = {"imported_from": Path(weights).name, **how}
+    info = {"imported_from": Path(weights).name, **how, **imported_n(n)}
     if init is not None:
         info["init_imported_from"] = Path(init).name
     return write_imported(out, spec, params, init_params, input_mean, str(weights), mean, info, recipe)
+
+
+def imported_n(n: int | None) -> dict[str, int]:
+    """train.json's ``n_train`` of an import (``--n``), checked; nothing when not given."""
+    if n is None:
+        return {}
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TrainreconError(f"--n: the number of training images must be a positive integer, got {n!r}")
+    return {"n_train": n}
 
 
 def read_init(path: str | Path, spec: Architecture, inferred: bool, input_shape: list[int] | None = None

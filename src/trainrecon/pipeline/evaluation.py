@@ -24,7 +24,7 @@ from ..errors import TrainreconError
 from ..metrics.evaluate import check_null_names, headline
 from ..metrics.headline import HeadlineRule
 from ..metrics.scoring import score
-from ..models.victim import Victim, load_victim
+from ..models.victim import Victim, load_victim, training_set_size
 from ..refinement.merging import collapse_report
 from ..reports import evidence_plot, l2_curve_plot, pair_grid
 
@@ -45,9 +45,9 @@ def load_truth(
         if y is not None and not (y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.isfinite(y).all()
                                                              and np.array_equal(y, np.round(y)))):
             raise TrainreconError(f"{truth}: y has dtype {y.dtype}; labels must be whole real numbers")
-        recorded = victim.train_info.get("train_indices")
-        if isinstance(recorded, list) and recorded and len(x_tr) != len(recorded):
-            raise TrainreconError(f"{truth}: {len(x_tr)} images, but the victim was trained on n = {len(recorded)} "
+        recorded = training_set_size(victim.train_info, "train.json")
+        if recorded is not None and len(x_tr) != recorded:
+            raise TrainreconError(f"{truth}: {len(x_tr)} images, but the victim was trained on n = {recorded} "
                                   "(train.json); --truth must be exactly its training set")
         mean = victim.mean_chw() if victim.input_mean is not None else x_tr.mean(axis=0)
         return x_tr, y, x_ho_file, mean

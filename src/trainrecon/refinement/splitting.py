@@ -165,13 +165,54 @@ def kink_alignment(obj: WeightedSumObjective, x: torch.Tensor, v: torch.Tensor, 
     return float(((W1[idx] @ v.detach()) / (norms[idx] * v.norm().clamp_min(1e-300))).abs().max())
 
 
-def removal_costs(obj: WeightedSumObjective, cands: CandidateSet, s: list[torch.Tensor], base: float) -> torch.Tensor:
+class SetLoss:
+    """J of the candidate sets a splitting round tries.  For a weighted sum J = F(s) + R, s changes only by the
+    contributions of the candidates a split replaces, so a trial costs the split candidate's features only
+    (``state`` is s); any other objective (the training simulation, :mod:`trainrecon.objective.simulation`) is
+    evaluated afresh on the trial set (``state`` is None)."""
+
+    def __init__(self, obj, cands: CandidateSet) -> None:
+        self.obj = obj
+        self.linear = isinstance(obj, WeightedSumObjective)
+        self.state = obj.feature_sum(cands.x.detach(), obj.weights(cands.multipliers.detach())) if self.linear else None
+        self.J = self.of(cands, self.state)
+
+    def of(self, cands: CandidateSet, state) -> float:
+        """J of ``cands``, whose weighted sum is ``state`` (a weighted sum) or which is evaluated afresh."""
+        if self.linear:
+            return exact_loss(self.obj, state, cands)
+        o = self.obj if cands.labels is None else _with_labels(self.obj, cands.labels)
+        return o.loss_of(cands.x.detach(), cands.multipliers.detach())
+
+    def u(self, cands: CandidateSet):
+        """u = dF/ds at the round's current set (the weighted sum's), or the objective's own (the simulation's
+        trajectory and adjoints)."""
+        if self.linear:
+            return self.obj.outer.grad(self.state)
+        o = self.obj if cands.labels is None else _with_labels(self.obj, cands.labels)
+        return o.u(cands.x, cands.multipliers)
+
+    def replaced(self, cands: CandidateSet, rows: list[int], trial: CandidateSet, new_rows: list[int], state=None):
+        """(state, J) of ``trial``: ``cands`` with its ``rows`` replaced by ``trial``'s ``new_rows`` (none: removed);
+        ``state`` is ``cands``' (default: the round's current one)."""
+        state = self.state if state is None else state
+        if not self.linear:
+            return None, self.of(trial, None)
+        new = [a - b for a, b in zip(state, contribution(self.obj, cands, rows))]
+        if new_rows:
+            new = [a + c for a, c in zip(new, contribution(self.obj, trial, new_rows))]
+        return new, self.of(trial, new)
+
+    def accept(self, state, J: float) -> None:
+        self.state, self.J = state, J
+
+
+def removal_costs(loss: SetLoss, cands: CandidateSet) -> torch.Tensor:
     """Exact J(without j) - J for every candidate j (F of s minus j's contribution, prior without j)."""
     out = torch.empty(cands.m, dtype=torch.float64)
     for j in range(cands.m):
-        d = contribution(obj, cands, [j])
-        keep = [i for i in range(cands.m) if i != j]
-        out[j] = exact_loss(obj, [a - b for a, b in zip(s, d)], cands.take(keep)) - base
+        keep = cands.take([i for i in range(cands.m) if i != j])
+        out[j] = loss.replaced(cands, [j], keep, [])[1] - loss.J
     return out
 
 
@@ -192,8 +233,7 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
     t0 = time.time()
     curv = obj if curvature is None else curvature
     X, M = cands.x.detach(), cands.multipliers.detach()
-    s = obj.feature_sum(X, obj.weights(M))
-    J = exact_loss(obj, s, cands)
+    loss = SetLoss(obj, cands)
     if cfg.direction == "eigen" or cfg.score == "eigenvalue":
         mu, V, _ = splitting_eigenpairs(curv, cands, cfg.lanczos_steps, cfg.seed + round_index)
     else:  # the random-direction control ranked by multiplier needs no eigenpairs
@@ -210,7 +250,7 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
     tried = skipped = 0
     images: list[torch.Tensor] = []
     ids = cands.ids.clone()
-    costs = removal_costs(obj, cands, s, J) if cfg.mode == "fixed" else None
+    costs = removal_costs(loss, cands) if cfg.mode == "fixed" else None
     u_curv = None
     for j0 in order.tolist():
         if tried >= per_round or (cfg.mode == "grow" and cands.m >= cap):
@@ -227,13 +267,13 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
         zero = cands.split(j, V[j0], 0.0)
         with torch.no_grad():  # s is unchanged at eps = 0: only the prior moves (halved multipliers, a doubled box term)
             jump = float(obj.prior(zero.x, zero.multipliers) - obj.prior(cands.x, cands.multipliers))
-        if jump > 1e-3 * max(J, 1e-300):
+        if jump > 1e-3 * max(loss.J, 1e-300):
             skipped += 1  # halving this multiplier costs more than a split can gain (the lambda_min penalty)
             continue
         tried += 1
         xj, v = cands.x[j], V[j0]
         if curv is obj:
-            u = obj.outer.grad(s)
+            u = loss.u(cands)
         else:  # the curvature model's own u, recomputed only after an accepted split changed the candidates
             if u_curv is None:
                 model = curv if cands.labels is None else _with_labels(curv, cands.labels)
@@ -241,14 +281,11 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
             u = u_curv
         pred_curv = float(v @ splitting_hvp(curv, cands.x[j : j + 1], curv.weights(cands.multipliers[j : j + 1]),
                                             u, v[None], None if cands.labels is None else cands.labels[j : j + 1])[0])
-        base_contrib = contribution(obj, cands, [j])
         best = None
         for rel in cfg.eps_grid:
             eps = rel * float(xj.norm().clamp_min(1e-12))
             trial = cands.split(j, v, eps)
-            new = contribution(obj, trial, [j, trial.m - 1])
-            s_new = [a - b + c for a, b, c in zip(s, base_contrib, new)]
-            J_new = exact_loss(obj, s_new, trial)
+            s_new, J_new = loss.replaced(cands, [j], trial, [j, trial.m - 1])
             if best is None or J_new < best[0]:
                 best = (J_new, eps, trial, s_new)
         J_new, eps, trial, s_new = best
@@ -259,20 +296,21 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
             if order_cost:
                 removed = int(ids[order_cost[0]])
                 r = alive[removed]
-                s_new = [a - b for a, b in zip(s_new, contribution(obj, trial, [r]))]
-                trial = trial.take([i for i in range(trial.m) if i != r])
-                J_new = exact_loss(obj, s_new, trial)
+                kept = trial.take([i for i in range(trial.m) if i != r])
+                s_new, J_new = loss.replaced(trial, [r], kept, [], s_new)
+                trial = kept
         # "continue" acceptance judges the whole round after a look-ahead (:class:`.hooks.SplittingHook`)
-        accepted = J_new < J * (1 - cfg.min_gain) or cfg.acceptance == "continue"
+        accepted = J_new < loss.J * (1 - cfg.min_gain) or cfg.acceptance == "continue"
         align = kink_alignment(obj, xj, v)
         if accepted:
             images.append(torch.stack([xj, xj + eps * v, xj - eps * v]).detach().cpu().double())
         log.append({"kink_alignment": align, **{"round": round_index, "candidate": int(ids[j0]), "eigenvalue": float(mu[j0]),
                     "rayleigh_quotient": pred_curv, "eps": eps, "eps_relative": eps / float(xj.norm().clamp_min(1e-12)),
-                    "predicted_change": 0.5 * eps**2 * pred_curv, "actual_change": J_new - J,
+                    "predicted_change": 0.5 * eps**2 * pred_curv, "actual_change": J_new - loss.J,
                     "accepted": bool(accepted), "direction": cfg.direction, "removed": removed}})
         if accepted:
-            cands, s, J, u_curv = trial, s_new, J_new, None
+            cands, u_curv = trial, None
+            loss.accept(s_new, J_new)
     return RoundResult(cands, log, time.time() - t0, skipped, torch.stack(images) if images else None)
 
 
