@@ -41,12 +41,12 @@ def _cli(*args, cwd=None):
                           cwd=cwd)
 
 
-def owner_files(tmp_path, seed=3):
+def owner_files(tmp_path, seed=3, factory=FACTORY):
     """What an owner keeps of a network trained as people train them: the trained state dict, the initial one (the
     factory after torch.manual_seed(seed)), the recipe and the factory; trained on 12 random 4x4 images."""
-    (tmp_path / "factory.py").write_text(FACTORY)
+    (tmp_path / "factory.py").write_text(factory)
     ns: dict = {}
-    exec(FACTORY, ns)
+    exec(factory, ns)
     torch.manual_seed(seed)
     net = ns["build"]()
     init = {k: v.clone() for k, v in net.state_dict().items()}
@@ -219,6 +219,60 @@ def test_the_simulation_attack_runs_at_both_levels_and_chooses_its_learning_rate
     assert rec.stats["method_report"]["optimizer"] == "sgd" and rec.stats["method_report"]["momentum"] == 0.0
     with pytest.raises(TrainreconError, match="trains its candidates from the initial weights"):
         reconstruct(p, SimulationConfig(m=6, iterations=5, given="weights"), log=lambda *_: None)
+
+
+def test_the_simulation_runs_at_the_victims_own_scale(tmp_path, one_thread):
+    """The recipe's learning rate holds at the victim's own scale: normalise 'auto' is refused where it would
+    rescale theta (a homogeneous victim) and is the same run as 'none' where it would not (biases after the first
+    layer)."""
+    cfg = dict(m=6, iterations=3, steps=2, sim_lr=0.1, log_every=1)
+    owner_files(tmp_path)
+    p = payload_from_folder(owner_victim(tmp_path))
+    runs = [reconstruct(p, SimulationConfig(**cfg, normalise=mode), log=lambda *_: None) for mode in ("auto", "none")]
+    assert torch.equal(runs[0].x, runs[1].x)
+    (tmp_path / "h").mkdir()
+    owner_files(tmp_path / "h", factory=FACTORY.replace("nn.Linear(6, 3)", "nn.Linear(6, 3, bias=False)"))
+    p = payload_from_folder(owner_victim(tmp_path / "h"))
+    reconstruct(p, SimulationConfig(**cfg), log=lambda *_: None)
+    with pytest.raises(TrainreconError, match="attack.normalise: the simulation trains at the victim's own scale"):
+        reconstruct(p, SimulationConfig(**cfg, normalise="auto"), log=lambda *_: None)
+
+
+def test_tv_is_simudys_anisotropic_total_variation_and_loo_takes_it(tmp_path, one_thread):
+    """TV(x) = mean |x[i+1, j] - x[i, j]| + mean |x[i, j+1] - x[i, j]| per image (float64, by loops); Loo with
+    tv > 0 records that prior, tv F(0) (1/m0) sum_j TV(x_j + mean), and moves its candidates otherwise."""
+    from trainrecon.attacks.method import total_variation
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(3, 2 * 3 * 4, generator=g, dtype=torch.float64)
+    img = X.reshape(3, 2, 3, 4)
+    want = [sum(abs(float(im[c, i + 1, j] - im[c, i, j])) for c in range(2) for i in range(2) for j in range(4)) / 16
+            + sum(abs(float(im[c, i, j + 1] - im[c, i, j])) for c in range(2) for i in range(3) for j in range(3)) / 18
+            for im in img]
+    assert torch.allclose(total_variation(X, (2, 3, 4)), torch.tensor(want, dtype=torch.float64), rtol=1e-12)
+    owner_files(tmp_path)
+    p = payload_from_folder(owner_victim(tmp_path))
+    runs = {tv: reconstruct(p, LooConfig(m=6, iterations=5, log_every=1, tv=tv), log=lambda *_: None) for tv in (0, 0.5)}
+    assert runs[0.5].history[0]["prior"] > runs[0].history[0]["prior"] + 1e-3 * runs[0].history[0]["total"]
+    assert not torch.equal(runs[0].x, runs[0.5].x)
+
+
+def test_the_simulations_tv_prior_is_unchanged_by_a_split_at_eps_0(tmp_path):
+    """A split at eps = 0 (two children of half the weight) leaves the simulation's prior as it was, so splitting
+    is judged by the match alone; without the weighting the child's own TV term would veto every split."""
+    from trainrecon.attacks.simulation import Simulation
+
+    owner_files(tmp_path)
+    sim = Simulation(payload_from_folder(owner_victim(tmp_path)), SimulationConfig(m=6, tv=0.3, sim_lr=0.1))
+    cands = sim.init(6)
+    obj = sim.objective(0, cands)
+    v = torch.randn(cands.x.shape[1], dtype=cands.x.dtype)
+    for j in (0, 5):
+        zero = cands.split(j, v, 0.0)
+        assert float(obj.prior(zero.x, zero.multipliers)) == pytest.approx(float(obj.prior(cands.x, cands.multipliers)),
+                                                                            rel=1e-12)
+    moved = cands.split(0, v, 0.1)
+    assert float(obj.prior(moved.x, moved.multipliers)) != pytest.approx(float(obj.prior(cands.x, cands.multipliers)))
 
 
 def test_each_level_gets_its_bench_winner(tmp_path):

@@ -226,8 +226,9 @@ class Method:
                                   "init bound, so the objective is zero everywhere; lower it (or 0: off)")
         return outer
 
-    def tv_prior(self, X: torch.Tensor, m0: int) -> torch.Tensor:
-        """tv F(0) (1/m0) sum_j TV(x_j + mean) (:class:`AttackConfig`'s ``tv``)."""
+    def tv_prior(self, X: torch.Tensor, M: torch.Tensor, m0: int) -> torch.Tensor:
+        """tv F(0) (1/m0) sum_j TV(x_j + mean) (:class:`AttackConfig`'s ``tv``): every candidate counted once,
+        whatever its multiplier M_j (free in sign and scale here; the simulation weights its terms)."""
         return self.cfg.tv * self.outer.baseline * total_variation(X + self.payload.mean_flat(),
                                                                    self.payload.spec.input_shape).sum() / m0
 
@@ -348,7 +349,7 @@ class Method:
         prior = self.prior
         if self.cfg.tv:
             def prior(X, M):
-                return self.prior(X, M) + self.tv_prior(X, m0)
+                return self.prior(X, M) + self.tv_prior(X, M, m0)
 
         return WeightedSumObjective(self.at, outer, phi, lambda M: self.weights(M, m0), prior,
                                     cands.labels, self.cfg.chunk_size, first_layer=spec.first_layer)

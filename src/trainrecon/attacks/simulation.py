@@ -131,7 +131,7 @@ class Simulation(Method):
                                   "'subtract' or 'project'")
         if self.cfg.init_tolerance:
             raise TrainreconError("attack.init_tolerance: stands in for an unknown theta_0; the simulation knows it")
-        if self.cfg.normalise != "none":
+        if self.cfg.normalise != "none" and p.spec.homogeneity().degree is not None:  # 'auto' would rescale theta
             raise TrainreconError("attack.normalise: the simulation trains at the victim's own scale (the recipe's "
                                   "learning rate holds there only); leave it 'none'")
         r = p.recipe
@@ -222,7 +222,7 @@ class Simulation(Method):
         prior = self.prior
         if self.cfg.tv:
             def prior(X, M):
-                return self.prior(X, M) + self.tv_prior(X, m0)
+                return self.prior(X, M) + self.tv_prior(X, M, m0)
 
         return SimulationObjective(
             list(p.init_params), self.outer.target, list(p.init_params) if self.removal == "project" else None,
@@ -230,9 +230,16 @@ class Simulation(Method):
             cands.labels, m0, self.cfg.steps, self.cfg.sim_batch, self.cfg.match, self.cfg.chunk_size,
             first_layer=p.spec.first_layer)
 
-    def tv_prior(self, X: torch.Tensor, m0: int) -> torch.Tensor:
-        """The TV prior relative to D's scale (D(0) = 1 for both matches)."""
-        return self.cfg.tv * total_variation(X + self._mu.reshape(-1), self.payload.spec.input_shape).sum() / m0
+    def tv_prior(self, X: torch.Tensor, M: torch.Tensor, m0: int) -> torch.Tensor:
+        """The TV prior relative to D's scale (D(0) = 1 for both matches), each candidate's term weighted by its
+        weight in the simulated loss, w_j = sum_c W_jc (1 for fixed labels until a split halves it):
+
+            tv (1/m0) sum_j w_j TV(x_j + mean),
+
+        a sum over the set's weighted points, so that a split at eps = 0 leaves it unchanged (two children of
+        half the weight) and splitting is judged by the match alone."""
+        tv = total_variation(X + self._mu.reshape(-1), self.payload.spec.input_shape)
+        return self.cfg.tv * (self.weights(M, m0).sum(1).to(tv) * tv).sum() / m0
 
     def init(self, m: int) -> CandidateSet:
         """The method's start; without ``sim_lr`` first the search of the module docstring, from this very start."""
