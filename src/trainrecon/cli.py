@@ -322,8 +322,10 @@ def import_(
         from .models.recipe import load_recipe
 
         recipe = load_recipe(recipe)  # checked before the folder is made
-    if n is not None and n < 1:
-        raise TrainreconError(f"--n: the number of training images must be a positive integer, got {n}")
+    if n is not None:
+        from .models.victim import imported_n
+
+        imported_n(n)  # checked before the folder is made
     if module is not None:
         from .models.imports import import_module_victim
 

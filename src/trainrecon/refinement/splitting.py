@@ -176,6 +176,7 @@ class SetLoss:
         self.linear = isinstance(obj, WeightedSumObjective)
         self.state = obj.feature_sum(cands.x.detach(), obj.weights(cands.multipliers.detach())) if self.linear else None
         self.J = self.of(cands, self.state)
+        self._u = None  # u at the current set, computed once per accepted set
 
     def of(self, cands: CandidateSet, state) -> float:
         """J of ``cands``, whose weighted sum is ``state`` (a weighted sum) or which is evaluated afresh."""
@@ -186,11 +187,14 @@ class SetLoss:
 
     def u(self, cands: CandidateSet):
         """u = dF/ds at the round's current set (the weighted sum's), or the objective's own (the simulation's
-        trajectory and adjoints)."""
-        if self.linear:
-            return self.obj.outer.grad(self.state)
-        o = self.obj if cands.labels is None else _with_labels(self.obj, cands.labels)
-        return o.u(cands.x, cands.multipliers)
+        trajectory and adjoints), once per accepted set: ``cands`` is that set (it changes only by :meth:`accept`)."""
+        if self._u is None:
+            if self.linear:
+                self._u = self.obj.outer.grad(self.state)
+            else:
+                o = self.obj if cands.labels is None else _with_labels(self.obj, cands.labels)
+                self._u = o.u(cands.x, cands.multipliers)
+        return self._u
 
     def replaced(self, cands: CandidateSet, rows: list[int], trial: CandidateSet, new_rows: list[int], state=None):
         """(state, J) of ``trial``: ``cands`` with its ``rows`` replaced by ``trial``'s ``new_rows`` (none: removed);
@@ -204,7 +208,7 @@ class SetLoss:
         return new, self.of(trial, new)
 
     def accept(self, state, J: float) -> None:
-        self.state, self.J = state, J
+        self.state, self.J, self._u = state, J, None
 
 
 def removal_costs(loss: SetLoss, cands: CandidateSet) -> torch.Tensor:
