@@ -96,8 +96,16 @@ def attack(a: argparse.Namespace) -> None:
                 cfg = {**extra, "max_seconds": 60.0 * a.minutes}
                 (out / "attack.json").write_text(json.dumps(cfg))
                 t0 = time.time()
-                printed = cli("reconstruct", src / "victim", out / "run", "--given", level, "--method", method,
-                              "--config", out / "attack.json", peak=out / "peak_attack")
+                try:
+                    printed = cli("reconstruct", src / "victim", out / "run", "--given", level, "--method", method,
+                                  "--config", out / "attack.json", peak=out / "peak_attack")
+                except SystemExit as e:  # the attack refused or failed (diverged): a row that says so, then the next
+                    why = str(e).strip().splitlines()[-1]
+                    row = {"victim": src.name, "level": level, "method": method, "n": n, "failed": why,
+                           "attack": cfg, "attack_wall_seconds": time.time() - t0}
+                    (bench / f"{key}.json").write_text(json.dumps(row, indent=1))
+                    print(f"{src.name} {level} {method}: failed: {why}", flush=True)
+                    continue
                 wall = time.time() - t0
                 ev = ["evaluate", src / "victim", out / "run" / "candidates.npz", "--truth", src / "train_images.npz",
                       "--heldout", src / "heldout_images.npz", "--out", out / "eval"]
@@ -145,6 +153,9 @@ def table(a: argparse.Namespace) -> None:
           "truth-start kept (train / unseen) | s/it x its (threads) | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if "failed" in r:
+            print(f"| {r['victim']} | {r['arm']} | {r['level']} | {r['method']} | failed: {r['failed']} |" + " |" * 9)
+            continue
         c, ts = r["controls"], r["truth_start"] or later_truth_start(r)
         keep = f"{ts['kept']} / {ts['heldout_kept']}" if ts else "-"
         nulls = "/".join(str(v) for k, v in c.items() if k.startswith("null"))

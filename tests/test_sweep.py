@@ -7,12 +7,9 @@ import dataclasses
 import glob
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from postgres_server import postgres_bin as server_bin, postgres_server
 from trainrecon import reconstruct
 from trainrecon.attacks import HaimConfig, Payload
 from trainrecon.attacks.normalisation import SIGMA0, normalise
@@ -186,7 +184,7 @@ def test_worker_killed_mid_trial_is_retried_and_resumes_its_checkpoint(tiny_vict
 
 
 def postgres_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    found = server_bin(name)
     if found is None:
         if os.environ.get("TRAINRECON_SKIP_POSTGRES") == "1":
             pytest.skip("TRAINRECON_SKIP_POSTGRES=1: the PostgreSQL test was asked to be skipped")
@@ -198,25 +196,8 @@ def postgres_bin(name: str) -> str:
 @pytest.fixture()
 def postgres_url():
     """A throw-away PostgreSQL server on a free loopback port, in a temporary data directory."""
-    initdb, pg_ctl = postgres_bin("initdb"), postgres_bin("pg_ctl")
-    root = Path(tempfile.mkdtemp(prefix="trainrecon-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root: run it as the postgres account
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = root / "data"
-    subprocess.run(as_user + [initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
-                   capture_output=True)
-    subprocess.run(as_user + [pg_ctl, "-D", str(data), "-l", str(root / "log"), "-w", "start", "-o",
-                              f"-p {port} -k {root} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(as_user + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server(postgres_bin("initdb"), postgres_bin("pg_ctl")) as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -221,6 +221,24 @@ def test_the_simulation_attack_runs_at_both_levels_and_chooses_its_learning_rate
         reconstruct(p, SimulationConfig(m=6, iterations=5, given="weights"), log=lambda *_: None)
 
 
+def test_the_learning_rate_search_takes_its_share_of_a_time_budget_and_no_more(tmp_path, one_thread, monkeypatch):
+    """With attack.max_seconds the search stops each rate when its part (search_share x max_seconds / rates) is
+    spent, and every rate runs as many iterations as the first (a clock that advances 1 s per reading); without a
+    budget every rate runs search_iterations."""
+    import trainrecon.attacks.simulation as simulation
+
+    owner_files(tmp_path)
+    p = payload_from_folder(owner_victim(tmp_path))
+    clock = iter(range(10**6))
+    monkeypatch.setattr(simulation.time, "perf_counter", lambda: float(next(clock)))
+    cfg = dict(m=6, steps=3, log_every=5, sim_lr_factors=[1.0, 3.0], search_iterations=50)
+    rec = reconstruct(p, SimulationConfig(iterations=5, max_seconds=40.0, search_share=0.25, **cfg), log=lambda *_: None)
+    search = rec.stats["method_report"]["lr_search"]
+    assert search["iterations_each"] == 6  # 5 s per rate; each reading advances 1 s: over after the 6th iteration
+    rec = reconstruct(p, SimulationConfig(iterations=5, **{**cfg, "search_iterations": 4}), log=lambda *_: None)
+    assert rec.stats["method_report"]["lr_search"]["iterations_each"] == 4
+
+
 def test_the_simulation_runs_at_the_victims_own_scale(tmp_path, one_thread):
     """The recipe's learning rate holds at the victim's own scale: normalise 'auto' is refused where it would
     rescale theta (a homogeneous victim) and is the same run as 'none' where it would not (biases after the first

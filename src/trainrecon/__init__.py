@@ -28,20 +28,40 @@ commands are clients of it:
   protocols.
 """
 
-from .api import reconstruct
-from .attacks import (BuzagloMulticlassConfig, BuzagloRegressionConfig, CandidateSet, HaimConfig, LooConfig,
-                      METHODS, Payload, SimulationConfig, payload_from_folder)
-from .attacks.choice import default_attack
-from .data.tasks import TaskConfig, build_task
-from .errors import TrainreconError
-from .metrics.scoring import Score, score
-from .models.imports import victim_from_module
-from .models.recipe import Recipe
-from .models.victim import Victim, load_victim
-from .reconstruction import Reconstruction
-from .refinement.config import MergeConfig, SplitConfig
-from .runfolder import RunFolder
-from .training import TrainConfig, train_kkt
+import importlib
+from typing import Any
+
+#: the front door's names and the module each lives in, imported on first use (PEP 562): ``import trainrecon``
+#: stays cheap, so the command line can install its Ctrl-C handler before torch is imported
+_WHERE = {
+    "reconstruct": ".api",
+    **dict.fromkeys(["BuzagloMulticlassConfig", "BuzagloRegressionConfig", "CandidateSet", "HaimConfig", "LooConfig",
+                     "METHODS", "Payload", "SimulationConfig", "payload_from_folder"], ".attacks"),
+    "default_attack": ".attacks.choice",
+    "TaskConfig": ".data.tasks", "build_task": ".data.tasks",
+    "TrainreconError": ".errors",
+    "Score": ".metrics.scoring", "score": ".metrics.scoring",
+    "victim_from_module": ".models.imports",
+    "Recipe": ".models.recipe",
+    "Victim": ".models.victim", "load_victim": ".models.victim",
+    "Reconstruction": ".reconstruction",
+    "MergeConfig": ".refinement.config", "SplitConfig": ".refinement.config",
+    "RunFolder": ".runfolder",
+    "TrainConfig": ".training", "train_kkt": ".training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 __all__ = ["BuzagloMulticlassConfig", "BuzagloRegressionConfig", "CandidateSet", "HaimConfig", "LooConfig",

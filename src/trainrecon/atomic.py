@@ -11,6 +11,7 @@ leaves the previous file and no temporary one.  :func:`write_bytes`, :func:`writ
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 from pathlib import Path
@@ -40,10 +41,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise
+        named = _naming(e, path, tmp)
+        if named is e:
+            raise
+        raise named from None
     fsync_dir(path.parent)
+
+
+def _naming(e: BaseException, path: Path, tmp: Path) -> BaseException:
+    """A failed write's error as an OSError naming the file meant (``path``, never the temporary file), so that
+    the one line the user reads says which file could not be written and why ("No space left on device"); a
+    writer library's own error for a full disk (safetensors reports the OS error code in its message) counts."""
+    if isinstance(e, OSError) and (e.filename is None or str(e.filename) == str(tmp)):
+        return OSError(e.errno, e.strerror or str(e), str(path))
+    if not isinstance(e, OSError) and isinstance(e, Exception) and ("code: 28" in str(e) or "No space left" in str(e)):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return e
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

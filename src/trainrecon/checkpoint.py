@@ -8,6 +8,7 @@ run belongs to.
   Checkpoints of earlier versions (tensors + a separate JSON) still load.
 * :func:`folder_lock` takes an exclusive lock (``filelock``: flock on POSIX) on ``FOLDER/.trainrecon.lock`` for the life of the run; the
   kernel drops it when the process dies, so a stale lock never blocks, and a second run is refused in one line.
+  The lock and PID files (and a folder the lock made, left empty) are removed when the holder is done.
 * :func:`fingerprint` is a SHA-256 over tensors (names, dtypes, shapes, bytes): the identity of a victim's
   weights or of a training set, recorded in checkpoints and compared on resume.
 * :func:`claim_folder`: a command writes only into an empty folder or into one that holds nothing but what that
@@ -37,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path
-from .config import load_json, to_dict
+from .config import load_json, parse_json, to_dict
 from .errors import TrainreconError
 
 META_KEY = "trainrecon_state"
@@ -84,10 +85,7 @@ def load_checkpoint(path: str | Path, legacy_json: str | Path | None = None) -> 
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise TrainreconError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]}); remove it to start over") from None
     if META_KEY in meta:
-        try:
-            state = json.loads(meta[META_KEY])
-        except json.JSONDecodeError:
-            raise TrainreconError(f"{path}: checkpoint state is not valid JSON; remove it to start over") from None
+        state = parse_json(meta[META_KEY], f"{path} (its state)")
     elif legacy_json is not None and Path(legacy_json).is_file():
         state = load_json(legacy_json)
     else:
@@ -119,6 +117,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if needed) for the duration; re-entrant in one process.
     Another process holding it gets a one-line refusal naming the holder's PID."""
     folder = Path(folder)
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -131,6 +130,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         finally:
             _held[key][1] -= 1
         return
+    fresh_lock = not (folder / LOCK_NAME).exists()
     lock = FileLock(str(folder / LOCK_NAME), timeout=0)  # flock on POSIX, msvcrt on Windows
     try:
         lock.acquire()
@@ -153,7 +153,21 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         yield folder
     finally:
         _held.pop(key, None)
+        _leave_as_found(folder, created, fresh_lock)
         lock.release()
+
+
+def _leave_as_found(folder: Path, created: bool, fresh_lock: bool) -> None:
+    """Before the lock is released (the holder's work is done): remove the PID file, the lock file where this
+    holder made it, and the folder where it made it and nothing else was written -- so a command that refused
+    leaves every folder byte for byte as it found it.  A process that takes the lock after the lock file is
+    removed makes a new one; the holder does nothing more."""
+    with contextlib.suppress(OSError):
+        (folder / PID_NAME).unlink(missing_ok=True)
+        if fresh_lock:
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+        if created and not os.listdir(folder):
+            folder.rmdir()
 
 
 def refuse_other(saved: Any, current: Any, refusal: str | Callable[[str], str]) -> None:

@@ -129,9 +129,13 @@ def reconstruct(
     rec = run(payload, cfg, folder, _device(device), resume=resume)
     res = rec.stats
     so = res["second_order"]
+    low = so["min_splitting_eigenvalue"]
     typer.echo(f"wrote {out / 'candidates.npz'} ({res['m']} candidates, {res['seconds_per_iteration'] * 1e3:.1f} ms/iteration); "
-               f"second order: |grad| {so['grad_norm']:.3g}, min splitting eigenvalue {so['min_splitting_eigenvalue']:.3g} "
-               f"({so['candidates_below_threshold']} of {so['m']} below -{so['threshold']:g})")
+               f"second order: |grad| {so['grad_norm']:.3g}, min splitting eigenvalue "
+               + ("none (the curvature overflowed)" if low is None else f"{low:.3g}")
+               + f" ({so['candidates_below_threshold']} of {so['m']} below -{so['threshold']:g}"
+               + (f"; {so['candidates_without_eigenvalue']} without one" if so.get("candidates_without_eigenvalue") else "")
+               + ")")
     norm = res["normalisation"]
     typer.echo(f"scale: attacked theta / {norm['kappa']:.4g} (homogeneous of degree {norm['degree']}; multipliers x "
                f"{norm['multipliers_to_victim_scale']:.4g} at the victim's scale)" if norm["applied"]

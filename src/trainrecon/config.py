@@ -14,6 +14,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from .atomic import write_text
 from .errors import TrainreconError
 
@@ -127,19 +129,48 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def strict(obj: Any) -> Any:
+    """``obj`` (plain data) with every non-finite float (NaN, +-inf, numpy's included) as None, so that what is
+    written is strict JSON; a number a routine could not compute is null, and its reason sits beside it."""
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return strict(obj.item())
+    return obj
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` (dataclass or plain data) as indented JSON, atomically and durably (:mod:`.atomic`)."""
-    write_text(path, json.dumps(to_dict(obj), indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` (dataclass or plain data) as indented strict JSON (no NaN or infinity: :func:`strict`),
+    atomically and durably (:mod:`.atomic`): the one writer of every JSON file trainrecon makes."""
+    write_text(path, json.dumps(strict(to_dict(obj)), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def parse_json(text: str | bytes, where: str | os.PathLike) -> Any:
+    """JSON text parsed, or one line naming ``where``: not JSON, not UTF-8, nested deeper than Python's parser
+    goes, or an integer too long to convert (over 4300 digits)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise TrainreconError(f"{where}: not valid JSON here (nested too deep)") from None
+    except UnicodeDecodeError:
+        raise TrainreconError(f"{where}: not valid JSON (not UTF-8 text)") from None
+    except ValueError as e:  # JSONDecodeError, and the integer-length limit
+        msg = str(e).splitlines()[0] if str(e) else "unreadable"
+        if "digits" in msg:
+            msg = "an integer of more than 4300 digits"
+        raise TrainreconError(f"{where}: not valid JSON ({msg})") from None
 
 
 def load_json(path: str | os.PathLike) -> Any:
+    """A JSON file, or one line naming it (missing, unreadable, not JSON: :func:`parse_json`)."""
     path = Path(path)
     if not path.is_file():
         raise TrainreconError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TrainreconError(f"{path}: not valid JSON ({e})") from None
+    return parse_json(path.read_bytes(), path)
 
 
 def load_config(cls: type[T], path: str | os.PathLike) -> T:

@@ -19,6 +19,8 @@ a run has a folder; an in-memory run has none.  It owns
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,59 @@ def with_later_fields(saved: Any, current: dict[str, Any], cls) -> Any:
     attack = {**{k: v for k, v in current["attack"].items() if k not in saved["attack"] and v == before.get(k)},
               **saved["attack"]}
     return {**saved, "attack": attack}
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any], record: dict[str, Any],
+                     where: Path) -> None:
+    """A checkpoint checked against its own run (``record``: method, m, attack config) before it is trusted:
+    the iteration a whole number in [0, attack.iterations], the history a list of objects, the seconds a finite
+    number >= 0, the candidate record's m0 this run's m; the candidates real and finite, their number m (between
+    1 and m where merging is on, up to max_factor x m where splitting is), and every per-candidate tensor (and
+    optimiser state) of that many rows.  Refused in one line naming the field; the refinements' own state is
+    checked as each takes it back."""
+    def bad(what: str) -> TrainreconError:
+        return TrainreconError(f"{where}: damaged checkpoint ({what}); remove it to start over")
+
+    attack, m = record["attack"], int(record["m"])
+    it = state.get("iteration")
+    if not _whole(it) or not 0 <= it <= int(attack.get("iterations", 0)):
+        raise bad(f"iteration {json.dumps(it)[:30]}, this run has {attack.get('iterations')}")
+    history = state.get("history")
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise bad("history is not a list of records")
+    if "seconds" in state and not (_finite(state["seconds"]) and state["seconds"] >= 0):
+        raise bad(f"seconds {json.dumps(state['seconds'])[:30]}")
+    cands = state.get("candidates")
+    if cands is not None:
+        if not (isinstance(cands, dict) and cands.get("m0", m) == m and isinstance(cands.get("runs", []), list)
+                and all(isinstance(r, str) for r in cands.get("runs", []))):
+            raise bad(f"candidates record {json.dumps(cands)[:40]}, this run has m = {m}")
+    x = tensors.get("x")
+    if x is None or not x.is_floating_point() or x.ndim < 2 or x.shape[0] < 1 or x.layout != torch.strided:
+        raise bad("no candidate images x")
+    if not bool(torch.isfinite(x).all()):
+        raise bad("candidates hold NaN or inf")
+    split, merge = attack.get("split") or {}, attack.get("merge") or {}
+    top = int(math.floor(float(split.get("max_factor", 1.0)) * m)) if split.get("enabled") else m
+    low = 1 if merge.get("enabled") else m
+    rows = int(x.shape[0])
+    if not low <= rows <= max(top, m):
+        raise bad(f"{rows} candidates, this run has m = {m}")
+    mult = tensors.get("multipliers")
+    for name, t in tensors.items():
+        if name == "x" or t.ndim == 0:
+            continue
+        like = x if name.startswith("opt_x.") else mult if name.startswith("opt_m.") else None
+        if (like is not None and t.shape != like.shape) or (like is None and t.shape[0] != rows):
+            raise bad(f"tensor {name} of shape {tuple(t.shape)} beside {rows} candidates")
 
 
 class RunFolder(OutputFolder):
@@ -101,6 +156,7 @@ class RunFolder(OutputFolder):
         if not isinstance(saved, dict):
             raise TrainreconError(refusal("config"))
         refuse_other(with_later_fields(saved, record, config_class), record, refusal)
+        check_checkpoint(state, meta, record, self.checkpoint_file)
         return state, meta
 
     def begin(self, config: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ class LooConfig(AttackConfig):
 
 def beta_schedule(cfg: LooConfig, it: int) -> float:
     """Loo's softplus sharpness at iteration ``it``: min(beta_start + 10^(it / beta_period), beta_max)."""
-    return min(cfg.beta_start + 10.0 ** (it / cfg.beta_period), cfg.beta_max)
+    return min(cfg.beta_start + 10.0 ** min(it / cfg.beta_period, 300.0), cfg.beta_max)  # no overflow past beta_max
 
 
 @register

@@ -16,6 +16,8 @@ normalised by m0 (the initial number of candidates), and target / theta_at from 
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -136,8 +138,17 @@ class Tunable:
     low: float
     high: float
 
-    def range(self, base: float) -> tuple[float, float]:
-        return (self.low * base, self.high * base) if self.kind == "relative" else (self.low, self.high)
+    def range(self, base: float, where: str = "sweep.base") -> tuple[float, float]:
+        """[low, high], times ``base`` for a relative parameter; refused in one line (naming ``where``) unless
+        it is a range of finite numbers, positive and above float64's smallest normal number where drawn on a
+        log scale (a base near 1e308 or 1e-308 makes it overflow or underflow)."""
+        lo, hi = (self.low * base, self.high * base) if self.kind == "relative" else (self.low, self.high)
+        floor = sys.float_info.min if self.kind != "uniform" else -math.inf
+        if not (floor <= lo < hi < math.inf):
+            raise TrainreconError(f"{where}: the search range [{lo:.3g}, {hi:.3g}] drawn around {base:.3g} is not a "
+                                  "range of finite" + (" positive" if self.kind != "uniform" else "") + " numbers; "
+                                  "choose a base value nearer 1")
+        return lo, hi
 
 
 class Optimizer(Protocol):

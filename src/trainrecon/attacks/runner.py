@@ -177,11 +177,19 @@ def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore
     if loaded is not None:
         state, meta = loaded
         record = meta.get("candidates") or {"m0": m, "runs": [run_id]}
+        fresh = cands
         cands = CandidateSet.from_tensors(state, record, labels=cands.labels).to(device, dtype)
+        if cands.x.shape[1:] != fresh.x.shape[1:] or cands.multipliers.shape[1:] != fresh.multipliers.shape[1:]:
+            raise TrainreconError(f"checkpoint: candidates of shape {tuple(cands.x.shape[1:])}, this victim takes "
+                                  f"{tuple(fresh.x.shape[1:])}; remove the checkpoint to start over")
         start, history = int(meta["iteration"]), list(meta["history"])
         seconds_before = float(meta.get("seconds", 0.0))
         for h in hooks:
-            h.restore(meta)
+            try:
+                h.restore(meta)
+            except (TypeError, ValueError, KeyError, AttributeError):  # the boundary where a hook reads its state
+                raise TrainreconError(f"checkpoint: damaged state ({getattr(h, 'key', '') or 'a refinement'}'s "
+                                      "record); remove the checkpoint to start over") from None
         log(f"resuming from iteration {start}")
     config = {**cfg_record, "payload": payload.record(), "normalisation": normalisation, "adapted": adapted}
     if store is not None:

@@ -28,6 +28,7 @@ the same start, and the lowest match D wins (recorded in the run's summary, ``lo
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,7 +53,8 @@ class SimulationConfig(AttackConfig):
     """Hyper-parameters of the training-simulation attack (module docstring).  ``steps``: simulated optimiser
     steps; ``sim_batch``: candidates per simulated step (0: all); ``sim_lr``: the simulation's learning rate (0:
     the best, after ``search_iterations`` each, of the recipe's times ``sim_lr_factors``, or without a recipe of
-    ``sim_lr_grid``); ``alpha > 0``: the simulated network's ReLUs take Haim's modified-ReLU derivative (0: the
+    ``sim_lr_grid``; under a time budget the search takes at most ``search_share`` of ``max_seconds``, every rate
+    running as many iterations as the first one did in its part); ``alpha > 0``: the simulated network's ReLUs take Haim's modified-ReLU derivative (0: the
     exact network)."""
 
     iterations: int = 1000
@@ -66,6 +68,7 @@ class SimulationConfig(AttackConfig):
     sim_lr_factors: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0])
     sim_lr_grid: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
     search_iterations: int = 50
+    search_share: float = 0.25
     match: Literal["cosine", "squared"] = "cosine"
     labels: Literal["fixed", "learned"] = "fixed"
     lr_labels: float = 0.01
@@ -85,6 +88,8 @@ class SimulationConfig(AttackConfig):
                 raise TrainreconError(f"attack.{name}: need positive numbers, got {getattr(self, name)}")
         if self.search_iterations < 1:
             raise TrainreconError(f"attack.search_iterations: must be >= 1, got {self.search_iterations}")
+        if not 0 < self.search_share <= 1:
+            raise TrainreconError(f"attack.search_share: a share of attack.max_seconds in (0, 1], got {self.search_share}")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
             raise TrainreconError("attack.adam_beta1 and adam_beta2 must be in [0, 1)")
         if self.split.enabled and self.sim_batch:
@@ -254,12 +259,16 @@ class Simulation(Method):
         r = self.payload.recipe
         grid = [f * r.lr for f in self.cfg.sim_lr_factors] if r is not None else list(self.cfg.sim_lr_grid)
         found = {}
+        each = self.cfg.search_iterations
+        share = self.cfg.search_share * self.cfg.max_seconds / len(grid)  # seconds per rate (0: no budget)
+        capped = False
         for lr in grid:
             self.sim_lr = lr
             c = CandidateSet(start.x.clone(), start.multipliers.clone(), start.labels)
             opt_x, opt_m = self.optimisers()
             d = math.inf
-            for it in range(self.cfg.search_iterations):
+            t0 = time.perf_counter()
+            for it in range(each):
                 values, gx, gm = self.objective(it, c).value_and_grad(c.x, c.multipliers)
                 if not np.isfinite(values["total"]):
                     d = math.inf
@@ -267,6 +276,9 @@ class Simulation(Method):
                 c.x = opt_x.step(c.x, gx, c.state_x)
                 c.multipliers = opt_m.step(c.multipliers, gm, c.state_m)
                 d = values["stationarity"]
+                if share and not capped and time.perf_counter() - t0 > share:  # its part of the budget is spent:
+                    each, capped = it + 1, True  # every other rate runs as many iterations
+                    break
             found[lr] = d
         best = min(found, key=lambda k: found[k])
         if not math.isfinite(found[best]):
@@ -274,7 +286,7 @@ class Simulation(Method):
                                   "diverged at every learning rate tried; give smaller ones (or attack.sim_lr)")
         what = "the recipe's times sim_lr_factors" if r is not None else "sim_lr_grid (no recipe)"
         return best, {"sim_lr": best, "tried": {repr(k): (v if math.isfinite(v) else None) for k, v in found.items()},
-                      "iterations_each": self.cfg.search_iterations,
+                      "iterations_each": each,
                       "reason": f"the simulation's learning rate is the one of {what} with the lowest match D after a "
                                 "short run (attacker-side loss only)"}
 

@@ -36,7 +36,7 @@ from ..config import check_numbers
 from ..errors import TrainreconError
 from ..models.victim import Victim
 from .jennrich import jennrich, refine_cp
-from .polynomial import poly_f, poly_grads
+from .polynomial import MAX_DEGREE, poly_f, poly_grads
 from .symmetric import gap_rank, gradient_design, monomials, n_monomials, tensor_powers, to_dense, unfolding_spectrum
 
 IDENTIFIED = "identified"
@@ -105,6 +105,13 @@ def poly_from_victim(victim: Victim) -> PolyNet:
                               "widths [d, K, 1], no biases)")
     W = victim.params[0].double().numpy()
     a = victim.params[1].double().numpy()[0]
+    if not 2 <= spec.degree <= MAX_DEGREE:
+        raise TrainreconError(f"identify: model.json.degree is {spec.degree}; identification needs a degree in "
+                              f"[2, {MAX_DEGREE}] (degree 1 is a linear network: its KKT equations hold one vector)")
+    if not np.any(W) or not np.any(a):
+        which = "first-layer weights" if not np.any(W) else "second-layer weights"
+        raise TrainreconError(f"identify: model.safetensors: the {which} are all zero; the network is the zero "
+                              "function and its KKT equations say nothing of the data")
     trained = bool(victim.train_info.get("trainer", {}).get("train_second_layer", True))
     return PolyNet(a=a, W=W, alpha=spec.degree, second_layer_trained=trained)
 

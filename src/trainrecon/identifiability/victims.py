@@ -100,6 +100,7 @@ def poly_truth(victim: Victim, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
     data = from_dict(PolyDataConfig, info["data"], "train.json.data")
     X, y = make_poly_data(data, data_dir)
     if info.get("trainer_kind") == "exact_kkt":
-        p = build_exact_kkt(X, y, int(info["alpha"]), seed=int(info.get("construction_seed", 0)))
+        alpha = info.get("alpha", getattr(victim.spec, "degree", None))  # the degree it was built for (model.json's)
+        p = build_exact_kkt(X, y, int(alpha), seed=int(info.get("construction_seed", 0)))
         return p.X, p.y
     return X, y

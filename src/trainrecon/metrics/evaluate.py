@@ -93,14 +93,22 @@ def match(protocol: str, reference: torch.Tensor, cand: torch.Tensor, mean: torc
 
 
 def summarise(values: np.ndarray) -> dict[str, Any]:
+    """Counts above each threshold and the means (all n images; the ten best) of one SSIM per training image.
+
+    NaN marks an image no candidate was matched to (fewer candidates than images): it counts above no threshold
+    and scores 0 in the means, and ``unmatched`` says how many there were.  All NaN: the SSIM is not defined
+    for these images (smaller than its window), said as ``defined: false`` with the reason."""
     v = np.asarray(values, dtype=np.float64)
     if np.isnan(v).all():
         return {"defined": False, "reason": "images smaller than the 11x11 window"}
+    unmatched = np.isnan(v)
+    v = np.where(unmatched, 0.0, v)
     top = np.sort(v)[::-1][:10]
     return {
         **{f"count_gt_{t}": int((v > t).sum()) for t in THRESHOLDS},
         "mean_top10": float(top.mean()),
         "mean": float(v.mean()),
+        "unmatched": int(unmatched.sum()),
     }
 
 

@@ -20,10 +20,12 @@ weights theta_0 (``init.*``); plus the recipe.  :meth:`Weights.level` is the hig
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -171,7 +173,7 @@ def load_victim(folder: str | Path, training_record: bool = True) -> Victim:
         mean = check_mean(mean, spec, str(path))
     info = load_json(folder / "train.json") if training_record and (folder / "train.json").is_file() else {}
     recipe = load_recipe(folder / RECIPE_FILE) if (folder / RECIPE_FILE).is_file() else None
-    return Victim(spec, params, mean, init, recipe, train_info=_obj(info, folder / "train.json"))
+    return Victim(spec, params, mean, init, recipe, train_info=check_training_record(info, folder / "train.json"))
 
 
 def check_mean(mean: Any, spec: Architecture, where: str) -> np.ndarray:
@@ -210,10 +212,46 @@ def training_set_size(info: Any, where: str) -> int | None:
     return n
 
 
-def _obj(data: Any, where: Path) -> dict:
-    if not isinstance(data, dict):
+def _whole(v: Any, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v < 2**63
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: train.json's schema: each field trainrecon reads and what it must be when present (a user's other fields pass)
+TRAINING_RECORD: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "task": ("an object (the task's fields)", lambda v: isinstance(v, dict)),
+    "trainer_kind": ("a string", lambda v: isinstance(v, str)),
+    "trainer": ("an object (the trainer's fields)", lambda v: isinstance(v, dict)),
+    "data": ("an object (the samples' fields)", lambda v: isinstance(v, dict)),
+    "final": ("an object", lambda v: isinstance(v, dict)),
+    "train_indices": ("a list of image indices (whole numbers >= 0)",
+                      lambda v: isinstance(v, list) and all(map(_whole, v))),
+    "heldout_indices": ("a list of image indices (whole numbers >= 0)",
+                        lambda v: isinstance(v, list) and all(map(_whole, v))),
+    "n_train": ("a positive whole number", lambda v: _whole(v, 1)),
+    "alpha": ("a whole number >= 1 (the degree of t -> t^alpha)", lambda v: _whole(v, 1)),
+    "construction_seed": ("a whole number in [0, 2^63)", _whole),
+    "init_seed": ("a whole number in [0, 2^63)", _whole),
+    "rescaled_to_unit_margin": ("true or false", lambda v: isinstance(v, bool)),
+    "seconds": ("a finite number", _number),
+    "rescale_factor": ("a finite number", _number),
+}
+
+
+def check_training_record(info: Any, where: str | Path) -> dict[str, Any]:
+    """A ``train.json`` checked against :data:`TRAINING_RECORD` where it is read, so that a malformed field is
+    refused in one line naming it, never met later as an internal error."""
+    if not isinstance(info, dict):
         raise TrainreconError(f"{where}: expected a JSON object")
-    return data
+    for key, (what, ok) in TRAINING_RECORD.items():
+        if key in info and not ok(info[key]):
+            shown = json.dumps(info[key])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise TrainreconError(f"{where}: {key} must be {what}, got {shown}")
+    return info
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -238,6 +276,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]  # Haim's {'batch','epoch','state_dict'} wrapper
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TrainreconError(f"{path}: expected a dict of tensors (a state dict)")
+    for k, v in obj.items():
+        if v.layout != torch.strided or v.is_quantized or v.is_meta:
+            kind = "quantized" if v.is_quantized else "on the meta device" if v.is_meta else f"{v.layout}".removeprefix("torch.")
+            raise TrainreconError(f"{path}: tensor {k!r} is {kind}; save the state dict with dense real tensors "
+                                  "(tensor.to_dense(), dequantize())")
     return {k.replace("convnet.", "layers."): v for k, v in obj.items()}
 
 

@@ -75,6 +75,10 @@ def _images(path: str | Path, shape: tuple[int, ...], what: str) -> np.ndarray:
     return x
 
 
+#: the largest absolute value read as a candidate's pixel (centred images are of order 1; a 0-255 image passes)
+MAX_PIXEL = 1e6
+
+
 def read_candidates(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     """Centred candidates (m, C, H, W) from an .npz's ``x``, checked for dtype (real numbers: complex, bool, text
     and object arrays are refused, never cast), shape and finiteness."""
@@ -90,6 +94,9 @@ def read_candidates(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
         raise TrainreconError(f"{path}: {bad} candidate(s) hold NaN or inf")
+    if np.abs(x).max() > MAX_PIXEL:
+        raise TrainreconError(f"{path}: candidates hold values up to {np.abs(x).max():.3g}; images in centred space "
+                              f"are of order 1 (at most {MAX_PIXEL:.0e} is read: larger squares overflow the scores)")
     return x
 
 

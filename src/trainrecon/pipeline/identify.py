@@ -92,6 +92,8 @@ def _truth(path, d: int, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
         if a is not None and (a.dtype.kind not in "fiu" or not np.isfinite(a.astype(np.float64)).all()):
             raise TrainreconError(f"{path}: {name} has dtype {a.dtype} or holds NaN or inf; samples and labels must be "
                                   "finite real numbers")
+    if X.ndim == 0 or len(X) == 0 or X.size == 0:
+        raise TrainreconError(f"{path}: holds no samples")
     X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
     if X.shape[1] != d:
         raise TrainreconError(f"{path}: samples of dimension {X.shape[1]}, the victim takes {d}")
@@ -99,6 +101,4 @@ def _truth(path, d: int, info: dict) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(n, int) and len(X) != n:
         raise TrainreconError(f"{path}: {len(X)} samples, but the victim was made on n = {n} (train.json); --truth must "
                               "be its training set")
-    if len(X) == 0:
-        raise TrainreconError(f"{path}: holds no samples")
     return X, y

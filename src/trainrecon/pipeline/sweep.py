@@ -24,7 +24,7 @@ from ..errors import Interrupted, TrainreconError
 from ..metrics.matching import ncc_similarity
 from ..models.victim import load_victim
 from ..runtime import StopRequest
-from ..sweeps.study import SweepConfig, read_trials, study_name, summary, work
+from ..sweeps.study import SweepConfig, load_study, read_trials, search_ranges, study_name, summary, work
 from .evaluation import EVALUATION_FILES, evaluate_run, load_truth, read_candidates
 
 #: everything a sweep writes into its folder, and a union into its own (each refuses a folder holding more)
@@ -97,10 +97,13 @@ def run_sweep(cfg: SweepConfig, victim: str | Path, out: str | Path, device: str
         raise TrainreconError(f"sweep.workers: {cfg.workers} local worker processes on {cores} CPU cores; use at most "
                               f"{4 * cores} (several machines join one study with --storage)")
     check_run(payload, cfg.base_config(), device, copies=cfg.workers)
+    search_ranges(cfg, payload)
     if cfg.score_with_truth:
         load_truth(v, data_dir, truth, heldout)
     identity = sweep_identity(cfg, payload.fingerprint())
     check_sweep_folder(out, identity)
+    if cfg.storage or (out / "study.journal").is_file():  # another sweep's study: refused before a byte is written
+        load_study(cfg, out, payload.fingerprint())
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "sweep_config.json", {"victim": str(victim), "identity": identity, **to_dict(cfg)})
     evaluation = (data_dir, truth, heldout)
@@ -122,8 +125,10 @@ def run_sweep(cfg: SweepConfig, victim: str | Path, out: str | Path, device: str
     result = summary(cfg, out, victim)
     s = result["states"]
     best = result["best"]
+    failed = [r for r in result["trials"] if r["state"] == "FAIL" and r["error"]]
     log(f"study {result['study']}: {s['COMPLETE']} complete, {s['PRUNED']} pruned, {s['FAIL']} failed (retried: "
         f"{sum(bool(r['retry_of']) for r in result['trials'])}), {s['RUNNING']} running; "
+        + "".join(f"trial {r['trial']} failed: {r['error']}; " for r in failed)
         + (f"best trial {best['trial']} score {best['score']:.4g} ({best['folder']})" if best else "no complete trial")
         + f"; {out / 'sweep.json'}")
     return result
@@ -243,6 +248,9 @@ def _union_runs(victim: Path, folder: OutputFolder, runs, sweep, top, dedupe, da
         load_truth(load_victim(victim), data_dir, truth, heldout)  # refused before anything is written
     x = np.concatenate(parts)
     kept, idx = union_dedupe(x, dedupe)
+    if not len(kept):
+        raise TrainreconError(f"union: every one of the {len(x)} candidates is a constant image (no pattern to "
+                              "score); nothing to merge")
     origin_run = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])[idx]
     method = "+".join(provenance["methods"]) or "unrecorded"
     info = {"runs_merged": len(sources), "runs": [str(f) for f, _ in sources],

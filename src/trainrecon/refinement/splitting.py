@@ -59,7 +59,8 @@ def splitting_hvp(obj: WeightedSumObjective, X: torch.Tensor, W: torch.Tensor, u
 def smallest_eigenpairs(hvp, m: int, d: int, steps: int, like: torch.Tensor, seed: int = 0
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Smallest eigenvalue, unit eigenvector and Ritz residual ||S v - mu v|| of m symmetric d x d blocks given
-    by ``hvp(V)`` (rows V_j -> S_j V_j), by batched Lanczos with full reorthogonalisation (k = min(steps, d))."""
+    by ``hvp(V)`` (rows V_j -> S_j V_j), by batched Lanczos with full reorthogonalisation (k = min(steps, d)).
+    A block whose Lanczos matrix is not finite (its curvature overflowed) gets NaN and a zero vector."""
     k = min(steps, d)
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(m, d, generator=g, dtype=torch.float64).to(like)
@@ -87,6 +88,10 @@ def smallest_eigenpairs(hvp, m: int, d: int, steps: int, like: torch.Tensor, see
     for j in range(m):  # small k x k tridiagonal problems
         kk = int(steps_of[j])
         T = torch.diag(alpha[j, :kk]) + torch.diag(beta[j, : kk - 1], 1) + torch.diag(beta[j, : kk - 1], -1)
+        if not bool(torch.isfinite(T).all()):  # the objective's curvature overflowed here: no eigenpair, NaN
+            mus.append(torch.full((), float("nan"), dtype=like.dtype, device=like.device))
+            vecs.append(torch.zeros(d, dtype=like.dtype, device=like.device))
+            continue
         ev, evec = torch.linalg.eigh(T)
         mus.append(ev[0])
         vecs.append(evec[:, 0] @ Q[j, :kk])
@@ -111,15 +116,17 @@ def second_order_report(obj: WeightedSumObjective, cands: CandidateSet, threshol
     values, gx, gm = obj.value_and_grad(cands.x, cands.multipliers)
     mu, _, resid = splitting_eigenpairs(obj, cands, steps, seed)
     mu_np = mu.detach().cpu().double().numpy()
+    finite = np.isfinite(mu_np)  # a candidate whose curvature overflowed has none (not a crash at the run's end)
     return {
         "loss": values["total"],
         "grad_norm": float(torch.sqrt((gx**2).sum() + (gm**2).sum())),
         "grad_norm_x": float(gx.norm()),
         "grad_norm_multipliers": float(gm.norm()),
-        "min_splitting_eigenvalue": float(mu_np.min()),
-        "median_splitting_eigenvalue": float(np.median(mu_np)),
+        "min_splitting_eigenvalue": float(np.nanmin(mu_np)) if finite.any() else None,
+        "median_splitting_eigenvalue": float(np.nanmedian(mu_np)) if finite.any() else None,
         "threshold": threshold,
         "candidates_below_threshold": int((mu_np < -threshold).sum()),
+        "candidates_without_eigenvalue": int((~finite).sum()),
         "m": cands.m,
         "lanczos_steps": steps,
         "max_ritz_residual": float(resid.max()),
@@ -259,7 +266,7 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
     for j0 in order.tolist():
         if tried >= per_round or (cfg.mode == "grow" and cands.m >= cap):
             break
-        if cfg.score == "eigenvalue" and cfg.direction == "eigen" and float(mu[j0]) >= 0:
+        if cfg.score == "eigenvalue" and cfg.direction == "eigen" and not float(mu[j0]) < 0:  # NaN: none
             break  # no negative curvature left: nothing to gain to second order
         where = (cands.ids == ids[j0]).nonzero()
         if not len(where):

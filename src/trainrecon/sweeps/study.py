@@ -19,7 +19,8 @@ URL (``postgresql://user@host:port/db``): workers on several machines join one s
 mid-trial is detected by optuna's heartbeat on database storage (every ``heartbeat`` s, stale after three) and,
 on its own machine and with either storage, by its process being gone; its trial is marked FAIL and enqueued
 again with the same parameters and seed (optuna's ``RetryHeartbeatStaleTrialCallback``, up to ``max_retry`` times); an
-interrupted trial (Ctrl-C) is retried on the next run.  A retry on the same machine resumes the dead trial's
+interrupted trial (Ctrl-C) is retried on the next run.  A trial whose attack raises (a numerical failure, say)
+is marked FAIL with its reason in ``trial.json`` and ``sweep.json`` and counts as finished; the sweep goes on.  A retry on the same machine resumes the dead trial's
 checkpoint, because a trial's folder is named by the trial it retries: ``OUT/trials/<k>/`` holds the run's
 config.json, candidates.npz, loss.json and ``trial.json`` (parameters, seed, state, score, headline).
 Rerunning the same command continues the study: finished trials are kept and only the missing ones run.
@@ -81,6 +82,8 @@ class SweepConfig:
     base: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.base, dict):
+            raise TrainreconError(f"sweep.base: must be an object of attack config fields, got {json.dumps(self.base)[:40]}")
         check_numbers(self, "sweep")
         method_named(self.method, "sweep.method")
         for name in ("trials", "workers", "heartbeat"):
@@ -141,7 +144,7 @@ def check_journal(path: Path) -> None:
                     break
                 try:
                     rec = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     rec = None
                 if not (isinstance(rec, dict) and isinstance(rec.get("op_code"), int) and "worker_id" in rec):
                     raise TrainreconError(f"{path}: line {number} is not an optuna journal record (a damaged or "
@@ -213,8 +216,11 @@ def load_study(cfg: SweepConfig, out: Path, victim_fingerprint: str, worker: int
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if cfg.prune else optuna.pruners.NopPruner()
     where = cfg.storage or out / "study.journal"
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler,
-                                    pruner=pruner, load_if_exists=True)
+        if name in optuna.get_all_study_names(storage):  # read only: a refused sweep leaves the storage untouched
+            study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+        else:
+            study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler,
+                                        pruner=pruner, load_if_exists=True)
         saved = study.user_attrs.get("trainrecon")
     except TrainreconError:
         raise
@@ -295,13 +301,18 @@ def trial_folder(out: Path, trial) -> tuple[Path, int]:
     return out / "trials" / f"{k:04d}", k
 
 
-def suggest(trial, space: dict, base) -> dict[str, float]:
-    """Draw the method's search space around the base config."""
-    params = {}
-    for name, t in space.items():
-        lo, hi = t.range(float(getattr(base, name)))
-        params[name] = trial.suggest_float(name, lo, hi, log=t.kind != "uniform")
-    return params
+def search_ranges(cfg: SweepConfig, payload: Payload):
+    """The trials' base config (the defaults this victim's runs get, adapted as ``reconstruct`` adapts them) and
+    the range each searched parameter is drawn from, every range checked before the first trial."""
+    method = method_named(cfg.method)
+    base, _ = method.adapt(cfg.base_config(), payload.at_level(cfg.base_config().given))
+    ranges = {name: t.range(float(getattr(base, name)), f"sweep.base.{name}") for name, t in method.search_space.items()}
+    return base, ranges
+
+
+def suggest(trial, space: dict, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Draw the method's search space (its ``ranges`` around the base config)."""
+    return {name: trial.suggest_float(name, *ranges[name], log=t.kind != "uniform") for name, t in space.items()}
 
 
 class PruneHook(AttackHook):
@@ -326,18 +337,35 @@ class PruneHook(AttackHook):
         return self.prune and self.trial.should_prune()
 
 
+class TrialFailed(Exception):
+    """A trial whose attack raised (a numerical failure, say): optuna marks it FAIL and the sweep goes on."""
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line saying why a trial failed: the first line of the error's message, or its kind if it has none."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else f"{type(e).__name__} without a message"
+
+
+def gave_up(t) -> bool:
+    """A trial that ended in FAIL because its attack raised (not retried: the same draw would fail again); a
+    trial failed because its worker died is retried instead."""
+    return t.state == TrialState.FAIL and bool(t.user_attrs.get("failed"))
+
+
 def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evaluate: Callable | None, log, storage):
     """The function optuna calls per trial: draw, run (resuming a dead predecessor's checkpoint), score."""
     method = method_named(cfg.method)
-    base, _ = method.adapt(cfg.base_config(), payload.at_level(cfg.base_config().given))  # draw around the defaults this victim's runs get
+    base, ranges = search_ranges(cfg, payload)  # draw around the defaults this victim's runs get
     victim = payload.fingerprint()
 
     def objective(trial) -> float:
         trial.set_user_attr("worker", _here())
         trial.set_user_attr("interrupted", False)  # a retry inherits its predecessor's attributes
+        trial.set_user_attr("failed", False)
         frozen = _frozen(trial, storage)
         folder, k = trial_folder(out, frozen)
-        params = suggest(trial, method.search_space, base)
+        params = suggest(trial, method.search_space, ranges)
         attack = dataclasses.replace(base, **params, seed=base.seed + cfg.seed + k)
         milestones = [int(f * attack.iterations) for f in cfg.prune_at]
 
@@ -358,6 +386,13 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
             save_json(folder / "trial.json", {**info, "state": "PRUNED", "why": str(e), "seconds": time.time() - t0})
             log(f"trial {trial.number} ({folder.name}): pruned, {e}")
             raise optuna.TrialPruned(str(e)) from None
+        except Exception as e:  # noqa: BLE001: a numerical failure inside the attack fails this trial, not the sweep
+            why = failure_reason(e)
+            trial.set_user_attr("error", why)
+            trial.set_user_attr("failed", True)
+            save_json(folder / "trial.json", {**info, "state": "FAIL", "why": why, "seconds": time.time() - t0})
+            log(f"trial {trial.number} ({folder.name}): failed, {why}")
+            raise TrialFailed(why) from None
         score, kind = res["refit_residual"], SCORE
         if score is None:  # too large to refit: the run's own (surrogate) relative stationarity
             score, kind = (res["final_loss"] or {}).get("relative_stationarity", math.inf), "relative_stationarity"
@@ -381,7 +416,7 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
 
 def work(cfg: SweepConfig, victim: Path, out: Path, device, evaluate: Callable | None = None, worker: int = 0,
          log=print, stop=None) -> None:
-    """One worker: run trials until the study holds ``cfg.trials`` finished ones (complete or pruned) and no
+    """One worker: run trials until the study holds ``cfg.trials`` finished ones (complete, pruned or failed) and no
     trial is waiting or running anywhere; reap dead workers' trials on the way (they are retried).  ``stop``: a
     :class:`~trainrecon.runtime.StopRequest` around the worker; once it is requested (SIGTERM, Ctrl-C) the
     running trial saves its checkpoint and no further trial starts (:class:`Interrupted`)."""
@@ -396,13 +431,14 @@ def work(cfg: SweepConfig, victim: Path, out: Path, device, evaluate: Callable |
             log(f"trials {failed}: worker gone; retried")
         trials = study.get_trials(deepcopy=False)
         count = lambda *states: sum(t.state in states for t in trials)  # noqa: E731
-        finished, waiting, running = count(TrialState.COMPLETE, TrialState.PRUNED), count(TrialState.WAITING), count(TrialState.RUNNING)
+        finished = count(TrialState.COMPLETE, TrialState.PRUNED) + sum(map(gave_up, trials))
+        waiting, running = count(TrialState.WAITING), count(TrialState.RUNNING)
         if not waiting and finished + running >= cfg.trials:
             if not running:
                 return
             time.sleep(min(cfg.heartbeat, 5))  # others are running: wait, in case one dies and is retried
             continue
-        study.optimize(objective, n_trials=1, catch=())
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
 
 
 def summary(cfg: SweepConfig, out: Path, victim: Path) -> dict[str, Any]:
@@ -426,16 +462,28 @@ def summary(cfg: SweepConfig, out: Path, victim: Path) -> dict[str, Any]:
     return result
 
 
+def check_trial_record(info: Any, where: Path) -> dict[str, Any]:
+    """A ``trial.json`` as its reader relies on it: an object whose ``state`` is one of optuna's trial states and
+    whose ``score`` (when present) is a finite number or null; refused in one line naming the field."""
+    if not isinstance(info, dict):
+        raise TrainreconError(f"{where}: expected a JSON object (a trial's record)")
+    if info.get("state") not in {s.name for s in TrialState}:
+        raise TrainreconError(f"{where}: state must be one of {', '.join(s.name for s in TrialState)}, got "
+                              f"{json.dumps(info.get('state'))[:40]}")
+    score = info.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)):
+        raise TrainreconError(f"{where}: score must be a finite number or null, got {json.dumps(score)[:40]}")
+    return info
+
+
 def read_trials(folder: Path) -> list[dict[str, Any]]:
     """The trial.json of every trial folder under a sweep's OUT (the union's input; no storage needed)."""
     rows = []
     for path in sorted((Path(folder) / "trials").glob("*/trial.json")):
-        info = load_json(path)
-        if isinstance(info, dict):
-            rows.append({**info, "path": path.parent})
+        rows.append({**check_trial_record(load_json(path), path), "path": path.parent})
     if not rows:
         raise TrainreconError(f"{folder}: no trials/*/trial.json; is it a sweep's output folder?")
     return rows
 
 
-__all__ = ["SweepConfig", "SCORE", "check_journal", "in_memory", "load_study", "study_name", "make_objective", "read_trials", "reap", "summary", "work"]
+__all__ = ["SweepConfig", "SCORE", "search_ranges", "TrialFailed", "check_journal", "in_memory", "load_study", "study_name", "make_objective", "read_trials", "reap", "summary", "work"]
