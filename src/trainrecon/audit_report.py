@@ -361,6 +361,10 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
                      ", ".join(f"{k.removeprefix('ssim_')}: {fmt(v)}" for k, v in (e.get("informative") or {}).items())])
     parts.append(_table(prow, ["protocol", "paper SSIM > 0.4", "held-out", "classic SSIM > 0.4", "held-out",
                                "informative"]))
+    parts.append("<h3>The papers' continuous measures, with the same controls</h3>")
+    parts.append(_table([[r["protocol"], f"{r['measure']} ({r['closer']}: closer)", fmt(r["attack"]), fmt(r["heldout"]),
+                          fmt(r["nulls_nearest"]), fmt(r["true_images"])] for r in m.get("paper_measures") or []],
+                        ["protocol", "measure", "attack", "held-out control", "nearest null set", "true images"]))
 
     # config, versions, timings
     parts.append("<h2>Configuration, versions and timings</h2>")

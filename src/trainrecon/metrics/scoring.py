@@ -49,6 +49,13 @@ class Score:
         return dict(self.headline.get("controls", {}))
 
     @property
+    def paper_measures(self) -> list[dict[str, Any]]:
+        """The papers' continuous measures (mean SSIM of a one-to-one matching, all and best 10; mean per-pixel L2
+        after the optimal permutation; nearest-neighbour SSIM count), each beside its held-out control, the nearest
+        null set and the true images (:func:`.evaluate.paper_measures`)."""
+        return list(self.metrics.get("paper_measures") or [])
+
+    @property
     def informative(self) -> bool:
         """Whether the positive control beats every negative control by at least n / 2."""
         return bool(self.headline.get("informative"))
