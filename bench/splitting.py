@@ -16,6 +16,10 @@ splits separated a blend (both children matched one to one to distinct training 
 
     python bench/splitting.py bench/cases/haim_mnist_pixel_box.json bench/cases/buzaglo_multiclass_mnist_pixel_box.json \\
         bench/cases/loo_ntk_mnist_kernel_init.json --data-dir ../shared/data --iterations 2500 --seeds 0 1
+
+``--arms split base`` runs the paired comparison alone; ``summary.json["paired_split_minus_base"]`` holds, per case,
+the paired differences (split - base, seeds paired) of the headline and of the papers' continuous measures
+(``metrics.json["paper_measures"]``) with 95 % t intervals.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ def pairs_png(run: Path, mean: np.ndarray, path: Path) -> None:
     candidate_grid(x.reshape(-1, *x.shape[2:]), mean, path, max_images=60)
 
 
-def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: dict) -> list[dict]:
+def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: dict, arms=ARMS) -> list[dict]:
     exp = load_config(Experiment, case)
     train_cfg, attack = exp.configs(str(case))
     victim_dir = out / "victim"
@@ -89,7 +93,7 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: 
     rows = []
     for seed in seeds:
         budget, m_final = 0.0, 0
-        for arm in ARMS:
+        for arm in [a for a in ARMS if a in arms]:  # the split arm first: it sets the others' budget
             run = out / f"seed{seed}" / arm
             cfg = arm_config(attack, arm, iterations, seed, budget, m_final, split)
             t0 = time.time()
@@ -112,6 +116,7 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: 
                 "recovered": head["recovered"], "controls": head["controls"], "informative": head["informative"],
                 "haim_nn_paper_gt_0.4": metrics["protocols"]["haim_nn"]["ssim_paper"]["count_gt_0.4"],
                 "hungarian_classic_gt_0.5": metrics["protocols"]["hungarian"]["ssim_classic"].get("count_gt_0.5"),
+                "paper_measures": metrics["paper_measures"],
                 "second_order": res["second_order"], "splitting": res["splitting"],
             }
             if res["splitting"]:
@@ -128,6 +133,45 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: 
                   f"(held-out {head['controls']['heldout']}), min split eig "
                   f"{row['second_order']['min_splitting_eigenvalue']:.3g}", flush=True)
     return rows
+
+
+def paired(rows: list[dict], arm: str = "split", against: str = "base") -> list[dict]:
+    """Per case and measure (the headline and the papers' continuous measures, metrics.json's paper_measures),
+    the paired differences ``arm`` - ``against`` over the seeds both ran: their mean, a 95 % t interval, and how
+    many seeds favour each arm (for a measure where smaller is closer, the sign is turned so that > 0 always
+    favours ``arm``)."""
+    from scipy import stats
+
+    out = []
+    for case in sorted({r["case"] for r in rows}):
+        by = {(r["seed"], r["arm"]): r for r in rows if r["case"] == case}
+        seeds = sorted(s for s, a in by if a == arm and (s, against) in by)
+        if not seeds:
+            continue
+        measures = [("headline recovered", lambda r: r["recovered"], 1.0)]
+        for k, m in enumerate(by[(seeds[0], arm)].get("paper_measures") or []):
+            sign = 1.0 if m["closer"] == "larger" else -1.0
+            measures.append((f"{m['protocol']} {m['measure']}", lambda r, k=k: r["paper_measures"][k]["attack"], sign))
+        for name, value, sign in measures:
+            d = np.array([sign * (value(by[(s, arm)]) - value(by[(s, against)])) for s in seeds], dtype=float)
+            half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+            out.append({"case": case, "measure": name, "seeds": len(d), "favours": f"{arm} > 0",
+                        "mean_difference": float(d.mean()), "ci95": None if half is None else
+                        [float(d.mean() - half), float(d.mean() + half)],
+                        "seeds_for": int((d > 0).sum()), "seeds_against": int((d < 0).sum()),
+                        "arm_mean": float(np.mean([value(by[(s, arm)]) for s in seeds])),
+                        "against_mean": float(np.mean([value(by[(s, against)]) for s in seeds]))})
+    return out
+
+
+def paired_table(diffs: list[dict]) -> str:
+    lines = ["| case | measure | split (mean) | base (mean) | paired difference, > 0 favours split [95 % CI] | seeds for / against |",
+             "|---|---|---|---|---|---|"]
+    for d in diffs:
+        ci = "-" if d["ci95"] is None else f"[{d['ci95'][0]:+.3g}, {d['ci95'][1]:+.3g}]"
+        lines.append(f"| {d['case']} | {d['measure']} | {d['arm_mean']:.4g} | {d['against_mean']:.4g} | "
+                     f"{d['mean_difference']:+.3g} {ci} | {d['seeds_for']} / {d['seeds_against']} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -160,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--split", default="{}", help="JSON object of SplitConfig fields for the split arms")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (split always runs)")
     a = ap.parse_args(argv)
     import json
 
@@ -167,11 +212,15 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(a.device)
     rows = []
     for case in a.cases:
-        rows += run_case(case, a.out / case.stem, a.data_dir, device, a.seeds, a.iterations, split)
-    save_json(a.out / "summary.json", {"rows": rows, "split": to_dict(from_dict(SplitConfig, split)),
+        rows += run_case(case, a.out / case.stem, a.data_dir, device, a.seeds, a.iterations, split,
+                         {"split", *a.arms})
+    diffs = paired(rows)
+    save_json(a.out / "summary.json", {"rows": rows, "paired_split_minus_base": diffs,
+                                       "split": to_dict(from_dict(SplitConfig, split)),
                                        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                                        "_command": "python " + " ".join(sys.argv)})
     print(table(rows))
+    print(paired_table(diffs))
 
 
 if __name__ == "__main__":

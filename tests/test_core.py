@@ -128,9 +128,9 @@ def test_registries_refuse_an_unknown_name_in_one_line():
                                               r"regression, ntk\)$"):
         TRAINERS.get("sgd", "experiment.trainer")
     with pytest.raises(TrainreconError, match=r"^protocol: unknown scoring protocol 'ssim' \(available: haim_nn, "
-                                              r"hungarian, loo_greedy\)$"):
+                                              r"hungarian, loo_greedy, l2_permutation\)$"):
         match("ssim", torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
-    assert list(PROTOCOLS) == PROTOCOLS.names() == ["haim_nn", "hungarian", "loo_greedy"]
+    assert list(PROTOCOLS) == PROTOCOLS.names() == ["haim_nn", "hungarian", "loo_greedy", "l2_permutation"]
     assert TRAINERS.for_config(TrainConfig()) == ("kkt", TRAINERS["kkt"]) and TRAINERS["kkt"][0] is TrainConfig
     assert METHODS.for_config(HaimConfig())[0] == "haim"
     with pytest.raises(TrainreconError, match="^no method takes a MergeConfig$"):
