@@ -19,9 +19,9 @@ from trainrecon.registry import Registry
 QUIET = lambda *a: None  # noqa: E731
 
 #: what loss.json holds besides its history, in this order (the CLI's outputs are unchanged)
-LOSS_KEYS = ["history", "method", "m", "m0", "iterations_done", "finished", "stopped_by_max_seconds",
-             "stopped_by_monitor", "seconds", "seconds_per_iteration", "final_loss", "second_order", "refit_residual",
-             "normalisation", "splitting", "merging", "collapse"]
+LOSS_KEYS = ["history", "method", "m", "m0", "iterations_done", "finished", "stopped_by_monitor", "seconds",
+             "seconds_per_iteration", "final_loss", "refit_residual", "normalisation",  # the loop's own, then
+             "second_order", "collapse", "merging", "splitting", "stopped_by_max_seconds"]  # the planned hooks' keys
 TIMINGS = ("seconds", "seconds_per_iteration")
 
 
@@ -103,15 +103,18 @@ def test_the_time_budget_is_a_hook_that_ends_the_run_as_finished(tmp_path, tiny_
     ample = reconstruct(payload, dataclasses.replace(cfg, iterations=6, max_seconds=3600.0), log=QUIET)
     assert not ample.stats["stopped_by_max_seconds"] and ample.stats["iterations_done"] == 6
     assert reconstruct(payload, cfg, log=QUIET).stats["iterations_done"] == 1
-    from trainrecon.attacks.runner import run_attack
+    from trainrecon.attacks.runner import RunPlan, plan_run, run_attack
+    from trainrecon.objective.hooks import Reports
     from trainrecon.runtime import TimeBudget, time_budget
 
     with pytest.raises(TrainreconError, match="attack.max_seconds: this needs its hook"):
-        run_attack(payload, cfg, log=QUIET)
-    assert time_budget(0.0) == [] and isinstance(time_budget(2.0)[0], TimeBudget)
+        plan_run(payload, cfg).with_hooks([])
+    with pytest.raises(TrainreconError, match="attack.max_seconds: this needs its hook"):  # a plan made by hand
+        run_attack(RunPlan(**{**plan_run(payload, cfg).__dict__, "hooks": ()}), log=QUIET)
+    assert isinstance(time_budget(0.0)[0], Reports) and isinstance(time_budget(2.0)[0], TimeBudget)
     t0 = time.time()
-    slow = run_attack(payload, dataclasses.replace(cfg, iterations=100000, max_seconds=0.5), log=QUIET,
-                      hooks=time_budget(0.5)).stats
+    slow_cfg = dataclasses.replace(cfg, iterations=100000, max_seconds=0.5)
+    slow = run_attack(plan_run(payload, slow_cfg).with_hooks(time_budget(0.5)), log=QUIET).stats
     assert slow["stopped_by_max_seconds"] and 1 <= slow["iterations_done"] < 100000 and time.time() - t0 < 30
 
 

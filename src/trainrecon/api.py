@@ -1,10 +1,11 @@
 """The library's entry points that compose packages: an attack run with the refinements its config asks for.
 
-:func:`reconstruct` is :func:`trainrecon.attacks.runner.run_attack` with the hooks every run gets
+:func:`reconstruct` plans a run once (:func:`trainrecon.attacks.runner.plan_run`: the method, the config adapted to
+the victim, m, the checks), attaches the hooks every run gets
 (:func:`trainrecon.refinement.standard_hooks`: the second-order report, the collapse count, merging of
 near-duplicates when ``cfg.merge.enabled`` and sample splitting when ``cfg.split.enabled``; the wall-clock
 budget when ``cfg.max_seconds`` is set, :func:`trainrecon.runtime.time_budget`) plus any ``hooks`` of the
-caller's (a sweep's pruning), in memory or into a run folder (:class:`trainrecon.runfolder.RunFolder`).  The
+caller's (a sweep's pruning), and runs it (:func:`~trainrecon.attacks.runner.run_attack`) in memory or into a run folder (:class:`trainrecon.runfolder.RunFolder`).  The
 attack's loop itself knows only the hook interface (:mod:`trainrecon.objective.hooks`) and the store interface
 (:class:`trainrecon.attacks.runner.RunStore`).
 """
@@ -16,9 +17,7 @@ from typing import Sequence
 
 import torch
 
-from .attacks.payload import Payload
-from .attacks.method import method_for
-from .attacks.runner import run_attack
+from .attacks.runner import plan_run, run_attack
 from .objective.hooks import AttackHook
 from .reconstruction import Reconstruction
 from .refinement.hooks import standard_hooks
@@ -43,13 +42,12 @@ def reconstruct(payload, cfg, out_dir: str | Path | RunFolder | None = None, dev
     continues one made by this very run; Ctrl-C saves one first), loss.json, candidates.npz, candidates.png and
     the refinements' files.  ``stop_after``: end after that many iterations (tests); ``hooks``: further hooks
     (:mod:`trainrecon.objective.hooks`).  The candidates are the same, bit for bit, with or without a folder."""
-    if not isinstance(payload, Payload):
-        payload = Payload.of(payload)
-    run_cfg, _ = method_for(cfg).adapt(cfg, payload.at_level(cfg.given))  # the refinements this victim's run gets
-    attached = standard_hooks(run_cfg.split, tuple(payload.spec.input_shape), run_cfg.merge) \
-        + time_budget(cfg.max_seconds) + list(hooks)
+    plan = plan_run(payload, cfg, device)  # what this victim's run gets, decided once
+    c = plan.cfg
+    plan = plan.with_hooks(standard_hooks(c.split, tuple(plan.payload.spec.input_shape), c.merge)
+                           + time_budget(c.max_seconds) + list(hooks))
     store = None if out_dir is None else out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
-    return run_attack(payload, cfg, store, device, resume, log, stop_after, attached)
+    return run_attack(plan, store, device, resume, log, stop_after)
 
 
 __all__ = ["reconstruct"]

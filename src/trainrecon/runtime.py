@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import TrainreconError
-from .objective.hooks import AttackHook, Step
+from .objective.hooks import AttackHook, Reports, Step
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -142,5 +142,6 @@ class TimeBudget(AttackHook):
 
 
 def time_budget(max_seconds: float) -> list[AttackHook]:
-    """The hooks a run with this ``attack.max_seconds`` gets: a :class:`TimeBudget`, or none for 0 (no limit)."""
-    return [TimeBudget(max_seconds)] if max_seconds else []
+    """The hooks a run with this ``attack.max_seconds`` gets: a :class:`TimeBudget`, or for 0 (no limit) one that
+    reports ``stopped_by_max_seconds: false``."""
+    return [TimeBudget(max_seconds) if max_seconds else Reports(TimeBudget.key, False)]

@@ -109,6 +109,9 @@ class AttackConfig:
 
     #: what a field meant in runs recorded before it existed (resuming those must not change their behaviour)
     BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none", "remove_init": "none"}
+    #: the fields a hook on the run carries out (its ``implements``), not the method: a run that enables one
+    #: without that hook is refused (:meth:`needs_hooks`)
+    HOOKED: ClassVar[tuple[str, ...]] = ("split", "merge", "max_seconds")
 
     def __post_init__(self) -> None:
         check_numbers(self, "attack")
@@ -127,6 +130,22 @@ class AttackConfig:
             raise TrainreconError(f"attack.init_tolerance: must be >= 0 (0: off), got {self.init_tolerance}")
         if self.tv < 0:
             raise TrainreconError(f"attack.tv: must be >= 0 (0: off), got {self.tv}")
+
+    def largest_m(self, m: int) -> int:
+        """The most candidates a run started with ``m`` can hold: m, or up to ``split.max_factor`` x m where
+        sample splitting grows the set."""
+        return int(self.split.max_factor * m) if self.split.enabled and self.split.mode == "grow" else m
+
+    def needs_hooks(self) -> list[tuple[str, str]]:
+        """(the field that asks, what a hook must implement) for every :data:`HOOKED` field this config turns on:
+        a settings block's ``name.enabled``, else ``name`` set nonzero."""
+        out = []
+        for name in self.HOOKED:
+            value = getattr(self, name)
+            on = value.enabled if hasattr(value, "enabled") else bool(value)
+            if on:
+                out.append((f"{name}.enabled" if hasattr(value, "enabled") else name, name))
+        return out
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""Running an attack: check, initialise, optimise (with its hooks), and return a :class:`Reconstruction`.
+"""Running an attack: plan (once), initialise, optimise (with its hooks), and return a :class:`Reconstruction`.
 
-:func:`run_attack` runs in memory and returns a :class:`~trainrecon.reconstruction.Reconstruction`: the
+:func:`plan_run` decides what a run gets -- the method, the config adapted to this victim with the record of why,
+m, the checks before any work -- once, into a :class:`RunPlan`; :meth:`RunPlan.with_hooks` attaches the hooks.
+:func:`run_attack` runs a plan in memory and returns a :class:`~trainrecon.reconstruction.Reconstruction`: the
 candidates x in the victim's centred input space (m, C, H, W), the multipliers, the fixed candidate labels where
 the method has them, candidate ids and parent ids, the loss history and the run's summary.  With a ``store`` (a
 :class:`RunStore`: :class:`trainrecon.runfolder.RunFolder` is the one there is) the same run keeps a folder: the
@@ -12,7 +14,9 @@ stopped: the optimiser state is saved with the iterate and nothing random happen
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -70,28 +74,51 @@ class RunStore(Protocol):
         ...
 
 
-def _adapted(payload: Payload, cfg: AttackConfig) -> tuple[type[Method], AttackConfig, dict[str, Any] | None]:
-    """(the method of ``cfg``, the config this victim's run uses, the record of what the method changed), for
-    ``payload`` as the config's threat level discloses it."""
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run gets, decided once before any work (:func:`plan_run`) and handed to the loop: the ``payload`` at
+    the config's threat level, the ``method``, the config as ``given`` and as this victim's run uses it (``cfg``,
+    :meth:`~.method.Method.adapt`) with the record of what was adapted and why (``adapted``, config.json's), the
+    number of candidates ``m`` (checked with the memory it needs) and the ``hooks`` attached to the loop."""
+
+    payload: Payload
+    method: type[Method]
+    given: AttackConfig
+    cfg: AttackConfig
+    adapted: dict[str, Any] | None
+    m: int
+    hooks: tuple[AttackHook, ...] = ()
+
+    def with_hooks(self, hooks) -> "RunPlan":
+        """This plan with ``hooks`` attached; refused in one line when the config turns on a field that a hook
+        carries out (:meth:`~.method.AttackConfig.needs_hooks`) and no hook implements it."""
+        hooks = tuple(hooks)
+        for field, name in self.cfg.needs_hooks():
+            if not any(h.implements == name for h in hooks):
+                raise TrainreconError(f"attack.{field}: this needs its hook (trainrecon.reconstruct attaches it; or "
+                                      "pass trainrecon.refinement.standard_hooks and trainrecon.runtime.time_budget)")
+        return dataclasses.replace(self, hooks=hooks)
+
+
+def plan_run(payload: Payload, cfg: AttackConfig, device: torch.device | str = "cpu", copies: int = 1) -> RunPlan:
+    """The plan of a run (no hooks yet: :meth:`RunPlan.with_hooks`), with what a run checks before any work, in
+    one line each, for the config it will run with: the threat level the config asks for (``given``) against
+    what the victim has; the method against the victim (outputs, initial weights, input mean); the number of
+    candidates m (default 2n; the method's constraints on it, such as Haim's even m) and the memory ``copies``
+    runs at once would need.  :func:`trainrecon.reconstruct` plans every run here, and a sweep, once, before its
+    first trial."""
+    if not isinstance(payload, Payload):
+        payload = Payload.of(payload)
+    payload = payload.at_level(cfg.given)  # what this threat level discloses, and nothing more
     method = method_for(cfg)
     run_cfg, adapted = method.adapt(cfg, payload)
-    return method, run_cfg, adapted
-
-
-def check_run(payload: Payload, cfg, device: torch.device | str = "cpu", copies: int = 1) -> int:
-    """What a run checks before any work, in one line each, for the config it will run with (the method's
-    :meth:`~.method.Method.adapt`): the method against the victim (outputs, initial weights, input mean), the
-    number of candidates m (default 2n; the method's constraints on it, such as Haim's even m) and the memory
-    ``copies`` runs at once would need; the threat level the config asks for (``given``) against what the victim
-    has.  Returns m.  :func:`run_attack` checks the same, and so does a sweep, once, before its first trial."""
-    payload = payload.at_level(cfg.given)
-    method, run_cfg, _ = _adapted(payload, cfg)
-    return _check(payload, method, run_cfg, device, copies)
+    m = _check(payload, method, run_cfg, device, copies)
+    return RunPlan(payload, method, cfg, run_cfg, adapted, m)
 
 
 def _check(payload: Payload, method: type[Method], cfg: AttackConfig, device, copies: int = 1) -> int:
     m = cfg.m or default_m(payload, method)
-    m_max = int(cfg.split.max_factor * m) if cfg.split.enabled and cfg.split.mode == "grow" else m
+    m_max = cfg.largest_m(m)
     what = f"attack with m = {m_max} candidates" + (f", {copies} at once" if copies > 1 else "")
     require_memory(copies * attack_bytes(payload, m_max, cfg), what, device)
     method(payload, cfg).labels(m)  # refuses a victim the method cannot attack, and an m it cannot use
@@ -107,56 +134,32 @@ def attack_bytes(payload: Payload, m: int, cfg) -> float:
     return item * (4 * m * spec.input_dim + 8 * rows * sum(spec.activation_sizes()) + 8 * spec.n_params())
 
 
-def _enabled(cfg: AttackConfig, name: str) -> str | None:
-    """The config field that asks for what a hook implements (a settings block's ``name.enabled``, else ``name``
-    set nonzero), or None when it is off."""
-    value = getattr(cfg, name)
-    if hasattr(value, "enabled"):
-        return f"{name}.enabled" if value.enabled else None
-    return name if value else None
-
-
-def run_attack(
-    payload: Payload,
-    cfg,
-    store: RunStore | None = None,
-    device: torch.device | str = "cpu",
-    resume: bool = False,
-    log=print,
-    stop_after: int | None = None,
-    hooks: list[AttackHook] | tuple[AttackHook, ...] = (),
-) -> Reconstruction:
-    """Run the method that ``cfg``'s type belongs to on what the attacker is given; return the
+def run_attack(plan: RunPlan, store: RunStore | None = None, device: torch.device | str = "cpu",
+               resume: bool = False, log=print, stop_after: int | None = None) -> Reconstruction:
+    """Run the plan (:func:`plan_run`, :meth:`RunPlan.with_hooks`); return the
     :class:`~trainrecon.reconstruction.Reconstruction`.
 
-    ``payload`` is a :class:`~.payload.Payload` (a loaded ``Victim`` is reduced to one, n disclosed).  ``store``
-    keeps the run on disk (:class:`trainrecon.runfolder.RunFolder`, locked for the run): ``resume`` continues its
-    checkpoint only when it was made by the same method and config on the same victim (content hash); Ctrl-C
-    saves a checkpoint first.  Without a store the run is in memory only (Ctrl-C interrupts it).  ``stop_after``
-    ends the run early after that many iterations (leaving a checkpoint), for tests.  ``hooks``
-    (:class:`~trainrecon.objective.hooks.AttackHook`) act on the run: sample splitting, merging, the second-order
-    report and the collapse count (:func:`trainrecon.refinement.standard_hooks`), the wall-clock budget
-    (:class:`trainrecon.runtime.TimeBudget`) and a sweep's pruning (a hook whose ``after_log`` returns True
-    ends the run there, with its candidates written and ``stopped_by_monitor`` set);
-    :func:`trainrecon.reconstruct` is this with the hooks its config asks for attached.  A config field that a
-    hook carries out (``split``, ``merge``, ``max_seconds``) is refused when enabled without that hook.
+    ``store`` keeps the run on disk (:class:`trainrecon.runfolder.RunFolder`, locked for the run): ``resume``
+    continues its checkpoint only when it was made by the same method and config on the same victim (content
+    hash); Ctrl-C saves a checkpoint first.  Without a store the run is in memory only (Ctrl-C interrupts it).
+    ``stop_after`` ends the run early after that many iterations (leaving a checkpoint), for tests.  The plan's
+    hooks (:class:`~trainrecon.objective.hooks.AttackHook`) act on the run: sample splitting, merging, the
+    second-order report and the collapse count (:func:`trainrecon.refinement.standard_hooks`), the wall-clock
+    budget (:class:`trainrecon.runtime.TimeBudget`) and a sweep's pruning (a hook whose ``after_log`` returns
+    True ends the run there, with its candidates written and ``stopped_by_monitor`` set); the run's summary holds
+    each hook's report under its key.  :func:`trainrecon.reconstruct` plans a run with the hooks its config asks
+    for and runs it here.
     """
-    if not isinstance(payload, Payload):
-        payload = Payload.of(payload)
+    if not isinstance(plan, RunPlan):
+        raise TypeError(f"run_attack: expected a RunPlan (trainrecon.attacks.runner.plan_run), got {type(plan).__name__}")
     if store is not None and not callable(getattr(store, "restore", None)):
         raise TypeError(f"run_attack: store must be a RunStore (trainrecon.runfolder.RunFolder), got {store!r}")
     if store is None and resume:
         raise TrainreconError("resume: a run without a folder has no checkpoint to resume; give it a run folder")
-    payload = payload.at_level(cfg.given)  # what this threat level discloses, and nothing more
-    method, run_cfg, adapted = _adapted(payload, cfg)
-    for name in ("split", "merge", "max_seconds"):
-        field = _enabled(run_cfg, name)
-        if field and not any(h.implements == name for h in hooks):
-            raise TrainreconError(f"attack.{field}: this needs its hook (trainrecon.reconstruct attaches it; or pass "
-                                  "trainrecon.refinement.standard_hooks and trainrecon.runtime.time_budget)")
-    m = _check(payload, method, run_cfg, device)  # before the folder is made
+    plan.with_hooks(plan.hooks)  # a plan built by hand is held to the same rule
     with store if store is not None else contextlib.nullcontext():
-        return _reconstruct(payload, run_cfg, adapted, method, m, store, device, resume, log, stop_after, list(hooks))
+        return _reconstruct(plan.payload, plan.cfg, plan.adapted, plan.method, plan.m, store, device, resume, log,
+                            stop_after, list(plan.hooks))
 
 
 def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore | None, device, resume: bool, log,
@@ -258,16 +261,12 @@ def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore
         "m0": cands.m0,
         "iterations_done": end,
         "finished": end == cfg.iterations or finished_early,
-        "stopped_by_max_seconds": False,
         "stopped_by_monitor": monitored,
         "seconds": seconds,
         "seconds_per_iteration": seconds / max(end, 1),
         "final_loss": history[-1] if history else None,
-        "second_order": None,
         "refit_residual": attack.refit_residual(cands),
         "normalisation": normalisation,
-        "splitting": None,
-        "merging": None,
         **{h.key: h.finish(last, seconds) for h in hooks},
         **({"method_report": report} if (report := attack.report()) is not None else {}),
     }
@@ -284,4 +283,4 @@ def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore
     return rec
 
 
-__all__ = ["METHODS", "RunStore", "attack_bytes", "check_run", "default_m", "run_attack"]
+__all__ = ["METHODS", "RunPlan", "RunStore", "attack_bytes", "default_m", "plan_run", "run_attack"]

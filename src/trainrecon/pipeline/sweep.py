@@ -17,7 +17,7 @@ import torch
 
 from ..atomic import write_npz
 from ..attacks.payload import payload_from_folder
-from ..attacks.runner import check_run
+from ..attacks.runner import plan_run
 from ..checkpoint import OutputFolder, belongs, check_sources, origin, refuse_other_record
 from ..config import load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
@@ -85,7 +85,7 @@ def run_sweep(cfg: SweepConfig, victim: str | Path, out: str | Path, device: str
               heldout=None, log=print) -> dict[str, Any]:
     """Run (or continue) the sweep with ``cfg.workers`` local processes, then write OUT/sweep.json.
 
-    Before the first trial, as ``reconstruct`` does (:func:`trainrecon.attacks.runner.check_run`): the method
+    Before the first trial, as ``reconstruct`` does (:func:`trainrecon.attacks.runner.plan_run`): the method
     against the victim, m, and the memory of ``cfg.workers`` trials at once; and OUT must be this sweep's folder
     (:func:`check_sweep_folder`).  Ctrl-C or SIGTERM stops every worker (each running trial saves its
     checkpoint) and raises :class:`Interrupted` with one line saying how to continue."""
@@ -96,8 +96,7 @@ def run_sweep(cfg: SweepConfig, victim: str | Path, out: str | Path, device: str
     if cfg.workers > 4 * cores:
         raise TrainreconError(f"sweep.workers: {cfg.workers} local worker processes on {cores} CPU cores; use at most "
                               f"{4 * cores} (several machines join one study with --storage)")
-    check_run(payload, cfg.base_config(), device, copies=cfg.workers)
-    search_ranges(cfg, payload)
+    search_ranges(cfg, payload, plan_run(payload, cfg.base_config(), device, copies=cfg.workers))
     if cfg.score_with_truth:
         load_truth(v, data_dir, truth, heldout)
     identity = sweep_identity(cfg, payload.fingerprint())

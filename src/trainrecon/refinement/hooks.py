@@ -21,7 +21,7 @@ import torch
 
 from ..models.activations import Surrogate
 from ..objective.candidates import CandidateSet
-from ..objective.hooks import AttackHook, Step
+from ..objective.hooks import AttackHook, Reports, Step
 from .config import MergeConfig, SplitConfig
 from .merging import collapse_report, merge_groups, reseed, similarity_groups
 from .splitting import second_order_report, split_round
@@ -214,12 +214,10 @@ def standard_hooks(split: SplitConfig, input_shape: tuple[int, ...],
                    merge: MergeConfig | None = None) -> list[AttackHook]:
     """The hooks every run gets: the second-order report, the collapse count, merging of near-duplicates when
     ``merge.enabled`` and sample splitting when ``split.enabled`` (in that order: at a shared iteration the
-    duplicates are merged before the blends are split)."""
+    duplicates are merged before the blends are split); a refinement that is off reports null."""
     hooks: list[AttackHook] = [SecondOrderHook(split), CollapseHook()]
-    if merge is not None and merge.enabled:
-        hooks.append(MergingHook(merge))
-    if split.enabled:
-        hooks.append(SplittingHook(split, input_shape))
+    hooks.append(MergingHook(merge) if merge is not None and merge.enabled else Reports(MergingHook.key))
+    hooks.append(SplittingHook(split, input_shape) if split.enabled else Reports(SplittingHook.key))
     return hooks
 
 

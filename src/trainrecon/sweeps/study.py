@@ -47,6 +47,7 @@ from optuna.trial import TrialState
 
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
+from ..attacks.runner import RunPlan, plan_run
 from ..api import reconstruct
 from ..checkpoint import refuse_other
 from ..config import check_numbers, from_dict, load_json, save_json, to_dict
@@ -301,13 +302,14 @@ def trial_folder(out: Path, trial) -> tuple[Path, int]:
     return out / "trials" / f"{k:04d}", k
 
 
-def search_ranges(cfg: SweepConfig, payload: Payload):
-    """The trials' base config (the defaults this victim's runs get, adapted as ``reconstruct`` adapts them) and
-    the range each searched parameter is drawn from, every range checked before the first trial."""
-    method = method_named(cfg.method)
-    base, _ = method.adapt(cfg.base_config(), payload.at_level(cfg.base_config().given))
-    ranges = {name: t.range(float(getattr(base, name)), f"sweep.base.{name}") for name, t in method.search_space.items()}
-    return base, ranges
+def search_ranges(cfg: SweepConfig, payload: Payload, plan: RunPlan | None = None):
+    """The trials' base config (the defaults this victim's runs get: the config of ``plan``, the base config's
+    :func:`~trainrecon.attacks.runner.plan_run`) and the range each searched parameter is drawn from, every range
+    checked before the first trial."""
+    plan = plan or plan_run(payload, cfg.base_config())
+    ranges = {name: t.range(float(getattr(plan.cfg, name)), f"sweep.base.{name}")
+              for name, t in plan.method.search_space.items()}
+    return plan.cfg, ranges
 
 
 def suggest(trial, space: dict, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
