@@ -328,3 +328,15 @@ def test_the_owners_audit_gives_a_verdict_per_level(tmp_path):
     assert "the weights, the initial weights and the training recipe" in result["levels"][2]["verdict"]
     r = _cli(*args[:-1], "0.5")
     assert r.returncode == 2 and "holds an audit of other inputs" in r.stderr, r.stderr
+
+
+def test_a_replayed_run_keeps_what_it_chose():
+    """The truth-start control replays a run with what it chose fixed: the simulation's searched rate becomes
+    sim_lr (no second search); a given sim_lr, a run without a report and other methods keep their config."""
+    from trainrecon.attacks import HaimConfig, METHODS
+
+    sim = METHODS["simulation"]
+    assert sim.replayed(SimulationConfig(), {"sim_lr": 0.3}).sim_lr == 0.3
+    assert sim.replayed(SimulationConfig(sim_lr=0.1), {"sim_lr": 0.3}).sim_lr == 0.1
+    assert sim.replayed(SimulationConfig(), None).sim_lr == 0.0
+    assert METHODS["haim"].replayed(HaimConfig(), {"sim_lr": 0.3}) == HaimConfig()

@@ -322,6 +322,13 @@ class Method:
     def restore(self, report: dict[str, Any] | None) -> None:
         """Take back a checkpoint's :meth:`report` (a resumed run), before :meth:`init`."""
 
+    @classmethod
+    def replayed(cls, cfg: AttackConfig, report: dict[str, Any] | None) -> AttackConfig:
+        """The config that reruns a finished run as it ran, given its :meth:`report` (``loss.json``'s
+        ``method_report``): what the method chose during the run (a searched learning rate) fixed in it.  The
+        truth-start control replays a run this way.  By default the config itself."""
+        return cfg
+
     # -- shared --------------------------------------------------------------------------------------------------
     def draw(self, m: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """m starting points x ~ init_scale N(0, 1) (m, d) in centred space, then their multipliers, from ``g``

@@ -27,6 +27,7 @@ the same start, and the lowest match D wins (recorded in the run's summary, ``lo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -289,6 +290,13 @@ class Simulation(Method):
                       "iterations_each": each,
                       "reason": f"the simulation's learning rate is the one of {what} with the lowest match D after a "
                                 "short run (attacker-side loss only)"}
+
+    @classmethod
+    def replayed(cls, cfg: SimulationConfig, report: dict[str, Any] | None) -> SimulationConfig:
+        """The run's searched learning rate as ``sim_lr`` (a replay runs no second search)."""
+        if report and not cfg.sim_lr and report.get("sim_lr"):
+            return dataclasses.replace(cfg, sim_lr=float(report["sim_lr"]))
+        return cfg
 
     def restore(self, report: dict[str, Any] | None) -> None:
         """A resumed run keeps the learning rate its search chose (no second search)."""

@@ -120,14 +120,19 @@ def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray
     for the run from the training images, how many it ``kept`` (similarity to their start above the rule's
     threshold) and how many the headline ``recovered``; for the run from the first n held-out images (when
     given), how many it kept; after ``iterations`` iterations (default: as many as the run did, from its
-    loss.json, else its config); the final relative stationarity of each; seconds; what it means (``reading``)."""
+    loss.json, else its config), with what the run chose fixed (:meth:`~trainrecon.attacks.method.Method.replayed`:
+    the simulation's searched learning rate, not searched again); the final relative stationarity of each; seconds;
+    what it means (``reading``)."""
     record = run_record(run_dir)
     method, cfg_file = record["method"], Path(run_dir) / "config.json"
     base = from_dict(METHODS[method].Config, record["attack"], f"{cfg_file}: attack")
+    loss = Path(run_dir) / "loss.json"
+    summary = load_json(loss) if loss.is_file() else None
+    summary = summary if isinstance(summary, dict) else {}
+    report = summary.get("method_report")
+    base = METHODS[method].replayed(base, report if isinstance(report, dict) else None)  # what the run chose
     if iterations is None:
-        loss = Path(run_dir) / "loss.json"
-        done = load_json(loss) if loss.is_file() else None
-        done = done.get("iterations_done") if isinstance(done, dict) else None
+        done = summary.get("iterations_done")
         iterations = done if isinstance(done, int) and done > 0 else base.iterations
     if iterations < 1:
         raise TrainreconError(f"--truth-start: needs a number of iterations >= 1, got {iterations}")
