@@ -103,7 +103,8 @@ def test_the_time_budget_is_a_hook_that_ends_the_run_as_finished(tmp_path, tiny_
     ample = reconstruct(payload, dataclasses.replace(cfg, iterations=6, max_seconds=3600.0), log=QUIET)
     assert not ample.stats["stopped_by_max_seconds"] and ample.stats["iterations_done"] == 6
     assert reconstruct(payload, cfg, log=QUIET).stats["iterations_done"] == 1
-    from trainrecon.attacks.runner import RunPlan, plan_run, run_attack
+    from trainrecon.attacks.plan import RunPlan, plan_run
+    from trainrecon.attacks.runner import run_attack
     from trainrecon.objective.hooks import Reports
     from trainrecon.runtime import TimeBudget, time_budget
 

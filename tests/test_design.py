@@ -290,10 +290,11 @@ def test_a_run_folder_of_the_previous_version_resumes(tmp_path, tiny_victim):
 
 
 def test_the_loop_knows_no_refinement_by_name():
-    """attacks/runner.py names no refinement, budget or summary key a hook reports (as a string or an attribute):
-    the run's plan carries the hooks and each hook its key, so the loop cannot decide what a run gets."""
+    """attacks/runner.py names no refinement, budget or summary key a hook reports (as a string or an attribute)
+    and never adapts a config: the run's plan (attacks/plan.py) carries the adapted config and the hooks, and each
+    hook its key, so the loop cannot decide what a run gets."""
     names = {"split", "merge", "max_seconds", "splitting", "merging", "second_order", "stopped_by_max_seconds",
-             "collapse"}
+             "collapse", "adapt"}
     tree = ast.parse((SRC / "attacks" / "runner.py").read_text())
     found = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)} \
         | {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} \

@@ -181,7 +181,7 @@ def test_runner_merges_reports_collapse_and_resumes_bit_for_bit(tmp_path, tiny_v
     assert r2["merging"]["rounds"] == 3 and r2["splitting"]["rounds"] == 2
     plain = reconstruct(payload, HaimConfig(iterations=8), tmp_path / "d", log=lambda *a: None).stats
     assert plain["merging"] is None and plain["collapse"]["m"] == 20 and 1 <= plain["collapse"]["0.95"]["distinct"] <= 20
-    from trainrecon.attacks.runner import plan_run
+    from trainrecon.attacks.plan import plan_run
 
     with pytest.raises(TrainreconError, match="attack.merge.enabled"):
         plan_run(payload, cfg).with_hooks([])

@@ -29,3 +29,21 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch, capsys):
     result = namespace["result"]
     assert result.exposure is not None and len(result.exposure.images) == result.headline["n"] == 20
     assert result.controls["positive"] == 20 and result.informative
+
+
+def test_every_relative_link_and_named_file_resolves():
+    """README.md and docs/*.md: every relative markdown link, and every file they name in backticks under docs/,
+    bench/, src/ or tests/ (results folders and patterns aside), exists in the repository."""
+    root = README.parent
+    missing = []
+    for f in [README, *sorted((root / "docs").glob("*.md"))]:
+        text = f.read_text()
+        targets = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"`((?:docs|bench|src|tests)/[^`\s]+)`", text)
+        for t in targets:
+            if t.startswith(("http", "#", "mailto")) or any(c in t for c in "{*<>$") or t.startswith("bench/results"):
+                continue
+            path = t.split("#")[0].split(":")[0]
+            if not (root / path).exists():
+                missing.append(f"{f.name}: {t}")
+    assert not missing, missing
+    assert len(README.read_text().splitlines()) < 200  # the front door stays short

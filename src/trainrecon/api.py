@@ -1,6 +1,6 @@
 """The library's entry points that compose packages: an attack run with the refinements its config asks for.
 
-:func:`reconstruct` plans a run once (:func:`trainrecon.attacks.runner.plan_run`: the method, the config adapted to
+:func:`reconstruct` plans a run once (:func:`trainrecon.attacks.plan.plan_run`: the method, the config adapted to
 the victim, m, the checks), attaches the hooks every run gets
 (:func:`trainrecon.refinement.standard_hooks`: the second-order report, the collapse count, merging of
 near-duplicates when ``cfg.merge.enabled`` and sample splitting when ``cfg.split.enabled``; the wall-clock
@@ -17,7 +17,8 @@ from typing import Sequence
 
 import torch
 
-from .attacks.runner import plan_run, run_attack
+from .attacks.plan import plan_run
+from .attacks.runner import run_attack
 from .objective.hooks import AttackHook
 from .reconstruction import Reconstruction
 from .refinement.hooks import standard_hooks

@@ -17,7 +17,7 @@ import torch
 
 from ..atomic import write_npz
 from ..attacks.payload import payload_from_folder
-from ..attacks.runner import plan_run
+from ..attacks.plan import plan_run
 from ..checkpoint import OutputFolder, belongs, check_sources, origin, refuse_other_record
 from ..config import load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
@@ -85,7 +85,7 @@ def run_sweep(cfg: SweepConfig, victim: str | Path, out: str | Path, device: str
               heldout=None, log=print) -> dict[str, Any]:
     """Run (or continue) the sweep with ``cfg.workers`` local processes, then write OUT/sweep.json.
 
-    Before the first trial, as ``reconstruct`` does (:func:`trainrecon.attacks.runner.plan_run`): the method
+    Before the first trial, as ``reconstruct`` does (:func:`trainrecon.attacks.plan.plan_run`): the method
     against the victim, m, and the memory of ``cfg.workers`` trials at once; and OUT must be this sweep's folder
     (:func:`check_sweep_folder`).  Ctrl-C or SIGTERM stops every worker (each running trial saves its
     checkpoint) and raises :class:`Interrupted` with one line saying how to continue."""

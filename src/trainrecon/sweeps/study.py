@@ -47,7 +47,7 @@ from optuna.trial import TrialState
 
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
-from ..attacks.runner import RunPlan, plan_run
+from ..attacks.plan import RunPlan, plan_run
 from ..api import reconstruct
 from ..checkpoint import refuse_other
 from ..config import check_numbers, from_dict, load_json, save_json, to_dict
@@ -304,7 +304,7 @@ def trial_folder(out: Path, trial) -> tuple[Path, int]:
 
 def search_ranges(cfg: SweepConfig, payload: Payload, plan: RunPlan | None = None):
     """The trials' base config (the defaults this victim's runs get: the config of ``plan``, the base config's
-    :func:`~trainrecon.attacks.runner.plan_run`) and the range each searched parameter is drawn from, every range
+    :func:`~trainrecon.attacks.plan.plan_run`) and the range each searched parameter is drawn from, every range
     checked before the first trial."""
     plan = plan or plan_run(payload, cfg.base_config())
     ranges = {name: t.range(float(getattr(plan.cfg, name)), f"sweep.base.{name}")
