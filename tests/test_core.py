@@ -15,6 +15,8 @@ from trainrecon.checkpoint import OutputFolder, load_checkpoint
 from trainrecon.errors import TrainreconError
 from trainrecon.refinement import MergeConfig, SplitConfig
 from trainrecon.registry import Registry
+from trainrecon.attacks import Payload
+from trainrecon.models.mlp import MLPSpec, init_params
 
 QUIET = lambda *a: None  # noqa: E731
 
@@ -188,3 +190,31 @@ def test_every_command_folder_goes_through_an_output_folder(tmp_path):
     callers = [p.relative_to(src).as_posix() for p in src.rglob("*.py")
                if any(w in p.read_text() for w in ("claim_folder(", "folder_lock("))]
     assert callers == ["checkpoint.py"], callers
+
+
+def test_a_default_step_that_diverges_on_a_victim_at_its_own_scale_is_backed_off(monkeypatch):
+    """trainrecon.reconstruct's plan probes the default lr on a victim attacked at its own scale (not homogeneous:
+    a bias after the first layer) and divides it by 3 while the probe diverges (here: a probe diverges at lr > 0.2);
+    the adapted record says so.  A given lr, a normalised victim and a method without a probe are left alone."""
+    import trainrecon.api as api
+    from trainrecon.attacks.plan import plan_run
+    from trainrecon.errors import Diverged
+
+    spec = MLPSpec([16, 8, 1], [True, True])  # bias after the first layer: attacked at its own scale
+    payload = Payload(spec, init_params(spec, [1.0, 1.0], 0), n_train=4)
+    probes = []
+
+    def run(plan, **kw):
+        probes.append(plan.cfg.lr)
+        if plan.cfg.lr > 0.2:
+            raise Diverged("diverged")
+
+    monkeypatch.setattr(api, "run_attack", run)
+    plan = api.steady(plan_run(payload, HaimConfig(iterations=50)))
+    assert probes == [1.0, 1 / 3, 1 / 9] and plan.cfg.lr == pytest.approx(1 / 9)
+    assert plan.adapted["fields"]["lr"] == pytest.approx(1 / 9) and "diverged within 20 iterations" in plan.adapted["reason"]
+    probes.clear()
+    assert api.steady(plan_run(payload, HaimConfig(iterations=50, lr=0.5))).cfg.lr == 0.5 and probes == []
+    homogeneous = MLPSpec([16, 8, 1], [True, False])
+    assert api.steady(plan_run(Payload(homogeneous, init_params(homogeneous, [1.0, 1.0], 0), n_train=4),
+                               HaimConfig(iterations=50))).cfg.lr == 1.0 and probes == []

@@ -12,15 +12,19 @@ attack's loop itself knows only the hook interface (:mod:`trainrecon.objective.h
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .attacks.plan import plan_run
+from .attacks.normalisation import normalise
+from .attacks.plan import RunPlan, plan_run
 from .attacks.runner import run_attack
+from .errors import Diverged
 from .objective.hooks import AttackHook
 from .reconstruction import Reconstruction
+from .refinement.config import MergeConfig, SplitConfig
 from .refinement.hooks import standard_hooks
 from .runfolder import RunFolder
 from .runtime import time_budget
@@ -43,7 +47,7 @@ def reconstruct(payload, cfg, out_dir: str | Path | RunFolder | None = None, dev
     continues one made by this very run; Ctrl-C saves one first), loss.json, candidates.npz, candidates.png and
     the refinements' files.  ``stop_after``: end after that many iterations (tests); ``hooks``: further hooks
     (:mod:`trainrecon.objective.hooks`).  The candidates are the same, bit for bit, with or without a folder."""
-    plan = plan_run(payload, cfg, device)  # what this victim's run gets, decided once
+    plan = steady(plan_run(payload, cfg, device), device)  # what this victim's run gets, decided once
     c = plan.cfg
     plan = plan.with_hooks(standard_hooks(c.split, tuple(plan.payload.spec.input_shape), c.merge)
                            + time_budget(c.max_seconds) + list(hooks))
@@ -51,4 +55,34 @@ def reconstruct(payload, cfg, out_dir: str | Path | RunFolder | None = None, dev
     return run_attack(plan, store, device, resume, log, stop_after)
 
 
-__all__ = ["reconstruct"]
+def steady(plan: RunPlan, device: torch.device | str = "cpu", backoff: float = 3.0, tries: int = 3) -> RunPlan:
+    """The plan with a step size that does not diverge at the start: where the method asks for a probe
+    (``probe_iterations``), the config's lr is its default and the victim is attacked at its own scale (not
+    normalised), run the attack for that many iterations in memory (same seed, no refinements) and divide lr by
+    ``backoff`` while the probe diverges (at most ``tries`` times); the plan's ``adapted`` record says so.  The probe
+    is deterministic, so a resumed run plans the same lr.  Otherwise the plan as it is."""
+    cfg, k = plan.cfg, plan.method.probe_iterations
+    if not k or not cfg.adapt or cfg.lr != type(cfg)().lr or normalise(plan.payload, cfg.normalise)[1]["applied"]:
+        return plan
+    lr = cfg.lr
+    for _ in range(tries + 1):
+        probe = dataclasses.replace(cfg, lr=lr, iterations=k, log_every=k, checkpoint_every=k, max_seconds=0.0,
+                                    split=SplitConfig(), merge=MergeConfig())
+        try:
+            run_attack(dataclasses.replace(plan, cfg=probe, hooks=()), device=device, log=lambda *a: None)
+            break
+        except Diverged:
+            lr /= backoff
+    else:
+        return plan  # every rate tried diverged: the run itself says so, naming its rate
+    if lr == cfg.lr:
+        return plan
+    record = dict(plan.adapted or {})
+    why = (f"lr {cfg.lr:g} diverged within {k} iterations of a probe on this victim, attacked at its own scale "
+           f"(not homogeneous): lr {lr:.3g}")
+    record["fields"] = {**record.get("fields", {}), "lr": lr}
+    record["reason"] = "; ".join(r for r in (record.get("reason"), why) if r)
+    return dataclasses.replace(plan, cfg=dataclasses.replace(cfg, lr=lr), adapted=record)
+
+
+__all__ = ["reconstruct", "steady"]

@@ -11,3 +11,8 @@ class TrainreconError(Exception):
 class Interrupted(TrainreconError):
     """A long run stopped by Ctrl-C (or SIGTERM) after saving its checkpoint; the message says how to resume.
     The CLI exits with status 130."""
+
+
+class Diverged(TrainreconError):
+    """An attack whose loss stopped being a finite number (its step size too large for this victim)."""
+

@@ -132,6 +132,9 @@ class KKTMethod(Method):
     multiplier per candidate weighted by 1/m0, SGD with momentum on x (lr) and on lambda (lr_lambda)."""
 
     cfg: HaimConfig
+    #: the default lr 1 holds on normalised victims; a victim at its own scale can need less (a CIFAR-10 LeNet
+    #: trained with SGD diverged at iteration 10, bench/RESULTS.md)
+    probe_iterations = 20
     #: Haim's own sweep (nivha/dataset_reconstruction issue #2: lr, init scale, alpha, lambda_min), with the
     #: ranges narrowed around what works on normalised victims
     search_space = {"lr": Tunable("relative", 0.1, 10.0), "init_scale": Tunable("log", 1e-4, 0.3),

@@ -197,6 +197,10 @@ class Method:
     search_space: ClassVar[dict[str, Tunable]] = {}
     #: m = 0 means this many candidates per disclosed training sample
     candidates_per_sample: ClassVar[int] = 2
+    #: iterations of the probe that :func:`trainrecon.reconstruct` runs before a run whose step size is the
+    #: default and whose victim is attacked at its own scale (no normalisation): where the probe diverges, the
+    #: step is divided by 3 (up to three times) and the run's record says so; 0: no probe
+    probe_iterations: ClassVar[int] = 0
 
     def __init__(self, payload: Payload, cfg: AttackConfig) -> None:
         if type(cfg) is not self.Config:

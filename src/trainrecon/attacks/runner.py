@@ -21,7 +21,7 @@ import torch
 
 from ..checkpoint import fingerprint, record_array
 from ..config import to_dict
-from ..errors import Interrupted, TrainreconError
+from ..errors import Diverged, Interrupted, TrainreconError
 from ..reconstruction import Reconstruction
 from ..runtime import StopRequest, progress, resolve_dtype
 from ..objective.candidates import CandidateSet
@@ -151,7 +151,7 @@ def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore
         for it in range(start, end):
             values, gx, gm = attack.objective(it, cands).value_and_grad(cands.x, cands.multipliers)
             if not np.isfinite(values["total"]):
-                raise TrainreconError(f"attack diverged at iteration {it} (loss {values['total']}) at attack.lr "
+                raise Diverged(f"attack diverged at iteration {it} (loss {values['total']}) at attack.lr "
                                       f"{cfg.lr:g}; lower attack.lr (--config with, say, {{\"lr\": {cfg.lr / 3:.2g}}})")
             cands.x = opt_x.step(cands.x, gx, cands.state_x)
             cands.multipliers = opt_m.step(cands.multipliers, gm, cands.state_m)
