@@ -234,3 +234,24 @@ def test_the_verdict_sentence_follows_the_headline_and_its_controls():
     assert verdict(metrics(7, positive=9, informative=False)).startswith("No verdict for this data")
     none = {"headline": {"n": 20, "recovered": None, "reason": "no claim: the rule needs held-out images"}}
     assert verdict_kind(none) == "noclaim" and verdict(none) == "No verdict: no claim: the rule needs held-out images."
+
+
+def test_the_report_of_a_cnn_victim_names_its_layers(tiny_task, tmp_path):
+    """report.html describes any architecture through its interface: a layer-list CNN victim's page names its
+    convolution and pooling layers and its parameter count (no MLP field is needed)."""
+    from trainrecon.models.architecture import architecture_from_dict
+    from trainrecon.models.mlp import init_params
+    from trainrecon.models.victim import save_victim
+    from trainrecon.pipeline import evaluate_run
+
+    spec = architecture_from_dict({"kind": "sequential", "input_shape": [1, 8, 8], "layers": [
+        {"type": "conv2d", "channels": 3, "kernel": 3}, {"type": "relu"}, {"type": "max_pool", "kernel": 2},
+        {"type": "flatten"}, {"type": "linear", "features": 1}]}, "model.json")
+    save_victim(tmp_path / "cnn", spec, init_params(spec, [1.0] * spec.n_param_layers, 0), tiny_task.mean,
+                {"task": {"dataset": "digits", "task": "odd_even", "n_per_class": 5, "centring": "pixel"},
+                 "train_indices": tiny_task.idx_train.tolist()})
+    np.savez(tmp_path / "c.npz", x=tiny_task.centred(tiny_task.x_train))
+    evaluate_run(tmp_path / "cnn", [tmp_path / "c.npz"], tmp_path / "e", log=lambda *_: None)
+    page = (tmp_path / "e" / "report.html").read_text()
+    assert spec.describe() in page and "conv2d" in page and "max_pool" in page
+    assert str(spec.n_params()) in page
