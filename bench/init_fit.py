@@ -31,7 +31,7 @@ import torch
 
 import trainrecon as tr
 from trainrecon.attacks.normalisation import normalise
-from trainrecon.models.mlp import unflatten
+from trainrecon.models.parameters import unflatten
 from trainrecon.models.stationarity import KKT
 from trainrecon.objective.weighted_sum import DeadZoneDistance
 

@@ -12,7 +12,8 @@ from trainrecon.attacks.buzaglo import (BuzagloMulticlass, BuzagloMulticlassConf
                                         BuzagloRegressionConfig, block_labels)
 from trainrecon.attacks.loo import LooConfig, LooNTK, beta_schedule
 from trainrecon.objective.weighted_sum import SquaredDistance
-from trainrecon.models.mlp import MLPSpec, Surrogate, flatten, forward, init_params, unflatten
+from trainrecon.models.mlp import MLPSpec, Surrogate
+from trainrecon.models.parameters import flatten, forward, init_params, unflatten
 from trainrecon.models.victim import Victim
 
 D = 6

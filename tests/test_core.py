@@ -16,7 +16,8 @@ from trainrecon.errors import TrainreconError
 from trainrecon.refinement import MergeConfig, SplitConfig
 from trainrecon.registry import Registry
 from trainrecon.attacks import Payload
-from trainrecon.models.mlp import MLPSpec, init_params
+from trainrecon.models.mlp import MLPSpec
+from trainrecon.models.parameters import init_params
 
 QUIET = lambda *a: None  # noqa: E731
 

@@ -15,7 +15,8 @@ from trainrecon import reconstruct
 from trainrecon.attacks import CandidateSet, Haim, HaimConfig, METHODS, method_named, payload_from_folder
 from trainrecon.attacks.buzaglo import BuzagloMulticlass, BuzagloMulticlassConfig
 from trainrecon.attacks.loo import LooConfig, LooNTK
-from trainrecon.models.mlp import MLPSpec, init_params
+from trainrecon.models.mlp import MLPSpec
+from trainrecon.models.parameters import init_params
 from trainrecon.models.victim import Victim
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "trainrecon"

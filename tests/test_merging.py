@@ -14,7 +14,8 @@ from trainrecon.attacks import payload_from_folder
 from trainrecon.attacks.buzaglo import BuzagloMulticlass, BuzagloMulticlassConfig
 from trainrecon.attacks.haim import Haim, HaimConfig
 from trainrecon.errors import TrainreconError
-from trainrecon.models.mlp import MLPSpec, init_params
+from trainrecon.models.mlp import MLPSpec
+from trainrecon.models.parameters import init_params
 from trainrecon.models.victim import Victim
 from trainrecon.refinement import MergeConfig, SplitConfig
 from trainrecon.refinement.merging import collapse_report, cosine_matrix, merge_groups, similarity_groups

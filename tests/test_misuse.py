@@ -32,7 +32,8 @@ from trainrecon.checkpoint import belongs, check_sources, claim_folder, origin
 from trainrecon.errors import TrainreconError
 from trainrecon.identifiability.victims import save_poly_victim
 from trainrecon.metrics.evaluate import evaluate
-from trainrecon.models.mlp import MLPSpec, init_params
+from trainrecon.models.mlp import MLPSpec
+from trainrecon.models.parameters import init_params
 from trainrecon.models.victim import load_victim, save_victim
 from trainrecon.runtime import StopRequest
 from trainrecon.sweeps.study import engine_kwargs, in_memory

@@ -1,7 +1,9 @@
 import torch
 from torch.func import grad, hessian
 
-from trainrecon.models.mlp import MLPSpec, Surrogate, forward, init_params
+from trainrecon.models.mlp import MLPSpec, Surrogate
+
+from trainrecon.models.parameters import forward, init_params
 
 
 def test_forward_matches_nn_sequential():

@@ -7,7 +7,8 @@ from torch.func import grad, jacrev
 from conftest import build_objective
 from trainrecon.attacks.haim import Haim, HaimConfig, haim_labels
 from trainrecon.objective.weighted_sum import SquaredDistance
-from trainrecon.models.mlp import MLPSpec, Surrogate, flatten, forward, init_params, unflatten
+from trainrecon.models.mlp import MLPSpec, Surrogate
+from trainrecon.models.parameters import flatten, forward, init_params, unflatten
 from trainrecon.models.victim import Victim
 
 SPEC = MLPSpec(widths=[6, 5, 4, 1], bias=[True, False, False])

@@ -240,7 +240,7 @@ def test_the_report_of_a_cnn_victim_names_its_layers(tiny_task, tmp_path):
     """report.html describes any architecture through its interface: a layer-list CNN victim's page names its
     convolution and pooling layers and its parameter count (no MLP field is needed)."""
     from trainrecon.models.architecture import architecture_from_dict
-    from trainrecon.models.mlp import init_params
+    from trainrecon.models.parameters import init_params
     from trainrecon.models.victim import save_victim
     from trainrecon.pipeline import evaluate_run
 

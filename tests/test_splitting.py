@@ -15,7 +15,8 @@ from trainrecon.attacks import payload_from_folder
 from trainrecon.attacks.buzaglo import BuzagloMulticlass, BuzagloMulticlassConfig, BuzagloRegression, BuzagloRegressionConfig
 from trainrecon.attacks.haim import Haim, HaimConfig
 from trainrecon.attacks.loo import LooConfig, LooNTK
-from trainrecon.models.mlp import MLPSpec, flatten, init_params
+from trainrecon.models.mlp import MLPSpec
+from trainrecon.models.parameters import flatten, init_params
 from trainrecon.models.victim import Victim
 from trainrecon.refinement import SplitConfig
 from trainrecon.refinement.splitting import (smallest_eigenpairs, split_round, splitting_eigenpairs, splitting_hvp)

@@ -24,7 +24,8 @@ from trainrecon.attacks.normalisation import SIGMA0, normalise
 from trainrecon.runfolder import same_run
 from trainrecon.config import to_dict
 from trainrecon.errors import TrainreconError
-from trainrecon.models.mlp import MLPSpec, forward, init_params
+from trainrecon.models.mlp import MLPSpec
+from trainrecon.models.parameters import forward, init_params
 from trainrecon.models.victim import load_victim, save_victim
 from trainrecon.pipeline.sweep import run_sweep, union_runs
 from trainrecon.sweeps import SweepConfig

@@ -6,7 +6,7 @@ import pytest
 
 from trainrecon.models.stationarity import nnls_gram
 from trainrecon.training import TrainConfig, kkt_residual, margins, train_binary
-from trainrecon.models.mlp import flatten
+from trainrecon.models.parameters import flatten
 
 
 def test_nnls_gram_matches_dense_nnls(rng):

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from trainrecon.errors import TrainreconError
-from trainrecon.models.mlp import MLPSpec, forward, init_params
+from trainrecon.models.mlp import MLPSpec
+from trainrecon.models.parameters import forward, init_params
 from trainrecon.models.victim import import_victim, load_victim
 
 CLI = [sys.executable, "-c", "from trainrecon.cli import main; main()"]

@@ -2,7 +2,8 @@
 nn.Modules, and the victim folder format."""
 
 from .architecture import Architecture, architecture_from_dict
-from .mlp import EXACT, MLPSpec, Surrogate, flatten, forward, init_params, unflatten
+from .mlp import EXACT, MLPSpec, Surrogate
+from .parameters import flatten, forward, init_params, unflatten
 from .sequential import Layer, SequentialSpec
 from .victim import Victim, import_victim, load_victim, save_victim
 

@@ -1,6 +1,6 @@
 """Fully connected networks as pure functions of their parameters (one :class:`~.architecture.Architecture`).
 
-``forward(spec, params, x)`` computes f(x; theta) = W_L s(... s(W_1 x + b_1) ...) + b_L, with the same
+``MLPSpec.forward(params, x)`` computes f(x; theta) = W_L s(... s(W_1 x + b_1) ...) + b_L, with the same
 parameter names as a ``torch.nn.Sequential`` of ``nn.Linear`` under ``layers.{i}``.  Keeping the network
 functional lets training, the KKT objective and torch.func transforms (jvp, hessian) share one definition.
 During reconstruction the activation is replaced by a smooth surrogate (:mod:`.activations`).
@@ -18,7 +18,7 @@ from ..errors import TrainreconError
 from .activations import ACTIVATIONS, EXACT, Activation, Surrogate, activate
 from .architecture import Architecture, FirstLayer, Homogeneity
 
-__all__ = ["EXACT", "Activation", "MLPSpec", "Surrogate", "flatten", "forward", "init_params", "unflatten"]
+__all__ = ["EXACT", "Activation", "MLPSpec", "Surrogate"]
 
 
 @dataclass
@@ -149,32 +149,3 @@ class MLPSpec(Architecture):
 
     def describe(self) -> str:
         return "-".join(map(str, self.widths))
-
-
-def _activate(z: torch.Tensor, activation: str, surrogate: Surrogate, degree: int = 0) -> torch.Tensor:
-    return activate(z, activation, surrogate, degree)
-
-
-def forward(spec: Architecture, params: Sequence[torch.Tensor], x: torch.Tensor, surrogate: Surrogate = EXACT
-            ) -> torch.Tensor:
-    """f(x; theta) of any architecture (``spec.forward``); (m, d) or (m, *input_shape) -> (m, n_outputs)."""
-    return spec.forward(params, x, surrogate)
-
-
-def init_params(spec: Architecture, init_scale: Sequence[float], seed: int, dtype: torch.dtype = torch.float64
-                ) -> list[torch.Tensor]:
-    """theta_0 of any architecture (``spec.init_params``): LeCun-scaled Gaussian weights, zero biases."""
-    return spec.init_params(init_scale, seed, dtype)
-
-
-def flatten(params: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([p.reshape(-1) for p in params])
-
-
-def unflatten(spec: Architecture, vec: torch.Tensor) -> list[torch.Tensor]:
-    out, i = [], 0
-    for shape in spec.param_shapes().values():
-        n = math.prod(shape)
-        out.append(vec[i : i + n].reshape(shape))
-        i += n
-    return out

@@ -29,7 +29,7 @@ import torch
 from torch.func import jacrev, vmap
 
 from .architecture import Architecture
-from .mlp import flatten, forward, unflatten
+from .parameters import flatten, forward, unflatten
 
 
 def runner_up(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ from ..checkpoint import fingerprint, load_checkpoint, refuse_other, save_checkp
 from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
 from ..models.architecture import Architecture
-from ..models.mlp import MLPSpec, flatten, init_params
+from ..models.mlp import MLPSpec
+from ..models.parameters import flatten, init_params
 from ..models.sequential import Layer, SequentialSpec
 from ..runtime import resolve_dtype
 
