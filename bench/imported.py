@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 
 import trainrecon as tr
 from trainrecon.config import save_json
-from trainrecon.models.imports import load_into, victim_from_module
+from trainrecon.models.user_weights import load_into, victim_from_module
 from trainrecon.models.victim import save_victim
 
 

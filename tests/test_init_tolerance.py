@@ -13,7 +13,7 @@ from trainrecon.attacks.normalisation import normalise
 from trainrecon.attacks.payload import Payload
 from trainrecon.errors import TrainreconError
 from trainrecon.models.activations import EXACT
-from trainrecon.models.imports import victim_from_module
+from trainrecon.models.user_weights import victim_from_module
 from trainrecon.models.mlp import MLPSpec
 from trainrecon.objective.candidates import CandidateSet
 from trainrecon.objective.weighted_sum import DeadZoneDistance, SquaredDistance

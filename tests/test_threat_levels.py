@@ -20,7 +20,7 @@ from trainrecon.attacks import (BuzagloMulticlassConfig, HaimConfig, LooConfig, 
 from trainrecon.attacks.buzaglo import BuzagloMulticlass
 from trainrecon.attacks.choice import default_attack
 from trainrecon.errors import TrainreconError
-from trainrecon.models.imports import import_module_victim
+from trainrecon.models.user_weights import import_module_victim
 from trainrecon.models.recipe import Recipe, load_recipe
 from trainrecon.models.stationarity import NTK
 from trainrecon.models.victim import load_victim

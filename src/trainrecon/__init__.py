@@ -41,7 +41,7 @@ _WHERE = {
     "TaskConfig": ".data.tasks", "build_task": ".data.tasks",
     "TrainreconError": ".errors",
     "Score": ".metrics.scoring", "score": ".metrics.scoring",
-    "victim_from_module": ".models.imports",
+    "victim_from_module": ".models.user_weights",
     "Recipe": ".models.recipe",
     "Victim": ".models.victim", "load_victim": ".models.victim",
     "Reconstruction": ".reconstruction",

@@ -77,7 +77,7 @@ def train(
             raise TrainreconError(f"--hidden: expected comma-separated integers, got {hidden!r}") from None
     layers = None
     if arch is not None:
-        from .models.imports import layers_from_file
+        from .models.user_weights import layers_from_file
 
         if hidden is not None:
             raise TrainreconError("--hidden: give hidden widths or --arch, not both")
@@ -331,7 +331,7 @@ def import_(
 
         imported_n(n)  # checked before the folder is made
     if module is not None:
-        from .models.imports import import_module_victim
+        from .models.user_weights import import_module_victim
 
         if architecture is not None:
             raise TrainreconError("import: give an architecture file or --module, not both")

@@ -292,7 +292,7 @@ def import_victim(weights: str | Path, architecture: str | Path | None, out: str
     ``architecture`` holds a ``model.json`` object: an MLP's fields (widths, bias, activation, input_shape;
     tensors ``layers.{i}.weight`` / ``layers.{i}.bias``) or a layer list (``kind: "sequential"``, tensors
     ``{i}.weight`` as ``nn.Sequential`` names them).  ``architecture = None`` infers an MLP from the state dict's
-    shapes (:func:`~.imports.infer_architecture`; ``input_shape`` (C, H, W) then says how inputs are laid out).
+    shapes (:func:`~.user_weights.infer_architecture`; ``input_shape`` (C, H, W) then says how inputs are laid out).
     An optional ``input_mean`` tensor (or ``mean``, an .npz with ``x`` holding the mean image) records the input
     centring.  ``init``: the network's initial state dict (theta_0, named as the weights are), and ``recipe``: its
     training recipe (:class:`~.recipe.Recipe`, :func:`~.recipe.load_recipe`), the two further threat levels;
@@ -302,7 +302,7 @@ def import_victim(weights: str | Path, architecture: str | Path | None, out: str
     check_new_folder(out)
     tensors = read_state_dict(weights)
     if architecture is None:
-        from .imports import infer_architecture
+        from .user_weights import infer_architecture
 
         spec, tensors, how = infer_architecture(tensors, str(weights), input_shape)
     else:
@@ -334,7 +334,7 @@ def read_init(path: str | Path, spec: Architecture, inferred: bool, input_shape:
     parameters, checked (names, shapes, finite real floats, nothing left over)."""
     tensors = read_state_dict(path)
     if inferred:
-        from .imports import infer_architecture
+        from .user_weights import infer_architecture
 
         init_spec, tensors, _ = infer_architecture(tensors, str(path), input_shape or list(spec.input_shape))
         if init_spec != spec:
