@@ -18,7 +18,6 @@ from typing import Sequence
 
 import torch
 
-from .attacks.normalisation import normalise
 from .attacks.plan import RunPlan, plan_run
 from .attacks.runner import run_attack
 from .errors import Diverged
@@ -62,7 +61,7 @@ def steady(plan: RunPlan, device: torch.device | str = "cpu", backoff: float = 3
     ``backoff`` while the probe diverges (at most ``tries`` times); the plan's ``adapted`` record says so.  The probe
     is deterministic, so a resumed run plans the same lr.  Otherwise the plan as it is."""
     cfg, k = plan.cfg, plan.method.probe_iterations
-    if not k or not cfg.adapt or cfg.lr != type(cfg)().lr or normalise(plan.payload, cfg.normalise)[1]["applied"]:
+    if not k or not cfg.adapt or cfg.lr != type(cfg)().lr or plan.normalisation["applied"]:
         return plan
     lr = cfg.lr
     for _ in range(tries + 1):

@@ -20,6 +20,7 @@ from ..errors import TrainreconError
 from ..objective.hooks import AttackHook
 from ..runtime import require_memory
 from .method import AttackConfig, Method, method_for
+from .normalisation import normalise
 from .payload import Payload
 
 
@@ -35,16 +36,19 @@ def default_m(payload: Payload, method: type[Method] | None = None) -> int:
 @dataclass(frozen=True)
 class RunPlan:
     """What a run gets, decided once before any work (:func:`plan_run`) and handed to the loop: the ``payload`` at
-    the config's threat level, the ``method``, the config as ``given`` and as this victim's run uses it (``cfg``,
+    the config's threat level, the ``method``, the config this victim's run uses (``cfg``,
     :meth:`~.method.Method.adapt`) with the record of what was adapted and why (``adapted``, config.json's), the
-    number of candidates ``m`` (checked with the memory it needs) and the ``hooks`` attached to the loop."""
+    number of candidates ``m`` (checked with the memory it needs), the payload the attack runs on (``attacked``:
+    theta / kappa where the victim is normalised, :func:`~.normalisation.normalise`) with its record
+    (``normalisation``), and the ``hooks`` attached to the loop."""
 
     payload: Payload
     method: type[Method]
-    given: AttackConfig
     cfg: AttackConfig
     adapted: dict[str, Any] | None
     m: int
+    attacked: Payload
+    normalisation: dict[str, Any]
     hooks: tuple[AttackHook, ...] = ()
 
     def with_hooks(self, hooks) -> "RunPlan":
@@ -63,15 +67,16 @@ def plan_run(payload: Payload, cfg: AttackConfig, device: torch.device | str = "
     one line each, for the config it will run with: the threat level the config asks for (``given``) against
     what the victim has; the method against the victim (outputs, initial weights, input mean); the number of
     candidates m (default 2n; the method's constraints on it, such as Haim's even m) and the memory ``copies``
-    runs at once would need.  :func:`trainrecon.reconstruct` plans every run here, and a sweep, once, before its
-    first trial."""
+    runs at once would need; and the scale the attack runs at.  :func:`trainrecon.reconstruct` plans every run
+    here, and a sweep, once, before its first trial."""
     if not isinstance(payload, Payload):
         payload = Payload.of(payload)
     payload = payload.at_level(cfg.given)  # what this threat level discloses, and nothing more
     method = method_for(cfg)
     run_cfg, adapted = method.adapt(cfg, payload)
     m = _check(payload, method, run_cfg, device, copies)
-    return RunPlan(payload, method, cfg, run_cfg, adapted, m)
+    attacked, normalisation = normalise(payload, run_cfg.normalise)
+    return RunPlan(payload, method, run_cfg, adapted, m, attacked, normalisation)
 
 
 def _check(payload: Payload, method: type[Method], cfg: AttackConfig, device, copies: int = 1) -> int:

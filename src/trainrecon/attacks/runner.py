@@ -27,9 +27,7 @@ from ..runtime import StopRequest, progress, resolve_dtype
 from ..objective.candidates import CandidateSet
 from .method import METHODS
 from .plan import RunPlan
-from .normalisation import normalise
-from .payload import Payload
-from ..objective.hooks import AttackHook, Step
+from ..objective.hooks import Step
 
 
 class RunStore(Protocol):
@@ -87,17 +85,16 @@ def run_attack(plan: RunPlan, store: RunStore | None = None, device: torch.devic
         raise TrainreconError("resume: a run without a folder has no checkpoint to resume; give it a run folder")
     plan.with_hooks(plan.hooks)  # a plan built by hand is held to the same rule
     with store if store is not None else contextlib.nullcontext():
-        return _reconstruct(plan.payload, plan.cfg, plan.adapted, plan.method, plan.m, store, device, resume, log,
-                            stop_after, list(plan.hooks))
+        return _reconstruct(plan, store, device, resume, log, stop_after)
 
 
-def _reconstruct(payload: Payload, cfg, adapted, method, m: int, store: RunStore | None, device, resume: bool, log,
-                 stop_after, hooks: list[AttackHook]) -> Reconstruction:
+def _reconstruct(plan: RunPlan, store: RunStore | None, device, resume: bool, log, stop_after) -> Reconstruction:
+    payload, cfg, adapted, method, m, hooks = plan.payload, plan.cfg, plan.adapted, plan.method, plan.m, list(plan.hooks)
+    normalisation = plan.normalisation
     dtype = resolve_dtype(cfg.dtype)
     cfg_record = {"method": method.name, "m": m, "attack": to_dict(cfg), "victim": payload.fingerprint()}
     run_id = fingerprint({"record": record_array(cfg_record)})
-    attacked, normalisation = normalise(payload, cfg.normalise)
-    attack = method(attacked.to(torch.device(device), dtype), cfg)
+    attack = method(plan.attacked.to(torch.device(device), dtype), cfg)
     start, history, seconds_before = 0, [], 0.0
     loaded = None if store is None else store.restore(cfg_record, type(cfg), resume)
     if loaded is not None:
