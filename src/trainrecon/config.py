@@ -101,6 +101,16 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
         raise TrainreconError(f"{where}: {e}") from None
 
 
+def is_whole(v: Any, low: int = 0, high: int = 2**63) -> bool:
+    """Whether ``v`` is a whole number (a JSON integer, not a bool) in [low, high)."""
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v < high
+
+
+def is_finite_number(v: Any) -> bool:
+    """Whether ``v`` is a real, finite number (a JSON integer or float, not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def check_numbers(cfg: Any, where: str) -> None:
     """Raise a one-line error for a non-finite float field (NaN passes every ``<= 0`` check) or a seed outside
     [0, 2^63), in dataclass ``cfg`` built from Python rather than JSON."""
@@ -111,7 +121,7 @@ def check_numbers(cfg: Any, where: str) -> None:
             if isinstance(x, float) and not math.isfinite(x):
                 raise TrainreconError(f"{where}.{f.name}: must be a finite number, got {x}")
         if f.name == "seed" or f.name.endswith("_seed"):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+            if not is_whole(v):
                 raise TrainreconError(f"{where}.{f.name}: must be an integer in [0, 2^63), got {v!r}")
 
 

@@ -28,7 +28,7 @@ import torch
 
 from .atomic import write_drawn, write_npz
 from .checkpoint import OutputFolder, first_difference, load_checkpoint, refuse_other, save_checkpoint
-from .config import load_json, save_json, to_dict
+from .config import is_finite_number, is_whole, load_json, save_json, to_dict
 from .errors import TrainreconError
 from .reconstruction import Reconstruction
 
@@ -55,14 +55,6 @@ def with_later_fields(saved: Any, current: dict[str, Any], cls) -> Any:
     return {**saved, "attack": attack}
 
 
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def check_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any], record: dict[str, Any],
                      where: Path) -> None:
     """A checkpoint checked against its own run (``record``: method, m, attack config) before it is trusted:
@@ -76,12 +68,12 @@ def check_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any], re
 
     attack, m = record["attack"], int(record["m"])
     it = state.get("iteration")
-    if not _whole(it) or not 0 <= it <= int(attack.get("iterations", 0)):
+    if not is_whole(it) or it > int(attack.get("iterations", 0)):
         raise bad(f"iteration {json.dumps(it)[:30]}, this run has {attack.get('iterations')}")
     history = state.get("history")
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise bad("history is not a list of records")
-    if "seconds" in state and not (_finite(state["seconds"]) and state["seconds"] >= 0):
+    if "seconds" in state and not (is_finite_number(state["seconds"]) and state["seconds"] >= 0):
         raise bad(f"seconds {json.dumps(state['seconds'])[:30]}")
     cands = state.get("candidates")
     if cands is not None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path
 from ..checkpoint import LOCK_FILES
-from ..config import load_json, save_json, to_dict
+from ..config import is_finite_number, is_whole, load_json, save_json, to_dict
 from ..errors import TrainreconError
 from .architecture import Architecture, architecture_from_dict
 from .recipe import RECIPE_FILE, THREAT_LEVELS, Recipe, load_recipe, save_recipe
@@ -212,14 +211,6 @@ def training_set_size(info: Any, where: str) -> int | None:
     return n
 
 
-def _whole(v: Any, low: int = 0) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and low <= v < 2**63
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 #: train.json's schema: each field trainrecon reads and what it must be when present (a user's other fields pass)
 TRAINING_RECORD: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "task": ("an object (the task's fields)", lambda v: isinstance(v, dict)),
@@ -228,16 +219,16 @@ TRAINING_RECORD: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "data": ("an object (the samples' fields)", lambda v: isinstance(v, dict)),
     "final": ("an object", lambda v: isinstance(v, dict)),
     "train_indices": ("a list of image indices (whole numbers >= 0)",
-                      lambda v: isinstance(v, list) and all(map(_whole, v))),
+                      lambda v: isinstance(v, list) and all(map(is_whole, v))),
     "heldout_indices": ("a list of image indices (whole numbers >= 0)",
-                        lambda v: isinstance(v, list) and all(map(_whole, v))),
-    "n_train": ("a positive whole number", lambda v: _whole(v, 1)),
-    "alpha": ("a whole number >= 1 (the degree of t -> t^alpha)", lambda v: _whole(v, 1)),
-    "construction_seed": ("a whole number in [0, 2^63)", _whole),
-    "init_seed": ("a whole number in [0, 2^63)", _whole),
+                        lambda v: isinstance(v, list) and all(map(is_whole, v))),
+    "n_train": ("a positive whole number", lambda v: is_whole(v, 1)),
+    "alpha": ("a whole number >= 1 (the degree of t -> t^alpha)", lambda v: is_whole(v, 1)),
+    "construction_seed": ("a whole number in [0, 2^63)", is_whole),
+    "init_seed": ("a whole number in [0, 2^63)", is_whole),
     "rescaled_to_unit_margin": ("true or false", lambda v: isinstance(v, bool)),
-    "seconds": ("a finite number", _number),
-    "rescale_factor": ("a finite number", _number),
+    "seconds": ("a finite number", is_finite_number),
+    "rescale_factor": ("a finite number", is_finite_number),
 }
 
 

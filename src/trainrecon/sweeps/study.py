@@ -50,7 +50,7 @@ from ..attacks.payload import Payload, payload_from_folder
 from ..attacks.plan import RunPlan, plan_run
 from ..api import reconstruct
 from ..checkpoint import refuse_other
-from ..config import check_numbers, from_dict, load_json, save_json, to_dict
+from ..config import check_numbers, from_dict, is_finite_number, load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..objective.hooks import AttackHook, Step
 
@@ -473,7 +473,7 @@ def check_trial_record(info: Any, where: Path) -> dict[str, Any]:
         raise TrainreconError(f"{where}: state must be one of {', '.join(s.name for s in TrialState)}, got "
                               f"{json.dumps(info.get('state'))[:40]}")
     score = info.get("score")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)):
+    if score is not None and not is_finite_number(score):
         raise TrainreconError(f"{where}: score must be a finite number or null, got {json.dumps(score)[:40]}")
     return info
 
