@@ -11,7 +11,8 @@ import torch
 
 import trainrecon
 from trainrecon import HaimConfig, Reconstruction, RunFolder, payload_from_folder, reconstruct
-from trainrecon.checkpoint import OutputFolder, load_checkpoint
+from trainrecon.checkpoint import load_checkpoint
+from trainrecon.provenance import OutputFolder
 from trainrecon.errors import TrainreconError
 from trainrecon.refinement import MergeConfig, SplitConfig
 from trainrecon.registry import Registry
@@ -190,7 +191,7 @@ def test_every_command_folder_goes_through_an_output_folder(tmp_path):
     src = pathlib.Path(trainrecon.__file__).parent
     callers = [p.relative_to(src).as_posix() for p in src.rglob("*.py")
                if any(w in p.read_text() for w in ("claim_folder(", "folder_lock("))]
-    assert callers == ["checkpoint.py"], callers
+    assert callers == ["provenance.py"], callers
 
 
 def test_a_default_step_that_diverges_on_a_victim_at_its_own_scale_is_backed_off(monkeypatch):
@@ -219,3 +220,35 @@ def test_a_default_step_that_diverges_on_a_victim_at_its_own_scale_is_backed_off
     homogeneous = MLPSpec([16, 8, 1], [True, False])
     assert api.steady(plan_run(Payload(homogeneous, init_params(homogeneous, [1.0, 1.0], 0), n_train=4),
                                HaimConfig(iterations=50))).cfg.lr == 1.0 and probes == []
+
+
+def test_run_scores_its_candidates_in_memory_as_evaluate_scores_the_file(tmp_path, monkeypatch):
+    """One road to the headline: `run` (and every command that has just attacked) scores the Reconstruction it
+    holds, never reading candidates.npz back; `evaluate` on that file (the file-input client of the same
+    function) gives the same headline, protocols, exposure and provenance, shadow null included."""
+    import trainrecon.pipeline.evaluation as evaluation
+    from trainrecon.pipeline import evaluate_run, run_experiment
+
+    case = tmp_path / "case.json"
+    case.write_text(json.dumps({"task": {"dataset": "digits", "n_per_class": 2}, "shadow": True,
+                                "train": {"hidden": [32], "lbfgs_iters": 5, "margin_schedule": [10.0]},
+                                "attack": {"iterations": 6, "m": 4}}))
+
+    def read_back(path, shape):
+        raise AssertionError(f"{path} was read back")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(evaluation, "read_candidates", read_back)
+        run_experiment(case, tmp_path / "run", log=QUIET)
+    run = tmp_path / "run"
+    evaluate_run(run / "victim", [run / "reconstruction" / "candidates.npz"], tmp_path / "ev", log=QUIET,
+                 null_files={"shadow": run / "shadow_reconstruction" / "candidates_in_victim_space.npz"})
+    in_memory, from_file = (json.loads((d / "metrics.json").read_text()) for d in (run, tmp_path / "ev"))
+    assert in_memory["headline"]["controls"]["shadow"] == from_file["headline"]["controls"]["shadow"]
+    for key in ("headline", "protocols", "exposure", "paper_measures", "provenance", "candidate_files", "null_files",
+                "collapse"):
+        assert in_memory[key] == from_file[key], key
+    with pytest.raises(AssertionError, match="read back"):  # the file road does read: the check above can fail
+        with monkeypatch.context() as mp:
+            mp.setattr(evaluation, "read_candidates", read_back)
+            evaluate_run(run / "victim", [run / "reconstruction" / "candidates.npz"], tmp_path / "ev2", log=QUIET)

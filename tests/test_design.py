@@ -52,10 +52,16 @@ SUBPACKAGES = {"data", "models", "objective", "refinement", "training", "attacks
 # files, locks and records, not methods, models or data; the registry mechanism knows only its errors
 FORBIDDEN_TOP = {
     "reconstruction.py": SUBPACKAGES | {"cli", "api", "checkpoint", "config", "runfolder", "reports", "runtime",
-                                        "atomic", "registry", "audit_report"},
+                                        "atomic", "registry", "audit_report", "provenance"},
+    # provenance decides what a run is and what belongs together from records, files and locks: no checkpoint,
+    # run folder, method, model or data
+    "provenance.py": SUBPACKAGES | {"cli", "api", "checkpoint", "runfolder", "reports", "runtime", "audit_report",
+                                    "reconstruction", "registry"},
+    "checkpoint.py": SUBPACKAGES | {"cli", "api", "runfolder", "reports", "runtime", "audit_report",
+                                    "reconstruction", "registry", "provenance"},
     "runfolder.py": SUBPACKAGES | {"cli", "api", "runtime", "audit_report"},
     "registry.py": SUBPACKAGES | {"cli", "api", "checkpoint", "config", "runfolder", "reports", "runtime",
-                                  "reconstruction", "atomic", "audit_report"},
+                                  "reconstruction", "atomic", "audit_report", "provenance"},
 }
 
 

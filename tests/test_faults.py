@@ -338,7 +338,7 @@ def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(stopped_run, t
 
 def test_train_into_a_folder_another_process_holds_is_refused(tmp_path, capsys, monkeypatch):
     out = tmp_path / "victim"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom trainrecon.checkpoint import folder_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom trainrecon.provenance import folder_lock\n"
                                f"with folder_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, env=ENV)
     try:

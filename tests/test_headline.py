@@ -123,4 +123,4 @@ def test_cli_evaluate_prints_the_headline_last(tmp_path, tiny_victim, tiny_task)
     np.savez(bad, x=x)
     r = subprocess.run(CLI + ["evaluate", str(tiny_victim), str(bad), "--out", str(tmp_path / "ev2")],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "nan.npz: 1 candidate(s) hold NaN or inf" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "nan.npz: 1 of 20 candidates hold NaN or inf" in r.stderr and "Traceback" not in r.stderr

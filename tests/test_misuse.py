@@ -28,7 +28,7 @@ from test_robustness import cli_in_process
 from trainrecon import reconstruct
 from trainrecon.attacks import HaimConfig, Payload
 from trainrecon.attacks.buzaglo import BuzagloRegressionConfig
-from trainrecon.checkpoint import belongs, check_sources, claim_folder, origin
+from trainrecon.provenance import belongs, check_sources, claim_folder, origin
 from trainrecon.errors import TrainreconError
 from trainrecon.identifiability.victims import save_poly_victim
 from trainrecon.metrics.evaluate import evaluate
@@ -448,7 +448,7 @@ def test_ctrl_c_stops_every_worker_of_a_sweep_in_one_line(tiny_victim, tmp_path)
 def test_refuse_other_record_is_the_one_same_folder_check(tmp_path):
     """evaluate, union, sweep and identify share it: a differing record is refused naming the field, a missing
     file or record passes, and a folder name with braces is kept as it is."""
-    from trainrecon.checkpoint import refuse_other_record
+    from trainrecon.provenance import refuse_other_record
     from trainrecon.config import save_json
 
     folder = tmp_path / "out{x}"

@@ -14,7 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainrecon.checkpoint import folder_lock, load_checkpoint, save_checkpoint
+from trainrecon.checkpoint import load_checkpoint, save_checkpoint
+
+from trainrecon.provenance import folder_lock
 from trainrecon.errors import TrainreconError
 from trainrecon.training import TrainConfig, train_binary
 

@@ -21,7 +21,7 @@ from postgres_server import postgres_bin as server_bin, postgres_server
 from trainrecon import reconstruct
 from trainrecon.attacks import HaimConfig, Payload
 from trainrecon.attacks.normalisation import SIGMA0, normalise
-from trainrecon.runfolder import same_run
+from trainrecon.provenance import same_run
 from trainrecon.config import to_dict
 from trainrecon.errors import TrainreconError
 from trainrecon.models.mlp import MLPSpec

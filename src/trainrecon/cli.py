@@ -186,7 +186,7 @@ def evaluate(
     from .metrics.evaluate import check_null_names
     from .metrics.headline import HeadlineRule
     from .pipeline import evaluate_run
-    from .checkpoint import OutputFolder
+    from .provenance import OutputFolder
     from .pipeline.evaluation import EVALUATION_FILES
 
     nulls: dict[str, Path] = {}
@@ -316,7 +316,7 @@ def import_(
 ) -> None:
     """Turn a user's weights (plus a layer list, a module factory, or nothing for an MLP) into a victim folder,
     with its initial weights and training recipe when given (what the owner knows: the threat levels)."""
-    from .checkpoint import OutputFolder
+    from .provenance import OutputFolder
 
     if len(args) not in (1, 2):
         raise TrainreconError("import: expected WEIGHTS [ARCHITECTURE.json] OUT")
@@ -429,7 +429,7 @@ def identify(
     from .identifiability.identify import IdentifyConfig
     from .pipeline import identify_run
 
-    from .checkpoint import OutputFolder
+    from .provenance import OutputFolder
     from .pipeline.identify import IDENTIFY_FILES
 
     cfg = config_from(IdentifyConfig, config, {"margin": margin, "polish": polish})

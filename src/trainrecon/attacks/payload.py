@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import fingerprint, record_array
+from ..checkpoint import record_array
+
+from ..provenance import fingerprint
 from ..config import load_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Weights, load_victim, training_set_size

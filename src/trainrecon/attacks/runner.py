@@ -19,7 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..checkpoint import fingerprint, record_array
+from ..checkpoint import record_array
+
+from ..provenance import fingerprint
 from ..config import to_dict
 from ..errors import Diverged, Interrupted, TrainreconError
 from ..reconstruction import Reconstruction

@@ -129,7 +129,6 @@ def build_exact_kkt(
     n, d = V.shape
     if not 2 <= alpha <= MAX_DEGREE:
         raise TrainreconError(f"alpha: need a degree in [2, {MAX_DEGREE}], got {alpha}")
-    r = min(n, d)
     check_size(n, d, alpha, starts, tries)
     Vn = V / np.linalg.norm(V, axis=1, keepdims=True)
     Q, _ = np.linalg.qr(Vn.T)  # (d, n) orthonormal basis of the data span

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import OutputFolder, refuse_other
+from ..provenance import OutputFolder, refuse_other
 from ..config import from_dict, load_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Victim, save_victim

@@ -69,17 +69,36 @@ class Score:
         return headline(self.metrics)
 
 
-def _images(x: Any, what: str) -> np.ndarray:
+#: the largest absolute value read as a pixel (centred images are of order 1; a 0-255 image passes)
+MAX_PIXEL = 1e6
+
+
+def checked_images(x: Any, what: str, where: str = "score", shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The one image validator, for arrays and tensors in memory and for what a file held: ``x`` as float64
+    (N >= 1, C, H, W), real numbers only (complex, bool, text and object arrays are refused, never cast), flat
+    rows (N, C*H*W) reshaped to ``shape``, of ``shape`` where given, finite, and |x| <= :data:`MAX_PIXEL` (larger
+    squares overflow the scores).  Refused in one line naming ``where`` (the caller or the file) and ``what``."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu().resolve_conj().resolve_neg().numpy()
     try:
-        a = np.asarray(x, dtype=np.float64)
+        a = np.asarray(x)
     except (TypeError, ValueError):
-        raise TrainreconError(f"score: {what} is not numeric") from None
-    if a.ndim != 4 or a.shape[0] == 0:
-        raise TrainreconError(f"score: {what} must be images (N >= 1, C, H, W), got shape {a.shape}")
+        raise TrainreconError(f"{where}: {what} is not numeric") from None
+    if a.dtype.kind not in "fiu" or a.dtype == bool:
+        raise TrainreconError(f"{where}: {what} of dtype {a.dtype}; images must be real numbers "
+                              "(complex, bool and text arrays are refused, not converted)")
+    a = a.astype(np.float64, copy=False)
+    if shape is not None and a.ndim == 2 and a.shape[1] == int(np.prod(shape)):
+        a = a.reshape(-1, *shape)
+    if a.ndim != 4 or a.shape[0] == 0 or (shape is not None and a.shape[1:] != tuple(shape)):
+        want = "N >= 1, C, H, W" if shape is None else f"N >= 1, {', '.join(map(str, shape))}"
+        raise TrainreconError(f"{where}: {what} of shape {a.shape}; expected images ({want})")
     if not np.isfinite(a).all():
-        raise TrainreconError(f"score: {what} hold NaN or inf")
+        bad = int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
+        raise TrainreconError(f"{where}: {bad} of {len(a)} {what} hold NaN or inf")
+    if np.abs(a).max() > MAX_PIXEL:
+        raise TrainreconError(f"{where}: {what} hold values up to {np.abs(a).max():.3g}; images are of order 1 "
+                              f"(at most {MAX_PIXEL:.0e} is read: larger squares overflow the scores)")
     return a
 
 
@@ -108,9 +127,9 @@ def score(
     if isinstance(candidates, Reconstruction):
         mean = candidates.mean if mean is None else mean
         candidates = candidates.x
-    cand = _images(candidates, "candidates")
-    tr = _images(truth, "training images")
-    ho = None if heldout is None else _images(heldout, "held-out images")
+    cand = checked_images(candidates, "candidates")
+    tr = checked_images(truth, "training images")
+    ho = None if heldout is None else checked_images(heldout, "held-out images")
     if cand.shape[1:] != tr.shape[1:] or (ho is not None and ho.shape[1:] != tr.shape[1:]):
         raise TrainreconError(f"score: image shapes differ: candidates {cand.shape[1:]}, training images "
                               f"{tr.shape[1:]}" + ("" if ho is None else f", held-out images {ho.shape[1:]}"))
@@ -121,7 +140,7 @@ def score(
         mu = np.array(np.broadcast_to(mu, tr.shape[1:]))
     except ValueError:
         raise TrainreconError(f"score: mean of shape {mu.shape} does not fit images of shape {tr.shape[1:]}") from None
-    extra = {k: _images(v, f"null set {k!r}") for k, v in (nulls or {}).items()}
+    extra = {k: checked_images(v, f"null set {k!r}") for k, v in (nulls or {}).items()}
     for k, v in extra.items():
         if v.shape[1:] != tr.shape[1:]:
             raise TrainreconError(f"score: null set {k!r} has images of shape {v.shape[1:]}, not {tr.shape[1:]}")

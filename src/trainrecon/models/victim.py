@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path
-from ..checkpoint import LOCK_FILES
+from ..provenance import LOCK_FILES
 from ..config import is_finite_number, is_whole, load_json, save_json, to_dict
 from ..errors import TrainreconError
 from .architecture import Architecture, architecture_from_dict

@@ -30,12 +30,12 @@ from ..attacks.method import method_named
 from ..attacks.payload import payload_from_folder
 from ..atomic import write_text
 from ..audit_report import GIVEN, verdict_kind
-from ..checkpoint import OutputFolder, refuse_other_record
+from ..provenance import OutputFolder, refuse_other_record
 from ..config import from_dict, save_json
 from ..errors import TrainreconError
 from ..models.recipe import THREAT_LEVELS
 from ..models.victim import load_victim
-from .evaluation import evaluate_run, load_truth
+from .evaluation import Candidates, evaluate_run, load_truth
 
 #: everything ``audit`` writes into its folder
 AUDIT_FILES = ("audit.json", "report.html", *THREAT_LEVELS, "*.tmp")
@@ -69,8 +69,8 @@ def audit_victim(victim_dir: str | Path, out: str | Path, data_dir: str | Path |
             cfg = from_dict(method_named(name).Config, {**fields, "max_seconds": 60.0 * minutes}, f"audit.{level}")
             run = out / level / "run"
             rec = reconstruct(payload, cfg, run, device, resume=True, log=log)
-            metrics = evaluate_run(victim_dir, [run / "candidates.npz"], out / level / "eval", data_dir, truth,
-                                   heldout, log=log, truth_start=truth_start)
+            metrics = evaluate_run(victim_dir, [Candidates.of(rec, run / "candidates.npz")], out / level / "eval",
+                                   data_dir, truth, heldout, log=log, truth_start=truth_start)
             rows.append(level_row(level, name, reason, rec.stats, metrics))
         result = {"identity": identity, "victim": str(victim_dir), "levels": rows}
         save_json(out / "audit.json", result)

@@ -11,13 +11,13 @@ import torch
 from ..attacks.haim import HaimConfig
 from ..attacks.payload import payload_from_folder
 from ..api import reconstruct
-from ..checkpoint import OutputFolder
+from ..provenance import OutputFolder
 from ..config import from_dict, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
 from ..models.victim import load_victim
 from ..training import TrainConfig
-from .evaluation import EVALUATION_FILES, evaluate_run, headline_and_collapse
+from .evaluation import EVALUATION_FILES, Candidates, evaluate_run, headline_and_collapse
 from .identify import identify_run
 from .victims import train_victim
 
@@ -62,12 +62,14 @@ def _demo(out: Path, device, seed: int, log) -> dict[str, Any]:
     victim = load_victim(victim_dir)
     log(f"      victim KKT residual {victim.train_info['final']['kkt_residual']:.3f} (the floor for any reconstruction)")
     log(f"[2/3] reconstructing with the Haim KKT attack ({attack_cfg.iterations} iterations)")
-    res = reconstruct(payload_from_folder(victim_dir), attack_cfg, out / "reconstruction", device=device, resume=True,
-                      log=log).stats
+    rec = reconstruct(payload_from_folder(victim_dir), attack_cfg, out / "reconstruction", device=device, resume=True,
+                      log=log)
+    res = rec.stats
     log(f"      {res['seconds_per_iteration'] * 1e3:.1f} ms per iteration")
     log("[3/3] evaluating against the training set, held-out images, null candidates and the true images")
     save_json(out / "config.json", {"task": DEMO_TASK, "train": train_cfg, "attack": attack_cfg, "seed": seed})
-    metrics = evaluate_run(victim_dir, [out / "reconstruction" / "candidates.npz"], out, log=lambda *a: None)
+    metrics = evaluate_run(victim_dir, [Candidates.of(rec, out / "reconstruction" / "candidates.npz")], out,
+                           log=lambda *a: None)
     log(f"wrote {out / 'report.html'} (the audit report), {out / 'grid.png'}, {out / 'evidence.png'} and "
         f"{out / 'metrics.json'} in {time.time() - t0:.0f} s")
     log(headline_and_collapse(metrics))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,16 @@ import torch
 from ..atomic import write_bytes, write_drawn, write_text
 from ..attacks.payload import Payload
 from ..audit_report import FINGERPRINT, audit_record, render_report
-from ..checkpoint import OutputFolder, check_sources, refuse_other_record
+from ..provenance import OutputFolder, check_sources, refuse_other_record
 from ..config import from_dict, load_json, save_json, to_dict
 from ..data.formats import read_npz, to_float_nchw
 from ..data.tasks import TaskConfig, build_task
 from ..errors import TrainreconError
 from ..metrics.evaluate import check_null_names, headline
 from ..metrics.headline import HeadlineRule
-from ..metrics.scoring import score
+from ..metrics.scoring import checked_images, score
 from ..models.victim import Victim, load_victim, training_set_size
+from ..reconstruction import Reconstruction
 from ..refinement.merging import collapse_report
 from ..reports import evidence_plot, l2_curve_plot, pair_grid
 
@@ -66,44 +68,50 @@ def load_truth(
 
 
 def _images(path: str | Path, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """Raw images in [0, 1] (N >= 1, C, H, W) from an .npz's ``x``, in the victim's image shape."""
-    x = to_float_nchw(read_npz(path)[0], str(path))
-    if x.shape[1:] != shape:
-        raise TrainreconError(f"{path}: {what} of shape {x.shape[1:]}, but the victim takes {shape}")
-    if len(x) == 0:
-        raise TrainreconError(f"{path}: holds no {what}")
-    return x
-
-
-#: the largest absolute value read as a candidate's pixel (centred images are of order 1; a 0-255 image passes)
-MAX_PIXEL = 1e6
+    """Raw images in [0, 1] (N >= 1, C, H, W) from an .npz's ``x`` (its layout and uint8 read by
+    :func:`~trainrecon.data.formats.to_float_nchw`), checked by the one validator in the victim's image shape."""
+    return checked_images(to_float_nchw(read_npz(path)[0], str(path)), what, str(path), shape)
 
 
 def read_candidates(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
-    """Centred candidates (m, C, H, W) from an .npz's ``x``, checked for dtype (real numbers: complex, bool, text
-    and object arrays are refused, never cast), shape and finiteness."""
-    x, _ = read_npz(path)
-    if x.dtype.kind not in "fiu":
-        raise TrainreconError(f"{path}: x has dtype {x.dtype}; candidates must be real numbers "
-                              "(complex, bool and text arrays are refused, not converted)")
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
-        x = x.reshape(-1, *shape)
-    if x.shape[1:] != shape or x.shape[0] == 0:
-        raise TrainreconError(f"{path}: candidates of shape {x.shape}, the victim takes (m >= 1, {', '.join(map(str, shape))}) (centred space)")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
-        raise TrainreconError(f"{path}: {bad} candidate(s) hold NaN or inf")
-    if np.abs(x).max() > MAX_PIXEL:
-        raise TrainreconError(f"{path}: candidates hold values up to {np.abs(x).max():.3g}; images in centred space "
-                              f"are of order 1 (at most {MAX_PIXEL:.0e} is read: larger squares overflow the scores)")
-    return x
+    """Centred candidates (m, C, H, W) from an .npz's ``x``: the file-input side of
+    :func:`~trainrecon.metrics.scoring.checked_images`."""
+    return checked_images(read_npz(path)[0], "candidates", str(path), shape)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Candidates already in memory, to be scored without reading them back: ``x`` centred (m, C, H, W);
+    ``path``: the file their run stored them in (named in metrics.json as a candidate file is; its folder is the
+    run's); ``origin``: the record of the run that made them (``{"victim", "method", "recorded_in"}``, as
+    :func:`trainrecon.provenance.origin` reads it from that file; None for none)."""
+
+    x: np.ndarray
+    path: Path
+    origin: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, rec: Reconstruction, path: str | Path) -> "Candidates":
+        """An attack's :class:`~trainrecon.reconstruction.Reconstruction`, stored by its run at ``path``."""
+        return cls(rec.x.numpy(), Path(path), {"victim": str(rec.victim), "method": str(rec.method),
+                                               "recorded_in": str(path)})
+
+
+def _path(source: str | Path | Candidates) -> Path:
+    return source.path if isinstance(source, Candidates) else Path(source)
+
+
+def _read(source: str | Path | Candidates, shape: tuple[int, ...]) -> np.ndarray:
+    """A source's candidates through the one validator: from memory, or read from its file."""
+    if isinstance(source, Candidates):
+        return checked_images(source.x, "candidates", str(source.path), shape)
+    return read_candidates(source, shape)
 
 
 def evaluate_run(
-    victim_dir: str | Path, candidate_files: list[str | Path], out: str | Path, data_dir: str | Path | None = None,
-    truth: str | Path | None = None, heldout: str | Path | None = None, log=print,
-    null_files: dict[str, str | Path] | None = None, rule: HeadlineRule = HeadlineRule(),
+    victim_dir: str | Path, candidate_files: list[str | Path | Candidates], out: str | Path,
+    data_dir: str | Path | None = None, truth: str | Path | None = None, heldout: str | Path | None = None, log=print,
+    null_files: dict[str, str | Path | Candidates] | None = None, rule: HeadlineRule = HeadlineRule(),
     runs: list[str | Path] | None = None, extra: dict[str, Any] | None = None,
     allow_cross_victim: bool = False, allow_mixed_methods: bool = False, truth_start: bool = False,
 ) -> dict[str, Any]:
@@ -114,8 +122,10 @@ def evaluate_run(
     report shows (default: the candidate files' folders that hold a loss.json); ``extra``: further entries for
     metrics.json (a union's record).
 
-    Candidate files that record the victim they were made on must name this one, and one method
-    (:func:`trainrecon.checkpoint.check_sources`; ``allow_cross_victim`` / ``allow_mixed_methods`` for deliberate
+    Each candidate source is a file (``trainrecon evaluate``, a union) or :class:`Candidates` already in memory
+    (a command that has just run the attack: ``run``, ``audit``, the demo, a sweep's trial), scored as they are,
+    never read back from the file their run wrote.  Candidate files that record the victim they were made on must name this one, and one method
+    (:func:`trainrecon.provenance.check_sources`; ``allow_cross_victim`` / ``allow_mixed_methods`` for deliberate
     experiments, recorded in ``metrics["provenance"]``).  A further null set may not take a built-in control's
     name.  An ``out`` holding the evaluation of other inputs is refused.  ``truth_start`` also runs the attack's
     own positive control (:mod:`.truth_start`: the run's attack started at the training images and at unseen ones,
@@ -126,10 +136,12 @@ def evaluate_run(
     if truth_start:
         from .truth_start import run_record
 
-        run_record(Path(candidate_files[0]).parent)
+        run_record(_path(candidate_files[0]).parent)
     victim = load_victim(victim_dir)
     fp = Payload.of(victim).fingerprint()
-    provenance = check_sources(list(candidate_files), fp, str(victim_dir), allow_cross_victim, allow_mixed_methods)
+    known = {str(c.path): c.origin for c in candidate_files if isinstance(c, Candidates)}
+    provenance = check_sources([_path(c) for c in candidate_files], fp, str(victim_dir), allow_cross_victim,
+                               allow_mixed_methods, known=known)
     with OutputFolder(out, "evaluate", EVALUATION_FILES):
         return _evaluate_run(victim, fp, provenance, candidate_files, Path(out), data_dir, truth, heldout, log,
                              null_files, rule, runs, extra, Path(victim_dir).name, truth_start)
@@ -190,13 +202,16 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
                   heldout, log, null_files, rule, runs, extra, title: str, truth_start: bool = False) -> dict[str, Any]:
     t0 = time.time()
     shape = tuple(victim.spec.input_shape)
+    sources, null_sources = candidate_files, null_files or {}
+    candidate_files = [_path(c) for c in sources]
+    null_files = {k: _path(f) for k, f in null_sources.items()}
     provenance["inputs"] = {"victim": fp, "candidates": [_resolved(f) for f in candidate_files],
-                            "nulls": {k: _resolved(f) for k, f in (null_files or {}).items()},
+                            "nulls": {k: _resolved(f) for k, f in null_files.items()},
                             "truth": _resolved(truth), "heldout": _resolved(heldout), "rule": to_dict(rule)}
     refuse_other_record(out / "metrics.json", ("provenance", "inputs"), provenance["inputs"],
                         f"{out}: holds the evaluation of other inputs ({{diff}}); choose a new folder")
-    cands = [read_candidates(f, shape) for f in candidate_files]
-    nulls = {name: read_candidates(f, shape) for name, f in (null_files or {}).items()}
+    cands = [_read(c, shape) for c in sources]
+    nulls = {name: _read(f, shape) for name, f in null_sources.items()}
     x_tr, y_tr, x_ho, mean = load_truth(victim, data_dir, truth, heldout)
     if not (np.isfinite(x_tr).all() and (x_ho is None or np.isfinite(x_ho).all())):
         raise TrainreconError(f"{truth or heldout or 'the task data'}: training or held-out images hold NaN or inf")

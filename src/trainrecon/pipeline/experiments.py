@@ -14,13 +14,13 @@ from ..atomic import write_npz
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..api import reconstruct
-from ..checkpoint import OutputFolder, refuse_other
+from ..provenance import OutputFolder, refuse_other
 from ..config import from_dict, load_config, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
 from ..models.victim import load_victim
 from ..training import TRAINERS
-from .evaluation import EVALUATION_FILES, evaluate_run
+from .evaluation import EVALUATION_FILES, Candidates, evaluate_run
 from .victims import train_victim
 
 
@@ -93,10 +93,11 @@ def _run_experiment(exp: Experiment, path, train_cfg, attack_cfg, out: Path, dat
     train_wall = time.time() - t0
     victim = load_victim(out / "victim")
     payload = payload_from_folder(out / "victim")  # the attacker's view: no task, no indices
-    res = reconstruct(payload, attack_cfg, out / "reconstruction", device, resume=True, log=log).stats
+    rec = reconstruct(payload, attack_cfg, out / "reconstruction", device, resume=True, log=log)
+    res = rec.stats
     nulls = {"shadow": shadow_candidates(exp, train_cfg, attack_cfg, payload, out, data_dir, device, log)} if exp.shadow else {}
-    metrics = evaluate_run(out / "victim", [out / "reconstruction" / "candidates.npz"], out, data_dir=data_dir, log=log,
-                           null_files=nulls, truth_start=exp.truth_start)
+    metrics = evaluate_run(out / "victim", [Candidates.of(rec, out / "reconstruction" / "candidates.npz")], out,
+                           data_dir=data_dir, log=log, null_files=nulls, truth_start=exp.truth_start)
     head = metrics["headline"]
     haim = metrics["protocols"]["haim_nn"]
     return {
@@ -120,9 +121,11 @@ def _run_experiment(exp: Experiment, path, train_cfg, attack_cfg, out: Path, dat
     }
 
 
-def shadow_candidates(exp: Experiment, train_cfg, attack_cfg, victim: Payload, out: Path, data_dir, device, log) -> Path:
+def shadow_candidates(exp: Experiment, train_cfg, attack_cfg, victim: Payload, out: Path, data_dir, device,
+                      log) -> Candidates:
     """Train and attack the shadow victim (the task's next ``n_per_class`` images per class, same trainer and
-    attack); return its candidates moved into the victim's centred space (x + shadow mean - victim mean)."""
+    attack); return its candidates moved into the victim's centred space (x + shadow mean - victim mean), in
+    memory and written beside its run (``candidates_in_victim_space.npz``)."""
     import dataclasses
 
     task = dataclasses.replace(exp.task, skip_per_class=exp.task.skip_per_class + exp.task.n_per_class)
@@ -132,5 +135,6 @@ def shadow_candidates(exp: Experiment, train_cfg, attack_cfg, victim: Payload, o
     shadow = payload_from_folder(out / "shadow_victim")
     x = reconstruct(shadow, attack_cfg, out / "shadow_reconstruction", device, resume=True, log=log).x.numpy()
     moved = out / "shadow_reconstruction" / "candidates_in_victim_space.npz"
-    write_npz(moved, x=x + shadow.mean_chw() - victim.mean_chw())
-    return moved
+    x = x + shadow.mean_chw() - victim.mean_chw()
+    write_npz(moved, x=x)
+    return Candidates(x, moved)

@@ -11,7 +11,7 @@ import torch
 
 from ..atomic import write_drawn, write_npz
 from ..attacks.payload import Payload
-from ..checkpoint import refuse_other_record
+from ..provenance import refuse_other_record
 from ..config import save_json, to_dict
 from ..data.formats import read_npz
 from ..errors import TrainreconError

@@ -18,14 +18,15 @@ import torch
 from ..atomic import write_npz
 from ..attacks.payload import payload_from_folder
 from ..attacks.plan import plan_run
-from ..checkpoint import OutputFolder, belongs, check_sources, origin, refuse_other_record
+from ..provenance import OutputFolder, belongs, check_sources, origin, refuse_other_record
+from ..reconstruction import Reconstruction
 from ..config import load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..metrics.matching import ncc_similarity
 from ..models.victim import load_victim
 from ..runtime import StopRequest
 from ..sweeps.study import SweepConfig, load_study, read_trials, search_ranges, study_name, summary, work
-from .evaluation import EVALUATION_FILES, evaluate_run, load_truth, read_candidates
+from .evaluation import EVALUATION_FILES, Candidates, evaluate_run, load_truth, read_candidates
 
 #: everything a sweep writes into its folder, and a union into its own (each refuses a folder holding more)
 SWEEP_FILES = ("sweep_config.json", "sweep.json", "study.journal", "study.journal.lock", "trials", "*.tmp")
@@ -35,8 +36,9 @@ UNION_FILES = ("union.npz", *EVALUATION_FILES)
 def _evaluator(victim: Path, data_dir, truth, heldout):
     """Research mode: the honest headline of a trial folder's candidates (written into that folder)."""
 
-    def evaluate(folder: Path) -> dict[str, Any]:
-        m = evaluate_run(victim, [folder / "candidates.npz"], folder, data_dir, truth, heldout, log=lambda *_: None)
+    def evaluate(folder: Path, rec: Reconstruction) -> dict[str, Any]:
+        m = evaluate_run(victim, [Candidates.of(rec, folder / "candidates.npz")], folder, data_dir, truth, heldout,
+                         log=lambda *_: None)
         h = m["headline"]
         return {"recovered": h["recovered"], "n": m["n"], "controls": h["controls"]}
 
@@ -71,7 +73,7 @@ def sweep_identity(cfg: SweepConfig, victim_fingerprint: str) -> dict[str, Any]:
 def check_sweep_folder(out: Path, identity: dict[str, Any]) -> None:
     """Refuse a sweep folder holding another sweep (another victim, method, study or storage, by its
     sweep_config.json) or trials made on another victim or with another method (by their config.json: the rule of
-    :func:`trainrecon.checkpoint.belongs`)."""
+    :func:`trainrecon.provenance.belongs`)."""
     OutputFolder(out, "sweep", SWEEP_FILES).claim()
     refuse_other_record(out / "sweep_config.json", ("identity",), identity,
                         f"{out}: holds another sweep ({{diff}}); choose another folder for this one")
@@ -204,7 +206,7 @@ def union_runs(victim: str | Path, out: str | Path, runs: list[Path] | None = No
     report.html (with every merged run's loss curve).
 
     Every run merged must have been made on this victim, and all with one method (the rule of
-    :func:`trainrecon.checkpoint.check_sources`; ``allow_cross_victim`` / ``allow_mixed_methods`` for deliberate
+    :func:`trainrecon.provenance.check_sources`; ``allow_cross_victim`` / ``allow_mixed_methods`` for deliberate
     experiments, recorded in ``metrics["union"]["provenance"]``).  OUT must be empty or this union's own folder
     (the same victim, runs, sweep, top and dedupe)."""
     victim, out = Path(victim), Path(out)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import OutputFolder, refuse_other
+from ..provenance import OutputFolder, refuse_other
 from ..config import from_dict, load_json, to_dict
 from ..data.tasks import TaskConfig, build_task
 from ..errors import Interrupted, TrainreconError

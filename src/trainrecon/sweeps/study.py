@@ -49,7 +49,7 @@ from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..attacks.plan import RunPlan, plan_run
 from ..api import reconstruct
-from ..checkpoint import refuse_other
+from ..provenance import refuse_other
 from ..config import check_numbers, from_dict, is_finite_number, load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..objective.hooks import AttackHook, Step
@@ -378,7 +378,7 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
                 "victim": victim, "method": method.name}
         t0 = time.time()
         try:
-            res = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, hooks=[monitor]).stats
+            rec = reconstruct(payload, attack, folder, device, resume=True, log=lambda *_: None, hooks=[monitor])
         except (Interrupted, KeyboardInterrupt):
             trial.set_user_attr("interrupted", True)  # retried (resuming its checkpoint) when the sweep is rerun
             save_json(folder / "trial.json", {**info, "state": "FAIL", "why": "interrupted"})
@@ -395,6 +395,7 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
             save_json(folder / "trial.json", {**info, "state": "FAIL", "why": why, "seconds": time.time() - t0})
             log(f"trial {trial.number} ({folder.name}): failed, {why}")
             raise TrialFailed(why) from None
+        res = rec.stats
         score, kind = res["refit_residual"], SCORE
         if score is None:  # too large to refit: the run's own (surrogate) relative stationarity
             score, kind = (res["final_loss"] or {}).get("relative_stationarity", math.inf), "relative_stationarity"
@@ -402,7 +403,7 @@ def make_objective(cfg: SweepConfig, payload: Payload, out: Path, device, evalua
         for key in ("seconds", "iterations"):
             trial.set_user_attr(key, info[key])
         if evaluate is not None:
-            head = evaluate(folder)
+            head = evaluate(folder, rec)
             info["headline"] = head
             trial.set_user_attr("recovered", head["recovered"])
         pruned = res["stopped_by_monitor"]

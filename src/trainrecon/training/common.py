@@ -9,7 +9,9 @@ from typing import Any, Optional
 
 import torch
 
-from ..checkpoint import fingerprint, load_checkpoint, refuse_other, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
+
+from ..provenance import fingerprint, refuse_other
 from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
 from ..models.architecture import Architecture
