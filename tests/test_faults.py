@@ -8,10 +8,8 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,6 @@ from trainrecon.attacks import HaimConfig, LooConfig, Payload
 from trainrecon.attacks.loo import beta_schedule as beta_at
 from trainrecon.checkpoint import META_KEY, save_checkpoint
 from trainrecon.config import save_json
-from trainrecon.errors import TrainreconError
-from trainrecon.identifiability.victims import save_poly_victim
 from trainrecon.models.victim import load_victim
 from trainrecon.pipeline.sweep import run_sweep
 from trainrecon.refinement.splitting import smallest_eigenpairs

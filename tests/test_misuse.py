@@ -28,7 +28,7 @@ from test_robustness import cli_in_process
 from trainrecon import reconstruct
 from trainrecon.attacks import HaimConfig, Payload
 from trainrecon.attacks.buzaglo import BuzagloRegressionConfig
-from trainrecon.provenance import belongs, check_sources, claim_folder, origin
+from trainrecon.provenance import belongs, claim_folder, origin
 from trainrecon.errors import TrainreconError
 from trainrecon.identifiability.victims import save_poly_victim
 from trainrecon.metrics.evaluate import evaluate

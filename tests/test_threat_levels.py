@@ -15,9 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from trainrecon import reconstruct
-from trainrecon.attacks import (BuzagloMulticlassConfig, HaimConfig, LooConfig, LooNTK, Payload, SimulationConfig,
-                                payload_from_folder)
-from trainrecon.attacks.buzaglo import BuzagloMulticlass
+from trainrecon.attacks import BuzagloMulticlassConfig, LooConfig, LooNTK, SimulationConfig, payload_from_folder
 from trainrecon.attacks.choice import default_attack
 from trainrecon.errors import TrainreconError
 from trainrecon.models.user_weights import import_module_victim

@@ -266,6 +266,12 @@ class Method:
         return self.cfg.tv * self.outer.baseline * total_variation(X + self.payload.mean_flat(),
                                                                    self.payload.spec.input_shape).sum() / m0
 
+    def regulariser(self, m0: int):
+        """R(X, M) of the objective: the method's :meth:`prior`, plus :meth:`tv_prior` when ``tv`` is set."""
+        if not self.cfg.tv:
+            return self.prior
+        return lambda X, M: self.prior(X, M) + self.tv_prior(X, M, m0)
+
     # -- what a method defines ---------------------------------------------------------------------------------
     @classmethod
     def adapt(cls, cfg: AttackConfig, payload: Payload) -> tuple[AttackConfig, dict[str, Any] | None]:
@@ -387,12 +393,7 @@ class Method:
             return sum(form.features(spec.forward(params[i * n:(i + 1) * n], X, surrogate), labels)
                        for i in range(k)) / k
 
-        prior = self.prior
-        if self.cfg.tv:
-            def prior(X, M):
-                return self.prior(X, M) + self.tv_prior(X, M, m0)
-
-        return WeightedSumObjective(self.at, outer, phi, lambda M: self.weights(M, m0), prior,
+        return WeightedSumObjective(self.at, outer, phi, lambda M: self.weights(M, m0), self.regulariser(m0),
                                     cands.labels, self.cfg.chunk_size, first_layer=spec.first_layer)
 
 

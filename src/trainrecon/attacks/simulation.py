@@ -225,14 +225,10 @@ class Simulation(Method):
     def objective(self, it: int, cands: CandidateSet, surrogate: Surrogate | None = None) -> SimulationObjective:
         p, m0 = self.payload, cands.m0
         surrogate = self.surrogate(it) if surrogate is None else surrogate
-        prior = self.prior
-        if self.cfg.tv:
-            def prior(X, M):
-                return self.prior(X, M) + self.tv_prior(X, M, m0)
-
         return SimulationObjective(
             list(p.init_params), self.outer.target, list(p.init_params) if self.removal == "project" else None,
-            self.sample_loss(surrogate), self.optimiser(self.sim_lr), lambda M: self.weights(M, m0), prior,
+            self.sample_loss(surrogate), self.optimiser(self.sim_lr), lambda M: self.weights(M, m0),
+            self.regulariser(m0),
             cands.labels, m0, self.cfg.steps, self.cfg.sim_batch, self.cfg.match, self.cfg.chunk_size,
             first_layer=p.spec.first_layer)
 

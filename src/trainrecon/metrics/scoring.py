@@ -90,9 +90,11 @@ def checked_images(x: Any, what: str, where: str = "score", shape: tuple[int, ..
     a = a.astype(np.float64, copy=False)
     if shape is not None and a.ndim == 2 and a.shape[1] == int(np.prod(shape)):
         a = a.reshape(-1, *shape)
-    if a.ndim != 4 or a.shape[0] == 0 or (shape is not None and a.shape[1:] != tuple(shape)):
+    if a.ndim != 4 or a.shape[0] == 0:
         want = "N >= 1, C, H, W" if shape is None else f"N >= 1, {', '.join(map(str, shape))}"
         raise TrainreconError(f"{where}: {what} of shape {a.shape}; expected images ({want})")
+    if shape is not None and a.shape[1:] != tuple(shape):
+        raise TrainreconError(f"{where}: {what} of shape {a.shape[1:]}, but the victim takes {tuple(shape)}")
     if not np.isfinite(a).all():
         bad = int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
         raise TrainreconError(f"{where}: {bad} of {len(a)} {what} hold NaN or inf")
