@@ -21,7 +21,7 @@ import numpy as np
 
 from trainrecon.config import from_dict, save_json
 from trainrecon.data.tasks import TaskConfig, build_task
-from trainrecon.metrics.evaluate import evaluate
+from trainrecon.metrics.protocols import evaluate
 from trainrecon.models.victim import load_victim
 from trainrecon.pipeline import load_truth
 

@@ -30,7 +30,7 @@ from trainrecon.errors import TrainreconError
 from trainrecon.identifiability.exact_kkt import build_exact_kkt, check_size
 from trainrecon.identifiability.polynomial import (PolyDataConfig, PolyTrainConfig, make_poly_data, poly_kkt_residual,
                                                    train_polynomial)
-from trainrecon.identifiability.victims import poly_spec
+from trainrecon.identifiability.power_victims import poly_spec
 from trainrecon.models.victim import Victim
 from trainrecon.objective.candidates import CandidateSet
 

@@ -30,7 +30,7 @@ from trainrecon.attacks.haim import POWER_SPLIT
 from trainrecon.errors import TrainreconError
 from trainrecon.refinement import SplitConfig
 from trainrecon.identifiability.polynomial import PolyDataConfig
-from trainrecon.identifiability.victims import make_exact_victim, poly_truth
+from trainrecon.identifiability.power_victims import make_exact_victim, poly_truth
 from trainrecon.models.victim import load_victim
 
 

@@ -33,7 +33,8 @@ from trainrecon.config import save_json, to_dict  # noqa: E402
 from trainrecon.data.tasks import build_task  # noqa: E402
 from trainrecon.models.stationarity import margin  # noqa: E402
 from trainrecon.models.parameters import forward  # noqa: E402
-from trainrecon.models.victim import import_victim, load_victim, save_victim  # noqa: E402
+from trainrecon.models.victim import load_victim, save_victim  # noqa: E402
+from trainrecon.models.user_weights import import_victim
 from trainrecon.pipeline import Experiment, evaluate_run  # noqa: E402
 
 from common import case_parser, case_victim  # noqa: E402

@@ -36,7 +36,7 @@ import numpy as np
 from trainrecon import reconstruct
 from trainrecon.attacks import payload_from_folder
 from trainrecon.config import from_dict, load_config, load_json, save_json, to_dict
-from trainrecon.metrics.evaluate import evaluate
+from trainrecon.metrics.protocols import evaluate
 from trainrecon.models.victim import load_victim
 from trainrecon.pipeline import Experiment, evaluate_run, load_truth, train_victim
 from trainrecon.refinement import SplitConfig
@@ -75,7 +75,7 @@ def separated_blends(run: Path, metrics: dict, pairs: dict) -> dict:
 
 
 def pairs_png(run: Path, mean: np.ndarray, path: Path) -> None:
-    from trainrecon.reports import candidate_grid
+    from trainrecon.pictures import candidate_grid
 
     f = run / "split_images.npz"
     if not f.is_file():

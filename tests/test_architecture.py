@@ -22,7 +22,8 @@ from trainrecon.attacks.normalisation import normalise
 from trainrecon.attacks.payload import Payload
 from trainrecon.config import to_dict
 from trainrecon.errors import TrainreconError
-from trainrecon.models.architecture import architecture_from_dict, operator_norm
+from trainrecon.models.architecture import operator_norm
+from trainrecon.models.victim import architecture_from_dict
 from trainrecon.models.user_weights import infer_architecture, victim_from_module
 from trainrecon.models.mlp import MLPSpec, Surrogate
 from trainrecon.models.parameters import flatten, unflatten

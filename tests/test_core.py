@@ -125,7 +125,7 @@ def test_the_time_budget_is_a_hook_that_ends_the_run_as_finished(tmp_path, tiny_
 
 def test_registries_refuse_an_unknown_name_in_one_line():
     from trainrecon.attacks import METHODS, method_named
-    from trainrecon.metrics.evaluate import PROTOCOLS, match
+    from trainrecon.metrics.protocols import PROTOCOLS, match
     from trainrecon.training import TRAINERS, TrainConfig
 
     with pytest.raises(TrainreconError) as e:

@@ -24,19 +24,19 @@ SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "trainrecon"
 # what each layer may not import: data -> victim (models) -> objective -> refinement -> attack / training ->
 # sweeps (attacker side) -> evaluation (metrics); a sweep sees the training set only through a callable the pipeline
 # hands it.  An entry "pkg.module" forbids that module alone: the attacks carry the splitting settings
-# (refinement.config) in their config, never the refinement itself, which attaches to a run as a hook (api.py).
+# (refinement.settings) in their config, never the refinement itself, which attaches to a run as a hook (api.py).
 FORBIDDEN = {
     "data": {"models", "objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
              "identifiability", "cli", "api"},
     "models": {"objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability",
                "cli", "api"},
     "objective": {"data", "models", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
-                  "identifiability", "cli", "api", "reports"},
+                  "identifiability", "cli", "api", "pictures"},
     "refinement": {"data", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli", "api",
-                   "reports"},
+                   "pictures"},
     "training": {"attacks", "sweeps", "metrics", "pipeline", "cli", "api"},
     "attacks": {"data", "training", "sweeps", "metrics", "pipeline", "identifiability", "cli", "api",
-                "refinement.splitting", "refinement.hooks", "reports", "runfolder"},
+                "refinement.splitting", "refinement.hooks", "pictures", "runfolder"},
     "sweeps": {"data", "training", "metrics", "pipeline", "identifiability", "cli"},
     "metrics": {"attacks", "objective", "refinement", "training", "sweeps", "models", "pipeline", "identifiability",
                 "cli", "api"},
@@ -44,23 +44,23 @@ FORBIDDEN = {
 }
 # the runner knows no refinement at all, not even its settings' module (hooks, attached by api.py); it draws no
 # picture and knows no folder (a run folder is a store it is handed, runfolder.py)
-FORBIDDEN_MODULES = {"attacks/runner.py": {"refinement", "reports", "runfolder"}}
+FORBIDDEN_MODULES = {"attacks/runner.py": {"refinement", "pictures", "runfolder"}}
 SUBPACKAGES = {"data", "models", "objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
                "identifiability"}
 # top-level modules with a place in the layering: what an attack returns depends on nothing of trainrecon (the
 # attack that makes it, the folder that stores it and the scoring that reads it meet there); the run folder knows
 # files, locks and records, not methods, models or data; the registry mechanism knows only its errors
 FORBIDDEN_TOP = {
-    "reconstruction.py": SUBPACKAGES | {"cli", "api", "checkpoint", "config", "runfolder", "reports", "runtime",
+    "reconstruction.py": SUBPACKAGES | {"cli", "api", "checkpoint", "config", "runfolder", "pictures", "runtime",
                                         "atomic", "registry", "audit_report", "provenance"},
     # provenance decides what a run is and what belongs together from records, files and locks: no checkpoint,
     # run folder, method, model or data
-    "provenance.py": SUBPACKAGES | {"cli", "api", "checkpoint", "runfolder", "reports", "runtime", "audit_report",
+    "provenance.py": SUBPACKAGES | {"cli", "api", "checkpoint", "runfolder", "pictures", "runtime", "audit_report",
                                     "reconstruction", "registry"},
-    "checkpoint.py": SUBPACKAGES | {"cli", "api", "runfolder", "reports", "runtime", "audit_report",
+    "checkpoint.py": SUBPACKAGES | {"cli", "api", "runfolder", "pictures", "runtime", "audit_report",
                                     "reconstruction", "registry", "provenance"},
     "runfolder.py": SUBPACKAGES | {"cli", "api", "runtime", "audit_report"},
-    "registry.py": SUBPACKAGES | {"cli", "api", "checkpoint", "config", "runfolder", "reports", "runtime",
+    "registry.py": SUBPACKAGES | {"cli", "api", "checkpoint", "config", "runfolder", "pictures", "runtime",
                                   "reconstruction", "atomic", "audit_report", "provenance"},
 }
 
@@ -109,7 +109,7 @@ def test_top_level_modules_keep_their_place():
     assert not bad, "\n".join(bad)
     # the runner reaches its folder through the store it is handed, and no picture code
     runner = imported_modules(SRC / "attacks" / "runner.py")
-    assert "reconstruction" in runner and not runner & {"reports", "runfolder", "atomic"}
+    assert "reconstruction" in runner and not runner & {"pictures", "runfolder", "atomic"}
 
 
 def test_the_layering_check_sees_a_back_reference(tmp_path):
@@ -308,3 +308,25 @@ def test_the_loop_knows_no_refinement_by_name():
         | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert not names & found, sorted(names & found)
 
+
+
+def test_an_import_inside_a_function_says_what_it_defers():
+    """No import circle is hidden by an import inside a function: such an import stays only where it defers a
+    heavy dependency, with a comment on its line or the line above saying so (cli.py says it once, at the top:
+    every command imports what it needs)."""
+    unexplained = []
+    for path in SRC.rglob("*.py"):
+        if path.name == "cli.py":
+            assert "imports what it needs inside its function" in path.read_text()
+            continue
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        k = node.lineno - 1  # this line, or up through the block of imports it belongs to
+                        while "#" not in lines[k] and k > 0 and lines[k - 1].strip().startswith(("from ", "import ", "#")):
+                            k -= 1
+                        if "#" not in lines[k]:
+                            unexplained.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not unexplained, unexplained

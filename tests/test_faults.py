@@ -156,7 +156,7 @@ def test_a_malformed_train_json_is_named_by_evaluate(field, value, said, tiny_vi
 
 @pytest.fixture(scope="module")
 def exact_victim(tmp_path_factory) -> Path:
-    from trainrecon.identifiability.victims import make_exact_victim
+    from trainrecon.identifiability.power_victims import make_exact_victim
     from trainrecon.identifiability.polynomial import PolyDataConfig
 
     folder = tmp_path_factory.mktemp("exact") / "v"

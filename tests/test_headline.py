@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainrecon.data.tasks import TaskConfig, build_task
-from trainrecon.metrics.evaluate import evaluate
+from trainrecon.metrics.protocols import evaluate
 from trainrecon.metrics.headline import HeadlineRule
 from trainrecon.metrics.ssim import ssim_classic, ssim_cross, ssim_paper
 

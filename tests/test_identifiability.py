@@ -12,7 +12,7 @@ from trainrecon.errors import TrainreconError
 from trainrecon.identifiability import (IDENTIFIED, NOT_CERTIFIED, IdentifyConfig, PolyDataConfig, PolyNet,
                                         PolyTrainConfig, build_exact_kkt, compare_to_truth, identify, make_poly_data,
                                         train_polynomial, z_eigenpairs)
-from trainrecon.identifiability.demos import alpha2_counterexample
+from trainrecon.identifiability.counterexamples import alpha2_counterexample
 from trainrecon.identifiability.jennrich import jennrich
 from trainrecon.identifiability.polynomial import poly_kkt_residual
 from trainrecon.identifiability.symmetric import (contract, from_dense, gradient_design, monomials, rank_one_sum,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from trainrecon.metrics.evaluate import evaluate
+from trainrecon.metrics.protocols import evaluate
 from trainrecon.metrics.matching import extraction_score, greedy_one_to_one, hungarian, ncc_dist
 from trainrecon.metrics.ssim import ssim_classic, ssim_paper
 
@@ -97,7 +97,7 @@ def test_the_mean_per_pixel_l2_after_the_optimal_permutation_against_brute_force
     squared L2 of the shown images (mean added, min-max scaled) found by trying every injection, and the mean of
     ||t - c||_2 / sqrt(C H W) over its pairs; the same numbers in metrics.json's l2_permutation entry and among the
     paper's measures, beside the true images' (near 0)."""
-    from trainrecon.metrics.evaluate import PROTOCOLS, score_pairs, summarise_l2
+    from trainrecon.metrics.protocols import PROTOCOLS, score_pairs, summarise_l2
     from trainrecon.metrics.headline import shown
 
     ref = torch.as_tensor(rng.random((4, 1, 6, 6)))

@@ -30,8 +30,8 @@ from trainrecon.attacks import HaimConfig, Payload
 from trainrecon.attacks.buzaglo import BuzagloRegressionConfig
 from trainrecon.provenance import belongs, claim_folder, origin
 from trainrecon.errors import TrainreconError
-from trainrecon.identifiability.victims import save_poly_victim
-from trainrecon.metrics.evaluate import evaluate
+from trainrecon.identifiability.power_victims import save_poly_victim
+from trainrecon.metrics.protocols import evaluate
 from trainrecon.models.mlp import MLPSpec
 from trainrecon.models.parameters import init_params
 from trainrecon.models.victim import load_victim, save_victim

@@ -15,7 +15,7 @@ from trainrecon.config import to_dict
 from trainrecon.refinement import SplitConfig
 from trainrecon.attacks.normalisation import normalise
 from trainrecon.identifiability.polynomial import PolyDataConfig
-from trainrecon.identifiability.victims import make_exact_victim, poly_truth
+from trainrecon.identifiability.power_victims import make_exact_victim, poly_truth
 from trainrecon.models.mlp import MLPSpec
 from trainrecon.models.parameters import forward, init_params
 from trainrecon.models.victim import load_victim

@@ -21,7 +21,7 @@ from headless import chromium, render
 from trainrecon.audit_report import fmt, render_report
 from trainrecon.metrics.headline import shown
 from trainrecon.metrics.ssim import ssim_cross, ssim_kind
-from trainrecon.models.victim import import_victim
+from trainrecon.models.user_weights import import_victim
 
 CLI = [sys.executable, "-c", "from trainrecon.cli import main; main()"]
 ARTIFACTS = Path(os.environ.get("TRAINRECON_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "trainrecon-test-artifacts"))
@@ -239,7 +239,7 @@ def test_the_verdict_sentence_follows_the_headline_and_its_controls():
 def test_the_report_of_a_cnn_victim_names_its_layers(tiny_task, tmp_path):
     """report.html describes any architecture through its interface: a layer-list CNN victim's page names its
     convolution and pooling layers and its parameter count (no MLP field is needed)."""
-    from trainrecon.models.architecture import architecture_from_dict
+    from trainrecon.models.victim import architecture_from_dict
     from trainrecon.models.parameters import init_params
     from trainrecon.models.victim import save_victim
     from trainrecon.pipeline import evaluate_run

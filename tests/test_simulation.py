@@ -130,7 +130,7 @@ def test_a_splitting_round_runs_on_the_simulation_with_exact_losses():
     """split_round on the simulation: each tried split's J is the simulation's own, evaluated afresh on the trial set
     (labels and weights halved with the children); accepted splits lower J; the round's final set has that J."""
     from trainrecon.objective.candidates import CandidateSet
-    from trainrecon.refinement.config import SplitConfig
+    from trainrecon.refinement.settings import SplitConfig
     from trainrecon.refinement.splitting import split_round
 
     obj, spec, X, labels = objective(Optimiser("sgd", 0.3, momentum=0.9), steps=3, blind=False)

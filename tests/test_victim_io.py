@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 from trainrecon.errors import TrainreconError
 from trainrecon.models.mlp import MLPSpec
 from trainrecon.models.parameters import forward, init_params
-from trainrecon.models.victim import import_victim, load_victim
+from trainrecon.models.victim import load_victim
+from trainrecon.models.user_weights import import_victim
 
 CLI = [sys.executable, "-c", "from trainrecon.cli import main; main()"]
 ARCH = {"widths": [64, 8, 1], "bias": [True, False], "activation": "relu", "input_shape": [1, 8, 8]}

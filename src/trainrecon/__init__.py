@@ -45,7 +45,7 @@ _WHERE = {
     "Recipe": ".models.recipe",
     "Victim": ".models.victim", "load_victim": ".models.victim",
     "Reconstruction": ".reconstruction",
-    "MergeConfig": ".refinement.config", "SplitConfig": ".refinement.config",
+    "MergeConfig": ".refinement.settings", "SplitConfig": ".refinement.settings",
     "RunFolder": ".runfolder",
     "TrainConfig": ".training", "train_kkt": ".training",
 }

@@ -9,7 +9,7 @@ import sys
 def main() -> None:
     """Import the command line (torch and all) and run it; Ctrl-C while importing ends in one line, exit 130."""
     try:
-        from .cli import main as cli_main
+        from .cli import main as cli_main  # here: so that a Ctrl-C while torch loads is answered
     except KeyboardInterrupt:
         sys.stderr.write("interrupted while starting; nothing was done\n")
         sys.exit(130)

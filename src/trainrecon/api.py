@@ -23,7 +23,7 @@ from .attacks.runner import run_attack
 from .errors import Diverged
 from .objective.hooks import AttackHook
 from .reconstruction import Reconstruction
-from .refinement.config import MergeConfig, SplitConfig
+from .refinement.settings import MergeConfig, SplitConfig
 from .refinement.hooks import standard_hooks
 from .runfolder import RunFolder
 from .runtime import time_budget

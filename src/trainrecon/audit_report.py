@@ -19,10 +19,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
+from . import __version__
 from .metrics.scoring import Score
-from .models.architecture import architecture_from_dict
-from .reports import evidence_plot, l2_curve_plot, loss_curve_plot, roc_plot, thumbnail_png
+from .models.victim import architecture_from_dict
+from .pictures import evidence_plot, l2_curve_plot, loss_curve_plot, roc_plot, thumbnail_png
 
 FINGERPRINT = "weights fingerprint (SHA-256)"  # the victim record's key (audit.victim)
 NULL_NAMES = {"null_mean": "the input mean alone (what the attacker is given, no attack)",
@@ -33,11 +35,8 @@ NULL_NAMES = {"null_mean": "the input mean alone (what the attacker is given, no
 
 def versions() -> dict[str, str]:
     """Versions of Python, the platform and the libraries the scores depend on."""
-    import matplotlib
+    import matplotlib  # here: matplotlib and scikit-learn cost every command a second; only a report needs them
     import sklearn
-    import torch
-
-    from . import __version__
 
     return {"trainrecon": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "torch": torch.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,

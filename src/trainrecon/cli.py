@@ -7,6 +7,9 @@ and exit with status 2.
 
 from __future__ import annotations
 
+# Each command imports what it needs inside its function: the CLI answers --help, refuses bad arguments and
+# takes Ctrl-C before torch, scipy, scikit-learn and matplotlib are loaded (seconds on a cold start).
+
 import dataclasses
 import os
 import sys
@@ -183,7 +186,7 @@ def evaluate(
                                      "positive control: does its objective hold the training set at all?)"),
 ) -> None:
     """Score candidates against the victim's training set (the only step that sees it), with controls."""
-    from .metrics.evaluate import check_null_names
+    from .metrics.protocols import check_null_names
     from .metrics.headline import HeadlineRule
     from .pipeline import evaluate_run
     from .provenance import OutputFolder
@@ -327,7 +330,7 @@ def import_(
 
         recipe = load_recipe(recipe)  # checked before the folder is made
     if n is not None:
-        from .models.victim import imported_n
+        from .models.user_weights import imported_n
 
         imported_n(n)  # checked before the folder is made
     if module is not None:
@@ -340,7 +343,7 @@ def import_(
         with OutputFolder(out, "import"):
             import_module_victim(weights, module, shape, out, mean, init, init_seed, recipe, n)
     else:
-        from .models.victim import import_victim
+        from .models.user_weights import import_victim
 
         if architecture is not None and shape is not None:
             raise TrainreconError("--input-shape: the architecture file gives the input shape")
@@ -384,7 +387,7 @@ def train_poly(
 ) -> None:
     """Train a two-layer polynomial network toward the KKT direction (identifiability experiments)."""
     from .identifiability.polynomial import PolyDataConfig, PolyTrainConfig
-    from .identifiability.victims import make_trained_victim
+    from .identifiability.power_victims import make_trained_victim
 
     dcfg = from_dict(PolyDataConfig, {"kind": data, "n": n, "d": d, "seed": seed}, "option")
     tcfg = config_from(PolyTrainConfig, config, {"alpha": alpha, "width": width, "steps": steps, "seed": seed,
@@ -406,7 +409,7 @@ def exact_kkt(
 ) -> None:
     """Build a network at an exact KKT point for given data (neurons on the moment tensor's eigenvectors)."""
     from .identifiability.polynomial import PolyDataConfig
-    from .identifiability.victims import make_exact_victim
+    from .identifiability.power_victims import make_exact_victim
 
     dcfg = from_dict(PolyDataConfig, {"kind": data, "n": n, "d": d, "seed": seed}, "option")
     info = make_exact_victim(out, dcfg, alpha, seed, data_dir)
@@ -426,7 +429,7 @@ def identify(
     data_dir: Optional[Path] = typer.Option(None),
 ) -> None:
     """Certified algebraic reconstruction from a polynomial network: verdict, samples, diagnostics."""
-    from .identifiability.identify import IdentifyConfig
+    from .identifiability.certified import IdentifyConfig
     from .pipeline import identify_run
 
     from .provenance import OutputFolder

@@ -63,7 +63,7 @@ class Reconstruction:
 
     def images(self) -> torch.Tensor:
         """The candidates as images, x + the victim's input mean (m, C, H, W): what pictures show (not scaled
-        to [0, 1]; :func:`trainrecon.reports.candidate_grid` min-max scales each one)."""
+        to [0, 1]; :func:`trainrecon.pictures.candidate_grid` min-max scales each one)."""
         return self.x + self.mean
 
     def to_arrays(self) -> dict[str, np.ndarray]:

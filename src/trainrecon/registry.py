@@ -5,7 +5,7 @@ answers a name it does not hold with one line naming the registry's kind and eve
 (``--method: unknown method 'x' (available: haim, ...)``).  Where each entry takes a config class of its own
 (a method's ``Config``, a trainer's config), :meth:`Registry.for_config` finds the entry of a config object.
 The registries themselves live with what they register: :data:`trainrecon.attacks.method.METHODS`,
-:data:`trainrecon.training.TRAINERS`, :data:`trainrecon.metrics.evaluate.PROTOCOLS`.
+:data:`trainrecon.training.TRAINERS`, :data:`trainrecon.metrics.protocols.PROTOCOLS`.
 """
 
 from __future__ import annotations

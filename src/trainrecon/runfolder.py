@@ -105,7 +105,7 @@ class RunFolder(OutputFolder):
     def finish(self, rec: Reconstruction) -> None:
         """Write the run's results: ``loss.json`` (history and summary), the refinements' files, ``candidates.npz``
         (with the victim's fingerprint and the method, :func:`trainrecon.provenance.origin`) and, when the run
-        finished, ``candidates.png`` (:func:`trainrecon.reports.candidate_grid`)."""
+        finished, ``candidates.png`` (:func:`trainrecon.pictures.candidate_grid`)."""
         save_json(self.path / "loss.json", {"history": rec.history, **rec.stats})
         for name, content in rec.artifacts.items():
             if name.endswith(".npz"):
@@ -114,7 +114,7 @@ class RunFolder(OutputFolder):
                 save_json(self.path / name, content)
         write_candidates(self.path / "candidates.npz", rec)
         if rec.finished:
-            from .reports import candidate_grid  # matplotlib, only once there is a picture to draw
+            from .pictures import candidate_grid  # matplotlib, only once there is a picture to draw
 
             write_drawn(self.path / "candidates.png", lambda f: candidate_grid(rec.x.numpy(), rec.mean.numpy(), f))
 

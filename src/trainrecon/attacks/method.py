@@ -29,7 +29,7 @@ from ..registry import Registry
 from ..runtime import available_bytes
 from ..models.activations import Surrogate
 from ..models.stationarity import StationarityForm
-from ..refinement.config import MergeConfig, SplitConfig
+from ..refinement.settings import MergeConfig, SplitConfig
 from ..objective.candidates import CandidateSet, cosine_matrix
 from .normalisation import Normalise
 from .payload import Payload

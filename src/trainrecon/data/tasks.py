@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
@@ -115,7 +116,7 @@ def labelled_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def load_split(dataset: str, split: Literal["train", "test"], data_dir: Path, path: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Images (N, C, H, W) in [0, 1] and integer labels of one split, in canonical order."""
     if dataset == "digits":
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # here: importing scikit-learn costs every command a second
 
         d = load_digits()
         x = d.images.astype(np.float64) / 16.0
@@ -123,8 +124,6 @@ def load_split(dataset: str, split: Literal["train", "test"], data_dir: Path, pa
         sl = slice(0, DIGITS_TRAIN_POOL) if split == "train" else slice(DIGITS_TRAIN_POOL, None)
         return x[sl, None], y[sl]
     if dataset == "mnist_mini":
-        from importlib.resources import files
-
         with files("trainrecon.data").joinpath("mnist_mini.npz").open("rb") as f, np.load(f, allow_pickle=False) as d:
             x, y = (d["x_train"], d["y_train"]) if split == "train" else (d["x_test"], d["y_test"])
             return to_float_nchw(x, "mnist_mini.npz"), y.astype(np.int64)

@@ -7,7 +7,7 @@
 """
 
 from .exact_kkt import ExactKKTPoint, build_exact_kkt, z_eigenpairs
-from .identify import IDENTIFIED, NOT_CERTIFIED, IdentifyConfig, PolyNet, compare_to_truth, identify, poly_from_victim
+from .certified import IDENTIFIED, NOT_CERTIFIED, IdentifyConfig, PolyNet, compare_to_truth, identify, poly_from_victim
 from .polynomial import PolyDataConfig, PolyTrainConfig, make_poly_data, train_polynomial
 
 __all__ = [

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..config import check_numbers
+from ..data.tasks import default_data_dir, load_split
 from ..errors import TrainreconError
 from ..runtime import require_memory
 from ..models.mlp import MLPSpec
@@ -94,8 +95,6 @@ def make_poly_data(cfg: PolyDataConfig, data_dir=None) -> tuple[np.ndarray, np.n
             X /= np.linalg.norm(X, axis=1, keepdims=True)
         y = np.where(np.arange(cfg.n) % 2 == 0, 1.0, -1.0)
         return X, y
-    from ..data.tasks import default_data_dir, load_split
-
     imgs, labels = load_split(cfg.kind, "train", default_data_dir() if data_dir is None else data_dir)
     pool = imgs[:2000].reshape(min(2000, len(imgs)), -1)
     pool = pool - pool.mean(0)

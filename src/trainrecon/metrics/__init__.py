@@ -1,7 +1,7 @@
 """Evaluation: SSIM variants, matchings, the scoring protocol with its false-positive control, per-image exposure
 and its ROC, and :func:`score`, the in-memory entry point."""
 
-from .evaluate import PROTOCOLS, evaluate, headline
+from .protocols import PROTOCOLS, evaluate, headline
 from .exposure import Exposure, ImageExposure, RocSummary, exposure_of, roc_summary
 from .matching import extraction_score, greedy_one_to_one, hungarian, ncc_dist, nearest
 from .scoring import Score, score

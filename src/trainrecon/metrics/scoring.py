@@ -17,7 +17,7 @@ import torch
 
 from ..errors import TrainreconError
 from ..reconstruction import Reconstruction
-from .evaluate import evaluate, headline
+from .protocols import evaluate, headline
 from .exposure import Exposure
 from .headline import HeadlineRule, headline_line
 

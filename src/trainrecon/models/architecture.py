@@ -24,7 +24,7 @@ shaped by :meth:`~Architecture.param_shapes` (the names of the tensors in ``mode
 
 Two implementations: :class:`~.mlp.MLPSpec` (``model.json`` without ``kind``: widths, bias, activation) and
 :class:`~.sequential.SequentialSpec` (``kind: "sequential"``: a declarative layer list with
-``torch.nn.Sequential``'s parameter names).  :func:`architecture_from_dict` reads either from JSON; nothing
+``torch.nn.Sequential``'s parameter names).  :func:`trainrecon.models.victim.architecture_from_dict` reads either from JSON; nothing
 outside ``models/`` needs to know which one a victim has.
 """
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -160,20 +160,3 @@ def operator_norm(apply: Callable[[torch.Tensor], torch.Tensor], shape: Sequence
         if done:
             break
     return est
-
-
-def architecture_from_dict(data: Any, where: str) -> Architecture:
-    """The architecture a ``model.json`` object describes: ``kind: "sequential"`` a layer list, ``kind: "mlp"``
-    or no ``kind`` (every victim folder written before layer lists existed) an MLP."""
-    from ..config import from_dict
-    from .mlp import MLPSpec
-    from .sequential import SequentialSpec
-
-    if not isinstance(data, dict):
-        raise TrainreconError(f"{where}: expected a JSON object")
-    kind = data.get("kind", "mlp")
-    if kind == "sequential":
-        return from_dict(SequentialSpec, data, where)
-    if kind == "mlp":
-        return from_dict(MLPSpec, {k: v for k, v in data.items() if k != "kind"}, where)
-    raise TrainreconError(f"{where}.kind: {kind!r} is not one of 'mlp', 'sequential'")

@@ -23,6 +23,7 @@ import copy
 import importlib.util
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import from_dict, load_json, to_dict
+from ..data.formats import read_npz
 from ..errors import TrainreconError
+from ..provenance import LOCK_FILES
 from .activations import Surrogate, activate
 from .architecture import Architecture
 from .mlp import MLPSpec
+from .recipe import Recipe
 from .sequential import Layer, SequentialSpec
+from .victim import (INIT_PREFIX, Weights, architecture_from_dict, check_mean, checked_params, read_safetensors,
+                     save_victim, tensor_parts)
 
 _KEY = re.compile(r"^(.*?)(\d+)\.(weight|bias)$")
 
@@ -179,7 +186,7 @@ def _chain(module: nn.Module) -> list[tuple[str, nn.Module | Layer]]:
             else:
                 out.append((name, child))
         return out
-    import torch.fx
+    import torch.fx  # here: fx is loaded only for a module whose layers are not a plain chain
 
     try:
         gm = torch.fx.symbolic_trace(module)
@@ -297,8 +304,6 @@ def check_against_module(module: nn.Module, spec: SequentialSpec, params: list[t
 def victim_from_module(module: nn.Module, input_shape: list[int], input_mean: Any = None):
     """The :class:`~.victim.Weights` of a user's module object (see the module docstring): a layer list, its
     parameters (float64) and the input mean (C, H, W) or None."""
-    from .victim import Weights, check_mean
-
     if not isinstance(module, nn.Module):
         raise TrainreconError(f"expected a torch.nn.Module, got {type(module).__name__}")
     if len(input_shape) != 3:
@@ -365,8 +370,6 @@ def import_module_victim(weights: str | Path, module_ref: str, input_shape: list
     loaded into a second module the same way) or from ``init_seed`` (the factory called after
     ``torch.manual_seed(init_seed)``, as a training script that seeds torch before building its model makes it);
     ``recipe`` is the training recipe (a :class:`~.recipe.Recipe`); ``n`` the number of training images."""
-    from .victim import check_new_folder, imported_n, read_state_dict, write_imported
-
     out = Path(out)
     check_new_folder(out)
     if init is not None and init_seed is not None:
@@ -399,8 +402,6 @@ def import_module_victim(weights: str | Path, module_ref: str, input_shape: list
 def layers_from_file(path: str | Path) -> list[Layer]:
     """The layer list of an architecture file (``model.json`` fields with ``kind: "sequential"``; its
     ``input_shape``, if any, is left to the task) for ``train --arch``."""
-    from ..config import from_dict, load_json
-
     data = load_json(path)
     if not isinstance(data, dict) or data.get("kind") != "sequential":
         raise TrainreconError(f"{path}: expected a JSON object with kind 'sequential' and its layers")
@@ -416,3 +417,119 @@ def layers_from_file(path: str | Path) -> list[Layer]:
             raise TrainreconError(f"{path}.layers[{i}]: expected an object")
         layer.check(f"{path}.layers[{i}]")
     return out
+
+
+# -- importing a user's weights as a victim folder ------------------------------------------------------------
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a user's state dict: safetensors, or a PyTorch file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        return read_safetensors(path)
+    if not path.is_file():
+        raise TrainreconError(f"{path}: file not found")
+    try:
+        with warnings.catch_warnings():  # torch warns, over several lines, about pickles it then refuses
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for hostile pickles, RuntimeError/EOFError for truncated files
+        lines = [ln.split("WeightsUnpickler error:")[-1].strip() for ln in str(e).splitlines()]
+        boiler = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        told = [ln for ln in lines if ln and not ln.startswith(boiler)]
+        told = [ln for ln in told if "GLOBAL" in ln or "Unsupported" in ln] or told  # the reason, not the advice
+        msg = (told or [ln for ln in lines if ln] or [type(e).__name__])[0].split(". ")[0].rstrip(".")
+        raise TrainreconError(f"{path}: refused to load (weights_only=True): {msg}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]  # Haim's {'batch','epoch','state_dict'} wrapper
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise TrainreconError(f"{path}: expected a dict of tensors (a state dict)")
+    for k, v in obj.items():
+        if v.layout != torch.strided or v.is_quantized or v.is_meta:
+            kind = "quantized" if v.is_quantized else "on the meta device" if v.is_meta else f"{v.layout}".removeprefix("torch.")
+            raise TrainreconError(f"{path}: tensor {k!r} is {kind}; save the state dict with dense real tensors "
+                                  "(tensor.to_dense(), dequantize())")
+    return {k.replace("convnet.", "layers."): v for k, v in obj.items()}
+
+
+def import_victim(weights: str | Path, architecture: str | Path | None, out: str | Path,
+                  mean: str | Path | None = None, input_shape: list[int] | None = None,
+                  init: str | Path | None = None, recipe: Recipe | None = None, n: int | None = None) -> Path:
+    """Turn a user's state dict plus an architecture JSON into a victim folder.
+
+    ``architecture`` holds a ``model.json`` object: an MLP's fields (widths, bias, activation, input_shape;
+    tensors ``layers.{i}.weight`` / ``layers.{i}.bias``) or a layer list (``kind: "sequential"``, tensors
+    ``{i}.weight`` as ``nn.Sequential`` names them).  ``architecture = None`` infers an MLP from the state dict's
+    shapes (:func:`~.user_weights.infer_architecture`; ``input_shape`` (C, H, W) then says how inputs are laid out).
+    An optional ``input_mean`` tensor (or ``mean``, an .npz with ``x`` holding the mean image) records the input
+    centring.  ``init``: the network's initial state dict (theta_0, named as the weights are), and ``recipe``: its
+    training recipe (:class:`~.recipe.Recipe`, :func:`~.recipe.load_recipe`), the two further threat levels;
+    ``n``: the number of training images, recorded as ``n_train`` (disclosed to attackers as n).
+    """
+    out = Path(out)
+    check_new_folder(out)
+    tensors = read_state_dict(weights)
+    if architecture is None:
+        spec, tensors, how = infer_architecture(tensors, str(weights), input_shape)
+    else:
+        spec, how = architecture_from_dict(load_json(architecture), str(architecture)), {}
+    params, init_params, input_mean = tensor_parts(spec, tensors, str(weights))
+    check_accounted(spec, tensors, str(weights), str(architecture or "the inferred architecture"))
+    if init is not None:
+        if init_params is not None:
+            raise TrainreconError(f"--init: {weights} already holds init.* tensors; give theta_0 once")
+        init_params = read_init(init, spec, architecture is None, input_shape)
+    info = {"imported_from": Path(weights).name, **how, **imported_n(n)}
+    if init is not None:
+        info["init_imported_from"] = Path(init).name
+    return write_imported(out, spec, params, init_params, input_mean, str(weights), mean, info, recipe)
+
+
+def imported_n(n: int | None) -> dict[str, int]:
+    """train.json's ``n_train`` of an import (``--n``), checked; nothing when not given."""
+    if n is None:
+        return {}
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise TrainreconError(f"--n: the number of training images must be a positive integer, got {n!r}")
+    return {"n_train": n}
+
+
+def read_init(path: str | Path, spec: Architecture, inferred: bool, input_shape: list[int] | None = None
+              ) -> list[torch.Tensor]:
+    """theta_0 from an initial state dict named as the trained one (``--init``): the tensors of ``spec``'s
+    parameters, checked (names, shapes, finite real floats, nothing left over)."""
+    tensors = read_state_dict(path)
+    if inferred:
+        init_spec, tensors, _ = infer_architecture(tensors, str(path), input_shape or list(spec.input_shape))
+        if init_spec != spec:
+            raise TrainreconError(f"--init: {path} describes another network than the trained weights")
+    init_params = checked_params(spec, tensors, str(path))
+    check_accounted(spec, {k: v for k, v in tensors.items() if k != "input_mean"}, str(path), "the architecture")
+    return init_params
+
+
+def check_accounted(spec: Architecture, tensors: dict[str, torch.Tensor], where: str, architecture: str) -> None:
+    """Refuse, naming them, tensors the architecture does not account for (an extra bias, an extra layer whose
+    shapes happen to fit: another network than the one described); nothing is dropped silently."""
+    known = set(spec.param_names()) | {INIT_PREFIX + k for k in spec.param_names()} | {"input_mean"}
+    extra = sorted(set(tensors) - known)
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        raise TrainreconError(f"{where}: tensors {architecture} does not account for: "
+                              f"{', '.join(map(repr, extra[:3]))}{more} (a different network? nothing is dropped "
+                              "silently: fix the architecture or remove them)")
+
+
+def check_new_folder(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(p.name not in LOCK_FILES for p in out.iterdir())):
+        raise TrainreconError(f"{out}: exists and is not an empty folder; import into a new folder")
+
+
+def write_imported(out: Path, spec: Architecture, params, init, input_mean, where: str, mean: str | Path | None,
+                   info: dict[str, Any], recipe: Recipe | None = None) -> Path:
+    """The victim folder of an import: the input mean from ``mean`` (an .npz) if given, checked; the record of
+    where it came from and its architecture in train.json; theta_0 and the recipe where given."""
+    if mean is not None:
+        input_mean, where = read_npz(mean)[0], str(mean)
+    if input_mean is not None:
+        input_mean = check_mean(input_mean, spec, where)
+    return save_victim(out, spec, params, input_mean, {**info, "architecture": to_dict(spec)}, init, recipe)

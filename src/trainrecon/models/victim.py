@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,10 +31,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_path
-from ..provenance import LOCK_FILES
-from ..config import is_finite_number, is_whole, load_json, save_json, to_dict
+from ..config import from_dict, is_finite_number, is_whole, load_json, save_json
 from ..errors import TrainreconError
-from .architecture import Architecture, architecture_from_dict
+from .architecture import Architecture
+from .mlp import MLPSpec
+from .sequential import SequentialSpec
 from .recipe import RECIPE_FILE, THREAT_LEVELS, Recipe, load_recipe, save_recipe
 
 INIT_PREFIX = "init."
@@ -91,15 +91,15 @@ class Victim(Weights):
     train_info: dict[str, Any] = field(default_factory=dict)
 
 
-def _parts(spec: Architecture, tensors: dict[str, torch.Tensor], where: str
+def tensor_parts(spec: Architecture, tensors: dict[str, torch.Tensor], where: str
            ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, Any]:
     """(parameters, initial parameters or None, raw input mean or None) of a state dict, checked."""
-    params = _check_params(spec, tensors, where)
-    init = _check_params(spec, tensors, where, INIT_PREFIX) if any(k.startswith(INIT_PREFIX) for k in tensors) else None
+    params = checked_params(spec, tensors, where)
+    init = checked_params(spec, tensors, where, INIT_PREFIX) if any(k.startswith(INIT_PREFIX) for k in tensors) else None
     return params, init, tensors.get("input_mean")
 
 
-def _check_params(spec: Architecture, tensors: dict[str, torch.Tensor], where: str, prefix: str = "") -> list[torch.Tensor]:
+def checked_params(spec: Architecture, tensors: dict[str, torch.Tensor], where: str, prefix: str = "") -> list[torch.Tensor]:
     out = []
     for name, shape in spec.param_shapes().items():
         key = prefix + name
@@ -159,6 +159,19 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise TrainreconError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 
+def architecture_from_dict(data: Any, where: str) -> Architecture:
+    """The architecture a ``model.json`` object describes: ``kind: "sequential"`` a layer list, ``kind: "mlp"``
+    or no ``kind`` (every victim folder written before layer lists existed) an MLP."""
+    if not isinstance(data, dict):
+        raise TrainreconError(f"{where}: expected a JSON object")
+    kind = data.get("kind", "mlp")
+    if kind == "sequential":
+        return from_dict(SequentialSpec, data, where)
+    if kind == "mlp":
+        return from_dict(MLPSpec, {k: v for k, v in data.items() if k != "kind"}, where)
+    raise TrainreconError(f"{where}.kind: {kind!r} is not one of 'mlp', 'sequential'")
+
+
 def load_victim(folder: str | Path, training_record: bool = True) -> Victim:
     """A victim folder's weights, architecture and (unless ``training_record`` is False, as on the attacker's
     side) its ``train.json``."""
@@ -167,7 +180,7 @@ def load_victim(folder: str | Path, training_record: bool = True) -> Victim:
         raise TrainreconError(f"{folder}: victim folder not found")
     spec = architecture_from_dict(load_json(folder / "model.json"), str(folder / "model.json"))
     path = folder / "model.safetensors"
-    params, init, mean = _parts(spec, read_safetensors(path), str(path))
+    params, init, mean = tensor_parts(spec, read_safetensors(path), str(path))
     if mean is not None:
         mean = check_mean(mean, spec, str(path))
     info = load_json(folder / "train.json") if training_record and (folder / "train.json").is_file() else {}
@@ -243,123 +256,3 @@ def check_training_record(info: Any, where: str | Path) -> dict[str, Any]:
             shown = shown if len(shown) <= 40 else shown[:37] + "..."
             raise TrainreconError(f"{where}: {key} must be {what}, got {shown}")
     return info
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a user's state dict: safetensors, or a PyTorch file loaded with ``weights_only=True``."""
-    path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        return read_safetensors(path)
-    if not path.is_file():
-        raise TrainreconError(f"{path}: file not found")
-    try:
-        with warnings.catch_warnings():  # torch warns, over several lines, about pickles it then refuses
-            warnings.simplefilter("ignore")
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for hostile pickles, RuntimeError/EOFError for truncated files
-        lines = [ln.split("WeightsUnpickler error:")[-1].strip() for ln in str(e).splitlines()]
-        boiler = ("Weights only load failed", "Check the documentation", "Please file an issue")
-        told = [ln for ln in lines if ln and not ln.startswith(boiler)]
-        told = [ln for ln in told if "GLOBAL" in ln or "Unsupported" in ln] or told  # the reason, not the advice
-        msg = (told or [ln for ln in lines if ln] or [type(e).__name__])[0].split(". ")[0].rstrip(".")
-        raise TrainreconError(f"{path}: refused to load (weights_only=True): {msg}") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]  # Haim's {'batch','epoch','state_dict'} wrapper
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise TrainreconError(f"{path}: expected a dict of tensors (a state dict)")
-    for k, v in obj.items():
-        if v.layout != torch.strided or v.is_quantized or v.is_meta:
-            kind = "quantized" if v.is_quantized else "on the meta device" if v.is_meta else f"{v.layout}".removeprefix("torch.")
-            raise TrainreconError(f"{path}: tensor {k!r} is {kind}; save the state dict with dense real tensors "
-                                  "(tensor.to_dense(), dequantize())")
-    return {k.replace("convnet.", "layers."): v for k, v in obj.items()}
-
-
-def import_victim(weights: str | Path, architecture: str | Path | None, out: str | Path,
-                  mean: str | Path | None = None, input_shape: list[int] | None = None,
-                  init: str | Path | None = None, recipe: Recipe | None = None, n: int | None = None) -> Path:
-    """Turn a user's state dict plus an architecture JSON into a victim folder.
-
-    ``architecture`` holds a ``model.json`` object: an MLP's fields (widths, bias, activation, input_shape;
-    tensors ``layers.{i}.weight`` / ``layers.{i}.bias``) or a layer list (``kind: "sequential"``, tensors
-    ``{i}.weight`` as ``nn.Sequential`` names them).  ``architecture = None`` infers an MLP from the state dict's
-    shapes (:func:`~.user_weights.infer_architecture`; ``input_shape`` (C, H, W) then says how inputs are laid out).
-    An optional ``input_mean`` tensor (or ``mean``, an .npz with ``x`` holding the mean image) records the input
-    centring.  ``init``: the network's initial state dict (theta_0, named as the weights are), and ``recipe``: its
-    training recipe (:class:`~.recipe.Recipe`, :func:`~.recipe.load_recipe`), the two further threat levels;
-    ``n``: the number of training images, recorded as ``n_train`` (disclosed to attackers as n).
-    """
-    out = Path(out)
-    check_new_folder(out)
-    tensors = read_state_dict(weights)
-    if architecture is None:
-        from .user_weights import infer_architecture
-
-        spec, tensors, how = infer_architecture(tensors, str(weights), input_shape)
-    else:
-        spec, how = architecture_from_dict(load_json(architecture), str(architecture)), {}
-    params, init_params, input_mean = _parts(spec, tensors, str(weights))
-    check_accounted(spec, tensors, str(weights), str(architecture or "the inferred architecture"))
-    if init is not None:
-        if init_params is not None:
-            raise TrainreconError(f"--init: {weights} already holds init.* tensors; give theta_0 once")
-        init_params = read_init(init, spec, architecture is None, input_shape)
-    info = {"imported_from": Path(weights).name, **how, **imported_n(n)}
-    if init is not None:
-        info["init_imported_from"] = Path(init).name
-    return write_imported(out, spec, params, init_params, input_mean, str(weights), mean, info, recipe)
-
-
-def imported_n(n: int | None) -> dict[str, int]:
-    """train.json's ``n_train`` of an import (``--n``), checked; nothing when not given."""
-    if n is None:
-        return {}
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise TrainreconError(f"--n: the number of training images must be a positive integer, got {n!r}")
-    return {"n_train": n}
-
-
-def read_init(path: str | Path, spec: Architecture, inferred: bool, input_shape: list[int] | None = None
-              ) -> list[torch.Tensor]:
-    """theta_0 from an initial state dict named as the trained one (``--init``): the tensors of ``spec``'s
-    parameters, checked (names, shapes, finite real floats, nothing left over)."""
-    tensors = read_state_dict(path)
-    if inferred:
-        from .user_weights import infer_architecture
-
-        init_spec, tensors, _ = infer_architecture(tensors, str(path), input_shape or list(spec.input_shape))
-        if init_spec != spec:
-            raise TrainreconError(f"--init: {path} describes another network than the trained weights")
-    init_params = _check_params(spec, tensors, str(path))
-    check_accounted(spec, {k: v for k, v in tensors.items() if k != "input_mean"}, str(path), "the architecture")
-    return init_params
-
-
-def check_accounted(spec: Architecture, tensors: dict[str, torch.Tensor], where: str, architecture: str) -> None:
-    """Refuse, naming them, tensors the architecture does not account for (an extra bias, an extra layer whose
-    shapes happen to fit: another network than the one described); nothing is dropped silently."""
-    known = set(spec.param_names()) | {INIT_PREFIX + k for k in spec.param_names()} | {"input_mean"}
-    extra = sorted(set(tensors) - known)
-    if extra:
-        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
-        raise TrainreconError(f"{where}: tensors {architecture} does not account for: "
-                              f"{', '.join(map(repr, extra[:3]))}{more} (a different network? nothing is dropped "
-                              "silently: fix the architecture or remove them)")
-
-
-def check_new_folder(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(p.name not in LOCK_FILES for p in out.iterdir())):
-        raise TrainreconError(f"{out}: exists and is not an empty folder; import into a new folder")
-
-
-def write_imported(out: Path, spec: Architecture, params, init, input_mean, where: str, mean: str | Path | None,
-                   info: dict[str, Any], recipe: Recipe | None = None) -> Path:
-    """The victim folder of an import: the input mean from ``mean`` (an .npz) if given, checked; the record of
-    where it came from and its architecture in train.json; theta_0 and the recipe where given."""
-    if mean is not None:
-        from ..data.formats import read_npz
-
-        input_mean, where = read_npz(mean)[0], str(mean)
-    if input_mean is not None:
-        input_mean = check_mean(input_mean, spec, where)
-    return save_victim(out, spec, params, input_mean, {**info, "architecture": to_dict(spec)}, init, recipe)

@@ -78,9 +78,10 @@ def _demo(out: Path, device, seed: int, log) -> dict[str, Any]:
 
 def identify_demo(out: str | Path = "runs/identify-demo", log=print) -> dict[str, Any]:
     """Offline identifiability demo: exact KKT points (alpha 3 and 4), alpha = 2, a trained network."""
-    from ..identifiability.demos import alpha2_counterexample
+    # here: identifiability loads scipy, which the main demo does not need
+    from ..identifiability.counterexamples import alpha2_counterexample
     from ..identifiability.polynomial import PolyDataConfig, PolyTrainConfig
-    from ..identifiability.victims import make_exact_victim, make_trained_victim
+    from ..identifiability.power_victims import make_exact_victim, make_trained_victim
 
     out = Path(out)
     OutputFolder(out, "identify-demo", IDENTIFY_DEMO_FILES).claim()

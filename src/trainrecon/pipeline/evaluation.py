@@ -22,13 +22,14 @@ from ..config import from_dict, load_json, save_json, to_dict
 from ..data.formats import read_npz, to_float_nchw
 from ..data.tasks import TaskConfig, build_task
 from ..errors import TrainreconError
-from ..metrics.evaluate import check_null_names, headline
+from ..metrics.protocols import check_null_names, headline
 from ..metrics.headline import HeadlineRule
 from ..metrics.scoring import checked_images, score
 from ..models.victim import Victim, load_victim, training_set_size
 from ..reconstruction import Reconstruction
 from ..refinement.merging import collapse_report
-from ..reports import evidence_plot, l2_curve_plot, pair_grid
+from ..pictures import evidence_plot, l2_curve_plot, pair_grid
+from .truth_start import run_record, truth_start_control
 
 EVALUATION_FILES = ("metrics.json", "grid.png", "evidence.png", "l2_curve.png", "report.html", "*.tmp")
 
@@ -134,8 +135,6 @@ def evaluate_run(
     if truth_start and len(candidate_files) != 1:
         raise TrainreconError("--truth-start: needs the candidates of one attack run (it reruns that attack)")
     if truth_start:
-        from .truth_start import run_record
-
         run_record(_path(candidate_files[0]).parent)
     victim = load_victim(victim_dir)
     fp = Payload.of(victim).fingerprint()
@@ -230,8 +229,6 @@ def _evaluate_run(victim: Victim, fp: str, provenance: dict[str, Any], candidate
     metrics["collapse"] = collapse_report(torch.as_tensor(scored))
     metrics.update(extra or {})
     if truth_start:
-        from .truth_start import truth_start_control
-
         metrics["truth_start"] = truth_start_control(victim, Path(candidate_files[0]).parent, x_tr, y_tr, x_ho, mean,
                                                      rule=rule, log=log)
     folders = [Path(r) for r in runs] if runs is not None else \

@@ -3,6 +3,7 @@ shadow-victim control."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +127,6 @@ def shadow_candidates(exp: Experiment, train_cfg, attack_cfg, victim: Payload, o
     """Train and attack the shadow victim (the task's next ``n_per_class`` images per class, same trainer and
     attack); return its candidates moved into the victim's centred space (x + shadow mean - victim mean), in
     memory and written beside its run (``candidates_in_victim_space.npz``)."""
-    import dataclasses
-
     task = dataclasses.replace(exp.task, skip_per_class=exp.task.skip_per_class + exp.task.n_per_class)
     if not (out / "shadow_victim" / "model.safetensors").is_file():
         log(f"shadow victim: the next {exp.task.n_per_class} images per class")

@@ -28,10 +28,11 @@ def identify_run(
     """``trainrecon identify``: certified reconstruction from a polynomial victim; writes report.json,
     samples.npz (x, y, lambda and the neurons-as-data baseline) and identify.png.  Scoring against the
     training samples (from --truth or rebuilt from train.json) happens after, and apart from, the attack."""
-    from ..identifiability.identify import IdentifyConfig, compare_to_truth, identify, poly_from_victim
+    # here: identifiability loads scipy, which no other command needs
+    from ..identifiability.certified import IdentifyConfig, compare_to_truth, identify, poly_from_victim
     from ..identifiability.polynomial import poly_kkt_residual
-    from ..identifiability.victims import poly_truth
-    from ..reports import identify_plot
+    from ..identifiability.power_victims import poly_truth
+    from ..pictures import identify_plot
 
     cfg = cfg or IdentifyConfig()
     victim = load_victim(victim_dir)

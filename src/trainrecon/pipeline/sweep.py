@@ -50,8 +50,6 @@ def _worker(cfg: SweepConfig, victim: Path, out: Path, device: str, index: int, 
     SIGTERM); on SIGTERM the running trial saves its checkpoint and the worker ends quietly (exit 130)."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since the start (inherited), kept so
-        import torch
-
         torch.set_num_threads(threads)
         evaluate = _evaluator(victim, *evaluation) if cfg.score_with_truth else None
         with StopRequest(signals=(signal.SIGTERM,)) as stop:

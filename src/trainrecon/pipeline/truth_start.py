@@ -42,7 +42,7 @@ from ..attacks.method import METHODS
 from ..attacks.payload import Payload
 from ..config import from_dict, load_json
 from ..errors import TrainreconError
-from ..metrics.evaluate import preferred, score_pairs
+from ..metrics.protocols import preferred, score_pairs
 from ..metrics.headline import HeadlineRule, one_to_one
 from ..metrics.scoring import score
 from ..models.victim import Victim

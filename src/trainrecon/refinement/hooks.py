@@ -22,7 +22,7 @@ import torch
 from ..models.activations import Surrogate
 from ..objective.candidates import CandidateSet
 from ..objective.hooks import AttackHook, Reports, Step
-from .config import MergeConfig, SplitConfig
+from .settings import MergeConfig, SplitConfig
 from .merging import collapse_report, merge_groups, reseed, similarity_groups
 from .splitting import second_order_report, split_round
 

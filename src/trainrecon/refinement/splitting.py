@@ -36,7 +36,7 @@ from torch.func import grad, jvp
 
 from ..objective.candidates import CandidateSet
 from ..objective.weighted_sum import WeightedSumObjective
-from .config import SplitConfig
+from .settings import SplitConfig
 
 
 def splitting_hvp(obj: WeightedSumObjective, X: torch.Tensor, W: torch.Tensor, u, V: torch.Tensor,

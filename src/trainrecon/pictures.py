@@ -3,11 +3,13 @@ curve, the exposure ROC and per-image thumbnails.  Every function takes a path o
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.image import imsave
 
 
 class _Figures:
@@ -205,10 +207,6 @@ def roc_plot(fpr: list[float], tpr: list[float], auc: float, path) -> None:
 
 def thumbnail_png(img: np.ndarray) -> bytes:
     """One (C, H, W) image in [0, 1] as PNG bytes at its own resolution (grey for C = 1)."""
-    import io
-
-    from matplotlib.image import imsave
-
     buf = io.BytesIO()
     a = _to_hwc(np.asarray(img, dtype=np.float64))
     imsave(buf, a, cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1, format="png")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import torch
+from torch.func import jacrev
 
 from ..config import check_numbers
 from ..errors import TrainreconError
@@ -169,8 +170,6 @@ def polish(net: PolyNet, X0: np.ndarray, b0: np.ndarray, margin: float, iters: i
     Returns (X, b, ||residual||, singular values of the Jacobian at the answer).  The Jacobian has
     R (d + 1) columns; full column rank means the answer is an isolated solution (locally identified).
     """
-    from torch.func import jacrev
-
     sign = torch.as_tensor(np.sign(b0))
     res = kkt_residual_vector(net, margin, sign)
     jac = jacrev(res)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .exact_kkt import build_exact_kkt
-from .identify import IdentifyConfig, PolyNet, compare_to_truth, identify, kkt_fit
+from .certified import IdentifyConfig, PolyNet, compare_to_truth, identify, kkt_fit
 
 
 def alpha2_counterexample(n: int = 4, d: int = 10, seed: int = 0) -> dict[str, Any]:
