@@ -255,3 +255,20 @@ def test_the_report_of_a_cnn_victim_names_its_layers(tiny_task, tmp_path):
     page = (tmp_path / "e" / "report.html").read_text()
     assert spec.describe() in page and "conv2d" in page and "max_pool" in page
     assert str(spec.n_params()) in page
+
+
+def test_the_browser_check_sees_what_a_broken_page_does(tmp_path):
+    """The browser check can fail: a console error, an uncaught exception, a picture that does not load and a
+    request leaving the machine are each seen."""
+    binary = chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    page = tmp_path / "broken.html"
+    page.write_text("<html><body><p>numbers 12 of 20</p><img src='missing.png'>"
+                    "<script>console.error('bad'); fetch('http://192.0.2.1/x').catch(() => 0); null.x;</script>"
+                    "</body></html>")
+    seen = render(page, binary, timeout=30)
+    assert any("bad" in e for e in seen.errors) and any(e.startswith("exception:") for e in seen.errors)
+    assert seen.images and not seen.images[0]["naturalWidth"]
+    assert any(u.startswith("http://192.0.2.1") for u in seen.requests)
+    assert "numbers 12 of 20" in seen.text and seen.screenshot[:8] == b"\x89PNG\r\n\x1a\n"
