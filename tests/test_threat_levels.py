@@ -202,7 +202,7 @@ def test_the_simulation_attack_runs_at_both_levels_and_chooses_its_learning_rate
     owner_files(tmp_path)
     p = payload_from_folder(owner_victim(tmp_path))
     rec = reconstruct(p, SimulationConfig(m=6, iterations=20, steps=3, log_every=5, sim_lr_factors=[1.0, 3.0],
-                                          search_iterations=3), log=lambda *_: None)
+                                          search_iterations=3, warm_iterations=10), log=lambda *_: None)
     report = rec.stats["method_report"]
     tried = {float(k): v for k, v in report["lr_search"]["tried"].items()}
     assert report["recipe_given"] and report["momentum"] == 0.9 and set(tried) == {0.1, 0.1 * 3.0}
@@ -210,7 +210,7 @@ def test_the_simulation_attack_runs_at_both_levels_and_chooses_its_learning_rate
     assert rec.history[-1]["relative_stationarity"] < rec.history[0]["relative_stationarity"]
     grid = [0.01, 0.1, 1.0]
     rec = reconstruct(p, SimulationConfig(m=6, iterations=10, steps=3, given="init", sim_lr_grid=grid,
-                                          search_iterations=5), log=lambda *_: None)
+                                          search_iterations=5, warm_iterations=10), log=lambda *_: None)
     search = rec.stats["method_report"]["lr_search"]
     found = {float(k): v for k, v in search["tried"].items()}
     assert search["sim_lr"] == min(found, key=found.get) == rec.stats["method_report"]["sim_lr"]
@@ -229,7 +229,7 @@ def test_the_learning_rate_search_takes_its_share_of_a_time_budget_and_no_more(t
     p = payload_from_folder(owner_victim(tmp_path))
     clock = iter(range(10**6))
     monkeypatch.setattr(simulation.time, "perf_counter", lambda: float(next(clock)))
-    cfg = dict(m=6, steps=3, log_every=5, sim_lr_factors=[1.0, 3.0], search_iterations=50)
+    cfg = dict(m=6, steps=3, log_every=5, sim_lr_factors=[1.0, 3.0], search_iterations=50, warm_start="none")
     rec = reconstruct(p, SimulationConfig(iterations=5, max_seconds=40.0, search_share=0.25, **cfg), log=lambda *_: None)
     search = rec.stats["method_report"]["lr_search"]
     assert search["iterations_each"] == 6  # 5 s per rate; each reading advances 1 s: over after the 6th iteration
@@ -241,7 +241,7 @@ def test_the_simulation_runs_at_the_victims_own_scale(tmp_path, one_thread):
     """The recipe's learning rate holds at the victim's own scale: normalise 'auto' is refused where it would
     rescale theta (a homogeneous victim) and is the same run as 'none' where it would not (biases after the first
     layer)."""
-    cfg = dict(m=6, iterations=3, steps=2, sim_lr=0.1, log_every=1)
+    cfg = dict(m=6, iterations=3, steps=2, sim_lr=0.1, log_every=1, warm_iterations=5)
     owner_files(tmp_path)
     p = payload_from_folder(owner_victim(tmp_path))
     runs = [reconstruct(p, SimulationConfig(**cfg, normalise=mode), log=lambda *_: None) for mode in ("auto", "none")]
@@ -279,7 +279,7 @@ def test_the_simulations_tv_prior_is_unchanged_by_a_split_at_eps_0(tmp_path):
     from trainrecon.attacks.simulation import Simulation
 
     owner_files(tmp_path)
-    sim = Simulation(payload_from_folder(owner_victim(tmp_path)), SimulationConfig(m=6, tv=0.3, sim_lr=0.1))
+    sim = Simulation(payload_from_folder(owner_victim(tmp_path)), SimulationConfig(m=6, tv=0.3, sim_lr=0.1, warm_start="none"))
     cands = sim.init(6)
     obj = sim.objective(0, cands)
     v = torch.randn(cands.x.shape[1], dtype=cands.x.dtype)
@@ -337,4 +337,39 @@ def test_a_replayed_run_keeps_what_it_chose():
     assert sim.replayed(SimulationConfig(), {"sim_lr": 0.3}).sim_lr == 0.3
     assert sim.replayed(SimulationConfig(sim_lr=0.1), {"sim_lr": 0.3}).sim_lr == 0.1
     assert sim.replayed(SimulationConfig(), None).sim_lr == 0.0
+    assert sim.replayed(SimulationConfig(), None).warm_start == "none"  # a replay starts where it is put
     assert METHODS["haim"].replayed(HaimConfig(), {"sim_lr": 0.3}) == HaimConfig()
+
+
+def test_the_simulation_starts_where_loos_attack_ends_in_slots_of_its_label(tmp_path, one_thread, monkeypatch):
+    """warm_start: Loo's NTK attack runs first, in memory (its config: this run's seed and level, m = 2 x m,
+    warm_iterations); each slot takes the unused Loo candidate with the largest coefficient in the slot's label's
+    column (here K = 3 outputs, slots in class blocks); the report says so; a resumed run does not run it again."""
+    import trainrecon.attacks.simulation as simulation
+    from trainrecon.objective.hooks import AttackHook
+
+    owner_files(tmp_path)
+    p = payload_from_folder(owner_victim(tmp_path))
+
+    class First(AttackHook):
+        key = "first"
+
+        def before_loop(self, step):
+            self.x = step.cands.x.clone()
+
+    first = First()
+    cfg = SimulationConfig(m=6, iterations=4, steps=2, sim_lr=0.1, log_every=1, warm_iterations=15, checkpoint_every=2)
+    rec = reconstruct(p, cfg, tmp_path / "run", log=lambda *_: None, stop_after=2, hooks=[first])
+    loo = reconstruct(p, LooConfig(m=12, iterations=15, log_every=10**9, checkpoint_every=10**9, dtype="float64"),
+                      log=lambda *_: None)
+    w, used = loo.multipliers.numpy(), []
+    for j, label in enumerate([0, 0, 1, 1, 2, 2]):
+        k = next(int(k) for k in np.argsort(-w[:, label], kind="stable") if int(k) not in used)
+        used.append(k)
+        assert torch.allclose(first.x[j].double(), loo.x[k].reshape(-1), atol=1e-6), j
+    assert rec.stats["method_report"]["warm_start"] == {**rec.stats["method_report"]["warm_start"], "method": "loo-ntk",
+                                                        "iterations": 15, "started": 6, "of": 6}
+    ran = []
+    monkeypatch.setattr(simulation, "run_attack", lambda *a, **k: ran.append(1))
+    again = reconstruct(p, cfg, tmp_path / "run", resume=True, log=lambda *_: None)
+    assert not ran and again.stats["method_report"]["warm_start"] == rec.stats["method_report"]["warm_start"]

@@ -64,14 +64,16 @@ class RunStore(Protocol):
 
 
 def run_attack(plan: RunPlan, store: RunStore | None = None, device: torch.device | str = "cpu",
-               resume: bool = False, log=print, stop_after: int | None = None) -> Reconstruction:
+               resume: bool = False, log=print, stop_after: int | None = None, refit: bool = True) -> Reconstruction:
     """Run the plan (:func:`plan_run`, :meth:`RunPlan.with_hooks`); return the
     :class:`~trainrecon.reconstruction.Reconstruction`.
 
     ``store`` keeps the run on disk (:class:`trainrecon.runfolder.RunFolder`, locked for the run): ``resume``
     continues its checkpoint only when it was made by the same method and config on the same victim (content
     hash); Ctrl-C saves a checkpoint first.  Without a store the run is in memory only (Ctrl-C interrupts it).
-    ``stop_after`` ends the run early after that many iterations (leaving a checkpoint), for tests.  The plan's
+    ``stop_after`` ends the run early after that many iterations (leaving a checkpoint), for tests; ``refit=False``
+    skips the final refit residual (a per-candidate Jacobian: seconds to a minute on a wide network), for a run whose
+    candidates are only a start (the simulation's warm start).  The plan's
     hooks (:class:`~trainrecon.objective.hooks.AttackHook`) act on the run: sample splitting, merging, the
     second-order report and the collapse count (:func:`trainrecon.refinement.standard_hooks`), the wall-clock
     budget (:class:`trainrecon.runtime.TimeBudget`) and a sweep's pruning (a hook whose ``after_log`` returns
@@ -87,10 +89,11 @@ def run_attack(plan: RunPlan, store: RunStore | None = None, device: torch.devic
         raise TrainreconError("resume: a run without a folder has no checkpoint to resume; give it a run folder")
     plan.with_hooks(plan.hooks)  # a plan built by hand is held to the same rule
     with store if store is not None else contextlib.nullcontext():
-        return _reconstruct(plan, store, device, resume, log, stop_after)
+        return _reconstruct(plan, store, device, resume, log, stop_after, refit)
 
 
-def _reconstruct(plan: RunPlan, store: RunStore | None, device, resume: bool, log, stop_after) -> Reconstruction:
+def _reconstruct(plan: RunPlan, store: RunStore | None, device, resume: bool, log, stop_after,
+                 refit: bool = True) -> Reconstruction:
     payload, cfg, adapted, method, m, hooks = plan.payload, plan.cfg, plan.adapted, plan.method, plan.m, list(plan.hooks)
     normalisation = plan.normalisation
     dtype = resolve_dtype(cfg.dtype)
@@ -193,7 +196,7 @@ def _reconstruct(plan: RunPlan, store: RunStore | None, device, resume: bool, lo
         "seconds": seconds,
         "seconds_per_iteration": seconds / max(end, 1),
         "final_loss": history[-1] if history else None,
-        "refit_residual": attack.refit_residual(cands),
+        "refit_residual": attack.refit_residual(cands) if refit else None,
         "normalisation": normalisation,
         **{h.key: h.finish(last, seconds) for h in hooks},
         **({"method_report": report} if (report := attack.report()) is not None else {}),
