@@ -5,7 +5,6 @@
   temporary file, flushed to disk and renamed into place), so a kill at any instant leaves either the previous
   checkpoint or the new one, never a mix.  Checkpoints of earlier versions (tensors + a separate JSON) still load.
 * :func:`check_checkpoint`: an attack run's checkpoint checked field by field against the run's own record.
-* :func:`record_array`: a JSON-like record as bytes, for :func:`trainrecon.provenance.fingerprint`.
 
 Whether a checkpoint is this run's (the run's identity) is :mod:`trainrecon.provenance`'s decision.
 """
@@ -17,7 +16,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -27,12 +25,6 @@ from .config import is_finite_number, is_whole, load_json, parse_json, to_dict
 from .errors import TrainreconError
 
 META_KEY = "trainrecon_state"
-
-
-def record_array(record: Any) -> np.ndarray:
-    """A JSON-like record (a run's config record, an architecture) as bytes for :func:`fingerprint`: the UTF-8 of
-    its ``repr``, so the fingerprint names the record's content and order."""
-    return np.frombuffer(repr(record).encode(), dtype=np.uint8)
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:

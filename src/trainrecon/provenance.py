@@ -1,7 +1,8 @@
 """Provenance: what a run is, what its folder holds, and what belongs together -- decided here and only here.
 
 * :func:`fingerprint` is a SHA-256 over tensors (names, dtypes, shapes, bytes): the identity of a victim's
-  weights or of a training set, recorded in every run, checkpoint, trial, study and union.
+  weights or of a training set, recorded in every run, checkpoint, trial, study and union; :func:`record_array`
+  turns a JSON-like record into bytes for it.
 * **Run identity**: :func:`refuse_other` is the one "is this the same run?" check (the first field that differs,
   :func:`first_difference`, named in a one-line refusal); :func:`refuse_other_record` applies it to a folder's
   JSON record; :func:`with_later_fields` reads an older record with the fields added since at what they meant
@@ -55,6 +56,12 @@ def fingerprint(tensors: dict[str, Any] | list[Any]) -> str:
         h.update(a.tobytes())
     return h.hexdigest()[:16]
 
+
+
+def record_array(record: Any) -> np.ndarray:
+    """A JSON-like record (a run's config record, an architecture) as bytes for :func:`fingerprint`: the UTF-8 of
+    its ``repr``, so the fingerprint names the record's content and order."""
+    return np.frombuffer(repr(record).encode(), dtype=np.uint8)
 
 
 def first_difference(saved: Any, current: Any, where: str = "") -> str | None:

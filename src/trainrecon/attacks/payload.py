@@ -19,12 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import record_array
-
-from ..provenance import fingerprint
 from ..config import load_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Weights, load_victim, training_set_size
+from ..provenance import fingerprint, record_array
 
 
 @dataclass

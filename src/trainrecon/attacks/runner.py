@@ -19,11 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..checkpoint import record_array
-
-from ..provenance import fingerprint
 from ..config import to_dict
 from ..errors import Diverged, Interrupted, TrainreconError
+from ..provenance import fingerprint, record_array
 from ..reconstruction import Reconstruction
 from ..runtime import StopRequest, progress, resolve_dtype
 from ..objective.candidates import CandidateSet

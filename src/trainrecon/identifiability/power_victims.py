@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..provenance import OutputFolder, refuse_other
 from ..config import from_dict, load_json, to_dict
 from ..errors import TrainreconError
 from ..models.victim import Victim, save_victim
+from ..provenance import OutputFolder, refuse_other
 from ..runtime import require_memory
 from .exact_kkt import build_exact_kkt, check_size
 from .polynomial import PolyDataConfig, PolyTrainConfig, make_poly_data, poly_spec, train_polynomial

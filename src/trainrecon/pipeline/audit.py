@@ -30,11 +30,11 @@ from ..attacks.method import method_named
 from ..attacks.payload import payload_from_folder
 from ..atomic import write_text
 from ..audit_report import GIVEN, verdict_kind
-from ..provenance import OutputFolder, refuse_other_record
 from ..config import from_dict, save_json
 from ..errors import TrainreconError
 from ..models.recipe import THREAT_LEVELS
 from ..models.victim import load_victim
+from ..provenance import OutputFolder, refuse_other_record
 from .evaluation import Candidates, evaluate_run, load_truth
 
 #: everything ``audit`` writes into its folder

@@ -11,11 +11,11 @@ import torch
 from ..attacks.haim import HaimConfig
 from ..attacks.payload import payload_from_folder
 from ..api import reconstruct
-from ..provenance import OutputFolder
 from ..config import from_dict, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
 from ..models.victim import load_victim
+from ..provenance import OutputFolder
 from ..training import TrainConfig
 from .evaluation import EVALUATION_FILES, Candidates, evaluate_run, headline_and_collapse
 from .identify import identify_run

@@ -17,7 +17,6 @@ import torch
 from ..atomic import write_bytes, write_drawn, write_text
 from ..attacks.payload import Payload
 from ..audit_report import FINGERPRINT, audit_record, render_report
-from ..provenance import OutputFolder, check_sources, refuse_other_record
 from ..config import from_dict, load_json, save_json, to_dict
 from ..data.formats import read_npz, to_float_nchw
 from ..data.tasks import TaskConfig, build_task
@@ -26,6 +25,7 @@ from ..metrics.protocols import check_null_names, headline
 from ..metrics.headline import HeadlineRule
 from ..metrics.scoring import checked_images, score
 from ..models.victim import Victim, load_victim, training_set_size
+from ..provenance import OutputFolder, check_sources, refuse_other_record
 from ..reconstruction import Reconstruction
 from ..refinement.merging import collapse_report
 from ..pictures import evidence_plot, l2_curve_plot, pair_grid

@@ -15,11 +15,11 @@ from ..atomic import write_npz
 from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..api import reconstruct
-from ..provenance import OutputFolder, refuse_other
 from ..config import from_dict, load_config, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
 from ..errors import TrainreconError
 from ..models.victim import load_victim
+from ..provenance import OutputFolder, refuse_other
 from ..training import TRAINERS
 from .evaluation import EVALUATION_FILES, Candidates, evaluate_run
 from .victims import train_victim

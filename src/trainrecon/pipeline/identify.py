@@ -11,11 +11,11 @@ import torch
 
 from ..atomic import write_drawn, write_npz
 from ..attacks.payload import Payload
-from ..provenance import refuse_other_record
 from ..config import save_json, to_dict
 from ..data.formats import read_npz
 from ..errors import TrainreconError
 from ..models.victim import load_victim
+from ..provenance import refuse_other_record
 
 #: everything ``identify`` writes into its folder (it refuses a folder holding anything else)
 IDENTIFY_FILES = ("report.json", "samples.npz", "identify.png", "*.tmp")

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..provenance import OutputFolder, refuse_other
 from ..config import from_dict, load_json, to_dict
 from ..data.tasks import TaskConfig, build_task
 from ..errors import Interrupted, TrainreconError
 from ..models.victim import save_victim
+from ..provenance import OutputFolder, refuse_other
 from ..runtime import require_memory
 from ..training import TRAINERS
 

@@ -49,10 +49,10 @@ from ..attacks.method import method_named
 from ..attacks.payload import Payload, payload_from_folder
 from ..attacks.plan import RunPlan, plan_run
 from ..api import reconstruct
-from ..provenance import refuse_other
 from ..config import check_numbers, from_dict, is_finite_number, load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
 from ..objective.hooks import AttackHook, Step
+from ..provenance import refuse_other
 
 SCORE = "refit_residual"
 

@@ -10,14 +10,13 @@ from typing import Any, Optional
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-
-from ..provenance import fingerprint, refuse_other
 from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
 from ..models.architecture import Architecture
 from ..models.mlp import MLPSpec
 from ..models.parameters import flatten, init_params
 from ..models.sequential import Layer, SequentialSpec
+from ..provenance import fingerprint, refuse_other
 from ..runtime import resolve_dtype
 
 
