@@ -109,8 +109,7 @@ def test_the_time_budget_is_a_hook_that_ends_the_run_as_finished(tmp_path, tiny_
     assert reconstruct(payload, cfg, log=QUIET).stats["iterations_done"] == 1
     from trainrecon.attacks.plan import RunPlan, plan_run
     from trainrecon.attacks.runner import run_attack
-    from trainrecon.objective.hooks import Reports
-    from trainrecon.runtime import TimeBudget, time_budget
+    from trainrecon.hooks import Reports, TimeBudget, time_budget
 
     with pytest.raises(TrainreconError, match="attack.max_seconds: this needs its hook"):
         plan_run(payload, cfg).with_hooks([])

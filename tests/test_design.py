@@ -21,32 +21,36 @@ from trainrecon.models.victim import Victim
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "trainrecon"
 
-# what each layer may not import: data -> victim (models) -> objective -> refinement -> attack / training ->
-# sweeps (attacker side) -> evaluation (metrics); a sweep sees the training set only through a callable the pipeline
-# hands it.  An entry "pkg.module" forbids that module alone: the attacks carry the splitting settings
-# (refinement.settings) in their config, never the refinement itself, which attaches to a run as a hook (api.py).
+# what each layer may not import: data -> victim (models) -> objective -> refinement -> hooks -> attack / training
+# -> sweeps (attacker side) -> evaluation (metrics); a sweep sees the training set only through a callable the
+# pipeline hands it.  An entry "pkg.module" forbids that module alone: the attacks carry the splitting settings
+# (refinement.settings) in their config and know the hook interface (hooks.interface), never the refinement or its
+# hooks, which attach to a run through api.py.
 FORBIDDEN = {
-    "data": {"models", "objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
+    "data": {"hooks", "models", "objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
              "identifiability", "cli", "api"},
-    "models": {"objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability",
-               "cli", "api"},
-    "objective": {"data", "models", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
+    "models": {"hooks", "objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
+               "identifiability", "cli", "api"},
+    "objective": {"hooks", "data", "models", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
                   "identifiability", "cli", "api", "pictures"},
-    "refinement": {"data", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli", "api",
-                   "pictures"},
+    "refinement": {"hooks", "data", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli",
+                   "api", "pictures"},
+    "hooks": {"data", "training", "attacks", "sweeps", "metrics", "pipeline", "identifiability", "cli", "api",
+              "pictures", "runfolder"},
     "training": {"attacks", "sweeps", "metrics", "pipeline", "cli", "api"},
     "attacks": {"data", "training", "sweeps", "metrics", "pipeline", "identifiability", "cli", "api",
-                "refinement.splitting", "refinement.hooks", "pictures", "runfolder"},
+                "refinement.splitting", "refinement.merging", "hooks.refinement", "hooks.pruning", "hooks.start",
+                "pictures", "runfolder"},
     "sweeps": {"data", "training", "metrics", "pipeline", "identifiability", "cli"},
-    "metrics": {"attacks", "objective", "refinement", "training", "sweeps", "models", "pipeline", "identifiability",
-                "cli", "api"},
-    "identifiability": {"attacks", "objective", "refinement", "sweeps", "metrics", "pipeline", "cli", "api"},
+    "metrics": {"hooks", "attacks", "objective", "refinement", "training", "sweeps", "models", "pipeline",
+                "identifiability", "cli", "api"},
+    "identifiability": {"hooks", "attacks", "objective", "refinement", "sweeps", "metrics", "pipeline", "cli", "api"},
 }
 # the runner knows no refinement at all, not even its settings' module (hooks, attached by api.py); it draws no
 # picture and knows no folder (a run folder is a store it is handed, runfolder.py)
-FORBIDDEN_MODULES = {"attacks/runner.py": {"refinement", "pictures", "runfolder"}}
-SUBPACKAGES = {"data", "models", "objective", "refinement", "training", "attacks", "sweeps", "metrics", "pipeline",
-               "identifiability"}
+FORBIDDEN_MODULES = {"attacks/runner.py": {"refinement", "pictures", "runfolder", "hooks.budget"}}
+SUBPACKAGES = {"data", "models", "objective", "refinement", "hooks", "training", "attacks", "sweeps", "metrics",
+               "pipeline", "identifiability"}
 # top-level modules with a place in the layering: what an attack returns depends on nothing of trainrecon (the
 # attack that makes it, the folder that stores it and the scoring that reads it meet there); the run folder knows
 # files, locks and records, not methods, models or data; the registry mechanism knows only its errors
@@ -308,6 +312,27 @@ def test_the_loop_knows_no_refinement_by_name():
         | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert not names & found, sorted(names & found)
 
+
+
+def test_every_hook_lives_beside_the_hook_interface():
+    """What acts on a running attack is found in one package: every class that subclasses AttackHook (directly or
+    through another hook) is defined in trainrecon/hooks/."""
+    classes = {}  # class name -> (file, base names)
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
+                         if isinstance(b, (ast.Name, ast.Attribute))}
+                classes[node.name] = (path.relative_to(SRC), bases)
+
+    def is_hook(name, seen=()):
+        return name == "AttackHook" or any(is_hook(b, seen + (name,)) for b in classes.get(name, ((), set()))[1]
+                                           if b not in seen)
+
+    hooks = {name: path for name, (path, _) in classes.items() if is_hook(name)}
+    assert {"TimeBudget", "PruneHook", "StartAt", "SplittingHook", "Reports"} <= set(hooks)
+    outside = sorted(f"{p}: {n}" for n, p in hooks.items() if p.parts[0] != "hooks")
+    assert not outside, outside
 
 
 def test_an_import_inside_a_function_says_what_it_defers():

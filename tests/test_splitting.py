@@ -223,8 +223,7 @@ def test_stall_trigger_splits_where_the_loss_stalls_and_resumes_bit_for_bit(tmp_
     assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["parents"], b["parents"])
     # the trigger itself on a given loss curve: halving every step is never a stall, a flat curve is, once the
     # window is full and start is reached; rounds are spaced by the window and capped by the schedule's count
-    from trainrecon.objective.hooks import Step
-    from trainrecon.refinement.hooks import SplittingHook
+    from trainrecon.hooks import SplittingHook, Step
 
     hook = SplittingHook(SplitConfig(**{**split, "stall_decrease": 0.01, "stall_window": 4, "start": 0.25,
                                         "every": 0.25}), (1, 8, 8))
@@ -239,7 +238,7 @@ def test_stall_trigger_splits_where_the_loss_stalls_and_resumes_bit_for_bit(tmp_
 @pytest.mark.slow
 def test_split_then_continue_acceptance_keeps_a_round_only_if_its_look_ahead_ends_lower(tmp_path, tiny_victim):
     from trainrecon.attacks.normalisation import normalise
-    from trainrecon.refinement.hooks import lookahead
+    from trainrecon.hooks.refinement import lookahead
 
     split = {"enabled": True, "start": 0.5, "every": 0.25, "per_round": 2, "lanczos_steps": 6,
              "acceptance": "continue", "continue_iterations": 3}

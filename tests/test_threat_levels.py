@@ -346,7 +346,7 @@ def test_the_simulation_starts_where_loos_attack_ends_in_slots_of_its_label(tmp_
     warm_iterations); each slot takes the unused Loo candidate with the largest coefficient in the slot's label's
     column (here K = 3 outputs, slots in class blocks); the report says so; a resumed run does not run it again."""
     import trainrecon.attacks.simulation as simulation
-    from trainrecon.objective.hooks import AttackHook
+    from trainrecon.hooks import AttackHook
 
     owner_files(tmp_path)
     p = payload_from_folder(owner_victim(tmp_path))

@@ -1,13 +1,12 @@
 """The library's entry points that compose packages: an attack run with the refinements its config asks for.
 
 :func:`reconstruct` plans a run once (:func:`trainrecon.attacks.plan.plan_run`: the method, the config adapted to
-the victim, m, the checks), attaches the hooks every run gets
-(:func:`trainrecon.refinement.standard_hooks`: the second-order report, the collapse count, merging of
-near-duplicates when ``cfg.merge.enabled`` and sample splitting when ``cfg.split.enabled``; the wall-clock
-budget when ``cfg.max_seconds`` is set, :func:`trainrecon.runtime.time_budget`) plus any ``hooks`` of the
-caller's (a sweep's pruning), and runs it (:func:`~trainrecon.attacks.runner.run_attack`) in memory or into a run folder (:class:`trainrecon.runfolder.RunFolder`).  The
-attack's loop itself knows only the hook interface (:mod:`trainrecon.objective.hooks`) and the store interface
-(:class:`trainrecon.attacks.runner.RunStore`).
+the victim, m, the checks), attaches the hooks every run gets (:func:`trainrecon.hooks.run_hooks`: the
+second-order report, the collapse count, merging of near-duplicates when ``cfg.merge.enabled`` and sample
+splitting when ``cfg.split.enabled``; the wall-clock budget when ``cfg.max_seconds`` is set) plus any ``hooks`` of
+the caller's (a sweep's pruning), and runs it (:func:`~trainrecon.attacks.runner.run_attack`) in memory or into a
+run folder (:class:`trainrecon.runfolder.RunFolder`).  The attack's loop itself knows only the hook interface
+(:mod:`trainrecon.hooks.interface`) and the store interface (:class:`trainrecon.attacks.runner.RunStore`).
 """
 
 from __future__ import annotations
@@ -21,12 +20,10 @@ import torch
 from .attacks.plan import RunPlan, plan_run
 from .attacks.runner import run_attack
 from .errors import Diverged
-from .objective.hooks import AttackHook
+from .hooks import AttackHook, run_hooks
 from .reconstruction import Reconstruction
 from .refinement.settings import MergeConfig, SplitConfig
-from .refinement.hooks import standard_hooks
 from .runfolder import RunFolder
-from .runtime import time_budget
 
 
 def reconstruct(payload, cfg, out_dir: str | Path | RunFolder | None = None, device: torch.device | str = "cpu",
@@ -45,11 +42,9 @@ def reconstruct(payload, cfg, out_dir: str | Path | RunFolder | None = None, dev
     :class:`~trainrecon.runfolder.RunFolder`) the run keeps its folder: config.json, checkpoints (``resume``
     continues one made by this very run; Ctrl-C saves one first), loss.json, candidates.npz, candidates.png and
     the refinements' files.  ``stop_after``: end after that many iterations (tests); ``hooks``: further hooks
-    (:mod:`trainrecon.objective.hooks`).  The candidates are the same, bit for bit, with or without a folder."""
+    (:mod:`trainrecon.hooks`).  The candidates are the same, bit for bit, with or without a folder."""
     plan = steady(plan_run(payload, cfg, device), device)  # what this victim's run gets, decided once
-    c = plan.cfg
-    plan = plan.with_hooks(standard_hooks(c.split, tuple(plan.payload.spec.input_shape), c.merge)
-                           + time_budget(c.max_seconds) + list(hooks))
+    plan = plan.with_hooks(run_hooks(plan.cfg, plan.payload.spec.input_shape) + list(hooks))
     store = None if out_dir is None else out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
     return run_attack(plan, store, device, resume, log, stop_after)
 

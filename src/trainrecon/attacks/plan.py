@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import TrainreconError
-from ..objective.hooks import AttackHook
+from ..hooks.interface import AttackHook
 from ..runtime import require_memory
 from .method import AttackConfig, Method, method_for
 from .normalisation import normalise
@@ -58,7 +58,7 @@ class RunPlan:
         for field, name in self.cfg.needs_hooks():
             if not any(h.implements == name for h in hooks):
                 raise TrainreconError(f"attack.{field}: this needs its hook (trainrecon.reconstruct attaches it; or "
-                                      "pass trainrecon.refinement.standard_hooks and trainrecon.runtime.time_budget)")
+                                      "pass trainrecon.hooks.run_hooks)")
         return dataclasses.replace(self, hooks=hooks)
 
 

@@ -27,7 +27,7 @@ from ..runtime import StopRequest, progress, resolve_dtype
 from ..objective.candidates import CandidateSet
 from .method import METHODS
 from .plan import RunPlan
-from ..objective.hooks import Step
+from ..hooks.interface import Step
 
 
 class RunStore(Protocol):
@@ -72,9 +72,8 @@ def run_attack(plan: RunPlan, store: RunStore | None = None, device: torch.devic
     ``stop_after`` ends the run early after that many iterations (leaving a checkpoint), for tests; ``refit=False``
     skips the final refit residual (a per-candidate Jacobian: seconds to a minute on a wide network), for a run whose
     candidates are only a start (the simulation's warm start).  The plan's
-    hooks (:class:`~trainrecon.objective.hooks.AttackHook`) act on the run: sample splitting, merging, the
-    second-order report and the collapse count (:func:`trainrecon.refinement.standard_hooks`), the wall-clock
-    budget (:class:`trainrecon.runtime.TimeBudget`) and a sweep's pruning (a hook whose ``after_log`` returns
+    hooks (:class:`~trainrecon.hooks.interface.AttackHook`, every one in :mod:`trainrecon.hooks`) act on the run:
+    sample splitting, merging, the second-order report and the collapse count, the wall-clock budget and a sweep's pruning (a hook whose ``after_log`` returns
     True ends the run there, with its candidates written and ``stopped_by_monitor`` set); the run's summary holds
     each hook's report under its key.  :func:`trainrecon.reconstruct` plans a run with the hooks its config asks
     for and runs it here.

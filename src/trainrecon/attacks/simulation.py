@@ -50,7 +50,7 @@ from ..models.activations import EXACT, Surrogate
 from ..models.stationarity import NTK
 from ..objective.candidates import CandidateSet
 from ..objective.simulation import Optimiser, SimulationObjective
-from ..runtime import time_budget
+from ..hooks.budget import time_budget
 from .buzaglo import block_labels
 from .haim import haim_labels
 from .method import METHODS, AttackConfig, Method, Tunable, box_penalty, register, total_variation

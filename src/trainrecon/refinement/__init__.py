@@ -1,8 +1,7 @@
 """Refinement of a running attack: sample splitting (:mod:`.splitting`), merging of near-duplicate candidates
-(:mod:`.merging`), their settings (:mod:`.config`) and the hooks that attach them, the second-order report and
-the collapse count to a run (:mod:`.hooks`)."""
+(:mod:`.merging`) and their settings (:mod:`.settings`); the hooks that attach them to a run, with the
+second-order report and the collapse count, are in :mod:`trainrecon.hooks.refinement`."""
 
 from .settings import MergeConfig, SplitConfig
-from .hooks import CollapseHook, MergingHook, SecondOrderHook, SplittingHook, standard_hooks
 
-__all__ = ["CollapseHook", "MergeConfig", "MergingHook", "SecondOrderHook", "SplitConfig", "SplittingHook", "standard_hooks"]
+__all__ = ["MergeConfig", "SplitConfig"]

@@ -51,7 +51,7 @@ from ..attacks.plan import RunPlan, plan_run
 from ..api import reconstruct
 from ..config import check_numbers, from_dict, is_finite_number, load_json, save_json, to_dict
 from ..errors import Interrupted, TrainreconError
-from ..objective.hooks import AttackHook, Step
+from ..hooks.pruning import PruneHook
 from ..provenance import refuse_other
 
 SCORE = "refit_residual"
@@ -315,28 +315,6 @@ def search_ranges(cfg: SweepConfig, payload: Payload, plan: RunPlan | None = Non
 def suggest(trial, space: dict, ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
     """Draw the method's search space (its ``ranges`` around the base config)."""
     return {name: trial.suggest_float(name, *ranges[name], log=t.kind != "uniform") for name, t in space.items()}
-
-
-class PruneHook(AttackHook):
-    """A sweep trial's pruning: at the milestone iterations, report the refit residual to optuna and end the
-    run when optuna's pruner says so; end a diverging run at once."""
-
-    key = "pruning"
-
-    def __init__(self, trial, milestones: list[int], n_milestones: int, prune: bool):
-        self.trial, self.milestones, self.n, self.prune = trial, milestones, n_milestones, prune
-
-    def after_log(self, step: Step, refit) -> bool:
-        values = step.values
-        if not math.isfinite(values["total"]):
-            return True
-        if not self.milestones or step.done < self.milestones[0]:
-            return False
-        index = self.n - len(self.milestones)
-        self.milestones.pop(0)
-        score = refit()
-        self.trial.report(values["relative_stationarity"] if score is None else score, index)
-        return self.prune and self.trial.should_prune()
 
 
 class TrialFailed(Exception):

@@ -1,12 +1,13 @@
-"""Sample splitting and the second-order report as hooks on a running attack (:mod:`trainrecon.objective.hooks`).
+"""The refinements as hooks on a running attack (:mod:`.interface`).
 
-:class:`SplittingHook` runs a splitting round (:func:`.splitting.split_round`) after the optimiser steps that
-``SplitConfig.round_iterations`` names, and logs every split; :class:`SecondOrderHook` reports, for every run,
-split or not, ||grad J|| and the smallest splitting eigenvalue at the final candidates
-(:func:`.splitting.second_order_report`); :class:`CollapseHook` reports, for every run, how many distinct
-candidates it ends with (:func:`.merging.collapse_report`); :class:`MergingHook` merges near-duplicate
-candidates and re-seeds the freed ones at the iterations ``MergeConfig.round_iterations`` names
-(:mod:`.merging`).  :func:`standard_hooks` is the set a run of a given attack config gets.
+:class:`SplittingHook` runs a splitting round (:func:`trainrecon.refinement.splitting.split_round`) after the
+optimiser steps that ``SplitConfig.round_iterations`` names, and logs every split; :class:`SecondOrderHook`
+reports, for every run, split or not, ||grad J|| and the smallest splitting eigenvalue at the final candidates
+(:func:`trainrecon.refinement.splitting.second_order_report`); :class:`CollapseHook` reports, for every run, how
+many distinct candidates it ends with (:func:`trainrecon.refinement.merging.collapse_report`); :class:`MergingHook`
+merges near-duplicate candidates and re-seeds the freed ones at the iterations ``MergeConfig.round_iterations``
+names (:mod:`trainrecon.refinement.merging`).  :func:`standard_hooks` is the set a run of a given attack config
+gets.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import torch
 
 from ..models.activations import Surrogate
 from ..objective.candidates import CandidateSet
-from ..objective.hooks import AttackHook, Reports, Step
-from .settings import MergeConfig, SplitConfig
-from .merging import collapse_report, merge_groups, reseed, similarity_groups
-from .splitting import second_order_report, split_round
+from ..refinement.merging import collapse_report, merge_groups, reseed, similarity_groups
+from ..refinement.settings import MergeConfig, SplitConfig
+from ..refinement.splitting import second_order_report, split_round
+from .interface import AttackHook, Reports, Step
 
 
 def lookahead(attack, cands: CandidateSet, start: int, iterations: int) -> float:
@@ -150,7 +151,8 @@ class SecondOrderHook(AttackHook):
 
 class CollapseHook(AttackHook):
     """How many distinct candidates the run ends with (``loss.json["collapse"]``): greedy cosine-similarity groups
-    of the final candidates at 0.99 and 0.95, with the largest group (:func:`.merging.collapse_report`)."""
+    of the final candidates at 0.99 and 0.95, with the largest group
+    (:func:`trainrecon.refinement.merging.collapse_report`)."""
 
     key = "collapse"
 

@@ -2,11 +2,11 @@
 
 The loop (:func:`trainrecon.attacks.runner.run_attack`) knows only this interface.  After every optimiser
 step it hands each hook a :class:`Step`; a hook may replace ``step.cands`` (sample splitting does, in
-:mod:`trainrecon.refinement.hooks`) and returns True when it did, so the loop checkpoints at once; it may also
+:mod:`.refinement`) and returns True when it did, so the loop checkpoints at once; it may also
 end the run after this step as a finished run (:meth:`Step.finish_here`: the wall-clock budget,
-:class:`trainrecon.runtime.TimeBudget`, also asked once before a session's first step,
+:class:`.budget.TimeBudget`, also asked once before a session's first step,
 :meth:`AttackHook.before_loop`).  At every logged iteration :meth:`AttackHook.after_log` may end the run early,
-unfinished (a sweep pruning a hopeless trial, :mod:`trainrecon.sweeps.study`).  A hook's state travels in the
+unfinished (a sweep pruning a hopeless trial, :class:`.pruning.PruneHook`).  A hook's state travels in the
 run's checkpoint (:meth:`AttackHook.state`, :meth:`AttackHook.restore`), its summary into the result's
 ``stats[key]`` (loss.json; :meth:`AttackHook.finish`) and its files into the result's ``artifacts`` and the run
 folder (:meth:`AttackHook.artifacts`).
@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from .candidates import CandidateSet
+from ..objective.candidates import CandidateSet
 
 
 @dataclass

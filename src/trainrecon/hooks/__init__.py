@@ -1,0 +1,30 @@
+"""What acts on a running attack beside its loop, all in one place: the hook interface (:mod:`.interface`:
+:class:`AttackHook`, the :class:`Step` a hook sees, :class:`Reports`) and every hook there is:
+
+* :mod:`.refinement`: sample splitting, merging of near-duplicates, the second-order report and the collapse count;
+* :mod:`.budget`: the wall-clock budget (``attack.max_seconds``);
+* :mod:`.pruning`: a sweep trial's pruning (attached by :mod:`trainrecon.sweeps.study`);
+* :mod:`.start`: the truth-start control's start (attached by :mod:`trainrecon.pipeline.truth_start`).
+
+:func:`run_hooks` is what a run of a given attack config gets (:func:`trainrecon.reconstruct` attaches it); the
+loop (:func:`trainrecon.attacks.runner.run_attack`) knows only the interface.
+"""
+
+from __future__ import annotations
+
+from .budget import TimeBudget, time_budget
+from .interface import AttackHook, Reports, Step
+from .pruning import PruneHook
+from .refinement import CollapseHook, MergingHook, SecondOrderHook, SplittingHook, standard_hooks
+from .start import StartAt
+
+
+def run_hooks(cfg, input_shape: tuple[int, ...]) -> list[AttackHook]:
+    """The hooks a run of the attack config ``cfg`` gets, in the order they act after a step: the refinements'
+    (:func:`.refinement.standard_hooks` of ``cfg.split`` and ``cfg.merge``), then the wall-clock budget of
+    ``cfg.max_seconds`` (:func:`.budget.time_budget`)."""
+    return standard_hooks(cfg.split, tuple(input_shape), cfg.merge) + time_budget(cfg.max_seconds)
+
+
+__all__ = ["AttackHook", "CollapseHook", "MergingHook", "PruneHook", "Reports", "SecondOrderHook", "SplittingHook",
+           "StartAt", "Step", "TimeBudget", "run_hooks", "standard_hooks", "time_budget"]
