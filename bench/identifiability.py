@@ -27,7 +27,7 @@ from trainrecon.config import save_json  # noqa: E402
 from trainrecon.errors import TrainreconError  # noqa: E402
 from trainrecon.identifiability import (IdentifyConfig, PolyDataConfig, PolyNet, PolyTrainConfig,  # noqa: E402
                                         build_exact_kkt, compare_to_truth, identify, make_poly_data, train_polynomial)
-from trainrecon.identifiability.polynomial import poly_kkt_residual  # noqa: E402
+from trainrecon.training.polynomial import poly_kkt_residual  # noqa: E402
 
 
 def score(rep, X, active=None):

@@ -28,9 +28,8 @@ from trainrecon.attacks.payload import Payload
 from trainrecon.config import save_json
 from trainrecon.errors import TrainreconError
 from trainrecon.identifiability.exact_kkt import build_exact_kkt, check_size
-from trainrecon.identifiability.polynomial import (PolyDataConfig, PolyTrainConfig, make_poly_data, poly_kkt_residual,
-                                                   train_polynomial)
-from trainrecon.identifiability.power_victims import poly_spec
+from trainrecon.identifiability.polynomial import PolyDataConfig, make_poly_data
+from trainrecon.training.polynomial import PolyTrainConfig, poly_kkt_residual, poly_spec, train_polynomial
 from trainrecon.models.victim import Victim
 from trainrecon.objective.candidates import CandidateSet
 

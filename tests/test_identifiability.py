@@ -14,7 +14,7 @@ from trainrecon.identifiability import (IDENTIFIED, NOT_CERTIFIED, IdentifyConfi
                                         train_polynomial, z_eigenpairs)
 from trainrecon.identifiability.counterexamples import alpha2_counterexample
 from trainrecon.identifiability.jennrich import jennrich
-from trainrecon.identifiability.polynomial import poly_kkt_residual
+from trainrecon.training.polynomial import poly_kkt_residual
 from trainrecon.identifiability.symmetric import (contract, from_dense, gradient_design, monomials, rank_one_sum,
                                                   to_dense)
 

@@ -50,6 +50,49 @@ def test_regression_trainer_reaches_a_weight_decay_stationary_point_and_resumes(
     assert all(torch.equal(a, b) for a, b in zip(p_cut, p_again))
 
 
+def test_the_polynomial_trainer_is_registered_resumes_bit_for_bit_and_refuses_a_multiclass_task(tmp_path, tiny_task,
+                                                                                                 monkeypatch):
+    """``train --trainer polynomial`` is the identifiability trainer (train_polynomial) behind the common trainer
+    interface: the same network as the direct call, a victim folder whose degree is its alpha; a run interrupted
+    after its third checkpoint resumes and ends with the same weights, bit for bit; a multiclass task is refused in
+    one line before anything is written."""
+    import trainrecon.training.polynomial as poly
+    from trainrecon.errors import TrainreconError
+    from trainrecon.pipeline import train_victim
+    from trainrecon.training import TRAINERS, PolyTrainConfig, train_polynomial
+
+    cfg = PolyTrainConfig(alpha=3, width=12, steps=200)
+    assert TRAINERS.for_config(cfg)[0] == "polynomial"
+    x = torch.as_tensor(tiny_task.centred(tiny_task.x_train))
+    y = torch.as_tensor(tiny_task.y_train, dtype=torch.float64)
+    a, W, summary = train_polynomial(cfg, x.reshape(len(x), -1), y, **QUIET)
+    assert summary["train_accuracy"] == 1.0 and abs(summary["min_margin"] - 1.0) < 1e-9
+
+    real, saves = poly.save_state, []
+
+    def dies_after_three(*args):
+        real(*args)
+        saves.append(args[2]["step"])
+        if len(saves) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(poly, "save_state", dies_after_three)
+    task = TaskConfig(dataset="digits", task="odd_even", n_per_class=5)
+    with pytest.raises(Exception, match="interrupted while training"):
+        train_victim(task, cfg, tmp_path / "v", **QUIET)
+    monkeypatch.setattr(poly, "save_state", real)
+    assert saves == [20, 40, 60]
+    logs = []
+    train_victim(task, cfg, tmp_path / "v", log=logs.append)
+    assert "resuming training at step 60" in logs
+    victim = load_victim(tmp_path / "v")
+    assert victim.spec.degree == 3 and victim.train_info["trainer_kind"] == "polynomial"
+    assert torch.equal(victim.params[0], W) and torch.equal(victim.params[1], a[None])
+    with pytest.raises(TrainreconError, match="one output"):
+        train_victim(TaskConfig(dataset="digits", task="multiclass", n_per_class=2), cfg, tmp_path / "mc", **QUIET)
+    assert not (tmp_path / "mc").exists()
+
+
 def test_ntk_update_lies_in_the_span_of_initial_gradients(tiny_task):
     """One momentum-SGD epoch moves theta exactly along sum_i r_i grad f(x_i; theta_0)."""
     x = torch.as_tensor(tiny_task.centred(tiny_task.x_train))

@@ -52,7 +52,8 @@ def demo(
 def train(
     out: Path = typer.Argument(..., help="victim folder to write"),
     trainer: str = typer.Option("kkt", help="kkt (logistic / cross-entropy toward max-margin), regression "
-                                "(MSE or Huber with weight decay) or ntk (Loo: wide, SGD with momentum, theta_0 saved)"),
+                                "(MSE or Huber with weight decay), ntk (Loo: wide, SGD with momentum, theta_0 saved) "
+                                "or polynomial (two-layer x^alpha network, binary tasks)"),
     dataset: Optional[str] = typer.Option(None, help="mnist, cifar10, digits or npz"),
     task: Optional[str] = typer.Option(None, help="odd_even, vehicles_animals or multiclass"),
     n_per_class: Optional[int] = typer.Option(None, help="training images per class"),
@@ -386,7 +387,8 @@ def train_poly(
     seed: int = typer.Option(0),
 ) -> None:
     """Train a two-layer polynomial network toward the KKT direction (identifiability experiments)."""
-    from .identifiability.polynomial import PolyDataConfig, PolyTrainConfig
+    from .identifiability.polynomial import PolyDataConfig
+    from .training.polynomial import PolyTrainConfig
     from .identifiability.power_victims import make_trained_victim
 
     dcfg = from_dict(PolyDataConfig, {"kind": data, "n": n, "d": d, "seed": seed}, "option")

@@ -8,7 +8,8 @@
 
 from .exact_kkt import ExactKKTPoint, build_exact_kkt, z_eigenpairs
 from .certified import IDENTIFIED, NOT_CERTIFIED, IdentifyConfig, PolyNet, compare_to_truth, identify, poly_from_victim
-from .polynomial import PolyDataConfig, PolyTrainConfig, make_poly_data, train_polynomial
+from ..training.polynomial import PolyTrainConfig, train_polynomial
+from .polynomial import PolyDataConfig, make_poly_data
 
 __all__ = [
     "ExactKKTPoint", "build_exact_kkt", "z_eigenpairs", "IDENTIFIED", "NOT_CERTIFIED", "IdentifyConfig", "PolyNet",

@@ -37,7 +37,7 @@ from ..config import check_numbers
 from ..errors import TrainreconError
 from ..models.victim import Victim
 from .jennrich import jennrich, refine_cp
-from .polynomial import MAX_DEGREE, poly_f, poly_grads
+from ..training.polynomial import MAX_DEGREE, poly_f, poly_grads
 from .symmetric import gap_rank, gradient_design, monomials, n_monomials, tensor_powers, to_dense, unfolding_spectrum
 
 IDENTIFIED = "identified"

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import TrainreconError
 from ..runtime import require_memory
-from .polynomial import MAX_DEGREE
+from ..training.polynomial import MAX_DEGREE
 from .symmetric import rank_one_sum, tensor_powers
 
 

@@ -19,7 +19,8 @@ from ..models.victim import Victim, save_victim
 from ..provenance import OutputFolder, refuse_other
 from ..runtime import require_memory
 from .exact_kkt import build_exact_kkt, check_size
-from .polynomial import PolyDataConfig, PolyTrainConfig, make_poly_data, poly_spec, train_polynomial
+from ..training.polynomial import PolyTrainConfig, poly_spec, train_polynomial
+from .polynomial import PolyDataConfig, make_poly_data
 
 
 def save_poly_victim(folder: str | Path, a: np.ndarray, W: np.ndarray, alpha: int, info: dict[str, Any]) -> Path:

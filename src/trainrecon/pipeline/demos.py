@@ -80,7 +80,8 @@ def identify_demo(out: str | Path = "runs/identify-demo", log=print) -> dict[str
     """Offline identifiability demo: exact KKT points (alpha 3 and 4), alpha = 2, a trained network."""
     # here: identifiability loads scipy, which the main demo does not need
     from ..identifiability.counterexamples import alpha2_counterexample
-    from ..identifiability.polynomial import PolyDataConfig, PolyTrainConfig
+    from ..identifiability.polynomial import PolyDataConfig
+    from ..training.polynomial import PolyTrainConfig
     from ..identifiability.power_victims import make_exact_victim, make_trained_victim
 
     out = Path(out)

@@ -30,7 +30,7 @@ def identify_run(
     training samples (from --truth or rebuilt from train.json) happens after, and apart from, the attack."""
     # here: identifiability loads scipy, which no other command needs
     from ..identifiability.certified import IdentifyConfig, compare_to_truth, identify, poly_from_victim
-    from ..identifiability.polynomial import poly_kkt_residual
+    from ..training.polynomial import poly_kkt_residual
     from ..identifiability.power_victims import poly_truth
     from ..pictures import identify_plot
 
