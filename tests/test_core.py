@@ -251,3 +251,54 @@ def test_run_scores_its_candidates_in_memory_as_evaluate_scores_the_file(tmp_pat
         with monkeypatch.context() as mp:
             mp.setattr(evaluation, "read_candidates", read_back)
             evaluate_run(run / "victim", [run / "reconstruction" / "candidates.npz"], tmp_path / "ev2", log=QUIET)
+
+
+def test_records_written_before_a_field_existed_still_belong_and_a_changed_field_is_named(tmp_path, monkeypatch):
+    """One rule for fields added since a folder's record was written (provenance.with_defaults): they count at
+    their defaults, in an experiment folder's experiment.json and a victim folder's train.json alike; a field that
+    really differs is refused in one line that names it, and nothing is written."""
+    import trainrecon.pipeline.experiments as experiments
+    from trainrecon.config import to_dict
+    from trainrecon.data.tasks import TaskConfig
+    from trainrecon.errors import TrainreconError
+    from trainrecon.pipeline import run_experiment, train_victim
+    from trainrecon.provenance import with_defaults
+    from trainrecon.training import TrainConfig
+
+    old = {"task": {"dataset": "digits"}, "trainer": {"hidden": [8]}, "note": 1}
+    got = with_defaults(old, {"task": TaskConfig, "trainer": TrainConfig, "absent": TaskConfig})
+    assert got["task"] == to_dict(TaskConfig(dataset="digits")) and got["trainer"]["hidden"] == [8]
+    assert got["trainer"]["dtype"] == "float64" and got["note"] == 1 and "absent" not in got
+    assert with_defaults({"task": {"no_such": 1}}, {"task": TaskConfig}) == {"task": {"no_such": 1}}
+    assert with_defaults([1], {"task": TaskConfig}) == [1]
+
+    case = tmp_path / "case.json"
+    case.write_text(json.dumps({"task": {"dataset": "digits", "n_per_class": 2},
+                                "train": {"hidden": [32], "lbfgs_iters": 5, "margin_schedule": [10.0]},
+                                "attack": {"iterations": 6, "m": 4}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    written = {"task": {"dataset": "digits", "n_per_class": 2}, "trainer": "kkt",  # an older version's record
+               "train": {"hidden": [32], "lbfgs_iters": 5, "margin_schedule": [10.0]}, "method": "haim",
+               "attack": {"iterations": 6, "m": 4}}
+    (run / "experiment.json").write_text(json.dumps(written))
+    monkeypatch.setattr(experiments, "_run_experiment", lambda *a: {"ran": True})
+    assert run_experiment(case, run, log=QUIET) == {"ran": True}
+    (run / "experiment.json").write_text(json.dumps({**written, "train": {**written["train"], "hidden": [16]}}))
+    before = (run / "experiment.json").read_bytes()
+    with pytest.raises(TrainreconError, match=r"different experiment \(train.hidden"):
+        run_experiment(case, run, log=QUIET)
+    assert (run / "experiment.json").read_bytes() == before
+
+    victim = tmp_path / "victim"
+    task = TaskConfig(dataset="digits", n_per_class=2)
+    cfg = TrainConfig(hidden=[8], lbfgs_iters=2, margin_schedule=[10.0])
+    train_victim(task, cfg, victim, log=QUIET)
+    info = json.loads((victim / "train.json").read_text())
+    del info["trainer"]["dtype"], info["task"]["centring"]  # as a version without these fields wrote it
+    (victim / "train.json").write_text(json.dumps(info))
+    said = []
+    train_victim(task, cfg, victim, log=said.append)
+    assert any("already trained" in s for s in said)
+    with pytest.raises(TrainreconError, match=r"trained differently \(trainer.seed"):
+        train_victim(task, TrainConfig(hidden=[8], lbfgs_iters=2, margin_schedule=[10.0], seed=1), victim, log=QUIET)

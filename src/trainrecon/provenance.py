@@ -5,8 +5,10 @@
   turns a JSON-like record into bytes for it.
 * **Run identity**: :func:`refuse_other` is the one "is this the same run?" check (the first field that differs,
   :func:`first_difference`, named in a one-line refusal); :func:`refuse_other_record` applies it to a folder's
-  JSON record; :func:`with_later_fields` reads an older record with the fields added since at what they meant
-  before they existed, and :func:`same_run` asks it of a run record.
+  JSON record.  Records written before a field existed: :func:`with_defaults` reads a folder's record (a victim's
+  train.json, an experiment.json) through its config classes, the fields added since at their defaults;
+  :func:`with_later_fields` reads an attack run's record with those fields at what they meant before they existed
+  (``BEFORE``), and :func:`same_run` asks it of a run record.
 * **Output folders**: :func:`claim_folder` / :class:`OutputFolder`: a command writes only into an empty folder or
   into one that holds nothing but what that command writes (its own run, resumed); anything else (a victim,
   another command's results, a user's files) is refused in one line before any work.  :func:`folder_lock` takes
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
-from .config import load_json, to_dict
+from .config import from_dict, load_json, to_dict
 from .errors import TrainreconError
 
 LOCK_NAME = ".trainrecon.lock"
@@ -315,6 +317,23 @@ def same_run(saved: Any, current: dict[str, Any], cls) -> bool:
     """Whether a checkpoint's config record is this run's (:func:`with_later_fields`)."""
     return isinstance(saved, dict) and isinstance(saved.get("attack"), dict) and \
         first_difference(with_later_fields(saved, current, cls), current) is None
+
+
+def with_defaults(saved: Any, classes: dict[str, type | None]) -> Any:
+    """``saved`` (a folder's record of what made it) with each field named in ``classes`` read through that config
+    class, so that fields added to the class since the record was written count at their defaults; a field that
+    does not read (or whose class is None: unknown) is kept as it is, and the comparison then names it.  Anything
+    but a dict is returned as it is."""
+    if not isinstance(saved, dict):
+        return saved
+    out = dict(saved)
+    for key, cls in classes.items():
+        if cls is not None and key in out:
+            try:
+                out[key] = to_dict(from_dict(cls, out[key], f"record.{key}"))
+            except (TrainreconError, KeyError, TypeError):
+                pass
+    return out
 
 
 def with_later_fields(saved: Any, current: dict[str, Any], cls) -> Any:

@@ -17,9 +17,8 @@ from ..attacks.payload import Payload, payload_from_folder
 from ..api import reconstruct
 from ..config import from_dict, load_config, load_json, save_json, to_dict
 from ..data.tasks import TaskConfig
-from ..errors import TrainreconError
 from ..models.victim import load_victim
-from ..provenance import OutputFolder, refuse_other
+from ..provenance import OutputFolder, refuse_other, with_defaults
 from ..training import TRAINERS
 from .evaluation import EVALUATION_FILES, Candidates, evaluate_run
 from .victims import train_victim
@@ -74,13 +73,11 @@ def run_experiment(
         if (out / "experiment.json").is_file():
             old = load_json(out / "experiment.json")
             old = {k: old.get(k) for k in record} if isinstance(old, dict) else {}
-            try:  # fields added since that file was written count at their defaults
-                old = to_dict({"task": from_dict(TaskConfig, old["task"], "experiment.json.task"), "trainer": old["trainer"],
-                               "train": from_dict(TRAINERS[old["trainer"]].config, old["train"], "experiment.json.train"),
-                               "method": old["method"], "attack": from_dict(type(attack_cfg), old["attack"], "experiment.json.attack"),
-                               "shadow": bool(old.get("shadow"))})
-            except (TrainreconError, KeyError, TypeError):
-                pass
+            kind = old.get("trainer")
+            trainer = TRAINERS[kind].config if isinstance(kind, str) and kind in TRAINERS else None
+            # fields added since that file was written count at their defaults (shadow, when it was absent: off)
+            old = with_defaults({**old, "shadow": bool(old.get("shadow"))},
+                                {"task": TaskConfig, "train": trainer, "attack": type(attack_cfg)})
             refuse_other(old, to_dict(record), f"{out}: holds results of a different experiment ({{diff}}); "
                          "choose a new folder")
         save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, **record})

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import from_dict, load_json, to_dict
+from ..config import load_json, to_dict
 from ..data.tasks import TaskConfig, build_task
 from ..errors import Interrupted, TrainreconError
 from ..models.victim import save_victim
-from ..provenance import OutputFolder, refuse_other
+from ..provenance import OutputFolder, refuse_other, with_defaults
 from ..runtime import require_memory
 from ..training import TRAINERS
 
@@ -30,13 +30,9 @@ def train_bytes(spec, n: int) -> float:
 
 def normalised_record(info: dict[str, Any]) -> dict[str, Any]:
     """task / trainer_kind / trainer of a train.json, with fields added since it was written at their defaults."""
-    out = {"task": info.get("task"), "trainer_kind": info.get("trainer_kind"), "trainer": info.get("trainer")}
-    try:
-        out["task"] = to_dict(from_dict(TaskConfig, info["task"], "train.json.task"))
-        out["trainer"] = to_dict(from_dict(TRAINERS[info["trainer_kind"]].config, info["trainer"], "train.json.trainer"))
-    except (TrainreconError, KeyError, TypeError):
-        pass
-    return out
+    kind = info.get("trainer_kind")
+    return with_defaults({k: info.get(k) for k in ("task", "trainer_kind", "trainer")},
+                         {"task": TaskConfig, "trainer": TRAINERS[kind].config if isinstance(kind, str) and kind in TRAINERS else None})
 
 
 def train_victim(
