@@ -85,7 +85,9 @@ class AttackConfig:
     method's choice for what it is given, :meth:`Method.adapt`).  ``tv >= 0`` adds a total-variation prior on
     the candidate images, tv F(0) (1/m0) sum_j TV(x_j + mean), with TV(z) = mean |z(h+1, w) - z(h, w)| +
     mean |z(h, w+1) - z(h, w)| (SimuDy's anisotropic TV) and F(0) the stationarity term at s = 0, so that the
-    weight is relative to what the attack explains."""
+    weight is relative to what the attack explains.  ``solve_multipliers_every = k > 0`` replaces the multipliers
+    every k iterations by the best ones for the current candidates (NNLS on the stationarity term,
+    :mod:`trainrecon.hooks.multipliers`) instead of only descending them."""
 
     m: int = 0
     iterations: int = 8000
@@ -101,6 +103,7 @@ class AttackConfig:
     given: Literal["all", "weights", "init", "recipe"] = "all"
     remove_init: Literal["auto", "none", "subtract", "project"] = "auto"
     tv: float = 0.0
+    solve_multipliers_every: int = 0
     normalise: Normalise = "auto"
     adapt: bool = True
     auto_split: bool = True
@@ -111,7 +114,7 @@ class AttackConfig:
     BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none", "remove_init": "none"}
     #: the fields a hook on the run carries out (its ``implements``), not the method: a run that enables one
     #: without that hook is refused (:meth:`needs_hooks`)
-    HOOKED: ClassVar[tuple[str, ...]] = ("split", "merge", "max_seconds")
+    HOOKED: ClassVar[tuple[str, ...]] = ("split", "merge", "max_seconds", "solve_multipliers_every")
 
     def __post_init__(self) -> None:
         check_numbers(self, "attack")
@@ -130,6 +133,9 @@ class AttackConfig:
             raise TrainreconError(f"attack.init_tolerance: must be >= 0 (0: off), got {self.init_tolerance}")
         if self.tv < 0:
             raise TrainreconError(f"attack.tv: must be >= 0 (0: off), got {self.tv}")
+        if self.solve_multipliers_every < 0:
+            raise TrainreconError(f"attack.solve_multipliers_every: must be >= 0 (0: off), got "
+                                  f"{self.solve_multipliers_every}")
 
     def largest_m(self, m: int) -> int:
         """The most candidates a run started with ``m`` can hold: m, or up to ``split.max_factor`` x m where

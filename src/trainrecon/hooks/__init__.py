@@ -2,6 +2,7 @@
 :class:`AttackHook`, the :class:`Step` a hook sees, :class:`Reports`) and every hook there is:
 
 * :mod:`.refinement`: sample splitting, merging of near-duplicates, the second-order report and the collapse count;
+* :mod:`.multipliers`: the multipliers solved for the current candidates (``attack.solve_multipliers_every``);
 * :mod:`.budget`: the wall-clock budget (``attack.max_seconds``);
 * :mod:`.pruning`: a sweep trial's pruning (attached by :mod:`trainrecon.sweeps.study`);
 * :mod:`.start`: the truth-start control's start (attached by :mod:`trainrecon.pipeline.truth_start`).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from .budget import TimeBudget, time_budget
 from .interface import AttackHook, Reports, Step
+from .multipliers import MultiplierSolve, multiplier_solve
 from .pruning import PruneHook
 from .refinement import CollapseHook, MergingHook, SecondOrderHook, SplittingHook, standard_hooks
 from .start import StartAt
@@ -21,10 +23,12 @@ from .start import StartAt
 
 def run_hooks(cfg, input_shape: tuple[int, ...]) -> list[AttackHook]:
     """The hooks a run of the attack config ``cfg`` gets, in the order they act after a step: the refinements'
-    (:func:`.refinement.standard_hooks` of ``cfg.split`` and ``cfg.merge``), then the wall-clock budget of
+    (:func:`.refinement.standard_hooks` of ``cfg.split`` and ``cfg.merge``), the multipliers' solve of
+    ``cfg.solve_multipliers_every`` (:func:`.multipliers.multiplier_solve`), then the wall-clock budget of
     ``cfg.max_seconds`` (:func:`.budget.time_budget`)."""
-    return standard_hooks(cfg.split, tuple(input_shape), cfg.merge) + time_budget(cfg.max_seconds)
+    return (standard_hooks(cfg.split, tuple(input_shape), cfg.merge)
+            + multiplier_solve(cfg.solve_multipliers_every) + time_budget(cfg.max_seconds))
 
 
-__all__ = ["AttackHook", "CollapseHook", "MergingHook", "PruneHook", "Reports", "SecondOrderHook", "SplittingHook",
-           "StartAt", "Step", "TimeBudget", "run_hooks", "standard_hooks", "time_budget"]
+__all__ = ["AttackHook", "CollapseHook", "MergingHook", "MultiplierSolve", "PruneHook", "Reports", "SecondOrderHook", "SplittingHook",
+           "StartAt", "Step", "TimeBudget", "multiplier_solve", "run_hooks", "standard_hooks", "time_budget"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Protocol, Sequence
+from typing import Callable, ClassVar, Protocol, Sequence
 
 import torch
 from torch.func import jvp
@@ -53,6 +53,13 @@ class SquaredDistance:
     """F(s) = sum_p ||target_p - s_p||^2,  u = 2 (s - target)."""
 
     target: list[torch.Tensor]
+
+    #: F is ||A (target - s)||^2 for a linear map A (:meth:`whiten`): least squares in the weights applies
+    quadratic: ClassVar[bool] = True
+
+    def whiten(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """A r for parameter-shaped r (leading batch dimensions allowed): the identity here."""
+        return list(r)
 
     def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
         return sum(((t - si) ** 2).sum() for t, si in zip(self.target, s))
@@ -82,6 +89,8 @@ class DeadZoneDistance(SquaredDistance):
     :class:`SquaredDistance`.  ``relative`` divides by F(0), the target's own excess over the zone."""
 
     tolerance: list[float]
+
+    quadratic: ClassVar[bool] = False  # the dead zone makes F piecewise quadratic in s
 
     def __post_init__(self) -> None:
         if len(self.tolerance) != len(self.target):
@@ -120,6 +129,15 @@ class ProjectedDistance(SquaredDistance):
     def project(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """P_p r_p for every parameter tensor p."""
         return [ri - e * (ri * e).sum() for ri, e in zip(r, self._unit)]
+
+    def whiten(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """P_p r_p for parameter-shaped r with leading batch dimensions (each row projected on its own)."""
+        out = []
+        for ri, e in zip(r, self._unit):
+            lead = ri.dim() - e.dim()
+            dots = (ri * e).reshape(*ri.shape[:lead], -1).sum(-1)
+            out.append(ri - dots.reshape(*dots.shape, *[1] * e.dim()) * e)
+        return out
 
     def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
         return sum((pr ** 2).sum() for pr in self.project([t - si for t, si in zip(self.target, s)]))
@@ -241,6 +259,34 @@ class WeightedSumObjective:
         values["total"] = values["stationarity"] + values["prior"]
         values["relative_stationarity"] = self.outer.relative(values["stationarity"])
         return values, gx.detach(), gm.detach()
+
+    def normal_equations(self, X: torch.Tensor, max_bytes: float | None = None):
+        """The weights' least-squares problem for fixed candidates X, F being quadratic (||A (target - s)||^2):
+
+            F(sum_jk W_jk g_jk) = c0 - 2 b.w + w^T K w,   w = vec(W),   g_jk = grad_theta phi_k(theta; x_j),
+            K = (A G)(A G)^T,   b = (A G)(A target),   c0 = ||A target||^2,
+
+        over the rows g_jk (m K of them, row j K + k, float64 numpy).  Returns (K, b, c0, K_outputs), or a one-line
+        reason why not: F not quadratic (a dead zone, summed copies), or the rows would take more than
+        ``max_bytes``.  Solving it (NNLS or least squares) is :func:`trainrecon.models.stationarity.gram_fit`."""
+        if not getattr(self.outer, "quadratic", False):
+            return f"the stationarity term ({type(self.outer).__name__}) is not a plain quadratic in the weights"
+        theta = [p.detach().requires_grad_(True) for p in self.theta]
+        n_params = sum(p.numel() for p in theta)
+        X = X.detach()
+        k = self.phi(theta, X[:1], self._lab(slice(0, 1))).shape[1]
+        if max_bytes is not None and 8.0 * X.shape[0] * k * n_params > max_bytes:
+            return (f"the per-candidate gradients ({X.shape[0] * k} x {n_params} floats) would take more than "
+                    f"{max_bytes / 2**30:.1f} GiB")
+        rows = torch.empty(X.shape[0] * k, n_params, dtype=torch.float64, device=X.device)
+        for j in range(X.shape[0]):  # a backward pass per candidate and output: no vmap over custom activations
+            out = self.phi(theta, X[j:j + 1], self._lab(slice(j, j + 1)))[0]
+            for c in range(k):
+                gs = torch.autograd.grad(out[c], theta, retain_graph=c + 1 < k, allow_unused=True)
+                gs = self.outer.whiten([torch.zeros_like(p) if g is None else g for p, g in zip(theta, gs)])
+                rows[j * k + c] = torch.cat([g.reshape(-1) for g in gs]).double()
+        t = torch.cat([v.reshape(-1) for v in self.outer.whiten([p.detach() for p in self.outer.target])]).double()
+        return (rows @ rows.T).cpu().numpy(), (rows @ t).cpu().numpy(), float(t @ t), k
 
     def u(self, X: torch.Tensor, M: torch.Tensor) -> list[torch.Tensor]:
         """u = dF/ds at the current candidates."""
