@@ -45,10 +45,12 @@ def objective(opt, steps=3, batch=0, match="cosine", blind=True, m0=M):
     (Optimiser("sgd", 0.3, momentum=0.9, nesterov=True, weight_decay=0.05), 0),
     (Optimiser("adam", 0.05, weight_decay=0.01, betas=(0.8, 0.9)), 3),
     (Optimiser("adamw", 0.05, weight_decay=0.1), 0),
+    (Optimiser("adam", 0.05, betas=(0.8, 0.9), smoothing=0.5), 0),
 ])
 def test_the_simulated_training_is_torch_optims(opt, batch):
     """theta_S of the simulation equals S steps of torch.optim on an nn.Module with the same weights, on the same
-    batches (consecutive chunks in turn), the same loss (cross-entropy, summed over the batch / m0)."""
+    batches (consecutive chunks in turn), the same loss (cross-entropy, summed over the batch / m0); a smoothed
+    Adam is torch's Adam with each tensor in a group of its own whose eps is eps + s RMS(its first gradient)."""
     obj, spec, X, labels = objective(opt, steps=5, batch=batch)
     W = F.one_hot(labels, K).double()
     delta = obj.simulate(X, W)
@@ -59,6 +61,12 @@ def test_the_simulated_training_is_torch_optims(opt, batch):
     if opt.kind == "sgd":
         torch_opt = torch.optim.SGD(module.parameters(), lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
                                     weight_decay=opt.weight_decay)
+    elif opt.smoothing:
+        first = next(iter(obj.batches(M)))
+        g0 = torch.autograd.grad(F.cross_entropy(module(X[first]), labels[first], reduction="sum") / M,
+                                 list(module.parameters()))
+        torch_opt = torch.optim.Adam([{"params": [p], "eps": opt.eps + opt.smoothing * float(g.pow(2).mean().sqrt())}
+                                      for p, g in zip(module.parameters(), g0)], lr=opt.lr, betas=opt.betas)
     else:
         cls = torch.optim.Adam if opt.kind == "adam" else torch.optim.AdamW
         torch_opt = cls(module.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
@@ -70,9 +78,9 @@ def test_the_simulated_training_is_torch_optims(opt, batch):
         assert torch.allclose(p.detach() - p0, d.detach(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("match", ["cosine", "squared"])
-def test_the_gradient_is_the_finite_difference_one(match):
-    obj, spec, X, labels = objective(Optimiser("adam", 0.05, weight_decay=0.01), match=match)
+@pytest.mark.parametrize("match, smoothing", [("cosine", 0.0), ("squared", 0.0), ("cosine", 0.5)])
+def test_the_gradient_is_the_finite_difference_one(match, smoothing):
+    obj, spec, X, labels = objective(Optimiser("adam", 0.05, weight_decay=0.01, smoothing=smoothing), match=match)
     Wm = F.one_hot(labels, K).double() * torch.linspace(0.5, 1.5, M, dtype=torch.float64)[:, None]
     _, gx, gm = obj.value_and_grad(X, Wm)
     g = torch.Generator().manual_seed(1)

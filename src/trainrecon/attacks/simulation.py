@@ -67,7 +67,8 @@ class SimulationConfig(AttackConfig):
     the best, after ``search_iterations`` each, of the recipe's times ``sim_lr_factors``, or without a recipe of
     ``sim_lr_grid``; under a time budget the search takes at most ``search_share`` of ``max_seconds``, every rate
     running as many iterations as the first one did in its part); ``alpha > 0``: the simulated network's ReLUs take Haim's modified-ReLU derivative (0: the
-    exact network)."""
+    exact network); ``adam_smoothing > 0``: a simulated Adam's eps raised to eps + adam_smoothing x the RMS of each
+    parameter tensor's first simulated gradient (:class:`~trainrecon.objective.simulation.Optimiser`)."""
 
     iterations: int = 1000
     lr: float = 0.01
@@ -91,6 +92,7 @@ class SimulationConfig(AttackConfig):
     warm_start: Literal["none", "loo-ntk"] = "loo-ntk"
     warm_share: float = 0.25
     warm_iterations: int = 1000
+    adam_smoothing: float = 0.0
 
     #: runs recorded before the warm start existed started at random
     BEFORE: ClassVar[dict[str, Any]] = {**AttackConfig.BEFORE, "warm_start": "none"}
@@ -110,8 +112,13 @@ class SimulationConfig(AttackConfig):
             raise TrainreconError(f"attack.search_share: a share of attack.max_seconds in (0, 1], got {self.search_share}")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
             raise TrainreconError("attack.adam_beta1 and adam_beta2 must be in [0, 1)")
+        if self.adam_smoothing < 0:
+            raise TrainreconError(f"attack.adam_smoothing: must be >= 0 (0: the recipe's eps), got {self.adam_smoothing}")
         if not 0 < self.warm_share < 1 or self.warm_iterations < 1:
             raise TrainreconError("attack.warm_share must be in (0, 1) and attack.warm_iterations >= 1")
+        if self.solve_multipliers_every:
+            raise TrainreconError("attack.solve_multipliers_every: the simulation's multipliers are its candidates' "
+                                  "labels, not a weighted sum's weights; nothing to solve")
         if self.split.enabled and self.sim_batch:
             raise TrainreconError("attack.split: sample splitting on the simulation needs every candidate in every "
                                   "simulated step (attack.sim_batch = 0)")
@@ -186,7 +193,8 @@ class Simulation(Method):
         r = self.payload.recipe
         if r is None:
             return Optimiser("sgd", lr)
-        return Optimiser(r.optimizer, lr, r.momentum, r.nesterov, r.weight_decay, tuple(r.betas), r.eps)
+        return Optimiser(r.optimizer, lr, r.momentum, r.nesterov, r.weight_decay, tuple(r.betas), r.eps,
+                         self.cfg.adam_smoothing)
 
     def labels(self, m: int) -> torch.Tensor:
         k = self.payload.spec.n_outputs

@@ -41,7 +41,10 @@ LossFn = Callable[[Params, torch.Tensor, torch.Tensor, torch.Tensor | None], tor
 @dataclass(frozen=True)
 class Optimiser:
     """The simulated optimiser: PyTorch's update rules (``sgd``: momentum, dampening 0, ``nesterov``, L2
-    ``weight_decay`` added to the gradient; ``adam``: L2 weight decay; ``adamw``: decoupled decay)."""
+    ``weight_decay`` added to the gradient; ``adam``: L2 weight decay; ``adamw``: decoupled decay).  ``smoothing =
+    s > 0`` smooths Adam's normalisation: each parameter tensor's eps becomes eps + s RMS(d_0), d_0 its first
+    simulated gradient, so that m / (sqrt(v) + eps) is a soft sign with a derivative in the gradient
+    (Adam's own update is almost exactly sign(g) in its first steps, flat in the candidates)."""
 
     kind: Literal["sgd", "adam", "adamw"]
     lr: float
@@ -50,6 +53,7 @@ class Optimiser:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    smoothing: float = 0.0
 
     def update(self, theta: list[torch.Tensor], g: list[torch.Tensor], state: dict, t: int) -> list[torch.Tensor]:
         """theta_{t+1} from theta_t, its gradient g_t and the state (updated in place: a new dict entry per step,
@@ -87,6 +91,11 @@ def adam_update(o: Optimiser, theta, g, state, t: int) -> list[torch.Tensor]:
          zip(d, state.get("v", d))]
     state["m"], state["v"] = m, v
     c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+    if o.smoothing:
+        if "eps" not in state:  # eps + s RMS(d_0) per tensor, from the first step (differentiated through)
+            state["eps"] = [o.eps + o.smoothing * di.pow(2).mean().sqrt() for di in d]
+        return [p - o.lr * (mi / c1) / (torch.sqrt(vi / c2 + o.eps ** 2) + e)
+                for p, mi, vi, e in zip(theta, m, v, state["eps"])]
     return [p - o.lr * (mi / c1) / (torch.sqrt(vi / c2 + o.eps ** 2) + o.eps) for p, mi, vi in zip(theta, m, v)]
 
 
