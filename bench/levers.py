@@ -1,0 +1,91 @@
+"""Benchmark (issue 28 item 4): levers against the plateau at n = 100, each at equal CPU time against the defaults,
+with the truth-start control beside every arm.
+
+    python bench/levers.py prepare --data-dir ../shared/data --out bench/results/levers
+    python bench/levers.py attack bench/results/levers [--arms defaults solve500 ...] [--minutes 5] [--jobs 2]
+    python bench/people.py table bench/results/levers/..   # the rows, as Markdown
+
+``prepare`` trains the paper-width victim of ``bench/cases/haim_mnist_n100_pixel_box.json`` (MNIST odd/even,
+n = 100, MLP 784-500-500-1, pixel centring, the KKT trainer) into OUT/victim and writes, for evaluation only, its
+training images (train_images.npz) and every image its task holds out (heldout_images.npz: the held-out control
+and the comparison pool) as ``bench/people.py``'s victims have them.  ``attack`` runs ``bench/people.py attack``
+once per arm of :data:`ARMS` (attack config fields over the Haim defaults, at the weights level) under the same
+wall-clock budget, ``--jobs`` arms at a time (one torch thread each), the truth-start control on every arm; each
+arm's row is OUT/bench_<arm>/weights_haim.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainrecon.config import load_config
+from trainrecon.pipeline import Experiment, train_victim
+from trainrecon.data.tasks import build_task
+
+HERE = Path(__file__).resolve().parent
+CASE = HERE / "cases" / "haim_mnist_n100_pixel_box.json"
+#: the arms: name -> attack config fields (the Haim defaults otherwise)
+ARMS = {
+    "defaults": {},
+    "solve100": {"solve_multipliers_every": 100},
+    "solve500": {"solve_multipliers_every": 500},
+    "solve2000": {"solve_multipliers_every": 2000},
+}
+
+
+def prepare(a: argparse.Namespace) -> None:
+    exp = load_config(Experiment, CASE)
+    train_cfg, _ = exp.configs(str(CASE))
+    train_victim(exp.task, train_cfg, a.out / "victim", a.data_dir)  # reuses a finished folder of this config
+    data = build_task(exp.task, a.data_dir)
+    np.savez_compressed(a.out / "train_images.npz", x=data.x_train, y=data.y_train)
+    np.savez_compressed(a.out / "heldout_images.npz", x=data.heldout_all)
+    print(f"{a.out}: victim, {data.n} training images, {len(data.heldout_all)} held-out images")
+
+
+def attack(a: argparse.Namespace) -> None:
+    unknown = [arm for arm in a.arms if arm not in ARMS]
+    if unknown:
+        raise SystemExit(f"--arms: unknown {unknown} (known: {', '.join(ARMS)})")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    running: list[subprocess.Popen] = []
+    for arm in a.arms:
+        cfg = a.source / "arms" / f"{arm}.json"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(json.dumps({"iterations": 10 ** 6, **ARMS[arm]}))  # the budget ends every arm
+        cmd = [sys.executable, str(HERE / "people.py"), "attack", str(a.source), "--given", "weights", "--method",
+               "haim", "--minutes", str(a.minutes), "--config", str(cfg), "--tag", arm,
+               *(["--truth-start"] if a.truth_start else [])]
+        running.append(subprocess.Popen(cmd, env=env))
+        while len([p for p in running if p.poll() is None]) >= a.jobs:  # a free slot as soon as any arm ends
+            time.sleep(5)
+    for p in running:
+        p.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("bench/results/levers"))
+    k = sub.add_parser("attack")
+    k.add_argument("source", type=Path)
+    k.add_argument("--arms", nargs="+", default=list(ARMS))
+    k.add_argument("--minutes", type=float, default=5.0)
+    k.add_argument("--jobs", type=int, default=2)
+    k.add_argument("--no-truth-start", dest="truth_start", action="store_false")
+    a = ap.parse_args()
+    {"prepare": prepare, "attack": attack}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

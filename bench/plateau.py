@@ -1,0 +1,154 @@
+"""Benchmark (issue 28 item 3): where the plateau comes from -- which training images an attack recovers, and what
+its other candidates are.  Evaluation only: it reads the training set.
+
+    python bench/plateau.py bench/results/levers [--arms defaults solve500 ...]
+
+For each arm's run (SOURCE/bench_<arm>/weights_haim/{run,eval}, as ``bench/levers.py`` and ``bench/people.py``
+write them) it relates each training image's recovery under the headline (eval/metrics.json's exposure) to
+
+* its multiplier lambda_i in the victim's own KKT equations (NNLS on the training set, exact ReLU:
+  :meth:`trainrecon.models.stationarity.StationarityForm.residual`),
+* its margin y_i f(x_i),
+* its distance to its class mean and to its nearest other training image (pixel space),
+
+as recovery rates per quartile of each; and decomposes every candidate as a non-negative blend of the centred
+training images, x_j ~ sum_i c_ij (x_i - mean) (scipy NNLS), with the blend's relative residual and its effective
+number of images (sum c)^2 / sum c^2, for the candidates matched to recovered images and for the others.  It
+writes SOURCE/plateau_<arm>.json and SOURCE/plateau_<arm>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import scipy.optimize
+import torch
+from matplotlib.figure import Figure  # a bare figure: no backend is set for the process
+
+from trainrecon.models.stationarity import KKT
+from trainrecon.models.victim import load_victim
+
+FEATURES = ("multiplier", "margin", "class_mean_distance", "nearest_neighbour_distance")
+
+
+def image_features(victim, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Per training image: its KKT multiplier (NNLS, exact activation), margin, distance to its class mean and to
+    its nearest other training image."""
+    xc = torch.as_tensor(x - victim.input_mean.reshape(1, *x.shape[1:]), dtype=torch.float64).reshape(len(x), -1)
+    labels = torch.as_tensor(y, dtype=torch.float64)
+    params = [p.double() for p in victim.params]
+    lam = np.asarray(KKT.residual(victim.spec, params, xc, labels)["lambdas"])
+    with torch.no_grad():
+        margin = (victim.spec.forward(params, xc).reshape(-1) * labels).numpy()
+    flat = x.reshape(len(x), -1)
+    class_mean = {c: flat[y == c].mean(0) for c in np.unique(y)}
+    to_mean = np.array([np.linalg.norm(f - class_mean[c]) for f, c in zip(flat, y)])
+    d = np.linalg.norm(flat[:, None] - flat[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    return {"multiplier": lam, "margin": margin, "class_mean_distance": to_mean,
+            "nearest_neighbour_distance": d.min(1)}
+
+
+def by_quartile(feature: np.ndarray, recovered: np.ndarray) -> list[dict]:
+    """Recovery rate in each quartile of ``feature`` (Q1 the smallest values)."""
+    order = np.argsort(feature, kind="stable")
+    out = []
+    for q, idx in enumerate(np.array_split(order, 4)):
+        out.append({"quartile": q + 1, "low": float(feature[idx].min()), "high": float(feature[idx].max()),
+                    "images": len(idx), "recovered": int(recovered[idx].sum())})
+    return out
+
+
+def blends(cands: np.ndarray, train_centred: np.ndarray) -> list[dict]:
+    """Each candidate as a non-negative blend of the centred training images: its relative residual, effective
+    number of images and top image."""
+    A = train_centred.reshape(len(train_centred), -1).T
+    out = []
+    for xj in cands.reshape(len(cands), -1):
+        c, rnorm = scipy.optimize.nnls(A, xj, maxiter=50 * A.shape[1])
+        norm = float(np.linalg.norm(xj))
+        total, sq = float(c.sum()), float((c ** 2).sum())
+        out.append({"residual": rnorm / norm if norm > 0 else 0.0,
+                    "effective_images": total ** 2 / sq if sq > 0 else 0.0,
+                    "top": int(c.argmax()) if total > 0 else -1,
+                    "top_share": float(c.max() / total) if total > 0 else 0.0})
+    return out
+
+
+def analyse(source: Path, arm: str, key: str = "weights_haim") -> dict:
+    bench = source / f"bench_{arm}"
+    folder = (bench if bench.is_dir() or arm != "defaults" else source / "bench") / key  # people.py's untagged runs
+    victim = load_victim(source / "victim", training_record=False)
+    tr = np.load(source / "train_images.npz")
+    x, y = tr["x"], tr["y"]
+    metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+    recovered = np.zeros(len(x), bool)
+    matched = {}
+    for e in metrics["exposure"]["images"]:
+        recovered[e["position"]] = bool(e["recovered"])
+        matched[e["candidate"]] = bool(e["recovered"])
+    feats = image_features(victim, x, y)
+    cands = np.load(folder / "run" / "candidates.npz")["x"]
+    parts = blends(cands, x - victim.input_mean.reshape(1, *x.shape[1:]))
+    for j, b in enumerate(parts):
+        b["matched_to_recovered"] = matched.get(j, False)
+    rec_b = [b for b in parts if b["matched_to_recovered"]]
+    other = [b for b in parts if not b["matched_to_recovered"]]
+
+    def summary(bs):
+        if not bs:
+            return None
+        return {"candidates": len(bs), "median_residual": float(np.median([b["residual"] for b in bs])),
+                "median_effective_images": float(np.median([b["effective_images"] for b in bs])),
+                "distinct_top_images": len({b["top"] for b in bs})}
+
+    return {"arm": arm, "n": len(x), "m": len(cands), "recovered": int(recovered.sum()),
+            "by_quartile": {f: by_quartile(feats[f], recovered) for f in FEATURES},
+            "blends": {"matched_to_recovered": summary(rec_b), "others": summary(other)},
+            "per_image": {f: feats[f].tolist() for f in FEATURES} | {"recovered": recovered.tolist()},
+            "per_candidate": parts}
+
+
+def picture(result: dict, path: Path) -> None:
+    fig = Figure(figsize=(4 * len(FEATURES), 3))
+    for k, f in enumerate(FEATURES):
+        ax = fig.add_subplot(1, len(FEATURES), k + 1)
+        qs = result["by_quartile"][f]
+        ax.bar([q["quartile"] for q in qs], [q["recovered"] / q["images"] for q in qs])
+        ax.set_xticks([1, 2, 3, 4])
+        ax.set_xlabel(f"quartile of {f.replace('_', ' ')}")
+        ax.set_ylim(0, 1)
+        if k == 0:
+            ax.set_ylabel("share recovered")
+    fig.suptitle(f"{result['arm']}: {result['recovered']} of {result['n']} recovered")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", type=Path)
+    ap.add_argument("--arms", nargs="+", default=["defaults"])
+    ap.add_argument("--key", default="weights_haim", help="the run's folder in each arm (LEVEL_METHOD)")
+    a = ap.parse_args()
+    for arm in a.arms:
+        result = analyse(a.source, arm, a.key)
+        (a.source / f"plateau_{arm}.json").write_text(json.dumps(result, indent=1))
+        picture(result, a.source / f"plateau_{arm}.png")
+        lines = [f"{arm}: {result['recovered']} of {result['n']}"]
+        for f in FEATURES:
+            lines.append(f"  {f}: " + ", ".join(f"Q{q['quartile']} {q['recovered']}/{q['images']}"
+                                                for q in result["by_quartile"][f]))
+        for k, s in result["blends"].items():
+            if s:
+                lines.append(f"  candidates {k}: {s['candidates']}, median blend residual {s['median_residual']:.2f}, "
+                             f"median effective images {s['median_effective_images']:.1f}, "
+                             f"{s['distinct_top_images']} distinct top images")
+        print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
