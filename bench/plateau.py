@@ -11,9 +11,11 @@ write them) it relates each training image's recovery under the headline (eval/m
 * its margin y_i f(x_i),
 * its distance to its class mean and to its nearest other training image (pixel space),
 
-as recovery rates per quartile of each; and decomposes every candidate as a non-negative blend of the centred
-training images, x_j ~ sum_i c_ij (x_i - mean) (scipy NNLS), with the blend's relative residual and its effective
-number of images (sum c)^2 / sum c^2, for the candidates matched to recovered images and for the others.  It
+as recovery rates per quartile of each; and decomposes every candidate as a non-negative blend of the
+training images, x_j + mean ~ sum_i c_ij x_i (scipy NNLS), with the blend's relative residual and its effective
+number of images (sum c)^2 / sum c^2, for the candidates matched to recovered images and for the others (in
+pixel space, candidate + mean against the raw training images: centred by their own mean, the training images
+sum to about zero and a blend would not be unique).  It
 writes SOURCE/plateau_<arm>.json and SOURCE/plateau_<arm>.png.
 """
 
@@ -62,10 +64,10 @@ def by_quartile(feature: np.ndarray, recovered: np.ndarray) -> list[dict]:
     return out
 
 
-def blends(cands: np.ndarray, train_centred: np.ndarray) -> list[dict]:
-    """Each candidate as a non-negative blend of the centred training images: its relative residual, effective
-    number of images and top image."""
-    A = train_centred.reshape(len(train_centred), -1).T
+def blends(cands: np.ndarray, train: np.ndarray) -> list[dict]:
+    """Each candidate image (pixel space) as a non-negative blend of the training images: its relative residual,
+    effective number of images and top image."""
+    A = train.reshape(len(train), -1).T
     out = []
     for xj in cands.reshape(len(cands), -1):
         c, rnorm = scipy.optimize.nnls(A, xj, maxiter=50 * A.shape[1])
@@ -92,7 +94,7 @@ def analyse(source: Path, arm: str, key: str = "weights_haim") -> dict:
         matched[e["candidate"]] = bool(e["recovered"])
     feats = image_features(victim, x, y)
     cands = np.load(folder / "run" / "candidates.npz")["x"]
-    parts = blends(cands, x - victim.input_mean.reshape(1, *x.shape[1:]))
+    parts = blends(cands + victim.input_mean.reshape(1, *x.shape[1:]), x)  # in pixel space (centred images sum to ~0)
     for j, b in enumerate(parts):
         b["matched_to_recovered"] = matched.get(j, False)
     rec_b = [b for b in parts if b["matched_to_recovered"]]

@@ -132,7 +132,7 @@ def test_registries_refuse_an_unknown_name_in_one_line():
     assert str(e.value) == ("--method: unknown method 'kkt-magic' (available: haim, buzaglo-multiclass, "
                             "buzaglo-regression, loo-ntk, simulation)")
     with pytest.raises(TrainreconError, match=r"^experiment.trainer: unknown trainer 'sgd' \(available: kkt, "
-                                              r"regression, ntk\)$"):
+                                              r"regression, ntk, polynomial\)$"):
         TRAINERS.get("sgd", "experiment.trainer")
     with pytest.raises(TrainreconError, match=r"^protocol: unknown scoring protocol 'ssim' \(available: haim_nn, "
                                               r"hungarian, loo_greedy, l2_permutation\)$"):
