@@ -25,7 +25,8 @@ QUIET = lambda *a: None  # noqa: E731
 #: what loss.json holds besides its history, in this order (the CLI's outputs are unchanged)
 LOSS_KEYS = ["history", "method", "m", "m0", "iterations_done", "finished", "stopped_by_monitor", "seconds",
              "seconds_per_iteration", "final_loss", "refit_residual", "normalisation",  # the loop's own, then
-             "second_order", "collapse", "merging", "splitting", "stopped_by_max_seconds"]  # the planned hooks' keys
+             "second_order", "collapse", "merging", "splitting", "multiplier_solves",  # the planned hooks' keys
+             "stopped_by_max_seconds"]
 TIMINGS = ("seconds", "seconds_per_iteration")
 
 
