@@ -38,6 +38,8 @@ ARMS = {
     "solve100": {"solve_multipliers_every": 100},
     "solve500": {"solve_multipliers_every": 500},
     "solve2000": {"solve_multipliers_every": 2000},
+    "fp32": {"dtype": "float32"},  # item 3: fp32 against fp64 at equal wall-clock
+    "seed1": {"seed": 1},  # item 3: a second run of the defaults, to union with the first
 }
 
 
