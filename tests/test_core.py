@@ -135,6 +135,9 @@ def test_registries_refuse_an_unknown_name_in_one_line():
     with pytest.raises(TrainreconError, match=r"^experiment.trainer: unknown trainer 'sgd' \(available: kkt, "
                                               r"regression, ntk, polynomial\)$"):
         TRAINERS.get("sgd", "experiment.trainer")
+    # what a saved record names, looked up without raising: a known name's config class, else None
+    assert TRAINERS.config_named("kkt") is TrainConfig
+    assert TRAINERS.config_named("sgd") is None and TRAINERS.config_named(["kkt"]) is None
     with pytest.raises(TrainreconError, match=r"^protocol: unknown scoring protocol 'ssim' \(available: haim_nn, "
                                               r"hungarian, loo_greedy, l2_permutation\)$"):
         match("ssim", torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))

@@ -46,6 +46,13 @@ class Registry(MutableMapping[str, T], Generic[T]):
             raise TrainreconError(f"{prefix}unknown {self.kind} {name!r} (available: {', '.join(self._entries)})")
         return self._entries[name]
 
+    def config_named(self, name: Any) -> type | None:
+        """The config class of the entry registered as ``name``, or None for anything else (a name never
+        registered, or not a string: what an older or damaged record may hold)."""
+        if self.config_of is None:
+            raise TypeError(f"the {self.kind} registry has no config classes")
+        return self.config_of(self._entries[name]) if isinstance(name, str) and name in self._entries else None
+
     def names(self) -> list[str]:
         """The registered names, in registration order."""
         return list(self._entries)

@@ -71,12 +71,12 @@ def run_attack(plan: RunPlan, store: RunStore | None = None, device: torch.devic
     hash); Ctrl-C saves a checkpoint first.  Without a store the run is in memory only (Ctrl-C interrupts it).
     ``stop_after`` ends the run early after that many iterations (leaving a checkpoint), for tests; ``refit=False``
     skips the final refit residual (a per-candidate Jacobian: seconds to a minute on a wide network), for a run whose
-    candidates are only a start (the simulation's warm start).  The plan's
-    hooks (:class:`~trainrecon.hooks.interface.AttackHook`, every one in :mod:`trainrecon.hooks`) act on the run:
-    sample splitting, merging, the second-order report and the collapse count, the wall-clock budget and a sweep's pruning (a hook whose ``after_log`` returns
-    True ends the run there, with its candidates written and ``stopped_by_monitor`` set); the run's summary holds
-    each hook's report under its key.  :func:`trainrecon.reconstruct` plans a run with the hooks its config asks
-    for and runs it here.
+    candidates are only a start (the simulation's warm start).  The plan's hooks
+    (:class:`~trainrecon.hooks.interface.AttackHook`, every one in :mod:`trainrecon.hooks`) act on the run: sample
+    splitting, merging, the second-order report and the collapse count, the wall-clock budget and a sweep's pruning
+    (a hook whose ``after_log`` returns True ends the run there, with its candidates written and
+    ``stopped_by_monitor`` set); the run's summary holds each hook's report under its key.
+    :func:`trainrecon.reconstruct` plans a run with the hooks its config asks for and runs it here.
     """
     if not isinstance(plan, RunPlan):
         raise TypeError(f"run_attack: expected a RunPlan (trainrecon.attacks.plan.plan_run), got {type(plan).__name__}")

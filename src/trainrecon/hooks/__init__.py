@@ -30,5 +30,6 @@ def run_hooks(cfg, input_shape: tuple[int, ...]) -> list[AttackHook]:
             + multiplier_solve(cfg.solve_multipliers_every) + time_budget(cfg.max_seconds))
 
 
-__all__ = ["AttackHook", "CollapseHook", "MergingHook", "MultiplierSolve", "PruneHook", "Reports", "SecondOrderHook", "SplittingHook",
-           "StartAt", "Step", "TimeBudget", "multiplier_solve", "run_hooks", "standard_hooks", "time_budget"]
+__all__ = ["AttackHook", "CollapseHook", "MergingHook", "MultiplierSolve", "PruneHook", "Reports", "SecondOrderHook",
+           "SplittingHook", "StartAt", "Step", "TimeBudget", "multiplier_solve", "run_hooks", "standard_hooks",
+           "time_budget"]

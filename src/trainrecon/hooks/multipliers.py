@@ -20,10 +20,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..models.stationarity import gram_fit
+from ..models.stationarity import active_count, gram_fit
 from ..runtime import available_bytes
 from .interface import AttackHook, Reports, Step
 
@@ -53,12 +52,13 @@ class MultiplierSolve(AttackHook):
         t0 = time.time()
         c, attack = step.cands, step.attack
         obj = attack.objective(step.done, c)
-        free = available_bytes(c.x.device)
-        eq = obj.normal_equations(c.x, None if free is None else free / 4)
         one = torch.ones_like(c.multipliers)
-        unit = obj.weights(one)
+        unit = obj.weights(one)  # checked before the per-candidate gradients are computed
         if not torch.allclose(obj.weights(2 * one), 2 * unit) or unit.numel() != one.numel():
             eq = "the method's weights are not one linear function of each multiplier"
+        else:
+            free = available_bytes(c.x.device)
+            eq = obj.normal_equations(c.x, None if free is None else free / 4)
         if isinstance(eq, str):
             self.skipped = eq
             return False
@@ -67,11 +67,9 @@ class MultiplierSolve(AttackHook):
         W = torch.as_tensor(w, dtype=c.multipliers.dtype, device=c.multipliers.device).reshape(unit.shape)
         c.multipliers = (W / unit).reshape(c.multipliers.shape)
         c.state_m = {}
-        big = float(np.abs(w).max()) if len(w) else 0.0
         before = step.values.get("relative_stationarity")
         self.solves.append({"iteration": step.done, "relative_stationarity_before": before,
-                            "relative_stationarity_after": res2 / c0 if c0 > 0 else 0.0,
-                            "active": int((np.abs(w) > 1e-3 * big).sum()) if big > 0 else 0,
+                            "relative_stationarity_after": res2 / c0 if c0 > 0 else 0.0, "active": active_count(w),
                             "seconds": time.time() - t0})
         return True
 

@@ -74,6 +74,19 @@ def gram_fit(K: np.ndarray, b: np.ndarray, c0: float, nonneg: bool) -> tuple[np.
     return w, max(c0 - float(c @ c), 0.0) + rnorm**2
 
 
+def active_count(w: np.ndarray) -> int:
+    """How many multipliers are active: |w_i| > 1e-3 max |w| (none when every one is 0)."""
+    big = float(np.abs(w).max()) if len(w) else 0.0
+    return int((np.abs(w) > 1e-3 * big).sum()) if big > 0 else 0
+
+
+def gram_report(K: np.ndarray, b: np.ndarray, c0: float, nonneg: bool) -> dict[str, Any]:
+    """:func:`gram_fit` as a stationarity report: the relative residual sqrt(res^2 / c0) (``kkt_residual``), the
+    multipliers (``lambdas``) and how many are active (:func:`active_count`)."""
+    w, res2 = gram_fit(K, b, c0, nonneg)
+    return {"kkt_residual": math.sqrt(res2 / c0) if c0 > 0 else 0.0, "lambdas": w.tolist(), "n_active": active_count(w)}
+
+
 def nnls_gram(K: np.ndarray, b: np.ndarray, c0: float) -> tuple[np.ndarray, float]:
     """min_{w >= 0} ||t - J^T w||^2 from the Gram form (see :func:`gram_fit`)."""
     return gram_fit(K, b, c0, nonneg=True)
@@ -144,10 +157,7 @@ class StationarityForm:
             K = (J @ J.T).cpu().numpy()
             b = (J @ t).cpu().numpy()
             c0 = float(t @ t)
-        w, res2 = gram_fit(K, b, c0, self.nonneg)
-        big = np.abs(w).max() if len(w) else 0.0
-        active = int((np.abs(w) > 1e-3 * big).sum()) if big > 0 else 0
-        return {"kkt_residual": math.sqrt(res2 / c0) if c0 > 0 else 0.0, "lambdas": w.tolist(), "n_active": active}
+        return gram_report(K, b, c0, self.nonneg)
 
 
 KKT = StationarityForm("kkt")

@@ -58,7 +58,7 @@ class SquaredDistance:
     quadratic: ClassVar[bool] = True
 
     def whiten(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """A r for parameter-shaped r (leading batch dimensions allowed): the identity here."""
+        """A r for parameter-shaped r: the identity here."""
         return list(r)
 
     def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -131,13 +131,8 @@ class ProjectedDistance(SquaredDistance):
         return [ri - e * (ri * e).sum() for ri, e in zip(r, self._unit)]
 
     def whiten(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """P_p r_p for parameter-shaped r with leading batch dimensions (each row projected on its own)."""
-        out = []
-        for ri, e in zip(r, self._unit):
-            lead = ri.dim() - e.dim()
-            dots = (ri * e).reshape(*ri.shape[:lead], -1).sum(-1)
-            out.append(ri - dots.reshape(*dots.shape, *[1] * e.dim()) * e)
-        return out
+        """A r = P r (:meth:`project`)."""
+        return self.project(r)
 
     def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
         return sum((pr ** 2).sum() for pr in self.project([t - si for t, si in zip(self.target, s)]))

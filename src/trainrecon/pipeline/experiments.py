@@ -73,11 +73,10 @@ def run_experiment(
         if (out / "experiment.json").is_file():
             old = load_json(out / "experiment.json")
             old = {k: old.get(k) for k in record} if isinstance(old, dict) else {}
-            kind = old.get("trainer")
-            trainer = TRAINERS[kind].config if isinstance(kind, str) and kind in TRAINERS else None
             # fields added since that file was written count at their defaults (shadow, when it was absent: off)
             old = with_defaults({**old, "shadow": bool(old.get("shadow"))},
-                                {"task": TaskConfig, "train": trainer, "attack": type(attack_cfg)})
+                                {"task": TaskConfig, "train": TRAINERS.config_named(old.get("trainer")),
+                                 "attack": type(attack_cfg)})
             refuse_other(old, to_dict(record), f"{out}: holds results of a different experiment ({{diff}}); "
                          "choose a new folder")
         save_json(out / "experiment.json", {"source": Path(path).name, "description": exp.description, **record})

@@ -30,9 +30,8 @@ def train_bytes(spec, n: int) -> float:
 
 def normalised_record(info: dict[str, Any]) -> dict[str, Any]:
     """task / trainer_kind / trainer of a train.json, with fields added since it was written at their defaults."""
-    kind = info.get("trainer_kind")
     return with_defaults({k: info.get(k) for k in ("task", "trainer_kind", "trainer")},
-                         {"task": TaskConfig, "trainer": TRAINERS[kind].config if isinstance(kind, str) and kind in TRAINERS else None})
+                         {"task": TaskConfig, "trainer": TRAINERS.config_named(info.get("trainer_kind"))})
 
 
 def train_victim(

@@ -28,7 +28,7 @@ import torch
 from ..config import check_numbers
 from ..errors import TrainreconError
 from ..models.mlp import MLPSpec
-from ..models.stationarity import gram_fit
+from ..models.stationarity import gram_report
 from ..runtime import progress
 from .common import load_state, save_state
 from .kkt import log_logistic
@@ -59,13 +59,7 @@ def poly_kkt_residual(a, W, X, y, alpha: int, train_a: bool = True) -> dict[str,
     """min_{lambda >= 0} ||theta - sum_i lambda_i y_i grad f(x_i)|| / ||theta|| (theta = (a, W) or W)."""
     J = poly_grads(a, W, X, alpha, train_a) * y[:, None]
     theta = torch.cat(([a] if train_a else []) + [W.reshape(-1)])
-    K = (J @ J.T).cpu().numpy()
-    b = (J @ theta).cpu().numpy()
-    c0 = float(theta @ theta)
-    lam, res2 = gram_fit(K, b, c0, nonneg=True)
-    big = lam.max() if len(lam) else 0.0
-    return {"kkt_residual": math.sqrt(res2 / c0), "lambdas": lam.tolist(),
-            "n_active": int((lam > 1e-3 * big).sum()) if big > 0 else 0}
+    return gram_report((J @ J.T).cpu().numpy(), (J @ theta).cpu().numpy(), float(theta @ theta), nonneg=True)
 
 
 MAX_DEGREE = 12  # beyond it t^alpha over- or underflows float64 for any useful scale
