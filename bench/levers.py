@@ -32,14 +32,28 @@ from trainrecon.data.tasks import build_task
 
 HERE = Path(__file__).resolve().parent
 CASE = HERE / "cases" / "haim_mnist_n100_pixel_box.json"
+#: the Haim defaults until 2026-12-06: SGD with momentum at lr 1 on x, float64
+SGD64 = {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float64"}
 #: the arms: name -> attack config fields (the Haim defaults otherwise)
 ARMS = {
-    "defaults": {},
-    "solve100": {"solve_multipliers_every": 100},
-    "solve500": {"solve_multipliers_every": 500},
-    "solve2000": {"solve_multipliers_every": 2000},
-    "fp32": {"dtype": "float32"},  # item 3: fp32 against fp64 at equal wall-clock
-    "seed1": {"seed": 1},  # item 3: a second run of the defaults, to union with the first
+    # the float64 SGD arms are the defaults as they were until 2026-12-06; the defaults now (dtype "auto", float32
+    # here: m * n_params = 1.3e8; x_optimiser "row_adam", lr 0.01) are the arm "fp32_row_adam"
+    "defaults": {**SGD64},
+    "solve100": {**SGD64, "solve_multipliers_every": 100},
+    "solve500": {**SGD64, "solve_multipliers_every": 500},
+    "solve2000": {**SGD64, "solve_multipliers_every": 2000},
+    "seed1": {**SGD64, "seed": 1},  # item 3: a second run of the float64 defaults, to union with the first
+    "seed2": {**SGD64, "seed": 2},
+    "row_adam": {"dtype": "float64", "x_optimiser": "row_adam", "lr": 0.01},  # item 4: per-candidate Adam on x
+    "fp32": {**SGD64, "dtype": "float32"},  # items 3 and 5: fp32 against fp64 at equal wall-clock, paired seeds
+    "fp32_seed1": {**SGD64, "dtype": "float32", "seed": 1},
+    "fp32_seed2": {**SGD64, "dtype": "float32", "seed": 2},
+    "fp32_row_adam": {"dtype": "float32", "x_optimiser": "row_adam", "lr": 0.01},
+    "fp32_row_adam_seed1": {"dtype": "float32", "x_optimiser": "row_adam", "lr": 0.01, "seed": 1},
+    "fp32_row_adam_seed2": {"dtype": "float32", "x_optimiser": "row_adam", "lr": 0.01, "seed": 2},
+    "fp32_alpha_cont": {**SGD64, "dtype": "float32", "alpha_start": 3.0},  # item 4: alpha 3 -> 30 over 2000 its
+    "fp32_m100": {**SGD64, "dtype": "float32", "m": 100},  # item 3: recovery against m at equal CPU
+    "fp32_m400": {**SGD64, "dtype": "float32", "m": 400},
 }
 
 

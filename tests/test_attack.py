@@ -105,3 +105,106 @@ def test_checkpoint_from_before_a_new_config_field_still_resumes(tmp_path, tiny_
     changed = HaimConfig(iterations=8, checkpoint_every=4, log_every=2, box_space="pixel")
     with np.testing.assert_raises(TrainreconError):
         reconstruct(v, changed, tmp_path / "s", resume=True, log=lambda *a: None)
+
+
+def test_row_adam_matches_a_loop_oracle_and_ignores_each_rows_gradient_scale():
+    """RowAdam in float64 against Adam written out row by row, with one scalar second moment per row; a row whose
+    gradient is 1000 times larger takes the same step (what makes it per-candidate)."""
+    import torch
+    from trainrecon.attacks.optim import RowAdam
+
+    gen = torch.Generator().manual_seed(0)
+    p = torch.randn(3, 4, 5, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(3, 4, 5, generator=gen, dtype=torch.float64) for _ in range(4)]
+    opt, state, q = RowAdam(0.01, eps=1e-12), {}, p.clone()
+    for g in grads:
+        q = opt.step(q, g, state)
+    for j in range(3):
+        m, v, r = np.zeros(20), 0.0, p[j].numpy().ravel().copy()
+        for t, g in enumerate(grads, 1):
+            gj = g[j].numpy().ravel()
+            m = 0.9 * m + 0.1 * gj
+            v = 0.999 * v + 0.001 * float(np.mean(gj ** 2))
+            r = r - 0.01 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-12)
+        assert np.abs(q[j].numpy().ravel() - r).max() < 1e-13
+    scaled, state2, q2 = [g.clone() for g in grads], {}, p.clone()
+    for g in scaled:
+        g[1] *= 1000.0
+    for g in scaled:
+        q2 = opt.step(q2, g, state2)
+    assert torch.allclose(q2, q, rtol=0, atol=1e-12)
+
+
+def test_row_adam_attack_resumes_bit_identically_and_refuses_max_step(tmp_path, tiny_victim):
+    v = load_victim(tiny_victim)
+    cfg = HaimConfig(iterations=12, checkpoint_every=4, log_every=2)  # the default x step: row_adam, lr 0.01
+    reconstruct(v, cfg, tmp_path / "straight", log=lambda *a: None)
+    reconstruct(v, cfg, tmp_path / "cut", log=lambda *a: None, stop_after=5)
+    reconstruct(v, cfg, tmp_path / "cut", resume=True, log=lambda *a: None)
+    a = np.load(tmp_path / "straight" / "candidates.npz")
+    b = np.load(tmp_path / "cut" / "candidates.npz")
+    assert np.array_equal(a["x"], b["x"]) and np.array_equal(a["multipliers"], b["multipliers"])
+    plain = tmp_path / "sgd"
+    reconstruct(v, HaimConfig(iterations=12, lr=0.01, x_optimiser="sgd"), plain, log=lambda *a: None)
+    assert not np.array_equal(np.load(plain / "candidates.npz")["x"], a["x"])  # the option reaches the loop
+    with pytest.raises(TrainreconError, match="attack.max_step"):
+        HaimConfig(x_optimiser="row_adam", max_step=0.1)
+
+
+def test_alpha_continuation_grows_geometrically_to_alpha(tiny_victim):
+    from trainrecon.attacks.haim import Haim
+    from trainrecon.attacks.payload import Payload
+
+    payload = Payload.of(load_victim(tiny_victim), disclose_n=False)
+    method = Haim(payload, HaimConfig(alpha=30.0, alpha_start=3.0, alpha_ramp=100))
+    sharp = [method.surrogate(it).sharpness for it in (0, 50, 100, 5000)]
+    assert np.allclose(sharp, [3.0, np.sqrt(90.0), 30.0, 30.0], rtol=1e-12)
+    assert Haim(payload, HaimConfig(alpha=30.0)).surrogate(0).sharpness == 30.0
+    with pytest.raises(TrainreconError, match="attack.alpha_start"):
+        HaimConfig(alpha_start=-1.0)
+
+
+def test_auto_dtype_runs_large_haim_iterations_in_float32_and_keeps_an_explicit_float64():
+    """dtype 'auto' (Haim's default): float32 where m * n_params reaches FP32_WORK, float64 below it, for the
+    multiclass attack (not measured) and on power victims; an explicit dtype is kept, adapt false included."""
+    import torch
+    from trainrecon.attacks.buzaglo import BuzagloMulticlassConfig
+    from trainrecon.attacks.haim import FP32_WORK
+    from trainrecon.attacks.payload import Payload
+    from trainrecon.attacks.plan import plan_run
+    from trainrecon.models.mlp import MLPSpec
+
+    def payload(widths, n, activation="relu", degree=0):
+        spec = MLPSpec(widths=widths, bias=[False] * (len(widths) - 1), activation=activation, degree=degree,
+                       input_shape=[1, 1, widths[0]])
+        params = [torch.randn(o, i, dtype=torch.float64) / i ** 0.5 for i, o in zip(widths, widths[1:])]
+        return Payload(spec, params, np.zeros(widths[0]), n_train=n)
+
+    big, small = payload([784, 500, 500, 1], 100), payload([64, 16, 16, 1], 10)
+    assert 200 * big.spec.n_params() >= FP32_WORK > 20 * small.spec.n_params()
+    run = plan_run(big, HaimConfig())
+    assert run.cfg.dtype == "float32" and "float32" in run.adapted["reason"]
+    assert plan_run(small, HaimConfig()).cfg.dtype == "float64"
+    assert plan_run(big, HaimConfig(m=4)).cfg.dtype == "float64"  # m * n_params decides, not the width alone
+    assert plan_run(big, HaimConfig(dtype="float64")).cfg.dtype == "float64"
+    assert plan_run(big, HaimConfig(adapt=False)).cfg.dtype == "float32"
+    assert plan_run(big, HaimConfig(adapt=False, dtype="float64")).cfg.dtype == "float64"
+    multi = payload([784, 500, 500, 10], 100)
+    assert plan_run(multi, BuzagloMulticlassConfig()).cfg.dtype == "float64"
+    power = payload([784, 500, 1], 100, activation="power", degree=3)
+    assert plan_run(power, HaimConfig()).cfg.dtype == "float64"
+
+
+def test_a_run_recorded_before_the_row_adam_default_reads_back_as_the_sgd_it_ran():
+    """A config.json written when Haim's x step was SGD at lr 1 lacks x_optimiser; read back (the truth-start
+    control replays it) it is SGD at lr 1, not the per-candidate Adam refusing lr 1."""
+    from trainrecon.config import from_dict, to_dict
+    from trainrecon.provenance import recorded_fields
+
+    old = {k: v for k, v in to_dict(HaimConfig(x_optimiser="sgd", lr=1.0)).items() if k != "x_optimiser"}
+    cfg = from_dict(HaimConfig, recorded_fields(HaimConfig, old), "config.json: attack")
+    assert cfg.x_optimiser == "sgd" and cfg.lr == 1.0
+    with pytest.raises(TrainreconError, match="attack.lr"):
+        from_dict(HaimConfig, old, "config.json: attack")
+    now = to_dict(HaimConfig())
+    assert from_dict(HaimConfig, recorded_fields(HaimConfig, now), "x") == HaimConfig()

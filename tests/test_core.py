@@ -199,7 +199,7 @@ def test_every_command_folder_goes_through_an_output_folder(tmp_path):
 
 def test_a_default_step_that_diverges_on_a_victim_at_its_own_scale_is_backed_off(monkeypatch):
     """trainrecon.reconstruct's plan probes the default lr on a victim attacked at its own scale (not homogeneous:
-    a bias after the first layer) and divides it by 3 while the probe diverges (here: a probe diverges at lr > 0.2);
+    a bias after the first layer) and divides it by 3 while the probe diverges (here: a probe diverges at lr > 0.002);
     the adapted record says so.  A given lr, a normalised victim and a method without a probe are left alone."""
     import trainrecon.api as api
     from trainrecon.attacks.plan import plan_run
@@ -211,18 +211,18 @@ def test_a_default_step_that_diverges_on_a_victim_at_its_own_scale_is_backed_off
 
     def run(plan, **kw):
         probes.append(plan.cfg.lr)
-        if plan.cfg.lr > 0.2:
+        if plan.cfg.lr > 0.002:
             raise Diverged("diverged")
 
     monkeypatch.setattr(api, "run_attack", run)
     plan = api.steady(plan_run(payload, HaimConfig(iterations=50)))
-    assert probes == [1.0, 1 / 3, 1 / 9] and plan.cfg.lr == pytest.approx(1 / 9)
-    assert plan.adapted["fields"]["lr"] == pytest.approx(1 / 9) and "diverged within 20 iterations" in plan.adapted["reason"]
+    assert probes == pytest.approx([0.01, 0.01 / 3, 0.01 / 9]) and plan.cfg.lr == pytest.approx(0.01 / 9)
+    assert plan.adapted["fields"]["lr"] == pytest.approx(0.01 / 9) and "diverged within 20 iterations" in plan.adapted["reason"]
     probes.clear()
-    assert api.steady(plan_run(payload, HaimConfig(iterations=50, lr=0.5))).cfg.lr == 0.5 and probes == []
+    assert api.steady(plan_run(payload, HaimConfig(iterations=50, lr=0.005))).cfg.lr == 0.005 and probes == []
     homogeneous = MLPSpec([16, 8, 1], [True, False])
     assert api.steady(plan_run(Payload(homogeneous, init_params(homogeneous, [1.0, 1.0], 0), n_train=4),
-                               HaimConfig(iterations=50))).cfg.lr == 1.0 and probes == []
+                               HaimConfig(iterations=50))).cfg.lr == 0.01 and probes == []
 
 
 def test_run_scores_its_candidates_in_memory_as_evaluate_scores_the_file(tmp_path, monkeypatch):

@@ -3,7 +3,8 @@ headline, with every negative control at 0, so a change that silently breaks rec
 
 The victim: MNIST even/odd from the subset shipped with the package, n = 20, 784-200-200-1, the KKT trainer at
 its defaults; the attack: Haim with the defaults at m = 2n for 8000 iterations (about 35 s on 2 CPU cores).
-Measured when written: 7 of 20 recovered, held-out control 0, every null 0, true images 20.  The bar (4) leaves
+Measured when written: 7 of 20 recovered, held-out control 0, every null 0, true images 20; with the defaults of
+2026-12-06 (the per-candidate Adam, float32 here) 8 of 20.  The bar (4) leaves
 room for floating-point differences across machines, not for a broken attack (which recovers 0).
 """
 

@@ -164,7 +164,7 @@ def test_cli_run_an_experiment_file_and_refuse_a_bad_one(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "grid.png").is_file()
     saved = json.loads((tmp_path / "out" / "experiment.json").read_text())
-    assert saved["attack"]["iterations"] == 20 and saved["attack"]["lr"] == 1.0  # defaults recorded too
+    assert saved["attack"]["iterations"] == 20 and saved["attack"]["lr"] == 0.01  # defaults recorded too
     (tmp_path / "bad.json").write_text(json.dumps({**exp, "attack": {"iterations": 20, "lr_x": 1.0}}))
     r = run("run", tmp_path / "bad.json", "--out", tmp_path / "out2")
     assert r.returncode == 2 and "lr_x" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -98,5 +98,6 @@ def check_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any], re
         if name == "x" or t.ndim == 0:
             continue
         like = x if name.startswith("opt_x.") else mult if name.startswith("opt_m.") else None
-        if (like is not None and t.shape != like.shape) or (like is None and t.shape[0] != rows):
+        per_row = tuple(t.shape) == (rows,)  # an optimiser's state with one value per candidate (RowAdam)
+        if (like is not None and t.shape != like.shape and not per_row) or (like is None and t.shape[0] != rows):
             raise bad(f"tensor {name} of shape {tuple(t.shape)} beside {rows} candidates")

@@ -336,6 +336,13 @@ def with_defaults(saved: Any, classes: dict[str, type | None]) -> Any:
     return out
 
 
+def recorded_fields(cls, attack: dict[str, Any]) -> dict[str, Any]:
+    """A run record's attack fields (a whole config, as config.json writes it) with each field it lacks, added to
+    ``cls`` after the record was written, at what the run ran with before the field existed (``cls.BEFORE``); a
+    field without a BEFORE value takes its default when the record is read."""
+    return {**{k: v for k, v in getattr(cls, "BEFORE", {}).items() if k not in attack}, **attack}
+
+
 def with_later_fields(saved: Any, current: dict[str, Any], cls) -> Any:
     """``saved`` (a run record) with the attack fields it lacks (added to the config class ``cls`` after it was
     written) taken from ``current`` where ``current`` sets them to what they meant before they existed

@@ -25,8 +25,13 @@ from ..errors import TrainreconError
 from ..models.activations import Surrogate
 from ..models.stationarity import KKT
 from .method import AttackConfig, Method, Tunable, box_penalty, register, repulsion_penalty
-from .optim import SGDMomentum
+from .optim import RowAdam, SGDMomentum
 from .payload import Payload
+
+
+#: the per-candidate Adam's lr is a step per pixel: from this on (the whole pixel range per iteration) it is an SGD
+#: rate given to the wrong optimiser (the defaults were lr 1 with SGD until 2026-12-06), refused
+ROW_ADAM_LR_LIMIT = 1.0
 
 
 @dataclass
@@ -41,14 +46,19 @@ class HaimConfig(AttackConfig):
     alpha 30 and ``box_space = "pixel"`` (a trainrecon option: x + mean stays in [0, 1], the valid pixel range,
     as Loo's prior does, which stops candidates from going darker than the background); ``"centred"`` is the
     reference's box [-box, box] on the centred candidates.  ``trainrecon sweep`` searches around them.
-    ``max_step > 0`` bounds each candidate's x step (Euclidean norm; 0: the reference's plain SGD).  ``repel > 0``
+    ``max_step > 0`` bounds each candidate's x step (Euclidean norm; 0: the reference's plain SGD).
+    ``x_optimiser = "row_adam"`` replaces the x step by Adam with one second moment per candidate
+    (:class:`.optim.RowAdam`: each candidate moves about lr per pixel whatever its multiplier; lr is then a pixel
+    step, e.g. 0.01, not SGD's 1).  ``alpha_start > 0`` is a continuation in the surrogate's sharpness: alpha
+    grows geometrically from alpha_start to alpha over the first ``alpha_ramp`` iterations,
+    alpha(it) = alpha_start (alpha / alpha_start)^min(1, it / alpha_ramp) (0, the default: alpha throughout).  ``repel > 0``
     adds a repulsion between near-copies (cosine above ``repel_cos``) to the prior, against the collapse of many
     candidates onto one attractor (bench/RESULTS.md, MNIST n = 100).  Power-activation
     victims get their own defaults (:meth:`KKTMethod.adapt`).
     """
 
     iterations: int = 8000
-    lr: float = 1.0
+    lr: float = 0.01
     init_scale: float = 1e-3
     lr_lambda: float = 0.01
     lambda_min: float = 0.1
@@ -61,9 +71,13 @@ class HaimConfig(AttackConfig):
     max_step: float = 0.0
     repel: float = 0.0
     repel_cos: float = 0.9
+    x_optimiser: Literal["sgd", "row_adam"] = "row_adam"
+    dtype: Literal["auto", "float64", "float32"] = "auto"
+    alpha_start: float = 0.0
+    alpha_ramp: int = 2000
 
-    #: box_space came in when the box was centred only
-    BEFORE: ClassVar[dict[str, Any]] = {**AttackConfig.BEFORE, "box_space": "centred"}
+    #: box_space came in when the box was centred only, x_optimiser when the x step was SGD's
+    BEFORE: ClassVar[dict[str, Any]] = {**AttackConfig.BEFORE, "box_space": "centred", "x_optimiser": "sgd"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,6 +88,15 @@ class HaimConfig(AttackConfig):
                 raise TrainreconError(f"attack.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
             raise TrainreconError(f"attack.momentum: must be in [0, 1), got {self.momentum}")
+        if self.alpha_start < 0 or self.alpha_ramp < 1:
+            raise TrainreconError(f"attack.alpha_start must be >= 0 and alpha_ramp >= 1, got {self.alpha_start} "
+                                  f"and {self.alpha_ramp}")
+        if self.x_optimiser == "row_adam" and self.max_step:
+            raise TrainreconError("attack.max_step: bounds the SGD step; x_optimiser 'row_adam' takes none")
+        if self.x_optimiser == "row_adam" and self.lr >= ROW_ADAM_LR_LIMIT:
+            raise TrainreconError(f"attack.lr: {self.lr:g} is a step per pixel under x_optimiser 'row_adam' (the "
+                                  f"default, lr 0.01; below {ROW_ADAM_LR_LIMIT:g}); an SGD rate such as 1 needs "
+                                  "x_optimiser 'sgd'")
         if not -1 <= self.repel_cos < 1:
             raise TrainreconError(f"attack.repel_cos: must be in [-1, 1), got {self.repel_cos}")
 
@@ -111,7 +134,8 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
 #: from runs on exact-KKT points (alpha 3 and 4, d 20 and 50: bench/RESULTS.md).  No box and no multiplier
 #: penalty: the inputs are not pixels (a Gaussian sample's coordinates leave [-1, 1]) and an exact KKT point's
 #: multipliers are whatever they are
-POWER_DEFAULTS: dict[str, Any] = {"lr": 0.003, "lr_lambda": 0.1, "box_space": "centred", "max_step": 0.01,
+POWER_DEFAULTS: dict[str, Any] = {"x_optimiser": "sgd", "lr": 0.003, "lr_lambda": 0.1, "box_space": "centred",
+                                  "max_step": 0.01,
                                   "box_weight": 0.0, "lambda_penalty": 0.0}
 #: sample splitting on power victims, where it wins (bench/RESULTS.md, "Growth from m < n" and "the library's
 #: defaults on exact-KKT points"): rounds where J stalls, from 5 % of the iterations on, each splitting every
@@ -125,6 +149,14 @@ POWER_SPLIT_REASON = ("splitting on by default here: on exact KKT points of poly
                       "the candidates by splitting where the descent stalls recovers more samples than the plain "
                       "attack at about the same CPU time (bench/RESULTS.md); --no-split (attack.auto_split = false) "
                       "turns it off")
+
+
+#: the work of an iteration, m * n_params, from which the Haim attack runs in float32 by default (dtype "auto").
+#: Measured on this project's 2-core CPU (bench/RESULTS.md, "float32 and the per-candidate Adam"): float32 costs
+#: 1.3-2 times less per iteration from 7.9e6 (m = 40, 784-200-200-1) to 3.6e8, and was slower at 3.5e6
+#: (m = 40, 784-100-100-1); at equal iterations it recovered as much, and in 10 minutes at n = 100 more
+#: (three paired seeds)
+FP32_WORK = 5e6
 
 
 class KKTMethod(Method):
@@ -177,15 +209,20 @@ class KKTMethod(Method):
         return self._prior(X, M)
 
     def surrogate(self, it: int) -> Surrogate:
-        return self._surrogate
+        """The modified ReLU at sharpness alpha, or on the continuation's way to it (``alpha_start``)."""
+        a0 = self.cfg.alpha_start
+        if not a0 or it >= self.cfg.alpha_ramp:
+            return self._surrogate
+        return Surrogate("modified_relu", a0 * (self.cfg.alpha / a0) ** (it / self.cfg.alpha_ramp))
 
     def multipliers(self, m: int, g: torch.Generator) -> torch.Tensor:
         """lambda ~ U(0, 1)."""
         return torch.rand(m, generator=g, dtype=torch.float64)
 
-    def optimisers(self) -> tuple[SGDMomentum, SGDMomentum]:
-        return (SGDMomentum(self.cfg.lr, self.cfg.momentum, self.cfg.max_step),
-                SGDMomentum(self.cfg.lr_lambda, self.cfg.momentum))
+    def optimisers(self) -> tuple[SGDMomentum | RowAdam, SGDMomentum]:
+        opt_x = (RowAdam(self.cfg.lr) if self.cfg.x_optimiser == "row_adam"
+                 else SGDMomentum(self.cfg.lr, self.cfg.momentum, self.cfg.max_step))
+        return opt_x, SGDMomentum(self.cfg.lr_lambda, self.cfg.momentum)
 
 
 @register
@@ -195,6 +232,14 @@ class Haim(KKTMethod):
     name = "haim"
     Config = HaimConfig
     form = KKT
+    #: dtype "auto" runs in float32 from m * n_params = FP32_WORK on (bench/RESULTS.md, "float32 by default")
+    fp32_work = FP32_WORK
+
+    @classmethod
+    def auto_dtype(cls, cfg: HaimConfig, payload: Payload) -> str:
+        """float64 on power victims (an objective of degree 2 alpha in x, at exact KKT points); elsewhere the
+        size rule of :meth:`Method.auto_dtype`."""
+        return "float64" if "power" in payload.spec.activations() else super().auto_dtype(cfg, payload)
 
     def check(self) -> None:
         if self.payload.spec.n_outputs != 1:

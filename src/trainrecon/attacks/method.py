@@ -36,6 +36,12 @@ from .payload import Payload
 from ..objective.weighted_sum import (DeadZoneDistance, ProjectedDistance, SquaredDistance, SummedCopies,
                                       WeightedSumObjective)
 
+#: what "auto" resolves to without a choice worth recording in config.json["adapted"]
+UNCHOSEN = (("remove_init", "none"), ("dtype", "float64"))
+#: why ``dtype = "auto"`` becomes float32 (config.json["adapted"])
+FP32_REASON = ("a large iteration (m * n_params at or above the method's fp32_work): float32 costs about half as much "
+               "per iteration on CPU and recovered as much per iteration, so more within a budget (dtype 'auto'; "
+               "'float64' to keep double precision)")
 #: why ``remove_init = "auto"`` becomes what it becomes when theta_0 is given (config.json["adapted"])
 INIT_REASON = {
     "project": "theta_0 is given: the residual is blind to its direction in each parameter tensor (what training "
@@ -93,7 +99,7 @@ class AttackConfig:
     iterations: int = 8000
     lr: float = 0.03
     init_scale: float = 0.1
-    dtype: Literal["float64", "float32"] = "float64"
+    dtype: Literal["auto", "float64", "float32"] = "float64"
     seed: int = 0
     chunk_size: int = 0
     checkpoint_every: int = 500
@@ -207,6 +213,8 @@ class Method:
     #: default and whose victim is attacked at its own scale (no normalisation): where the probe diverges, the
     #: step is divided by 3 (up to three times) and the run's record says so; 0: no probe
     probe_iterations: ClassVar[int] = 0
+    #: ``dtype = "auto"`` (:meth:`auto_dtype`) runs in float32 where m * n_params reaches this (None: never)
+    fp32_work: ClassVar[float | None] = None
 
     def __init__(self, payload: Payload, cfg: AttackConfig) -> None:
         if type(cfg) is not self.Config:
@@ -286,25 +294,41 @@ class Method:
         (:meth:`victim_defaults`); the run records both in config.json.  ``adapt = false`` runs the config as
         given."""
         if not cfg.adapt:
-            return cfg, None
+            return (cfg if cfg.dtype != "auto" else dataclasses.replace(cfg, dtype=cls.auto_dtype(cfg, payload))), None
         changed, reasons, notes = cls.victim_defaults(cfg, payload)
         if not changed:
             return cfg, None
         out = dataclasses.replace(cfg, **changed)
         if not reasons:  # resolved without a choice worth a record (remove_init "auto" without theta_0)
             return out, None
-        fields = {k: to_dict(v) for k, v in changed.items() if (k, v) != ("remove_init", "none")}
+        fields = {k: to_dict(v) for k, v in changed.items() if (k, v) not in UNCHOSEN}
         return out, {"fields": fields, "reason": "; ".join(reasons), **notes}
 
     @classmethod
     def victim_defaults(cls, cfg: AttackConfig, payload: Payload) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """(fields to change, the reasons, further notes for the record): ``remove_init = "auto"`` resolved
-        (:meth:`default_removal`).  Methods add their own (power victims, threat levels)."""
-        if cfg.remove_init != "auto":
-            return {}, [], {}
-        mode = cls.default_removal(cfg, payload)
-        reasons = [] if mode == "none" else [INIT_REASON[mode]]
-        return {"remove_init": mode}, reasons, {}
+        (:meth:`default_removal`), and ``dtype = "auto"`` (:meth:`auto_dtype`).  Methods add their own (power
+        victims, threat levels)."""
+        changed: dict[str, Any] = {}
+        reasons: list[str] = []
+        if cfg.remove_init == "auto":
+            mode = changed["remove_init"] = cls.default_removal(cfg, payload)
+            reasons += [] if mode == "none" else [INIT_REASON[mode]]
+        if cfg.dtype == "auto":
+            dtype = changed["dtype"] = cls.auto_dtype(cfg, payload)
+            reasons += [FP32_REASON] if dtype == "float32" else []
+        return changed, reasons, {}
+
+    @classmethod
+    def auto_dtype(cls, cfg: AttackConfig, payload: Payload) -> str:
+        """What ``dtype = "auto"`` runs in: float32 where the work of an iteration, m * n_params (m = 2n by
+        default), reaches the method's :attr:`fp32_work`, float64 otherwise.  Where the iteration is large,
+        float32 halves its cost on CPU and recovers as much per iteration; where it is small, per-operation
+        overhead decides and float32 is no faster (bench/RESULTS.md, issue 28)."""
+        if cls.fp32_work is None:
+            return "float64"
+        m = cfg.m or cls.candidates_per_sample * (payload.n_train or 0)
+        return "float32" if m * payload.spec.n_params() >= cls.fp32_work else "float64"
 
     def check(self) -> None:
         """Refuse a victim this method cannot attack (one line)."""

@@ -59,3 +59,34 @@ class Adam:
         m_hat = state["m"] / (1 - self.beta1**t)
         v_hat = state["v"] / (1 - self.beta2**t)
         return p - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+@dataclass
+class RowAdam:
+    """Adam with one second moment per row (per candidate) and a step count per row:
+    m <- b1 m + (1-b1) g;  v_j <- b2 v_j + (1-b2) mean_k g_jk^2;  t_j <- t_j + 1;
+    p_j <- p_j - lr m_hat_j / (sqrt(v_hat_j) + eps),  m_hat_j = m_j / (1 - b1^t_j),  v_hat_j = v_j / (1 - b2^t_j).
+
+    Each candidate's step then has a root-mean-square of about lr whatever the size of its gradient.  The gradient
+    of || theta - sum_i w_i g(x_i) ||^2 in x_j carries the factor w_j, so plain SGD moves candidates with small
+    multipliers slowly; this update does not (issue 28's "per-candidate Adam").  The state is per row, so a
+    candidate split, merged or reseeded carries or restarts its own."""
+
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-12
+
+    def step(self, p: torch.Tensor, g: torch.Tensor, state: State) -> torch.Tensor:
+        rows = p.shape[0]
+        if "m" not in state:
+            state["m"] = torch.zeros_like(p)
+            state["v"] = torch.zeros(rows, dtype=p.dtype, device=p.device)
+            state["t"] = torch.zeros(rows, dtype=torch.float64, device=p.device)
+        state["t"] += 1
+        t = state["t"]
+        state["m"].mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+        state["v"].mul_(self.beta2).add_(g.reshape(rows, -1).pow(2).mean(1), alpha=1 - self.beta2)
+        m_hat = state["m"] / (1 - self.beta1**t).to(p.dtype).reshape(-1, *[1] * (p.ndim - 1))
+        v_hat = state["v"] / (1 - self.beta2**t).to(p.dtype)
+        return p - self.lr * m_hat / (v_hat.sqrt() + self.eps).reshape(-1, *[1] * (p.ndim - 1))

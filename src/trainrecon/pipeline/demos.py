@@ -24,8 +24,7 @@ from .victims import train_victim
 
 DEMO_TASK = TaskConfig(dataset="mnist_mini", task="odd_even", n_per_class=20, centring="pixel")
 DEMO_TRAIN = TrainConfig(hidden=[200, 200])
-DEMO_ATTACK = HaimConfig(iterations=8000, lr=1.0, lr_lambda=0.01, init_scale=1e-3, lambda_min=0.1, alpha=30.0,
-                         log_every=500, box_space="pixel")
+DEMO_ATTACK = HaimConfig(iterations=8000, log_every=500)  # the Haim defaults
 
 
 def demo(out: str | Path = "runs/demo", device: torch.device | str = "cpu", seed: int = 0, log=print) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from ..attacks.method import METHODS
 from ..attacks.payload import Payload
 from ..config import from_dict, load_json
 from ..errors import TrainreconError
+from ..provenance import recorded_fields
 from ..hooks.start import StartAt
 from ..metrics.protocols import preferred, score_pairs
 from ..metrics.headline import HeadlineRule, one_to_one
@@ -90,7 +91,8 @@ def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray
     what it means (``reading``)."""
     record = run_record(run_dir)
     method, cfg_file = record["method"], Path(run_dir) / "config.json"
-    base = from_dict(METHODS[method].Config, record["attack"], f"{cfg_file}: attack")
+    Config = METHODS[method].Config
+    base = from_dict(Config, recorded_fields(Config, record["attack"]), f"{cfg_file}: attack")
     loss = Path(run_dir) / "loss.json"
     summary = load_json(loss) if loss.is_file() else None
     summary = summary if isinstance(summary, dict) else {}
