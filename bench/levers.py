@@ -52,8 +52,8 @@ ARMS = {
     "fp32_row_adam_seed1": {"dtype": "float32", "x_optimiser": "row_adam", "lr": 0.01, "seed": 1},
     "fp32_row_adam_seed2": {"dtype": "float32", "x_optimiser": "row_adam", "lr": 0.01, "seed": 2},
     "fp32_alpha_cont": {**SGD64, "dtype": "float32", "alpha_start": 3.0},  # item 4: alpha 3 -> 30 over 2000 its
-    "fp32_m100": {**SGD64, "dtype": "float32", "m": 100},  # item 3: recovery against m at equal CPU
-    "fp32_m400": {**SGD64, "dtype": "float32", "m": 400},
+    "m100": {"m": 100},  # item 3: recovery against m at equal CPU, under the defaults of 2026-12-06 (m = 200)
+    "m400": {"m": 400},
 }
 
 
