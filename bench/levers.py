@@ -54,6 +54,8 @@ ARMS = {
     "fp32_alpha_cont": {**SGD64, "dtype": "float32", "alpha_start": 3.0},  # item 4: alpha 3 -> 30 over 2000 its
     "m100": {"m": 100},  # item 3: recovery against m at equal CPU, under the defaults of 2026-12-06 (m = 200)
     "m400": {"m": 400},
+    "lr003": {"lr": 0.003},  # the per-candidate Adam's step around its default 0.01
+    "lr03": {"lr": 0.03},
 }
 
 
