@@ -87,7 +87,8 @@ def test_a_refused_sweep_leaves_its_folder_byte_for_byte(tiny_victim, tmp_path, 
     assert snapshot(out) == before
 
 
-@pytest.mark.parametrize("base, field", [(3, "sweep.base"), ([1], "sweep.base"), ({"lr": 1e308, "x_optimiser": "sgd"}, "sweep.base.lr"),
+@pytest.mark.parametrize("base, field", [(3, "sweep.base"), ([1], "sweep.base"),
+                                         ({"lr": 1e308, "x_optimiser": "sgd"}, "sweep.base.lr"),
                                          ({"lr": 1e-320}, "sweep.base.lr")])
 def test_a_sweep_config_that_cannot_be_drawn_from_is_refused_before_any_trial(base, field, tiny_victim, tmp_path,
                                                                                capsys, monkeypatch):

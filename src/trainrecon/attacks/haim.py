@@ -51,8 +51,8 @@ class HaimConfig(AttackConfig):
     (:class:`.optim.RowAdam`: each candidate moves about lr per pixel whatever its multiplier; lr is then a pixel
     step, e.g. 0.01, not SGD's 1).  ``alpha_start > 0`` is a continuation in the surrogate's sharpness: alpha
     grows geometrically from alpha_start to alpha over the first ``alpha_ramp`` iterations,
-    alpha(it) = alpha_start (alpha / alpha_start)^min(1, it / alpha_ramp) (0, the default: alpha throughout).  ``repel > 0``
-    adds a repulsion between near-copies (cosine above ``repel_cos``) to the prior, against the collapse of many
+    alpha(it) = alpha_start (alpha / alpha_start)^min(1, it / alpha_ramp) (0, the default: alpha throughout).
+    ``repel > 0`` adds a repulsion between near-copies (cosine above ``repel_cos``) to the prior, against the collapse of many
     candidates onto one attractor (bench/RESULTS.md, MNIST n = 100).  Power-activation
     victims get their own defaults (:meth:`KKTMethod.adapt`).
     """
@@ -135,8 +135,7 @@ def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
 #: penalty: the inputs are not pixels (a Gaussian sample's coordinates leave [-1, 1]) and an exact KKT point's
 #: multipliers are whatever they are
 POWER_DEFAULTS: dict[str, Any] = {"x_optimiser": "sgd", "lr": 0.003, "lr_lambda": 0.1, "box_space": "centred",
-                                  "max_step": 0.01,
-                                  "box_weight": 0.0, "lambda_penalty": 0.0}
+                                  "max_step": 0.01, "box_weight": 0.0, "lambda_penalty": 0.0}
 #: sample splitting on power victims, where it wins (bench/RESULTS.md, "Growth from m < n" and "the library's
 #: defaults on exact-KKT points"): rounds where J stalls, from 5 % of the iterations on, each splitting every
 #: candidate once (m doubles) until m = 4 m0
