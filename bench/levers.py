@@ -56,6 +56,12 @@ ARMS = {
     "m400": {"m": 400},
     "lr003": {"lr": 0.003},  # the per-candidate Adam's step around its default 0.01
     "lr03": {"lr": 0.03},
+    "cos01": {"lr_final": 0.1},  # a cosine decay of the step to a tenth, then to a hundredth, over the budget
+    "cos001": {"lr_final": 0.01},
+    # SGD with a larger step, each candidate's step capped at about the per-candidate Adam's (0.01 per pixel x 28):
+    # far candidates move as under the Adam, near-stationary ones (a start at the truth) as under SGD
+    "cap4": {"x_optimiser": "sgd", "lr": 4.0, "max_step": 0.3},
+    "cap16": {"x_optimiser": "sgd", "lr": 16.0, "max_step": 0.3},
 }
 
 

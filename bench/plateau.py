@@ -17,6 +17,12 @@ number of images (sum c)^2 / sum c^2, for the candidates matched to recovered im
 pixel space, candidate + mean against the raw training images: centred by their own mean, the training images
 sum to about zero and a blend would not be unique).  It
 writes SOURCE/plateau_<arm>.json and SOURCE/plateau_<arm>.png.
+
+``--public FILE.npz`` (key ``x``, raw images in [0, 1] or uint8; e.g. ``../shared/data/mnist_test.npz``) adds a
+probe of an image prior from public data: the candidates projected onto the top k principal directions of the
+last ``--public-count`` public images that are not in the held-out pool (centred by the victim's mean), clipped
+to the pixel box, then scored by the same headline, for each k of ``--ranks`` (the JSON's ``subspace``): does
+cleaning the candidates of what public digits do not contain lift more of them over the rule?
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import scipy.optimize
 import torch
 from matplotlib.figure import Figure  # a bare figure: no backend is set for the process
 
+from trainrecon.metrics.protocols import evaluate
 from trainrecon.models.stationarity import KKT
 from trainrecon.models.victim import load_victim
 
@@ -80,9 +87,14 @@ def blends(cands: np.ndarray, train: np.ndarray) -> list[dict]:
     return out
 
 
-def analyse(source: Path, arm: str, key: str = "weights_haim") -> dict:
+def arm_folder(source: Path, arm: str, key: str) -> Path:
+    """The arm's run folder: SOURCE/bench_<arm>/<key>, or SOURCE/bench/<key> for people.py's untagged defaults."""
     bench = source / f"bench_{arm}"
-    folder = (bench if bench.is_dir() or arm != "defaults" else source / "bench") / key  # people.py's untagged runs
+    return (bench if bench.is_dir() or arm != "defaults" else source / "bench") / key
+
+
+def analyse(source: Path, arm: str, key: str = "weights_haim") -> dict:
+    folder = arm_folder(source, arm, key)
     victim = load_victim(source / "victim", training_record=False)
     tr = np.load(source / "train_images.npz")
     x, y = tr["x"], tr["y"]
@@ -114,6 +126,28 @@ def analyse(source: Path, arm: str, key: str = "weights_haim") -> dict:
             "per_candidate": parts}
 
 
+def subspace_probe(source: Path, arm: str, key: str, public: Path, count: int, ranks: list[int]) -> dict:
+    """{k: the headline's count and controls} for the arm's candidates projected onto the top k principal
+    directions of public images (k = 0: unprojected), each clipped to the pixel box [-mean, 1 - mean]."""
+    folder = arm_folder(source, arm, key)
+    mean = load_victim(source / "victim", training_record=False).mean_chw().reshape(1, -1)
+    cands = np.load(folder / "run" / "candidates.npz")["x"]
+    train, pool = np.load(source / "train_images.npz")["x"], np.load(source / "heldout_images.npz")["x"]
+    raw = np.load(public)["x"]
+    pub = (raw.astype(np.float64) / 255 if raw.dtype == np.uint8 else raw.astype(np.float64)).reshape(len(raw), -1)
+    held = {h.astype(np.float32).tobytes() for h in pool.reshape(len(pool), -1)}
+    pub = np.array([p for p in pub if p.astype(np.float32).tobytes() not in held])[-count:]
+    basis = np.linalg.svd(pub - mean, full_matrices=False)[2]
+    out = {"public": str(public), "public_images": len(pub), "ranks": {}}
+    for k in ranks:
+        flat = cands.reshape(len(cands), -1)
+        flat = flat @ basis[:k].T @ basis[:k] if k else flat
+        head = evaluate(np.clip(flat, -mean, 1 - mean).reshape(cands.shape), train, pool,
+                        mean.reshape(cands.shape[1:]))[0]["headline"]
+        out["ranks"][str(k)] = {"recovered": head["recovered"], "controls": head["controls"]}
+    return out
+
+
 def picture(result: dict, path: Path) -> None:
     fig = Figure(figsize=(4 * len(FEATURES), 3))
     for k, f in enumerate(FEATURES):
@@ -135,9 +169,14 @@ def main() -> None:
     ap.add_argument("source", type=Path)
     ap.add_argument("--arms", nargs="+", default=["defaults"])
     ap.add_argument("--key", default="weights_haim", help="the run's folder in each arm (LEVEL_METHOD)")
+    ap.add_argument("--public", type=Path, default=None, help="public images (npz, key x) for the subspace probe")
+    ap.add_argument("--public-count", type=int, default=5000)
+    ap.add_argument("--ranks", nargs="+", type=int, default=[0, 50, 100, 200])
     a = ap.parse_args()
     for arm in a.arms:
         result = analyse(a.source, arm, a.key)
+        if a.public is not None:
+            result["subspace"] = subspace_probe(a.source, arm, a.key, a.public, a.public_count, a.ranks)
         (a.source / f"plateau_{arm}.json").write_text(json.dumps(result, indent=1))
         picture(result, a.source / f"plateau_{arm}.png")
         lines = [f"{arm}: {result['recovered']} of {result['n']}"]
@@ -149,6 +188,9 @@ def main() -> None:
                 lines.append(f"  candidates {k}: {s['candidates']}, median blend residual {s['median_residual']:.2f}, "
                              f"median effective images {s['median_effective_images']:.1f}, "
                              f"{s['distinct_top_images']} distinct top images")
+        for k, r in result.get("subspace", {}).get("ranks", {}).items():
+            lines.append(f"  projected onto {k} public principal directions (0: not): {r['recovered']} recovered, "
+                         f"controls {r['controls']}")
         print("\n".join(lines), flush=True)
 
 

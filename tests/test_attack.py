@@ -208,3 +208,36 @@ def test_a_run_recorded_before_the_row_adam_default_reads_back_as_the_sgd_it_ran
         from_dict(HaimConfig, old, "config.json: attack")
     now = to_dict(HaimConfig())
     assert from_dict(HaimConfig, recorded_fields(HaimConfig, now), "x") == HaimConfig()
+
+
+def test_lr_final_scales_each_step_by_a_cosine_like_a_loop_oracle(tiny_victim):
+    """attack.lr_final = f: iteration k of N steps by lr (f + (1 - f) (1 + cos(pi k / N)) / 2) times the gradient
+    (SGD without momentum in float64, candidates and multipliers), against the same descent written out here;
+    under a wall-clock budget the progress is the budget's share spent (the budget hook says)."""
+    import math
+
+    import torch
+    from trainrecon.attacks.plan import plan_run
+
+    v = load_victim(tiny_victim)
+    f, N = 0.1, 5
+    cfg = HaimConfig(iterations=N, x_optimiser="sgd", lr=0.5, lr_lambda=0.1, momentum=0.0, lr_final=f,
+                     dtype="float64", normalise="none", adapt=False, m=6, log_every=1)
+    rec = reconstruct(v, cfg, log=lambda *a: None)
+    plan = plan_run(v, cfg)
+    attack = plan.method(plan.attacked.to("cpu", torch.float64), plan.cfg)
+    cands = attack.init(plan.m)
+    for k in range(N):
+        _, gx, gm = attack.objective(k, cands).value_and_grad(cands.x, cands.multipliers)
+        c = f + (1 - f) * 0.5 * (1 + math.cos(math.pi * k / N))
+        cands.x, cands.multipliers = cands.x - 0.5 * c * gx, cands.multipliers - 0.1 * c * gm
+    assert np.allclose(rec.x.reshape(6, -1).numpy(), cands.x.detach().numpy(), rtol=0, atol=1e-12)
+    assert np.allclose(rec.multipliers.numpy(), cands.multipliers.detach().numpy(), rtol=0, atol=1e-12)
+    constant = reconstruct(v, HaimConfig(**{**cfg.__dict__, "lr_final": 1.0}), log=lambda *a: None)
+    assert not np.allclose(constant.x.numpy(), rec.x.numpy(), atol=1e-6)  # the schedule reaches the loop
+    with pytest.raises(TrainreconError, match="attack.lr_final"):
+        HaimConfig(lr_final=0.0)
+    from trainrecon.hooks.budget import TimeBudget
+    from trainrecon.hooks.interface import Step
+    half = Step(3, 1000, 1000, None, None, {}, lambda: 5.0)  # 5 of a 10-second budget, 3 of 1000 iterations
+    assert TimeBudget(10.0).spent(half) == 0.5  # the schedule's progress under a budget is its share spent

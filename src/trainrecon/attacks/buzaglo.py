@@ -25,34 +25,27 @@ lr 0.95, alpha 90, lambda lr 1e-4); pass them in a config file to reproduce thos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 import torch
 
 from ..errors import TrainreconError
 from ..models.stationarity import KKT, WEIGHT_DECAY
-from .haim import HaimConfig, KKTMethod
+from .haim import KKTConfig, KKTMethod
 from .method import Tunable, register
 
 
 @dataclass
-class BuzagloMulticlassConfig(HaimConfig):
-    """Buzaglo multiclass attack; ``m = 0`` means 2 n, and m must be a multiple of the number of classes.  The x
-    step is SGD's at lr 1, as Haim's was: the per-candidate Adam that Haim's attack takes by default has not been
-    measured here."""
-
-    lr: float = 1.0
-    x_optimiser: Literal["sgd", "row_adam"] = "sgd"
+class BuzagloMulticlassConfig(KKTConfig):
+    """Buzaglo multiclass attack (the KKT attacks' shared defaults, :class:`.haim.KKTConfig`: SGD at lr 1 on x,
+    float64; the per-candidate Adam that Haim's attack takes by default has not been measured here); ``m = 0``
+    means 2 n, and m must be a multiple of the number of classes."""
 
 
 @dataclass
-class BuzagloRegressionConfig(HaimConfig):
-    """Buzaglo regression / weight-decay attack: free multipliers initialised N(0, 1), no lambda_min term; the x
-    step is SGD's at lr 1 (as for the multiclass attack)."""
+class BuzagloRegressionConfig(KKTConfig):
+    """Buzaglo regression / weight-decay attack: free multipliers initialised N(0, 1), no lambda_min term; the
+    KKT attacks' shared defaults otherwise (:class:`.haim.KKTConfig`)."""
 
-    lr: float = 1.0
-    x_optimiser: Literal["sgd", "row_adam"] = "sgd"
     lambda_penalty: float = 0.0
 
 

@@ -35,8 +35,9 @@ ROW_ADAM_LR_LIMIT = 1.0
 
 
 @dataclass
-class HaimConfig(AttackConfig):
-    """Hyper-parameters of the Haim KKT attack.
+class KKTConfig(AttackConfig):
+    """Hyper-parameters the KKT attacks share (Haim's and Buzaglo's multiclass and regression attacks), with the
+    defaults they share: the x step SGD with momentum at lr 1, in float64.
 
     The objective, the 1/m scaling, the penalties and the optimiser are the reference code's.  The reference
     sweeps init_scale, lr, lambda_min and alpha per run and keeps lr_lambda at 1e-4 with the box on the centred
@@ -49,16 +50,16 @@ class HaimConfig(AttackConfig):
     ``max_step > 0`` bounds each candidate's x step (Euclidean norm; 0: the reference's plain SGD).
     ``x_optimiser = "row_adam"`` replaces the x step by Adam with one second moment per candidate
     (:class:`.optim.RowAdam`: each candidate moves about lr per pixel whatever its multiplier; lr is then a pixel
-    step, e.g. 0.01, not SGD's 1).  ``alpha_start > 0`` is a continuation in the surrogate's sharpness: alpha
-    grows geometrically from alpha_start to alpha over the first ``alpha_ramp`` iterations,
-    alpha(it) = alpha_start (alpha / alpha_start)^min(1, it / alpha_ramp) (0, the default: alpha throughout).
-    ``repel > 0`` adds a repulsion between near-copies (cosine above ``repel_cos``) to the prior, against the collapse of many
-    candidates onto one attractor (bench/RESULTS.md, MNIST n = 100).  Power-activation
-    victims get their own defaults (:meth:`KKTMethod.adapt`).
+    step, e.g. 0.01, not SGD's 1; Haim's default, :class:`HaimConfig`).  ``alpha_start > 0`` is a continuation
+    in the surrogate's sharpness: alpha grows geometrically from alpha_start to alpha over the first
+    ``alpha_ramp`` iterations, alpha(it) = alpha_start (alpha / alpha_start)^min(1, it / alpha_ramp) (0, the
+    default: alpha throughout).  ``repel > 0`` adds a repulsion between near-copies (cosine above ``repel_cos``)
+    to the prior, against the collapse of many candidates onto one attractor (bench/RESULTS.md, MNIST n = 100).
+    Power-activation victims get their own defaults (:meth:`KKTMethod.adapt`).
     """
 
     iterations: int = 8000
-    lr: float = 0.01
+    lr: float = 1.0
     init_scale: float = 1e-3
     lr_lambda: float = 0.01
     lambda_min: float = 0.1
@@ -71,8 +72,7 @@ class HaimConfig(AttackConfig):
     max_step: float = 0.0
     repel: float = 0.0
     repel_cos: float = 0.9
-    x_optimiser: Literal["sgd", "row_adam"] = "row_adam"
-    dtype: Literal["auto", "float64", "float32"] = "auto"
+    x_optimiser: Literal["sgd", "row_adam"] = "sgd"
     alpha_start: float = 0.0
     alpha_ramp: int = 2000
 
@@ -94,11 +94,23 @@ class HaimConfig(AttackConfig):
         if self.x_optimiser == "row_adam" and self.max_step:
             raise TrainreconError("attack.max_step: bounds the SGD step; x_optimiser 'row_adam' takes none")
         if self.x_optimiser == "row_adam" and self.lr >= ROW_ADAM_LR_LIMIT:
-            raise TrainreconError(f"attack.lr: {self.lr:g} is a step per pixel under x_optimiser 'row_adam' (the "
-                                  f"default, lr 0.01; below {ROW_ADAM_LR_LIMIT:g}); an SGD rate such as 1 needs "
+            raise TrainreconError(f"attack.lr: {self.lr:g} is a step per pixel under x_optimiser 'row_adam' (below "
+                                  f"{ROW_ADAM_LR_LIMIT:g}, e.g. Haim's default 0.01); an SGD rate such as 1 needs "
                                   "x_optimiser 'sgd'")
         if not -1 <= self.repel_cos < 1:
             raise TrainreconError(f"attack.repel_cos: must be in [-1, 1), got {self.repel_cos}")
+
+
+@dataclass
+class HaimConfig(KKTConfig):
+    """Hyper-parameters of the Haim KKT attack (:class:`KKTConfig`), with its own defaults since 2026-12-06: the
+    per-candidate Adam on x at lr 0.01 (``x_optimiser = "row_adam"``) and ``dtype = "auto"`` (float32 where an
+    iteration is large, :data:`FP32_WORK`); at n = 100 they recover about twice what SGD at lr 1 in float64 did
+    in the same CPU time (bench/RESULTS.md, "The plateau at n = 100")."""
+
+    lr: float = 0.01
+    x_optimiser: Literal["sgd", "row_adam"] = "row_adam"
+    dtype: Literal["auto", "float64", "float32"] = "auto"
 
 
 def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -108,7 +120,7 @@ def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:
     return y
 
 
-def kkt_prior(cfg: "HaimConfig", mean: torch.Tensor | None = None):
+def kkt_prior(cfg: KKTConfig, mean: torch.Tensor | None = None):
     """Haim / Buzaglo prior: box [-box, box] on the centred x (or [-mean, 1 - mean] with box_space 'pixel'),
     weight box_weight, + lambda_penalty (lambda_min - lambda)_+^2, + repel sum_{a<b} (cos(x_a, x_b) - repel_cos)_+^2
     (:func:`.method.repulsion_penalty`; 0 by default)."""
@@ -162,7 +174,7 @@ class KKTMethod(Method):
     """What Haim and both Buzaglo attacks share: the modified-ReLU surrogate, the box / lambda prior, one
     multiplier per candidate weighted by 1/m0, SGD with momentum on x (lr) and on lambda (lr_lambda)."""
 
-    cfg: HaimConfig
+    cfg: KKTConfig
     #: the default lr 1 holds on normalised victims; a victim at its own scale can need less (a CIFAR-10 LeNet
     #: trained with SGD diverged at iteration 10, bench/RESULTS.md)
     probe_iterations = 20
@@ -172,7 +184,7 @@ class KKTMethod(Method):
                     "alpha": Tunable("uniform", 10.0, 300.0), "lambda_min": Tunable("uniform", 0.01, 0.5)}
 
     @classmethod
-    def victim_defaults(cls, cfg: HaimConfig, payload: Payload) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    def victim_defaults(cls, cfg: KKTConfig, payload: Payload) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """Besides the base class's (theta_0 removed where given), power-activation victims (two-layer x^alpha
         networks, ``exact-kkt`` and ``train-poly``) get their own defaults for every field left at its default
         (:data:`POWER_DEFAULTS`): the image defaults start the candidates at 1e-3, where
@@ -196,7 +208,7 @@ class KKTMethod(Method):
             notes["split"] = POWER_SPLIT_REASON
         return changed, reasons, notes
 
-    def __init__(self, payload: Payload, cfg: HaimConfig) -> None:
+    def __init__(self, payload: Payload, cfg: KKTConfig) -> None:
         super().__init__(payload, cfg)
         self._prior = kkt_prior(cfg, payload.mean_flat())
         self._surrogate = Surrogate("modified_relu", cfg.alpha)

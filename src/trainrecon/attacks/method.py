@@ -93,7 +93,9 @@ class AttackConfig:
     mean |z(h, w+1) - z(h, w)| (SimuDy's anisotropic TV) and F(0) the stationarity term at s = 0, so that the
     weight is relative to what the attack explains.  ``solve_multipliers_every = k > 0`` replaces the multipliers
     every k iterations by the best ones for the current candidates (NNLS on the stationarity term,
-    :mod:`trainrecon.hooks.multipliers`) instead of only descending them."""
+    :mod:`trainrecon.hooks.multipliers`) instead of only descending them.  ``lr_final = f`` in (0, 1] scales
+    every step (candidates and multipliers) by a cosine from 1 to f over the run's progress, the larger of
+    iterations done / ``iterations`` and seconds / ``max_seconds`` (1, the default: a constant step)."""
 
     m: int = 0
     iterations: int = 8000
@@ -110,6 +112,7 @@ class AttackConfig:
     remove_init: Literal["auto", "none", "subtract", "project"] = "auto"
     tv: float = 0.0
     solve_multipliers_every: int = 0
+    lr_final: float = 1.0
     normalise: Normalise = "auto"
     adapt: bool = True
     auto_split: bool = True
@@ -139,6 +142,9 @@ class AttackConfig:
             raise TrainreconError(f"attack.init_tolerance: must be >= 0 (0: off), got {self.init_tolerance}")
         if self.tv < 0:
             raise TrainreconError(f"attack.tv: must be >= 0 (0: off), got {self.tv}")
+        if not 0 < self.lr_final <= 1:
+            raise TrainreconError(f"attack.lr_final: the last step as a fraction of the first, in (0, 1], got "
+                                  f"{self.lr_final}")
         if self.solve_multipliers_every < 0:
             raise TrainreconError(f"attack.solve_multipliers_every: must be >= 0 (0: off), got "
                                   f"{self.solve_multipliers_every}")

@@ -6,6 +6,7 @@ a resumed run continues bit for bit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -90,3 +91,16 @@ class RowAdam:
         m_hat = state["m"] / (1 - self.beta1**t).to(p.dtype).reshape(-1, *[1] * (p.ndim - 1))
         v_hat = state["v"] / (1 - self.beta2**t).to(p.dtype)
         return p - self.lr * m_hat / (v_hat.sqrt() + self.eps).reshape(-1, *[1] * (p.ndim - 1))
+
+
+def cosine_factor(final: float, progress: float) -> float:
+    """The step's factor at ``progress`` in [0, 1] of a run (``attack.lr_final``): final + (1 - final)
+    (1 + cos(pi progress)) / 2, from 1 at the start to ``final`` at the end (and after it)."""
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def scaled_step(p: torch.Tensor, new: torch.Tensor, factor: float) -> torch.Tensor:
+    """p + factor (new - p): an optimiser's update p -> new with its step scaled (its learning rate times
+    ``factor``, for updates linear in lr: SGD with momentum, Adam, the per-candidate Adam); ``new`` itself
+    at factor 1."""
+    return new if factor == 1.0 else p + factor * (new - p)

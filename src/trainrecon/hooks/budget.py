@@ -30,6 +30,10 @@ class TimeBudget(AttackHook):
             step.finish_here()
         return False
 
+    def spent(self, step: Step) -> float:
+        """The share of ``max_seconds`` spent (summed over every session of the run)."""
+        return step.elapsed() / self.max_seconds
+
     def finish(self, step: Step, seconds: float) -> bool:
         """Whether the budget ended the run (``step.finish_now`` of the run's last step)."""
         return bool(step.finish_now)

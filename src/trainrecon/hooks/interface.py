@@ -81,6 +81,12 @@ class AttackHook:
         residual.  True ends the run here (its candidates are written)."""
         return False
 
+    def spent(self, step: Step) -> float:
+        """The share of a budget that ends the run spent by ``step`` (0: this hook ends no run by a budget): a
+        run's progress is the largest of these and iterations done / iterations (``attack.lr_final``'s schedule
+        follows it)."""
+        return 0.0
+
     def finish(self, step: Step, seconds: float) -> Any:
         """This hook's summary of the run, stored as ``loss.json[key]`` (None: nothing to report)."""
         return None
