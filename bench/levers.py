@@ -62,6 +62,10 @@ ARMS = {
     # far candidates move as under the Adam, near-stationary ones (a start at the truth) as under SGD
     "cap4": {"x_optimiser": "sgd", "lr": 4.0, "max_step": 0.3},
     "cap16": {"x_optimiser": "sgd", "lr": 16.0, "max_step": 0.3},
+    # a sharper surrogate (alpha 30 by default): nearer the exact ReLU derivative, so nearer the equations the
+    # training set satisfies; does it hold the training images longer (the ceiling)?
+    "alpha100": {"alpha": 100.0},
+    "alpha300": {"alpha": 300.0},
 }
 
 
