@@ -25,6 +25,7 @@ lr 0.95, alpha 90, lambda lr 1e-4); pass them in a config file to reproduce thos
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -37,8 +38,8 @@ from .method import Tunable, register
 @dataclass
 class BuzagloMulticlassConfig(KKTConfig):
     """Buzaglo multiclass attack (the KKT attacks' shared defaults, :class:`.haim.KKTConfig`: SGD at lr 1 on x,
-    float64; the per-candidate Adam that Haim's attack takes by default has not been measured here); ``m = 0``
-    means 2 n, and m must be a multiple of the number of classes."""
+    float64; the per-candidate Adam that Haim's attack takes by default recovered no more here, bench/RESULTS.md);
+    ``m = 0`` means 2 n, and m must be a multiple of the number of classes."""
 
 
 @dataclass

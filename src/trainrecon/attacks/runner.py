@@ -144,7 +144,7 @@ def _reconstruct(plan: RunPlan, store: RunStore | None, device, resume: bool, lo
     first = Step(start, cfg.iterations, end, cands, attack, {}, lambda: seconds_before)  # the earlier sessions'
     for h in hooks:
         h.before_loop(first)
-    finished_early, monitored, last = first.finish_now, False, first
+    finished_early, monitored, step = first.finish_now, False, first
     if finished_early:
         end = start
     with StopRequest() if store is not None else contextlib.nullcontext() as stop:
@@ -153,14 +153,14 @@ def _reconstruct(plan: RunPlan, store: RunStore | None, device, resume: bool, lo
             if not np.isfinite(values["total"]):
                 raise Diverged(f"attack diverged at iteration {it} (loss {values['total']}) at attack.lr "
                                       f"{cfg.lr:g}; lower attack.lr (--config with, say, {{\"lr\": {cfg.lr / 3:.2g}}})")
-            # the run's progress (iterations, or a budget's share spent: the hooks say) sets the step's factor
-            f = cosine_factor(cfg.lr_final, max([it / cfg.iterations] + [h.spent(last) for h in hooks])) \
-                if cfg.lr_final != 1.0 else 1.0
+            # the run's progress (iterations, or a budget's share spent by the last step: the hooks say) sets the
+            # step's factor (exactly 1 at lr_final 1)
+            f = cosine_factor(cfg.lr_final, max([it / cfg.iterations] + [h.spent(step) for h in hooks]))
             cands.x = scaled_step(cands.x, opt_x.step(cands.x, gx, cands.state_x), f)
             cands.multipliers = scaled_step(cands.multipliers, opt_m.step(cands.multipliers, gm, cands.state_m), f)
             bar.update(1)
             done = it + 1
-            step = last = Step(done, cfg.iterations, end, cands, attack, values, elapsed)
+            step = Step(done, cfg.iterations, end, cands, attack, values, elapsed)
             changed = [h.after_step(step) for h in hooks]  # after the step, before this iteration's checkpoint
             cands = step.cands
             if any(changed):
