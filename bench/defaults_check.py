@@ -10,8 +10,9 @@ m = 2n, w = 100 ... 1000: where ``dtype = "auto"`` should switch (:data:`trainre
 in m * n_params).  Run it alone on the machine: it times.
 ``small``: MNIST odd/even from the subset shipped with the package, 784-200-200-1, the KKT trainer at its
 defaults, n = 20 and 40; Haim for 8000 iterations under SGD at lr 1 and the per-candidate Adam at lr 0.01, each in
-float64 and float32 (``--arms``), per seed; the headline with its controls.  What the attacker is given: the
-weights, the input mean and n.  Both write OUT/<command>.json and OUT/<command>.png.
+float64 and float32, and the Adam in float32 with the total-variation prior at 0.1 (``--arms``), per seed; the
+headline with its controls.  What the attacker is given: the weights, the input mean and n.  Both write
+OUT/<command>.json and OUT/<command>.png.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from trainrecon.models.victim import Victim  # noqa: E402
 from trainrecon.pipeline import evaluate_run, train_victim  # noqa: E402
 from trainrecon.training import TrainConfig  # noqa: E402
 
-#: the x step / dtype arms of ``small``: the defaults before 2026-12-06 (sgd64) and the defaults now on these
-#: victims (row32: m * n_params >= 5e6)
-ARMS = {"sgd64": {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float64"},
-        "sgd32": {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float32"},
-        "row32": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float32"},
-        "row64": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float64"}}
+#: the x step / dtype / prior arms of ``small``: the defaults before 2026-12-06 (sgd64), those of its morning on
+#: these victims (row32: m * n_params >= 5e6, tv 0); row32_tv01 the defaults since its afternoon (the TV prior at 0.1)
+ARMS = {"sgd64": {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float64", "tv": 0.0},
+        "sgd32": {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float32", "tv": 0.0},
+        "row32": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float32", "tv": 0.0},
+        "row64": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float64", "tv": 0.0},
+        "row32_tv01": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float32", "tv": 0.1}}
 
 
 def speed(a: argparse.Namespace) -> list[dict]:

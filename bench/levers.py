@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 CASE = HERE / "cases" / "haim_mnist_n100_pixel_box.json"
 #: the Haim defaults until 2026-12-06: SGD with momentum at lr 1 on x, float64
 SGD64 = {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float64"}
-#: the arms: name -> attack config fields (the Haim defaults otherwise)
+#: the arms: name -> attack config fields (the Haim defaults otherwise, but tv 0 unless the arm sets it: :func:`attack`)
 ARMS = {
     # the float64 SGD arms are the defaults as they were until 2026-12-06; the defaults now (dtype "auto", float32
     # here: m * n_params = 1.3e8; x_optimiser "row_adam", lr 0.01) are the arm "fp32_row_adam"
@@ -66,6 +66,13 @@ ARMS = {
     # training set satisfies; does it hold the training images longer (the ceiling)?
     "alpha100": {"alpha": 100.0},
     "alpha300": {"alpha": 300.0},
+    # a total-variation prior on the candidates (attack.tv; Haim's default 0.1 since these arms won): a prior that
+    # changes where the descent goes, not one that only cleans its end; does it hold the training images and steer?
+    "tv001": {"tv": 0.01},
+    "tv01": {"tv": 0.1},
+    "tv03": {"tv": 0.3},
+    "tv01_seed1": {"tv": 0.1, "seed": 1},
+    "tv01_seed2": {"tv": 0.1, "seed": 2},
 }
 
 
@@ -88,7 +95,9 @@ def attack(a: argparse.Namespace) -> None:
     for arm in a.arms:
         cfg = a.source / "arms" / f"{arm}.json"
         cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(json.dumps({"iterations": 10 ** 6, **ARMS[arm]}))  # the budget ends every arm
+        # the budget ends every arm; an arm that names no tv runs without the prior, as every arm did before it
+        # became Haim's default (2026-12-06)
+        cfg.write_text(json.dumps({"iterations": 10 ** 6, "tv": 0.0, **ARMS[arm]}))
         cmd = [sys.executable, str(HERE / "people.py"), "attack", str(a.source), "--given", "weights", "--method",
                "haim", "--minutes", str(a.minutes), "--config", str(cfg), "--tag", arm,
                *(["--truth-start"] if a.truth_start else [])]

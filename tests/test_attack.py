@@ -195,6 +195,37 @@ def test_auto_dtype_runs_large_haim_iterations_in_float32_and_keeps_an_explicit_
     assert plan_run(power, HaimConfig()).cfg.dtype == "float64"
 
 
+def test_haims_default_tv_prior_is_off_for_vector_inputs_and_under_splitting_and_kept_where_set():
+    """Haim's default tv (0.1) stays on an image victim; where the inputs are not images (H or W of 1), and where
+    sample splitting is on, a tv left at its default becomes 0 with its reason; a tv the user set is kept, and
+    methods whose default is 0 adapt nothing."""
+    import torch
+    from trainrecon.attacks.buzaglo import BuzagloMulticlassConfig
+    from trainrecon.attacks.method import TV_REASON
+    from trainrecon.attacks.payload import Payload
+    from trainrecon.attacks.plan import plan_run
+    from trainrecon.models.mlp import MLPSpec
+    from trainrecon.refinement.settings import SplitConfig
+
+    def payload(shape, outputs=1):
+        d = int(np.prod(shape))
+        spec = MLPSpec(widths=[d, 8, outputs], bias=[False, False], input_shape=list(shape))
+        params = [torch.randn(8, d, dtype=torch.float64), torch.randn(outputs, 8, dtype=torch.float64)]
+        return Payload(spec, params, np.zeros(d), n_train=4)
+
+    image, vector = payload([1, 4, 4]), payload([1, 1, 16])
+    assert HaimConfig().tv == 0.1
+    assert plan_run(image, HaimConfig()).cfg.tv == 0.1
+    run = plan_run(vector, HaimConfig())
+    assert run.cfg.tv == 0.0 and run.adapted["fields"]["tv"] == 0.0 and TV_REASON["vector"] in run.adapted["reason"]
+    split = plan_run(image, HaimConfig(split=SplitConfig(enabled=True)))
+    assert split.cfg.tv == 0.0 and TV_REASON["split"] in split.adapted["reason"]
+    assert plan_run(vector, HaimConfig(tv=0.3)).cfg.tv == 0.3
+    assert plan_run(image, HaimConfig(tv=0.1, split=SplitConfig(enabled=True))).cfg.tv == 0.0  # equal to the default
+    assert plan_run(vector, HaimConfig(adapt=False)).cfg.tv == 0.1
+    assert "tv" not in (plan_run(payload([1, 1, 16], 2), BuzagloMulticlassConfig()).adapted or {}).get("fields", {})
+
+
 def test_a_run_recorded_before_the_row_adam_default_reads_back_as_the_sgd_it_ran():
     """A config.json written when Haim's x step was SGD at lr 1 lacks x_optimiser; read back (the truth-start
     control replays it) it is SGD at lr 1, not the per-candidate Adam refusing lr 1."""

@@ -73,7 +73,7 @@ def test_the_attack_objective_with_a_tolerance_against_an_oracle_and_finite_diff
     params = [10 * p for p in w.params]  # grown by training: most of each weight lies outside the zone
     x = torch.randn(4, 36, dtype=torch.float64) * 0.5
     M = torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64)
-    cfg = HaimConfig(m=4, normalise="none", box_space="centred", box=10.0, lambda_min=0.0, init_tolerance=3.0)
+    cfg = HaimConfig(m=4, normalise="none", box_space="centred", box=10.0, lambda_min=0.0, init_tolerance=3.0, tv=0.0)
     attack = Haim(Payload(w.spec, params), cfg)
     cands = CandidateSet(x, M, attack.labels(4))
     values, gx, gm = attack.objective(0, cands, EXACT).value_and_grad(x, M)

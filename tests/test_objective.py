@@ -12,7 +12,7 @@ from trainrecon.models.parameters import flatten, forward, init_params, unflatte
 from trainrecon.models.victim import Victim
 
 SPEC = MLPSpec(widths=[6, 5, 4, 1], bias=[True, False, False])
-CFG = HaimConfig(alpha=5.0, lambda_min=0.3, box_space="centred")  # the oracle's box
+CFG = HaimConfig(alpha=5.0, lambda_min=0.3, box_space="centred", tv=0.0)  # the oracle's box and prior
 
 
 def haim_objective(spec, params, cfg, m):

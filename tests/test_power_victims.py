@@ -23,7 +23,7 @@ from trainrecon.models.victim import load_victim
 
 def relu_payload():
     """A ReLU image victim's payload (no theta_0): the KKT attacks adapt nothing for it."""
-    spec = MLPSpec([4, 3, 1], [True, False])
+    spec = MLPSpec([4, 3, 1], [True, False], input_shape=[1, 2, 2])
     return Payload(spec, init_params(spec, [1.0, 1.0], 0))
 
 
@@ -88,7 +88,8 @@ def test_kkt_attack_defaults_do_not_diverge_on_an_exact_kkt_victim(tmp_path):
     res = reconstruct(payload, HaimConfig(m=8, iterations=1500, auto_split=False), tmp_path / "r", log=lambda *a: None)
     assert res.finished and res.m == 8
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert saved["adapted"]["fields"] == {**POWER_DEFAULTS, "init_scale": pytest.approx(1 / 20 ** 0.5)}
+    assert saved["adapted"]["fields"] == {**POWER_DEFAULTS, "init_scale": pytest.approx(1 / 20 ** 0.5),
+                                          "tv": 0.0}  # not images: no total-variation prior
     assert saved["attack"]["lr"] == POWER_DEFAULTS["lr"] and saved["normalisation"]["degree"] == 4
     hist = json.loads((tmp_path / "r" / "loss.json").read_text())["history"]
     assert all(np.isfinite(h["total"]) for h in hist) and hist[-1]["total"] < 1e-2 * hist[0]["total"]

@@ -99,7 +99,7 @@ def test_run_refuses_an_edited_experiment(tmp_path):
     case["attack"]["lr"] = 0.05
     f.write_text(json.dumps(case))
     err = one_line_error(cli("run", f, "--out", tmp_path / "out"))
-    assert "attack.lr (1.0 then, 0.05 now)" in err
+    assert "attack.lr (0.01 then, 0.05 now)" in err
     assert (tmp_path / "out" / "experiment.json").read_text() == before
 
 

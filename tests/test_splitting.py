@@ -23,7 +23,7 @@ from trainrecon.refinement.splitting import (smallest_eigenpairs, split_round, s
 
 D = 5
 CASES = {
-    "haim": (Haim, HaimConfig(alpha=4.0, box_space="centred"), MLPSpec([D, 6, 4, 1], [True, False, False])),
+    "haim": (Haim, HaimConfig(alpha=4.0, box_space="centred", tv=0.0), MLPSpec([D, 6, 4, 1], [True, False, False])),
     "multiclass": (BuzagloMulticlass, BuzagloMulticlassConfig(alpha=4.0, box_space="centred"), MLPSpec([D, 6, 4, 3], [True, False, False])),
     "regression": (BuzagloRegression, BuzagloRegressionConfig(alpha=4.0, box_space="centred"), MLPSpec([D, 6, 4, 1], [True, False, False])),
     "loo": (LooNTK, LooConfig(dtype="float64"), MLPSpec([D, 6, 4, 2], [True, True, True])),

@@ -127,7 +127,9 @@ def test_sweep_end_to_end_on_the_journal_file_and_rerun_continues(tiny_victim, t
 
 @pytest.mark.slow
 def test_union_merges_deduplicates_and_keeps_what_the_best_run_recovered(tiny_victim, tiny_task, tmp_path):
-    cfg = HaimConfig(iterations=40, m=10, log_every=20)
+    # SGD at lr 1 without the prior (Haim's defaults when this was written): 40 steps of the per-candidate Adam or of
+    # the TV prior move the ten tiny random starts alike, and the union would rightly merge them
+    cfg = HaimConfig(iterations=40, m=10, log_every=20, x_optimiser="sgd", lr=1.0, tv=0.0)
     reconstruct(Payload.of(load_victim(tiny_victim)), cfg, tmp_path / "run", log=lambda *_: None)
     twice = union_runs(tiny_victim, tmp_path / "u2", [tmp_path / "run", tmp_path / "run"], log=lambda *_: None)
     assert twice["union"]["runs_merged"] == 2 and twice["union"]["candidates_kept"] == 10

@@ -42,6 +42,11 @@ UNCHOSEN = (("remove_init", "none"), ("dtype", "float64"))
 FP32_REASON = ("a large iteration (m * n_params at or above the method's fp32_work): float32 costs about half as much "
                "per iteration on CPU and recovered as much per iteration, so more within a budget (dtype 'auto'; "
                "'float64' to keep double precision)")
+#: why a method's default total-variation prior is off: inputs that are not images, or sample splitting (each child
+#: of a split adds its own TV term, which outweighs what a split gains: every split is vetoed, bench/RESULTS.md)
+TV_REASON = {"vector": "inputs are not images (input_shape with H or W of 1): no total-variation prior (tv 0)",
+             "split": "sample splitting is on: no total-variation prior (tv 0), which would veto every split (each "
+                      "child adds its own TV term); set tv to keep it"}
 #: why ``remove_init = "auto"`` becomes what it becomes when theta_0 is given (config.json["adapted"])
 INIT_REASON = {
     "project": "theta_0 is given: the residual is blind to its direction in each parameter tensor (what training "
@@ -313,10 +318,16 @@ class Method:
     @classmethod
     def victim_defaults(cls, cfg: AttackConfig, payload: Payload) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """(fields to change, the reasons, further notes for the record): ``remove_init = "auto"`` resolved
-        (:meth:`default_removal`), and ``dtype = "auto"`` (:meth:`auto_dtype`).  Methods add their own (power
-        victims, threat levels)."""
+        (:meth:`default_removal`), ``dtype = "auto"`` (:meth:`auto_dtype`), and a nonzero default ``tv`` set to 0
+        where the inputs are not images (a total variation across the features of a vector means nothing) or
+        sample splitting is on (:data:`TV_REASON`).  Methods add their own (power victims, threat levels)."""
         changed: dict[str, Any] = {}
         reasons: list[str] = []
+        if cfg.tv and cfg.tv == type(cfg)().tv:
+            why = "vector" if min(payload.spec.input_shape[-2:]) == 1 else "split" if cfg.split.enabled else None
+            if why:
+                changed["tv"] = 0.0
+                reasons.append(TV_REASON[why])
         if cfg.remove_init == "auto":
             mode = changed["remove_init"] = cls.default_removal(cfg, payload)
             reasons += [] if mode == "none" else [INIT_REASON[mode]]
