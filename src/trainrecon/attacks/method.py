@@ -46,7 +46,7 @@ FP32_REASON = ("a large iteration (m * n_params at or above the method's fp32_wo
 #: of a split adds its own TV term, which outweighs what a split gains: every split is vetoed, bench/RESULTS.md)
 TV_REASON = {"vector": "inputs are not images (input_shape with H or W of 1): no total-variation prior (tv 0)",
              "split": "sample splitting is on: no total-variation prior (tv 0), which would veto every split (each "
-                      "child adds its own TV term); set tv to keep it"}
+                      "child adds its own TV term); a tv other than the default, or adapt false, keeps one"}
 #: why ``remove_init = "auto"`` becomes what it becomes when theta_0 is given (config.json["adapted"])
 INIT_REASON = {
     "project": "theta_0 is given: the residual is blind to its direction in each parameter tensor (what training "
