@@ -37,12 +37,15 @@ from trainrecon.pipeline import evaluate_run, train_victim  # noqa: E402
 from trainrecon.training import TrainConfig  # noqa: E402
 
 #: the x step / dtype / prior arms of ``small``: the defaults before 2026-12-06 (sgd64), those of its morning on
-#: these victims (row32: m * n_params >= 5e6, tv 0); row32_tv01 the defaults since its afternoon (the TV prior at 0.1)
-ARMS = {"sgd64": {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float64", "tv": 0.0},
-        "sgd32": {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float32", "tv": 0.0},
-        "row32": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float32", "tv": 0.0},
-        "row64": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float64", "tv": 0.0},
-        "row32_tv01": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float32", "tv": 0.1}}
+#: these victims (row32: m * n_params >= 5e6, tv 0); row32_tv01 the defaults since its afternoon (the TV prior at 0.1);
+#: row32_tv01_deep01 the layers after the first counted a tenth (attack.deep_weight)
+ARMS = {"sgd64": {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float64", "tv": 0.0, "deep_weight": 1.0},
+        "sgd32": {"x_optimiser": "sgd", "lr": 1.0, "dtype": "float32", "tv": 0.0, "deep_weight": 1.0},
+        "row32": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float32", "tv": 0.0, "deep_weight": 1.0},
+        "row64": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float64", "tv": 0.0, "deep_weight": 1.0},
+        "row32_tv01": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float32", "tv": 0.1, "deep_weight": 1.0},
+        "row32_tv01_deep01": {"x_optimiser": "row_adam", "lr": 0.01, "dtype": "float32", "tv": 0.1,
+                              "deep_weight": 0.1}}
 
 
 def speed(a: argparse.Namespace) -> list[dict]:

@@ -75,6 +75,10 @@ ARMS = {
     "tv02": {"tv": 0.2},
     "tv01_seed1": {"tv": 0.1, "seed": 1},
     "tv01_seed2": {"tv": 0.1, "seed": 2},
+    # issue 28 item 4: the first layer's equation (linear in the candidates) counted 10 times the rest
+    "deep01": {"tv": 0.1, "deep_weight": 0.1},
+    "deep01_seed1": {"tv": 0.1, "deep_weight": 0.1, "seed": 1},
+    "deep01_seed2": {"tv": 0.1, "deep_weight": 0.1, "seed": 2},
 }
 
 
@@ -97,9 +101,9 @@ def attack(a: argparse.Namespace) -> None:
     for arm in a.arms:
         cfg = a.source / "arms" / f"{arm}.json"
         cfg.parent.mkdir(parents=True, exist_ok=True)
-        # the budget ends every arm; an arm that names no tv runs without the prior, as every arm did before it
-        # became Haim's default (2026-12-06)
-        cfg.write_text(json.dumps({"iterations": 10 ** 6, "tv": 0.0, **ARMS[arm]}))
+        # the budget ends every arm; an arm that names no tv runs without the prior, and one that names no
+        # deep_weight with every layer alike, as every arm did before they became Haim's defaults (2026-12-06)
+        cfg.write_text(json.dumps({"iterations": 10 ** 6, "tv": 0.0, "deep_weight": 1.0, **ARMS[arm]}))
         cmd = [sys.executable, str(HERE / "people.py"), "attack", str(a.source), "--given", "weights", "--method",
                "haim", "--minutes", str(a.minutes), "--config", str(cfg), "--tag", arm,
                *(["--truth-start"] if a.truth_start else [])]

@@ -59,10 +59,11 @@ SCALES = {
 }
 TASKS = {"mnist_odd_even": {"dataset": "mnist", "task": "odd_even", "centring": "pixel"},
          "cifar10_vehicles_animals": {"dataset": "cifar10", "task": "vehicles_animals", "centring": "pixel"}}
-#: Haim's attack as bench/cases/haim_mnist_pixel_box.json runs it (SGD at lr 1), without the TV prior: the split and
-#: plain arms differ in splitting alone (a split's children would each add a TV term)
+#: Haim's attack as bench/cases/haim_mnist_pixel_box.json runs it (SGD at lr 1), without the TV prior and with every
+#: layer's equation alike: the split and plain arms differ in splitting alone (a split's children would each add a
+#: TV term)
 ATTACK = {"lr": 1.0, "x_optimiser": "sgd", "lr_lambda": 0.01, "init_scale": 0.001, "lambda_min": 0.1, "alpha": 30.0,
-          "box_space": "pixel", "tv": 0.0}
+          "box_space": "pixel", "tv": 0.0, "deep_weight": 1.0}
 
 
 def peak_memory_gib(device: torch.device) -> float:

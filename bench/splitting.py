@@ -47,9 +47,10 @@ ARMS = ("split", "split_random", "base", "base_mbig")
 
 def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_final: int, split: dict):
     # every arm without the total-variation prior, as splitting runs by default (each child of a split would add its
-    # own TV term): the arms differ in splitting alone, as they were measured before TV became Haim's default
+    # own TV term), and every layer's equation alike: the arms differ in splitting alone, as they were measured
+    # before TV and deep_weight 0.1 became Haim's defaults
     cfg = dataclasses.replace(attack, iterations=iterations, seed=seed, checkpoint_every=max(1, iterations // 4),
-                              tv=0.0)
+                              tv=0.0, deep_weight=1.0)
     if arm in ("split", "split_random"):
         s = from_dict(SplitConfig, {**split, "enabled": True, "seed": seed,
                                     "direction": "random" if arm == "split_random" else split.get("direction", "eigen")})

@@ -226,6 +226,38 @@ def test_haims_default_tv_prior_is_off_for_vector_inputs_and_under_splitting_and
     assert "tv" not in (plan_run(payload([1, 1, 16], 2), BuzagloMulticlassConfig()).adapted or {}).get("fields", {})
 
 
+def test_haims_default_deep_weight_where_it_applies_and_where_it_is_refused():
+    """Haim counts the layers after the first a tenth by default (0.1 on an image victim, planned as given), power
+    victims keep every layer alike with the power reason, a run recorded before the field reads back as 1, a
+    weight <= 0 is refused in one line, and so is any weight but 1 on the simulation (a cosine match)."""
+    import torch
+    from trainrecon.attacks.haim import POWER_REASON
+    from trainrecon.attacks.payload import Payload
+    from trainrecon.attacks.plan import plan_run
+    from trainrecon.attacks.simulation import SimulationConfig
+    from trainrecon.config import from_dict, to_dict
+    from trainrecon.models.mlp import MLPSpec
+    from trainrecon.provenance import recorded_fields
+
+    assert HaimConfig().deep_weight == 0.1
+    spec = MLPSpec(widths=[16, 8, 1], bias=[True, False], input_shape=[1, 4, 4])
+    image = Payload(spec, [torch.randn(8, 16, dtype=torch.float64), torch.randn(8, dtype=torch.float64),
+                           torch.randn(1, 8, dtype=torch.float64)], np.zeros(16), n_train=4)
+    assert plan_run(image, HaimConfig()).cfg.deep_weight == 0.1
+    power = MLPSpec(widths=[5, 6, 1], bias=[False, False], activation="power", degree=3, input_shape=[1, 1, 5])
+    run = plan_run(Payload(power, [torch.randn(6, 5, dtype=torch.float64), torch.randn(1, 6, dtype=torch.float64)],
+                           np.zeros(5), n_train=4), HaimConfig())
+    assert run.cfg.deep_weight == 1.0 and run.adapted["fields"]["deep_weight"] == 1.0
+    assert POWER_REASON in run.adapted["reason"]
+    old = {k: v for k, v in to_dict(HaimConfig()).items() if k != "deep_weight"}
+    assert from_dict(HaimConfig, recorded_fields(HaimConfig, old), "config.json: attack").deep_weight == 1.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(TrainreconError, match="attack.deep_weight"):
+            HaimConfig(deep_weight=bad)
+    with pytest.raises(TrainreconError, match="attack.deep_weight: .* cosine"):
+        SimulationConfig(deep_weight=0.1)
+
+
 def test_a_run_recorded_before_the_row_adam_default_reads_back_as_the_sgd_it_ran():
     """A config.json written when Haim's x step was SGD at lr 1 lacks x_optimiser; read back (the truth-start
     control replays it) it is SGD at lr 1, not the per-candidate Adam refusing lr 1."""

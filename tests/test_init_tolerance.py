@@ -63,17 +63,20 @@ def test_dead_zone_value_and_gradient_against_autograd():
         DeadZoneDistance(target, [0.1])
 
 
-def test_the_attack_objective_with_a_tolerance_against_an_oracle_and_finite_differences():
-    """The attack's stationarity term with init_tolerance c is sum_p (|theta_p - s_p| - c b_p)_+^2 (b_p from torch's
-    fan-in, s from the objective's own weighted sum), and its gradients in x and lambda are that function's (with
-    the exact activation: Haim's modified ReLU is by design not the derivative of its forward pass)."""
+@pytest.mark.parametrize("gamma", [1.0, 0.3])
+def test_the_attack_objective_with_a_tolerance_against_an_oracle_and_finite_differences(gamma):
+    """The attack's stationarity term with init_tolerance c is sum_p gamma_p (|theta_p - s_p| - c b_p)_+^2 (b_p from
+    torch's fan-in, s from the objective's own weighted sum, gamma_p = 1 on the first layer and ``deep_weight``
+    gamma after it), and its gradients in x and lambda are that function's (with the exact activation: Haim's
+    modified ReLU is by design not the derivative of its forward pass)."""
     torch.manual_seed(0)
     mod = cnn_module().double()
     w = victim_from_module(mod, SHAPE)
     params = [10 * p for p in w.params]  # grown by training: most of each weight lies outside the zone
     x = torch.randn(4, 36, dtype=torch.float64) * 0.5
     M = torch.tensor([1.0, 2.0, 0.5, 1.5], dtype=torch.float64)
-    cfg = HaimConfig(m=4, normalise="none", box_space="centred", box=10.0, lambda_min=0.0, init_tolerance=3.0, tv=0.0)
+    cfg = HaimConfig(m=4, normalise="none", box_space="centred", box=10.0, lambda_min=0.0, init_tolerance=3.0, tv=0.0,
+                     deep_weight=gamma)
     attack = Haim(Payload(w.spec, params), cfg)
     cands = CandidateSet(x, M, attack.labels(4))
     values, gx, gm = attack.objective(0, cands, EXACT).value_and_grad(x, M)
@@ -84,8 +87,11 @@ def test_the_attack_objective_with_a_tolerance_against_an_oracle_and_finite_diff
         s = attack.objective(0, cands, EXACT).feature_sum(x, attack.weights(M, 4))
         return [(t - si).abs() - b for t, si, b in zip(params, s, bounds)]
 
+    first = 2  # the first convolution's weight and bias
+    weights = [1.0] * first + [gamma] * (len(params) - first)
+
     def stationarity(x, M):
-        return float(sum(torch.relu(e).pow(2).sum() for e in excess(x, M)))
+        return float(sum(g * torch.relu(e).pow(2).sum() for g, e in zip(weights, excess(x, M))))
 
     base = stationarity(x, M)
     inside = sum(int((e <= 0).sum()) for e in excess(x, M))
@@ -111,10 +117,10 @@ def test_the_tolerance_follows_the_attackers_normalisation():
     attacked, record = normalise(Payload(w.spec, params))
     kappa = record["kappa"]
     assert attacked.scale == pytest.approx(kappa)
-    method = Haim(attacked, HaimConfig(m=4, init_tolerance=0.5))
+    method = Haim(attacked, HaimConfig(m=4, init_tolerance=0.5, deep_weight=1.0))
     assert isinstance(method.outer, DeadZoneDistance)
     assert method.outer.tolerance == pytest.approx([0.5 * b / kappa for b in w.spec.default_init_bounds()], rel=1e-12)
-    assert type(Haim(attacked, HaimConfig(m=4)).outer) is SquaredDistance
+    assert type(Haim(attacked, HaimConfig(m=4, deep_weight=1.0)).outer) is SquaredDistance
 
 
 def test_refusals_are_one_line():

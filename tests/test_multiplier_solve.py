@@ -29,14 +29,16 @@ def flat(ts):
     return torch.cat([t.reshape(-1) for t in ts]).double()
 
 
-@pytest.mark.parametrize("which", ["haim", "multiclass", "loo", "loo_project"])
+@pytest.mark.parametrize("which", ["haim", "haim_deep", "multiclass", "loo", "loo_project"])
 def test_normal_equations_match_a_dense_oracle(which):
-    spec = {"haim": MLPSpec([6, 5, 4, 1], [True, False, False]), "multiclass": MLPSpec([6, 5, 4, 3], [True, False, False]),
+    spec = {"haim": MLPSpec([6, 5, 4, 1], [True, False, False]), "haim_deep": MLPSpec([6, 5, 4, 1], [True, False, False]),
+            "multiclass": MLPSpec([6, 5, 4, 3], [True, False, False]),
             "loo": MLPSpec([6, 5, 4, 2], [True, True, True]), "loo_project": MLPSpec([6, 5, 4, 2], [True, True, True])}[which]
     params = init_params(spec, [2.0] * spec.n_layers, seed=2)
     init = init_params(spec, [1.5] * spec.n_layers, seed=9) if which.startswith("loo") else None
     victim = Victim(spec, params, np.full((1, 1, 6), 0.3), init)
-    cls, cfg = {"haim": (Haim, HaimConfig(alpha=5.0)), "multiclass": (BuzagloMulticlass, BuzagloMulticlassConfig(alpha=5.0)),
+    cls, cfg = {"haim": (Haim, HaimConfig(alpha=5.0, deep_weight=1.0)),
+                "haim_deep": (Haim, HaimConfig(alpha=5.0, deep_weight=0.3)), "multiclass": (BuzagloMulticlass, BuzagloMulticlassConfig(alpha=5.0)),
                 "loo": (LooNTK, LooConfig(dtype="float64", remove_init="subtract")),
                 "loo_project": (LooNTK, LooConfig(dtype="float64", remove_init="project"))}[which]
     obj, cands = build_objective(cls, victim, cfg, 6)
@@ -44,7 +46,10 @@ def test_normal_equations_match_a_dense_oracle(which):
     K, b, c0, k = obj.normal_equations(X)
     # the oracle: column (j, c) of G is the weighted sum with the single weight W_jc = 1, whitened by the outer loss
     # one column at a time (its unbatched map), and the target likewise
+    # (haim_deep: the layers after the first, weight and bias, scaled by sqrt(0.3))
     whiten = getattr(obj.outer, "project", lambda r: list(r))
+    if which == "haim_deep":
+        whiten = lambda r: [ri * (1.0 if i < 2 else 0.3 ** 0.5) for i, ri in enumerate(r)]  # noqa: E731
     cols = []
     for j in range(6):
         for c in range(k):

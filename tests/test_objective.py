@@ -12,15 +12,16 @@ from trainrecon.models.parameters import flatten, forward, init_params, unflatte
 from trainrecon.models.victim import Victim
 
 SPEC = MLPSpec(widths=[6, 5, 4, 1], bias=[True, False, False])
-CFG = HaimConfig(alpha=5.0, lambda_min=0.3, box_space="centred", tv=0.0)  # the oracle's box and prior
+CFG = HaimConfig(alpha=5.0, lambda_min=0.3, box_space="centred", tv=0.0, deep_weight=1.0)  # the oracle's box and prior
 
 
 def haim_objective(spec, params, cfg, m):
     return build_objective(Haim, Victim(spec, params), cfg, m)[0]
 
 
-def dense_loss(theta_flat, X, lam, target_flat, m):
-    """Oracle: per-sample gradients g_j formed explicitly, s = (1/m) sum lam_j y_j g_j."""
+def dense_loss(theta_flat, X, lam, target_flat, m, gamma=None):
+    """Oracle: per-sample gradients g_j formed explicitly, s = (1/m) sum lam_j y_j g_j; ``gamma`` weighs each
+    parameter's squared residual (None: 1)."""
     y = haim_labels(m, torch.float64, "cpu")
     sur = Surrogate("modified_relu", CFG.alpha)
 
@@ -30,7 +31,8 @@ def dense_loss(theta_flat, X, lam, target_flat, m):
     G = torch.stack([jacrev(phi_j)(theta_flat, X[j]) for j in range(m)])  # (m, P)
     s = ((lam * y / m)[:, None] * G).sum(0)
     box = ((X - 1).clamp_min(0) ** 2).sum() + ((-1 - X).clamp_min(0) ** 2).sum()
-    return ((target_flat - s) ** 2).sum() + box + 5 * ((CFG.lambda_min - lam).clamp_min(0) ** 2).sum()
+    weight = 1.0 if gamma is None else gamma
+    return (weight * (target_flat - s) ** 2).sum() + box + 5 * ((CFG.lambda_min - lam).clamp_min(0) ** 2).sum()
 
 
 @pytest.mark.parametrize("chunk", [0, 3])
@@ -48,6 +50,35 @@ def test_value_and_gradient_match_dense_oracle(chunk):
     assert values["total"] == pytest.approx(float(ref), rel=1e-12)
     assert torch.allclose(gx, ref_gx, rtol=1e-9, atol=1e-12)
     assert torch.allclose(gl, ref_gl, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_deep_weight_counts_every_layer_after_the_first_gamma_times(chunk):
+    """attack.deep_weight = gamma: F = sum_p gamma_p ||t_p - s_p||^2 with gamma_p = 1 on the first layer's weight
+    and bias and gamma on the rest (dense float64 oracle: value, gradients in X and the multipliers, F(0))."""
+    torch.manual_seed(1)
+    params = init_params(SPEC, [2.0, 2.0, 2.0], seed=5)
+    m, gamma = 6, 0.3
+    X = torch.randn(m, 6, dtype=torch.float64) * 0.9
+    lam = torch.rand(m, dtype=torch.float64)
+    cfg = dataclasses.replace(CFG, deep_weight=gamma)
+    obj = dataclasses.replace(haim_objective(SPEC, params, cfg, m), chunk_size=chunk)
+    values, gx, gl = obj.value_and_grad(X, lam)
+    theta = flatten(params)
+    first = params[0].numel() + params[1].numel()  # layers.0.weight and layers.0.bias
+    weight = torch.ones(len(theta), dtype=torch.float64)
+    weight[first:] = gamma
+    ref = dense_loss(theta, X, lam, theta, m, weight)
+    ref_gx, ref_gl = grad(dense_loss, argnums=(1, 2))(theta, X, lam, theta, m, weight)
+    assert values["total"] == pytest.approx(float(ref), rel=1e-12)
+    assert torch.allclose(gx, ref_gx, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(gl, ref_gl, rtol=1e-9, atol=1e-12)
+    assert obj.outer.baseline == pytest.approx(float((weight * theta ** 2).sum()), rel=1e-12)
+    # the unweighted objective differs, and gamma = 1 is it
+    plain = haim_objective(SPEC, params, CFG, m).value_and_grad(X, lam)[0]["total"]
+    assert abs(plain - values["total"]) > 1e-3 * abs(plain)
+    same = haim_objective(SPEC, params, dataclasses.replace(CFG, deep_weight=1.0), m).value_and_grad(X, lam)[0]
+    assert same["total"] == plain
 
 
 def test_exact_stationary_point_has_zero_objective():

@@ -34,7 +34,7 @@ from ..objective.candidates import CandidateSet, cosine_matrix
 from .normalisation import Normalise
 from .payload import Payload
 from ..objective.weighted_sum import (DeadZoneDistance, ProjectedDistance, SquaredDistance, SummedCopies,
-                                      WeightedSumObjective)
+                                      TensorWeighted, WeightedSumObjective)
 
 #: what "auto" resolves to without a choice worth recording in config.json["adapted"]
 UNCHOSEN = (("remove_init", "none"), ("dtype", "float64"))
@@ -100,7 +100,11 @@ class AttackConfig:
     every k iterations by the best ones for the current candidates (NNLS on the stationarity term,
     :mod:`trainrecon.hooks.multipliers`) instead of only descending them.  ``lr_final = f`` in (0, 1] scales
     every step (candidates and multipliers) by a cosine from 1 to f over the run's progress, the larger of
-    iterations done / ``iterations`` and seconds / ``max_seconds`` (1, the default: a constant step)."""
+    iterations done / ``iterations`` and seconds / ``max_seconds`` (1, the default: a constant step).
+    ``deep_weight = gamma > 0`` counts the stationarity residual of every parameter tensor after the first
+    parameterised layer's gamma times, F(s) = sum_p gamma_p ||target_p - s_p||^2 with gamma_p = 1 on the first
+    layer (the one equation linear in the candidates: W_1 = sum_j w_j delta_j x_j^T) and gamma elsewhere
+    (:class:`~trainrecon.objective.weighted_sum.TensorWeighted`); 1, the default: every tensor alike."""
 
     m: int = 0
     iterations: int = 8000
@@ -118,6 +122,7 @@ class AttackConfig:
     tv: float = 0.0
     solve_multipliers_every: int = 0
     lr_final: float = 1.0
+    deep_weight: float = 1.0
     normalise: Normalise = "auto"
     adapt: bool = True
     auto_split: bool = True
@@ -125,7 +130,7 @@ class AttackConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
 
     #: what a field meant in runs recorded before it existed (resuming those must not change their behaviour)
-    BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none", "remove_init": "none"}
+    BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none", "remove_init": "none", "deep_weight": 1.0}
     #: the fields a hook on the run carries out (its ``implements``), not the method: a run that enables one
     #: without that hook is refused (:meth:`needs_hooks`)
     HOOKED: ClassVar[tuple[str, ...]] = ("split", "merge", "max_seconds", "solve_multipliers_every")
@@ -147,6 +152,9 @@ class AttackConfig:
             raise TrainreconError(f"attack.init_tolerance: must be >= 0 (0: off), got {self.init_tolerance}")
         if self.tv < 0:
             raise TrainreconError(f"attack.tv: must be >= 0 (0: off), got {self.tv}")
+        if not self.deep_weight > 0:
+            raise TrainreconError(f"attack.deep_weight: the weight of the layers after the first, must be > 0 "
+                                  f"(1: every layer alike), got {self.deep_weight}")
         if not 0 < self.lr_final <= 1:
             raise TrainreconError(f"attack.lr_final: the last step as a fraction of the first, in (0, 1], got "
                                   f"{self.lr_final}")
@@ -262,10 +270,21 @@ class Method:
                                   "level 'init': trainrecon import --init)")
         return [p - p0 for p, p0 in zip(theta, init)]
 
-    def outer_loss(self, target: list[torch.Tensor]) -> SquaredDistance:
+    def outer_loss(self, target: list[torch.Tensor]) -> SquaredDistance | TensorWeighted:
         """||target - s||^2; with ``remove_init = "project"`` blind to theta_0's direction in each parameter tensor
         (:class:`ProjectedDistance`); or with ``init_tolerance`` c > 0 the dead zone b_p = c / (sqrt(fan_in_p) scale)
-        of PyTorch's default init (scale: the attacker's normalisation of the weights)."""
+        of PyTorch's default init (scale: the attacker's normalisation of the weights).  With ``deep_weight``
+        gamma != 1 that loss is built on the target scaled by sqrt(gamma_p) per tensor (:class:`TensorWeighted`)."""
+        gamma = self.cfg.deep_weight
+        if gamma == 1:
+            return self._distance(target, [1.0] * len(target))
+        first = self.payload.spec.first_layer_tensors()
+        scale = [1.0] * first + [math.sqrt(gamma)] * (len(target) - first)
+        return TensorWeighted(self._distance([c * t for c, t in zip(scale, target)], scale), scale, list(target))
+
+    def _distance(self, target: list[torch.Tensor], scale: list[float]) -> SquaredDistance:
+        """:meth:`outer_loss`'s distance on a target already scaled by ``scale`` per tensor (the dead zone's
+        bounds scaled alike)."""
         c = self.cfg.init_tolerance
         if self.removal == "project":
             if c:
@@ -278,7 +297,7 @@ class Method:
             whose = "the NTK form's target" if self.form.target_removes_init else "remove_init's target"
             raise TrainreconError(f"attack.init_tolerance: {whose} theta_T - theta_0 already removes the "
                                   "initialisation; leave it at 0")
-        bounds = [c * b / self.payload.scale for b in self.payload.spec.default_init_bounds()]
+        bounds = [k * c * b / self.payload.scale for k, b in zip(scale, self.payload.spec.default_init_bounds())]
         outer = DeadZoneDistance(target, bounds)
         if not outer.relative(1.0) < float("inf"):
             raise TrainreconError(f"attack.init_tolerance: every weight of the victim lies within {c} x PyTorch's "

@@ -119,6 +119,9 @@ class SimulationConfig(AttackConfig):
         if self.solve_multipliers_every:
             raise TrainreconError("attack.solve_multipliers_every: the simulation's multipliers are its candidates' "
                                   "labels, not a weighted sum's weights; nothing to solve")
+        if self.deep_weight != 1:
+            raise TrainreconError("attack.deep_weight: weighs a weighted sum's stationarity residual per layer; the "
+                                  "simulation matches its weight change by cosine (leave it at 1)")
         if self.split.enabled and self.sim_batch:
             raise TrainreconError("attack.split: sample splitting on the simulation needs every candidate in every "
                                   "simulated step (attack.sim_batch = 0)")

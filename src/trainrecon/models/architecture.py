@@ -20,7 +20,8 @@ shaped by :meth:`~Architecture.param_shapes` (the names of the tensors in ``mode
 * ``default_init_bounds()``: per parameter tensor, the bound b = 1/sqrt(fan_in) of PyTorch's default
   initialisation U(-b, b) of ``nn.Linear`` / ``nn.Conv2d`` (weights and biases alike), what a network trained
   from that init still carries of theta_0 (the attacks' ``init_tolerance``);
-* ``activation_sizes()``: per-sample sizes of every layer's output (memory estimates).
+* ``activation_sizes()``: per-sample sizes of every layer's output (memory estimates);
+* ``first_layer_tensors()``: how many leading parameter tensors the first parameterised layer holds.
 
 Two implementations: :class:`~.mlp.MLPSpec` (``model.json`` without ``kind``: widths, bias, activation) and
 :class:`~.sequential.SequentialSpec` (``kind: "sequential"``: a declarative layer list with
@@ -128,6 +129,13 @@ class Architecture:
                 raise TrainreconError(f"parameter {name}: no weight matrix of its layer to take a fan-in from")
             bounds.append(1.0 / math.sqrt(math.prod(weight[1:])))
         return bounds
+
+    def first_layer_tensors(self) -> int:
+        """How many of the leading parameter tensors belong to the first parameterised layer (its weight, and its
+        bias where it has one): the names before the first whose layer prefix (``<layer>.weight``) differs."""
+        names = self.param_names()
+        layer = names[0].rpartition(".")[0]
+        return next((i for i, name in enumerate(names) if name.rpartition(".")[0] != layer), len(names))
 
     def homogeneity_degree(self) -> int | None:
         return self.homogeneity().degree

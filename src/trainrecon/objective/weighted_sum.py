@@ -146,6 +146,46 @@ class ProjectedDistance(SquaredDistance):
 
 
 @dataclass
+class TensorWeighted:
+    """F(s) = inner(c s) with c_p = sqrt(gamma_p) per parameter tensor p, the inner loss built on the scaled target
+    c target: for the squared distance sum_p gamma_p ||target_p - s_p||^2, the residual of each tensor p counted
+    gamma_p times (``attack.deep_weight``; the projected distance alike, since its projection is per tensor).
+    u = c inner.grad(c s); ``target`` is the unscaled one (what a refit explains); ``baseline`` and ``relative``
+    are the weighted F's."""
+
+    inner: SquaredDistance
+    scale: list[float]
+    target: list[torch.Tensor]
+
+    def __post_init__(self) -> None:
+        if not len(self.scale) == len(self.target) == len(self.inner.target):
+            raise ValueError(f"{len(self.scale)} scales for {len(self.target)} parameter tensors")
+
+    @property
+    def quadratic(self) -> bool:
+        return self.inner.quadratic
+
+    def _scaled(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [c * ri for c, ri in zip(self.scale, r)]
+
+    def whiten(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return self.inner.whiten(self._scaled(r))
+
+    def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.inner.value(self._scaled(s))
+
+    def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return self._scaled(self.inner.grad(self._scaled(s)))
+
+    @property
+    def baseline(self) -> float:
+        return self.inner.baseline
+
+    def relative(self, value: float) -> float:
+        return self.inner.relative(value)
+
+
+@dataclass
 class SummedCopies:
     """F(s_1, ..., s_k) = inner(s_1 + ... + s_k) over k blocks of parameter tensors, u = (u, ..., u) with
     u = inner.grad(s_1 + ... + s_k): the features evaluated at k parameter points theta_1 .. theta_k (the blocks of
