@@ -95,3 +95,63 @@ def test_exact_stationary_point_has_zero_objective():
     assert gx.abs().max() < 1e-13 and gl.abs().max() < 1e-13
     values2, _, _ = obj.value_and_grad(X_true + 0.05, lam_true)
     assert values2["total"] > 1e-6  # and it is not zero elsewhere
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (1, 1, 5), (1, 5, 1)])
+def test_priors_written_out_match_autograd_of_their_formulas(shape):
+    """total_variation and box_penalty compute their gradients by hand (one pass each); float64 oracle: the
+    plain formulas, differentiated by autograd, on points inside, outside and on both sides of the box."""
+    from trainrecon.attacks.method import box_penalty, total_variation
+
+    g = torch.Generator().manual_seed(2)
+    m, d = 4, shape[0] * shape[1] * shape[2]
+    X = (torch.randn(m, d, generator=g, dtype=torch.float64) * 1.5).requires_grad_(True)
+    w = torch.rand(m, generator=g, dtype=torch.float64)
+
+    def tv_oracle(Z):
+        img = Z.reshape(m, *shape)
+        out = torch.zeros(m, dtype=torch.float64)
+        if shape[1] > 1:
+            out = out + (img[..., 1:, :] - img[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+        if shape[2] > 1:
+            out = out + (img[..., :, 1:] - img[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+        return out
+
+    got, want = total_variation(X, shape), tv_oracle(X)
+    assert torch.allclose(got, want, rtol=1e-14, atol=0)
+    (gg,), (gw,) = torch.autograd.grad((w * got).sum(), X), torch.autograd.grad((w * want).sum(), X)
+    assert torch.allclose(gg, gw, rtol=1e-13, atol=1e-15)
+    lo = -torch.rand(1, d, generator=g, dtype=torch.float64)
+    for bounds in ((-0.5, 0.7), (lo, lo + 1)):
+        value = box_penalty(X, *bounds)
+        ref = ((X - bounds[1]).clamp_min(0) ** 2).sum() + ((bounds[0] - X).clamp_min(0) ** 2).sum()
+        assert float(value) == pytest.approx(float(ref), rel=1e-14) and float(ref) > 0
+        (gb,), (gr,) = (torch.autograd.grad(3 * v, X, create_graph=True) for v in (value, ref))
+        assert torch.equal(gb, gr)
+        v = torch.randn(m, d, generator=g, dtype=torch.float64)  # and the second derivative, 6 v outside the box
+        (hb,), (hr,) = torch.autograd.grad((gb * v).sum(), X), torch.autograd.grad((gr * v).sum(), X)
+        assert torch.equal(hb, hr) and hb.abs().max() > 0
+    # torch.func transforms go through both (the attacks' tests take the prior's gradient with torch.func.grad)
+    assert torch.allclose(torch.func.grad(lambda Z: (w * total_variation(Z, shape)).sum())(X.detach()), gw)
+
+
+def test_outer_losses_value_and_grad_in_one_pass_match_value_and_grad():
+    """Every outer loss's fused (F(s), u) against its own value and grad (float64), weighted per tensor and summed
+    over copies too."""
+    from trainrecon.objective.weighted_sum import DeadZoneDistance, ProjectedDistance, SummedCopies, TensorWeighted
+
+    g = torch.Generator().manual_seed(3)
+
+    def tensors():
+        return [torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)]
+
+    target, s, d = tensors(), tensors(), tensors()
+    d[1] = torch.zeros(3, dtype=torch.float64)  # a tensor with nothing to remove
+    losses = [SquaredDistance(target), DeadZoneDistance(target, [0.5, 0.2]), ProjectedDistance(target, d)]
+    losses += [TensorWeighted(inner, [1.0, 0.3], target) for inner in losses]
+    cases = [(F, s) for F in losses] + [(SummedCopies(losses[0], 2), s + tensors())]
+    for F, point in cases:
+        value, u = F.value_and_grad(point)
+        assert float(value) == pytest.approx(float(F.value(point)), rel=1e-14)
+        for a, b in zip(u, F.grad(point), strict=True):
+            assert torch.allclose(a, b, rtol=1e-14, atol=0)

@@ -43,6 +43,10 @@ class OuterLoss(Protocol):
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]: ...
 
+    def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(F(s), u) from one pass over the parameters: what every iteration of an attack asks."""
+        ...
+
     def relative(self, value: float) -> float:
         """F(s) / F(0): the share of the target the weighted sum leaves unexplained (scale free)."""
         ...
@@ -66,6 +70,12 @@ class SquaredDistance:
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [2 * (si - t) for si, t in zip(s, self.target)]
+
+    def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """r = s - target, F = sum_p ||r_p||^2, u = 2 r."""
+        r = [si - t for si, t in zip(s, self.target)]
+        value = sum((ri * ri).sum() for ri in r)
+        return value, [ri.mul_(2) for ri in r]
 
     @cached_property
     def _norm(self) -> float:
@@ -102,6 +112,13 @@ class DeadZoneDistance(SquaredDistance):
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [2 * ((si - t).abs() - b).clamp_min(0) * (si - t).sign()
                 for si, t, b in zip(s, self.target, self.tolerance)]
+
+    def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """r = s - target, e = (|r| - b)_+, F = sum e^2, u = 2 e sign(r)."""
+        r = [si - t for si, t in zip(s, self.target)]
+        e = [(ri.abs() - b).clamp_min(0) for ri, b in zip(r, self.tolerance)]
+        value = sum((ei * ei).sum() for ei in e)
+        return value, [2 * ei * ri.sign() for ei, ri in zip(e, r)]
 
     @cached_property
     def _norm(self) -> float:
@@ -140,6 +157,12 @@ class ProjectedDistance(SquaredDistance):
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [-2 * pr for pr in self.project([t - si for t, si in zip(self.target, s)])]
 
+    def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """P r with r = s - target, F = sum ||P r||^2, u = 2 P r."""
+        pr = self.project([si - t for si, t in zip(s, self.target)])
+        value = sum((p * p).sum() for p in pr)
+        return value, [p.mul_(2) for p in pr]
+
     @cached_property
     def _norm(self) -> float:
         return float(sum((pr.double() ** 2).sum() for pr in self.project(self.target)))
@@ -166,7 +189,7 @@ class TensorWeighted:
         return self.inner.quadratic
 
     def _scaled(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [c * ri for c, ri in zip(self.scale, r)]
+        return [ri if c == 1 else c * ri for c, ri in zip(self.scale, r)]
 
     def whiten(self, r: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return self.inner.whiten(self._scaled(r))
@@ -176,6 +199,10 @@ class TensorWeighted:
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return self._scaled(self.inner.grad(self._scaled(s)))
+
+    def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        value, u = self.inner.value_and_grad(self._scaled(s))
+        return value, self._scaled(u)
 
     @property
     def baseline(self) -> float:
@@ -204,6 +231,10 @@ class SummedCopies:
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return self.inner.grad(self._total(s)) * self.copies
+
+    def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        value, u = self.inner.value_and_grad(self._total(s))
+        return value, u * self.copies
 
     @property
     def target(self) -> list[torch.Tensor]:
@@ -266,7 +297,7 @@ class WeightedSumObjective:
         Wd = W.detach()
         chunks = self._chunks(X.shape[0])
         s = self.feature_sum(X, Wd) if len(chunks) > 1 else None
-        u = None if s is None else self.outer.grad(s)
+        stat, u = (None, None) if s is None else self.outer.value_and_grad(s)
         gx = torch.zeros_like(X)
         gw = torch.zeros_like(Wd)
         for sl in chunks:
@@ -277,7 +308,7 @@ class WeightedSumObjective:
             gs = [torch.zeros_like(p) if g is None else g for p, g in zip(theta, gs)]
             if s is None:  # one chunk: this pass's sum is the whole s
                 s = [g.detach() for g in gs]
-                u = self.outer.grad(s)
+                stat, u = self.outer.value_and_grad(s)
             h = sum((g * ui).sum() for g, ui in zip(gs, u))
             gxc, gwc = torch.autograd.grad(h, [xc, wc], allow_unused=True)
             if gxc is not None:
@@ -285,7 +316,6 @@ class WeightedSumObjective:
             gw[sl] = gwc
         (gm,) = torch.autograd.grad(W, M, grad_outputs=gw, allow_unused=True)
         gm = torch.zeros_like(M) if gm is None else gm
-        stat = self.outer.value(s)
         prior = self.prior(X, M)
         px, pm = torch.autograd.grad(prior, [X, M], allow_unused=True) if prior.requires_grad else (None, None)
         gx = gx + (px if px is not None else 0)
