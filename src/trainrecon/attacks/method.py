@@ -244,8 +244,8 @@ class Optimizer(Protocol):
 class _BoxPenalty(torch.autograd.Function):
     """sum (x - clamp(x, lo, hi))^2, gradient 2 (x - clamp(x, lo, hi)), the same numbers as autograd of the two
     clamped terms (200 MNIST candidates, one CPU thread: 0.4 ms against 2.4), in x only (the bounds are
-    constants).  The backward is made of torch operations on x, so torch.func transforms and a second derivative
-    go through."""
+    constants).  The backward is made of torch operations on x, so torch.func's grad and a second derivative go
+    through."""
 
     @staticmethod
     def forward(X: torch.Tensor, lo, hi) -> torch.Tensor:
