@@ -136,8 +136,8 @@ def test_priors_written_out_match_autograd_of_their_formulas(shape):
 
 
 def test_outer_losses_value_and_grad_in_one_pass_match_value_and_grad():
-    """Every outer loss's fused (F(s), u) against its own value and grad (float64), weighted per tensor and summed
-    over copies too."""
+    """Every outer loss's fused (F(s), u) against its own value, and u against autograd of that value (float64),
+    weighted per tensor and summed over copies too; grad is u alone."""
     from trainrecon.objective.weighted_sum import DeadZoneDistance, ProjectedDistance, SummedCopies, TensorWeighted
 
     g = torch.Generator().manual_seed(3)
@@ -153,5 +153,6 @@ def test_outer_losses_value_and_grad_in_one_pass_match_value_and_grad():
     for F, point in cases:
         value, u = F.value_and_grad(point)
         assert float(value) == pytest.approx(float(F.value(point)), rel=1e-14)
-        for a, b in zip(u, F.grad(point), strict=True):
-            assert torch.allclose(a, b, rtol=1e-14, atol=0)
+        leaves = [p.clone().requires_grad_(True) for p in point]
+        for a, b, c in zip(u, torch.autograd.grad(F.value(leaves), leaves), F.grad(point), strict=True):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-14) and torch.equal(a, c)

@@ -69,7 +69,8 @@ class SquaredDistance:
         return sum(((t - si) ** 2).sum() for t, si in zip(self.target, s))
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [2 * (si - t) for si, t in zip(s, self.target)]
+        """u alone, from :meth:`value_and_grad` (each loss writes its gradient once)."""
+        return self.value_and_grad(s)[1]
 
     def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """r = s - target, F = sum_p ||r_p||^2, u = 2 r."""
@@ -108,10 +109,6 @@ class DeadZoneDistance(SquaredDistance):
 
     def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
         return sum(((t - si).abs() - b).clamp_min(0).pow(2).sum() for t, si, b in zip(self.target, s, self.tolerance))
-
-    def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [2 * ((si - t).abs() - b).clamp_min(0) * (si - t).sign()
-                for si, t, b in zip(s, self.target, self.tolerance)]
 
     def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """r = s - target, e = (|r| - b)_+, F = sum e^2, u = 2 e sign(r)."""
@@ -154,9 +151,6 @@ class ProjectedDistance(SquaredDistance):
     def value(self, s: Sequence[torch.Tensor]) -> torch.Tensor:
         return sum((pr ** 2).sum() for pr in self.project([t - si for t, si in zip(self.target, s)]))
 
-    def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [-2 * pr for pr in self.project([t - si for t, si in zip(self.target, s)])]
-
     def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """P r with r = s - target, F = sum ||P r||^2, u = 2 P r."""
         pr = self.project([si - t for si, t in zip(s, self.target)])
@@ -198,7 +192,7 @@ class TensorWeighted:
         return self.inner.value(self._scaled(s))
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return self._scaled(self.inner.grad(self._scaled(s)))
+        return self.value_and_grad(s)[1]
 
     def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         value, u = self.inner.value_and_grad(self._scaled(s))
@@ -230,7 +224,7 @@ class SummedCopies:
         return self.inner.value(self._total(s))
 
     def grad(self, s: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return self.inner.grad(self._total(s)) * self.copies
+        return self.value_and_grad(s)[1]
 
     def value_and_grad(self, s: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         value, u = self.inner.value_and_grad(self._total(s))
