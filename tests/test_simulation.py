@@ -39,6 +39,15 @@ def objective(opt, steps=3, batch=0, match="cosine", blind=True, m0=M):
                                lambda X_, M_: (X_ ** 2).sum() * 1e-3, labels, m0, steps, batch, match), spec, X, labels
 
 
+def torch_twin(obj):
+    """The nn.Module of net() at the objective's theta_0."""
+    module = torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.Softplus(), torch.nn.Linear(H, K)).double()
+    with torch.no_grad():
+        for p, v in zip(module.parameters(), obj.theta0):
+            p.copy_(v)
+    return module
+
+
 @pytest.mark.parametrize("opt, batch", [
     (Optimiser("sgd", 0.3), 0),
     (Optimiser("sgd", 0.3, momentum=0.9, weight_decay=0.05), 2),
@@ -54,10 +63,7 @@ def test_the_simulated_training_is_torch_optims(opt, batch):
     obj, spec, X, labels = objective(opt, steps=5, batch=batch)
     W = F.one_hot(labels, K).double()
     delta = obj.simulate(X, W)
-    module = torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.Softplus(), torch.nn.Linear(H, K)).double()
-    with torch.no_grad():
-        for p, v in zip(module.parameters(), obj.theta0):
-            p.copy_(v)
+    module = torch_twin(obj)
     if opt.kind == "sgd":
         torch_opt = torch.optim.SGD(module.parameters(), lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
                                     weight_decay=opt.weight_decay)
@@ -154,3 +160,61 @@ def test_a_splitting_round_runs_on_the_simulation_with_exact_losses():
     start = obj.loss_of(X, W)
     assert final.loss_of(r.cands.x, r.cands.multipliers) == pytest.approx(start + sum(
         e["actual_change"] for e in r.log if e["accepted"]), rel=1e-9)
+
+
+def test_a_replayed_order_is_torch_optims_on_those_batches_and_its_first_variation_holds():
+    """order: step t trains on the rows B_t with the batch-mean loss (torch's reduction 'mean'), any rows in any
+    order; the per-candidate term is then the derivative of J in the candidate's own weight (float64)."""
+    order = [torch.tensor([0, 2]), torch.tensor([3, 1, 0]), torch.tensor([2])]
+    obj, spec, X, labels = objective(Optimiser("sgd", 0.3, momentum=0.9, weight_decay=0.05))
+    obj = dataclasses.replace(obj, order=order)
+    W = F.one_hot(labels, K).double()
+    delta = obj.simulate(X, W)
+    module = torch_twin(obj)
+    torch_opt = torch.optim.SGD(module.parameters(), lr=0.3, momentum=0.9, weight_decay=0.05)
+    for rows in order:
+        torch_opt.zero_grad()
+        F.cross_entropy(module(X[rows]), labels[rows]).backward()
+        torch_opt.step()
+    for p, p0, d in zip(module.parameters(), obj.theta0, delta):
+        assert torch.allclose(p.detach() - p0, d.detach(), rtol=1e-9, atol=1e-12)
+    Wm = W * torch.tensor([1.0, 0.7, 1.3, 0.9], dtype=torch.float64)[:, None]
+    h = obj.per_candidate_term(X, Wm, obj.u(X, Wm))
+    for j in range(M):
+        eps = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        Wj = Wm.clone()
+        Wj[j] = Wm[j] * (1 + eps)
+        (d,) = torch.autograd.grad(obj.discrepancy(obj.simulate(X, Wj)), eps)
+        assert math.isclose(float(d), float(h[j]), rel_tol=1e-8, abs_tol=1e-12)
+
+
+def test_the_fused_adam_step_is_autograd_of_adams_expressions():
+    """_AdamStep over three steps (the first without moments) against autograd of the plain expressions, float64:
+    the same parameters and moments to rounding, and the same gradient of a random functional of the last step's
+    outputs in p_0 and every d_t."""
+    from trainrecon.objective.simulation import _AdamStep
+
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    ds = [torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    ds[1].data[0, 0] = 0.0  # a zero gradient entry: v small, s near eps
+    lr, b1, b2, eps = 0.05, 0.8, 0.95, 1e-8
+    w = [torch.randn(7, 3, generator=g, dtype=torch.float64) for _ in range(3)]
+
+    def run(fused):
+        p, m, v = p0, None, None
+        for t, d in enumerate(ds):
+            c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+            if fused:
+                p, m, v = _AdamStep.apply(p, m, v, d, (lr, b1, b2, c1, c2, eps))
+            else:
+                m = (1 - b1) * d if m is None else b1 * m + (1 - b1) * d
+                v = (1 - b2) * d * d if v is None else b2 * v + (1 - b2) * d * d
+                p = p - lr * (m / c1) / (torch.sqrt(v / c2 + eps ** 2) + eps)
+        out = (w[0] * p).sum() + (w[1] * m).sum() + (w[2] * v).sum()
+        return (p, m, v), torch.autograd.grad(out, [p0, *ds])
+
+    (fp, fm, fv), fg = run(True)
+    (ap, am, av), ag = run(False)
+    for a, b in zip((fp, fm, fv, *fg), (ap, am, av, *ag)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)

@@ -2,6 +2,7 @@
 attacks that use theta_0 (the residual blind to theta_0, Loo's kernel at both ends) against dense oracles; the
 simulation attack end to end; the method chosen for each level."""
 
+import dataclasses
 import html
 import json
 import math
@@ -16,7 +17,7 @@ from torch import nn
 
 from trainrecon import reconstruct
 from trainrecon.attacks import BuzagloMulticlassConfig, LooConfig, LooNTK, SimulationConfig, payload_from_folder
-from trainrecon.attacks.choice import default_attack
+from trainrecon.attacks.choice import REPLAY, WINNERS, default_attack
 from trainrecon.errors import TrainreconError
 from trainrecon.models.user_weights import import_module_victim
 from trainrecon.models.recipe import Recipe, load_recipe
@@ -300,6 +301,16 @@ def test_each_level_gets_its_bench_winner(tmp_path):
     with pytest.raises(TrainreconError, match="--given: 'recipe' needs"):
         default_attack(p.at_level("weights"), "recipe")
     assert load_recipe(tmp_path / "recipe.json") == p.recipe
+    assert "replay_epochs" not in default_attack(p, "recipe")[1]  # n is not disclosed: no slot per training image
+    told = payload_from_folder(owner_victim(tmp_path, "told", n=12))  # its recipe records the order's seed: a replay
+    assert default_attack(told, "recipe")[1] == {**REPLAY[0], "given": "recipe"}
+    recipe = json.loads((tmp_path / "recipe.json").read_text())
+    (tmp_path / "recipe.json").write_text(json.dumps({k: v for k, v in recipe.items() if k != "data_order_seed"}))
+    unordered = payload_from_folder(owner_victim(tmp_path, "unordered", n=12))
+    assert default_attack(unordered, "recipe")[1] == {**WINNERS["recipe"][1], "given": "recipe"}
+    (tmp_path / "recipe.json").write_text(json.dumps({**recipe, "batch_size": 0, "data_order_seed": None}))
+    full = payload_from_folder(owner_victim(tmp_path, "full", n=12))  # the full batch needs no seed
+    assert default_attack(full, "recipe")[1]["replay_epochs"] == 20
 
 
 @pytest.mark.slow
@@ -373,3 +384,114 @@ def test_the_simulation_starts_where_loos_attack_ends_in_slots_of_its_label(tmp_
     monkeypatch.setattr(simulation, "run_attack", lambda *a, **k: ran.append(1))
     again = reconstruct(p, cfg, tmp_path / "run", resume=True, log=lambda *_: None)
     assert not ran and again.stats["method_report"]["warm_start"] == rec.stats["method_report"]["warm_start"]
+
+
+def test_the_recipes_batch_order_is_a_seeded_dataloaders():
+    """Recipe.batch_order: each epoch torch.randperm(n, generator) of one generator seeded with data_order_seed
+    (or, data_order 'dataloader', a DataLoader(shuffle=True) on that generator), cut into batches (the last one
+    shorter) and at the given number of steps; the full batch needs no seed; mini-batches without a seed are refused
+    in one line."""
+    r = Recipe(optimizer="adam", lr=1e-3, loss="logistic", batch_size=4, epochs=3, data_order_seed=11)
+    g = torch.Generator().manual_seed(11)
+    want = [perm[k:k + 4] for perm in [torch.randperm(10, generator=g) for _ in range(3)] for k in (0, 4, 8)]
+    got = r.batch_order(10, r.total_steps(10))
+    assert len(got) == len(want) == 9 and all(torch.equal(a, b) for a, b in zip(got, want))
+    assert [len(b) for b in got[:3]] == [4, 4, 2]
+    assert all(torch.equal(a, b) for a, b in zip(r.batch_order(10, 5), want[:5])) and len(r.batch_order(10, 5)) == 5
+    loader = torch.utils.data.DataLoader(torch.arange(10), batch_size=4, shuffle=True,
+                                         generator=torch.Generator().manual_seed(11))
+    want = [b for _ in range(3) for b in loader]  # a DataLoader draws a worker seed from g before each epoch
+    got = dataclasses.replace(r, data_order="dataloader").batch_order(10, 9)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and not torch.equal(got[3], r.batch_order(10, 9)[3])
+    full = Recipe(optimizer="sgd", lr=0.1, loss="logistic", epochs=2)
+    assert all(torch.equal(b, torch.arange(10)) for b in full.batch_order(10, 2))
+    with pytest.raises(TrainreconError, match="^recipe.data_order_seed: replaying"):
+        Recipe(optimizer="sgd", lr=0.1, loss="logistic", batch_size=4, epochs=2).batch_order(10, 3)
+
+
+ADAM_FACTORY = FACTORY.replace("nn.Linear(6, 3))", "nn.Linear(6, 3)).double()")
+
+
+def adam_owner(tmp_path, seed=7, name="v", recorded=None):
+    """An owner who trains in float64 with Adam on mini-batches of 4 of 12 images in a seeded DataLoader's order
+    (3 epochs), and records that seed (or ``recorded``) in the recipe; returns the victim folder and the training
+    set."""
+    (tmp_path / "factory.py").write_text(ADAM_FACTORY)
+    ns: dict = {}
+    exec(ADAM_FACTORY, ns)
+    torch.manual_seed(3)
+    net = ns["build"]()
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.rand(12, 16, generator=g, dtype=torch.float64) - 0.5), torch.arange(12) % 3
+    loader = torch.utils.data.DataLoader(torch.arange(12), batch_size=4, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(3):
+        for b in loader:  # as people load data: recorded as data_order 'dataloader'
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[b]), y[b]).backward()
+            opt.step()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    save_file(init, str(tmp_path / "init.safetensors"))
+    (tmp_path / "recipe.json").write_text(json.dumps({"optimizer": "adam", "lr": 0.05, "loss": "cross_entropy",
+                                                      "batch_size": 4, "epochs": 3,
+                                                      "data_order_seed": seed if recorded is None else recorded,
+                                                      "data_order": "dataloader"}))
+    np.savez(tmp_path / "mean.npz", x=np.full((1, 4, 4), 0.5))
+    return owner_victim(tmp_path, name, n=12), x, y
+
+
+@pytest.mark.parametrize("removal", ["subtract", "project"])
+def test_a_replay_of_the_whole_recipe_from_the_truth_matches_exactly(tmp_path, removal):
+    """attack.replay_epochs: the recipe's own batches at its own rate, candidate j for training image j. Started at
+    the training set with its labels (the truth-start control's start), a replay of all 3 epochs is the owner's
+    training: D = 0 to rounding. Two epochs, or another batch order, or other images, match worse."""
+    from trainrecon.attacks.plan import plan_run
+
+    folder, x, y = adam_owner(tmp_path)
+    p = payload_from_folder(folder)
+
+    def match(epochs, images=x, labels=y):
+        cfg = SimulationConfig(replay_epochs=epochs, labels="learned", dtype="float64", remove_init=removal,
+                               warm_start="none")
+        plan = plan_run(p, cfg)
+        attack = plan.method(plan.attacked, plan.cfg)
+        cands = attack.init(plan.m)
+        assert torch.equal(cands.multipliers, torch.full((12, 3), 1 / 3, dtype=torch.float64))  # labels unknown
+        assert attack.start_at(cands, images, labels.numpy()) == list(range(12))
+        assert torch.equal(cands.multipliers.argmax(1), labels)
+        obj = attack.objective(0, cands)
+        assert len(obj.batches(12)) == 3 * epochs and attack.report()["sim_lr"] == 0.05
+        return obj.loss_of(cands.x, cands.multipliers) - float(obj.prior(cands.x, cands.multipliers))
+
+    assert match(3) < 1e-12
+    assert match(2) > 1e-3
+    assert match(3, x[torch.randperm(12, generator=torch.Generator().manual_seed(1))]) > 1e-3
+    folder, _, _ = adam_owner(tmp_path, seed=8, name="v8", recorded=7)  # trained in another order than recorded
+    p = payload_from_folder(folder)
+    assert match(3) > 1e-3
+
+
+def test_a_replay_runs_and_records_itself_and_is_refused_in_one_line_where_it_cannot_run(tmp_path, one_thread):
+    folder, x, y = adam_owner(tmp_path)
+    p = payload_from_folder(folder)
+    rec = reconstruct(p, SimulationConfig(replay_epochs=2, labels="learned", iterations=6, log_every=1,
+                                          warm_start="none", dtype="float64"), log=lambda *_: None)
+    report = rec.stats["method_report"]
+    assert (report["steps"], report["replay_epochs"], report["sim_lr"], report["lr_search"]) == (6, 2, 0.05, None)
+    assert rec.history[-1]["stationarity"] < rec.history[0]["stationarity"] and rec.m == 12
+    cfg = dict(replay_epochs=1, labels="learned", iterations=1)
+    for bad, msg in [({**cfg, "given": "init"}, "^attack.replay_epochs: replays the recipe's own batches"),
+                     ({**cfg, "m": 6}, "^attack.m: a replay's candidate j stands for training image j; need m = n"),
+                     ({**cfg, "labels": "fixed"}, "^attack.labels: in a replay"),
+                     ({**cfg, "sim_batch": 4}, "^attack.replay_epochs: a replay's candidate j"),
+                     ({**cfg, "replay_epochs": -1}, "^attack.replay_epochs: must be >= 0")]:
+        with pytest.raises(TrainreconError, match=msg):
+            reconstruct(p, SimulationConfig(**bad), log=lambda *_: None)
+    recipe = json.loads((tmp_path / "recipe.json").read_text())
+    del recipe["data_order_seed"]
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    p = payload_from_folder(owner_victim(tmp_path, "noseed", n=12))
+    with pytest.raises(TrainreconError, match="^recipe.data_order_seed: replaying"):
+        reconstruct(p, SimulationConfig(**cfg), log=lambda *_: None)

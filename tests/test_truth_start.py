@@ -9,7 +9,7 @@ import torch
 from trainrecon import HaimConfig, reconstruct
 from trainrecon.attacks.payload import payload_from_folder
 from trainrecon.pipeline import evaluate_run
-from trainrecon.hooks.start import start_slots
+from trainrecon.attacks.method import start_slots
 
 
 @pytest.mark.slow

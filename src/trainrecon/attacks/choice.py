@@ -18,7 +18,7 @@ from .payload import Payload
 #: it runs with, and the reason the run prints
 WINNERS: dict[str, tuple[str, dict[str, Any], str]] = {
     "recipe": ("simulation", {"tv": 0.1},
-               "theta_0 and the recipe are given: the candidates, started where Loo's NTK attack ends (a quarter of "
+               "theta_0 and the recipe are given (its batch order is not): the candidates, started where Loo's NTK attack ends (a quarter of "
                "the budget), are trained from theta_0 by a simulation of the recipe and its weight change matched to "
                "the real one, with a total-variation prior (the best of every method on the bench's networks "
                "trained with SGD and Adam)"),
@@ -28,10 +28,26 @@ WINNERS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
+#: at the recipe level, where the recipe records its batches (their order's seed, or the full batch): the
+#: simulation replays the training's own first epochs (bench/RESULTS.md, "Replaying the recipe's batches")
+REPLAY: tuple[dict[str, Any], str] = (
+    {"replay_epochs": 20, "labels": "learned", "warm_start": "none", "tv": 0.1},
+    "theta_0 and the recipe with its batch order are given: the candidates, one per training image and each with a "
+    "learned label, are trained from theta_0 by a replay of the recipe's first 20 epochs, batch by batch in its "
+    "recorded order, and the replayed weight change matched to the real one, with a total-variation prior (on the "
+    "bench as many images as the coarse simulation or more, and the only objective that held a CNN's training set)")
+
+
 def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str, Any], str]:
     """(method name, config fields, reason) for ``payload`` at threat level ``given`` (``all``: everything it
-    has).  With only the weights: Haim's KKT attack for one output, Buzaglo's multiclass attack for several."""
-    level = payload.at_level(given, "--given").level
+    has).  With the recipe: the simulation, replaying the training's batches where the recipe records them
+    (:data:`REPLAY`).  With only the weights: Haim's KKT attack for one output, Buzaglo's multiclass attack for
+    several."""
+    at = payload.at_level(given, "--given")
+    level = at.level
+    if level == "recipe" and at.n_train and at.recipe.records_order(at.n_train):
+        fields, reason = REPLAY
+        return "simulation", dict(fields, given=given), reason
     if level in WINNERS:
         name, fields, reason = WINNERS[level]
         return name, dict(fields, given=given), reason
@@ -42,4 +58,4 @@ def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str,
             "KKT attack")
 
 
-__all__ = ["WINNERS", "default_attack"]
+__all__ = ["REPLAY", "WINNERS", "default_attack"]

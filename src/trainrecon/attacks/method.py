@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+import numpy as np
 import torch
 
 from ..config import check_numbers, to_dict
@@ -275,6 +276,21 @@ def repulsion_penalty(X: torch.Tensor, cos_max: float) -> torch.Tensor:
     return ((cosine_matrix(X) - cos_max).clamp_min(0) ** 2).triu(1).sum()
 
 
+def start_slots(cand_labels: torch.Tensor | None, truth_labels: np.ndarray | None, m: int, n: int) -> list[int]:
+    """The candidate slot of each of the first min(n, m) training images: the first free slot with the same label
+    where both have labels, else the first free slot."""
+    free = list(range(m))
+    slots = []
+    for i in range(min(n, m)):
+        j = free[0]
+        if cand_labels is not None and truth_labels is not None:
+            same = [k for k in free if float(cand_labels[k]) == float(truth_labels[i])]
+            j = same[0] if same else j
+        free.remove(j)
+        slots.append(j)
+    return slots
+
+
 class Method:
     """Base class; see the module docstring.  ``payload`` must already be on the run's device and dtype."""
 
@@ -476,6 +492,20 @@ class Method:
         X, M = self.draw(m, torch.Generator().manual_seed(self.cfg.seed))
         labels = self.labels(m)
         return CandidateSet(X.to(like), M.to(like), None if labels is None else labels.to(like.device))
+
+    def truth_slots(self, cands: CandidateSet, labels: np.ndarray | None, k: int) -> list[int]:
+        """The slot of each of the first min(k, m) given images: the first free slot of its label
+        (:func:`start_slots`)."""
+        return start_slots(cands.labels, labels, cands.m, k)
+
+    def start_at(self, cands: CandidateSet, x: torch.Tensor, labels: np.ndarray | None) -> list[int]:
+        """Put the given centred images x (k, d) into their slots (:meth:`truth_slots`), in place: the truth-start
+        control's start.  Returns the slots."""
+        slots = self.truth_slots(cands, labels, x.shape[0])
+        X = cands.x.detach().clone()
+        X[slots] = x[: len(slots)].to(X)
+        cands.x = X
+        return slots
 
     def refit_residual(self, cands: CandidateSet) -> float | None:
         """The candidates' own stationarity residual, refit with the exact activation:

@@ -68,7 +68,11 @@ class SimulationConfig(AttackConfig):
     ``sim_lr_grid``; under a time budget the search takes at most ``search_share`` of ``max_seconds``, every rate
     running as many iterations as the first one did in its part); ``alpha > 0``: the simulated network's ReLUs take Haim's modified-ReLU derivative (0: the
     exact network); ``adam_smoothing > 0``: a simulated Adam's eps raised to eps + adam_smoothing x the RMS of each
-    parameter tensor's first simulated gradient (:class:`~trainrecon.objective.simulation.Optimiser`)."""
+    parameter tensor's first simulated gradient (:class:`~trainrecon.objective.simulation.Optimiser`);
+    ``replay_epochs = E > 0``: instead of ``steps`` full-batch steps, the recipe's own first E epochs, batch by batch
+    in its recorded order (:meth:`~trainrecon.models.recipe.Recipe.batch_order`) at its learning rate (``sim_lr``
+    when given), candidate j standing for training image j (m = n, labels learned: whose label is j's is not
+    disclosed)."""
 
     iterations: int = 1000
     lr: float = 0.01
@@ -93,6 +97,7 @@ class SimulationConfig(AttackConfig):
     warm_share: float = 0.25
     warm_iterations: int = 1000
     adam_smoothing: float = 0.0
+    replay_epochs: int = 0
 
     #: runs recorded before the warm start existed started at random
     BEFORE: ClassVar[dict[str, Any]] = {**AttackConfig.BEFORE, "warm_start": "none"}
@@ -125,6 +130,14 @@ class SimulationConfig(AttackConfig):
         if self.split.enabled and self.sim_batch:
             raise TrainreconError("attack.split: sample splitting on the simulation needs every candidate in every "
                                   "simulated step (attack.sim_batch = 0)")
+        if self.replay_epochs < 0:
+            raise TrainreconError(f"attack.replay_epochs: must be >= 0 (0: no replay), got {self.replay_epochs}")
+        if self.replay_epochs and (self.split.enabled or self.sim_batch):
+            raise TrainreconError("attack.replay_epochs: a replay's candidate j is training image j in the recipe's "
+                                  "batches; it takes no sample splitting and no attack.sim_batch")
+        if self.replay_epochs and self.labels != "learned":
+            raise TrainreconError("attack.labels: in a replay candidate j stands for training image j, whose label is "
+                                  "not disclosed; use 'learned'")
 
 
 class _Labels:
@@ -182,6 +195,9 @@ class Simulation(Method):
                                   "logistic), not mse")
         self.loss_kind = loss
         self.sim_lr = self.cfg.sim_lr
+        self.order = self.replay_order()
+        if self.order is not None and not self.sim_lr:
+            self.sim_lr = r.lr  # a replay runs at the recipe's own rate: nothing to search
         self.search: dict[str, Any] | None = None
         self.warm: dict[str, Any] | None = None
         self.resumed = False
@@ -190,6 +206,21 @@ class Simulation(Method):
     @classmethod
     def default_removal(cls, cfg: AttackConfig, payload) -> str:
         return "project" if payload.init_params is not None else "none"
+
+    def replay_order(self) -> list[torch.Tensor] | None:
+        """The replayed steps' candidate rows (``replay_epochs`` epochs of the recipe's batches, at most its whole
+        training), or None; refused in one line without the recipe, n or the batch order's seed."""
+        E, p = self.cfg.replay_epochs, self.payload
+        if not E:
+            return None
+        if p.recipe is None:
+            raise TrainreconError("attack.replay_epochs: replays the recipe's own batches; needs the recipe (threat "
+                                  "level 'recipe': trainrecon import --recipe)")
+        if not p.n_train:
+            raise TrainreconError("attack.replay_epochs: replays the training's batches of n images; n is not "
+                                  "disclosed")
+        n = p.n_train
+        return p.recipe.batch_order(n, min(E * p.recipe.steps_per_epoch(n), p.recipe.total_steps(n)))
 
     def optimiser(self, lr: float) -> Optimiser:
         """The simulated optimiser: the recipe's (at ``lr``), or plain SGD without one."""
@@ -201,6 +232,9 @@ class Simulation(Method):
 
     def labels(self, m: int) -> torch.Tensor:
         k = self.payload.spec.n_outputs
+        if self.order is not None and m != self.payload.n_train:
+            raise TrainreconError(f"attack.m: a replay's candidate j stands for training image j; need m = n = "
+                                  f"{self.payload.n_train}, got {m}")
         if k == 1:
             if m % 2:
                 raise TrainreconError(f"attack.m: a one-output victim's candidates come in two label halves; need an "
@@ -214,12 +248,32 @@ class Simulation(Method):
         lab = self.labels(m)
         if self.loss_kind == "mse":
             return torch.ones(m, 1, dtype=torch.float64)
+        if self.order is not None:  # a replayed slot's label is unknown: every class alike, learned from there
+            k = 2 if self.loss_kind == "logistic" else self.payload.spec.n_outputs
+            return torch.full((m, k), 1.0 / k, dtype=torch.float64)
         if self.loss_kind == "logistic":
             return torch.stack([(lab > 0), (lab < 0)], 1).double()
         return F.one_hot(lab.long(), self.payload.spec.n_outputs).double()
 
     def weights(self, M: torch.Tensor, m0: int) -> torch.Tensor:
         return M.clamp_min(0)
+
+    def truth_slots(self, cands: CandidateSet, labels: np.ndarray | None, k: int) -> list[int]:
+        """In a replay image i goes into slot i, the slot that stands for training image i in the recipe's batches
+        (otherwise :meth:`Method.truth_slots`)."""
+        return super().truth_slots(cands, labels, k) if self.order is None else list(range(min(cands.m, k)))
+
+    def start_at(self, cands: CandidateSet, x: torch.Tensor, labels: np.ndarray | None) -> list[int]:
+        """:meth:`Method.start_at`; in a replay, given the images' labels, each slot's soft label becomes its
+        image's label."""
+        slots = super().start_at(cands, x, labels)
+        if self.order is not None and labels is not None:
+            M = cands.multipliers.detach().clone()
+            y = torch.as_tensor(np.asarray(labels)[: len(slots)])
+            cols = (y < 0).long() if self.loss_kind == "logistic" else y.long()  # logistic: columns +1, -1
+            M[slots] = F.one_hot(cols, M.shape[1]).to(M)
+            cands.multipliers = M
+        return slots
 
     def prior(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         return self.cfg.box_weight * box_penalty(X, -self._mu, 1 - self._mu) / X.shape[1]
@@ -262,7 +316,7 @@ class Simulation(Method):
             self.sample_loss(surrogate), self.optimiser(self.sim_lr), lambda M: self.weights(M, m0),
             self.regulariser(m0),
             cands.labels, m0, self.cfg.steps, self.cfg.sim_batch, self.cfg.match, self.cfg.chunk_size,
-            first_layer=p.spec.first_layer)
+            first_layer=p.spec.first_layer, order=self.order)
 
     def tv_prior(self, X: torch.Tensor, M: torch.Tensor, m0: int) -> torch.Tensor:
         """The TV prior relative to D's scale (D(0) = 1 for both matches), each candidate's term weighted by its
@@ -369,6 +423,8 @@ class Simulation(Method):
         """The simulation's settings for loss.json: its optimiser, loss, steps, learning rate and how it was
         chosen."""
         o = self.optimiser(self.sim_lr)
-        return {"optimizer": o.kind, "loss": self.loss_kind, "steps": self.cfg.steps, "sim_lr": self.sim_lr,
+        steps = self.cfg.steps if self.order is None else len(self.order)
+        return {"optimizer": o.kind, "loss": self.loss_kind, "steps": steps, "replay_epochs": self.cfg.replay_epochs,
+                "sim_lr": self.sim_lr,
                 "sim_batch": self.cfg.sim_batch, "momentum": o.momentum, "weight_decay": o.weight_decay,
                 "recipe_given": self.payload.recipe is not None, "lr_search": self.search, "warm_start": self.warm}

@@ -15,9 +15,13 @@ decoupled decay), the loss the mean over the batch of
   Loo's victims: 0.1).
 
 ``batch_size = 0`` is the full batch; training lasts ``epochs`` passes over the n training images (ceil(n / B)
-steps each) or ``steps`` optimiser steps, exactly one of the two.  ``data_order_seed``: each epoch's order is
-``torch.randperm(n, generator=g)`` with ``g = torch.Generator().manual_seed(data_order_seed)`` (recorded for the
-record; the simulation does not need it).
+steps each) or ``steps`` optimiser steps, exactly one of the two.  ``data_order_seed``: the seed of the batch
+order, one generator ``g = torch.Generator().manual_seed(data_order_seed)`` for the whole training, each epoch cut
+into consecutive batches of B (the last one shorter); ``data_order`` says how each epoch's order is drawn from g:
+``randperm`` (the default), ``torch.randperm(n, generator=g)``; ``dataloader``, a
+``torch.utils.data.DataLoader(dataset, batch_size=B, shuffle=True, generator=g)`` iterated once per epoch (which
+draws a worker seed from g before each epoch's permutation).  :meth:`Recipe.batch_order` gives the order, so that
+a simulation can replay the training's own batches (``attack.replay_epochs``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import torch
 
 from ..config import from_dict, load_json, save_json
 from ..errors import TrainreconError
@@ -54,6 +60,7 @@ class Recipe:
     eps: float = 1e-8
     label_offset: float = 0.0
     data_order_seed: int | None = None
+    data_order: Literal["randperm", "dataloader"] = "randperm"
 
     def __post_init__(self) -> None:
         for name in ("lr", "momentum", "weight_decay", "eps", "betas", "label_offset"):
@@ -86,11 +93,39 @@ class Recipe:
         if self.data_order_seed is not None and not 0 <= self.data_order_seed < 2**63:
             raise TrainreconError(f"recipe.data_order_seed: must be an integer in [0, 2^63), got {self.data_order_seed}")
 
+    def steps_per_epoch(self, n: int) -> int:
+        return math.ceil(n / self.batch_size) if self.batch_size else 1
+
+    def records_order(self, n: int) -> bool:
+        """Whether the training's batches are known: the full batch, or mini-batches with their order's seed."""
+        return not self.batch_size or self.batch_size >= n or self.data_order_seed is not None
+
+    def batch_order(self, n: int, steps: int) -> list[torch.Tensor]:
+        """The training-set indices (0 .. n-1, the owner's order) of each of the first ``steps`` optimiser steps,
+        epoch after epoch as ``data_order`` draws them from one generator seeded with ``data_order_seed`` (module
+        docstring); the full batch needs no seed.  Refused in one line when mini-batches have no recorded seed."""
+        if not self.records_order(n):
+            raise TrainreconError("recipe.data_order_seed: replaying the training's mini-batches needs the seed of "
+                                  "their order (none recorded)")
+        if not self.batch_size or self.batch_size >= n:
+            return [torch.arange(n)] * steps
+        g = torch.Generator().manual_seed(self.data_order_seed)
+        order: list[torch.Tensor] = []
+        if self.data_order == "dataloader":
+            loader = torch.utils.data.DataLoader(torch.arange(n), batch_size=self.batch_size, shuffle=True, generator=g)
+            while len(order) < steps:
+                order += list(loader)
+            return order[:steps]
+        while len(order) < steps:
+            perm = torch.randperm(n, generator=g)
+            order += [perm[k:k + self.batch_size] for k in range(0, n, self.batch_size)]
+        return order[:steps]
+
     def total_steps(self, n: int) -> int:
         """Optimiser steps of the whole training on n images: ``steps``, or epochs x ceil(n / batch)."""
         if self.steps:
             return self.steps
-        return self.epochs * (math.ceil(n / self.batch_size) if self.batch_size else 1)
+        return self.epochs * self.steps_per_epoch(n)
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -3,23 +3,25 @@ victim's initial weights, by a simulation of its training recipe, and the simula
 the real one.
 
     theta_0^sim = theta_0,   theta_{t+1}^sim = U_t(theta_t^sim, g_t),   g_t = grad_theta L_t(theta_t^sim),
-    L_t(theta)  = (1 / m0) sum_{j in B_t} sum_c w_jc loss_c(f(theta; x_j)),                 t = 0 .. S - 1,
+    L_t(theta)  = (1 / b_t) sum_{j in B_t} sum_c w_jc loss_c(f(theta; x_j)),                 t = 0 .. S - 1,
     J(X, W)     = D( P(theta_S^sim - theta_0), P(theta_T - theta_0) ) + R(X, W),
 
 with U the optimiser's update (:func:`sgd_update`, :func:`adam_update`: PyTorch's SGD with momentum, Nesterov and
-L2 weight decay, Adam, AdamW), B_t the candidates of simulated step t (all of them, or consecutive chunks in
-turn), w_jc >= 0 the weight of candidate j's class c in the simulated loss (a fixed label is a one-hot row; a
-learned soft label any row; a split halves it), P the projection of each parameter tensor off a given direction
+L2 weight decay, Adam, AdamW), B_t the candidates of simulated step t and b_t its normaliser: all of them, or
+consecutive chunks in turn, with b_t = m0; or a replay of the training's own batches (``order``: candidate j
+stands for training image j, B_t the indices of the training's step t, b_t = |B_t|, the batch mean), w_jc >= 0
+the weight of candidate j's class c in the simulated loss (a fixed label is a one-hot row; a learned soft label
+any row; a split halves it), P the projection of each parameter tensor off a given direction
 (theta_0: blind to what training kept of the initialisation) and D either SimuDy's 1 - cosine or the relative
 squared distance.  The simulation is differentiable end to end (``create_graph``), so dJ/dX and dJ/dW are exact.
 
 **Sample splitting.** The first variation of J in candidate j's weight is, with the adjoints
 gamma_t = dJ/dg_t of the simulated gradients held fixed (they carry every later step's dependence on g_t),
 
-    h_j(x) = sum_{t: j in B_t} (1 / m0) sum_c w_jc <gamma_t, grad_theta loss_c(f(theta_t^sim; x))>,
+    h_j(x) = sum_{t: j in B_t} (1 / b_t) sum_c w_jc <gamma_t, grad_theta loss_c(f(theta_t^sim; x))>,
 
 the exact analogue of the weighted sum's per-candidate term, one parameter point per simulated step: adding a
-sample of weight eps at x changes every g_t with j's batch by eps grad loss(x) / m0, and J by eps h(x) / w.  Its
+sample of weight eps at x changes every g_t with j's batch by eps grad loss(x) / b_t, and J by eps h(x) / w.  Its
 Hessian in x is candidate j's splitting matrix; :meth:`SimulationObjective.per_candidate_term` evaluates every
 h_j at once (a forward-mode derivative of the loss along gamma_t at every theta_t, differentiable in x), so the
 Lanczos machinery of :mod:`trainrecon.refinement.splitting` applies unchanged.
@@ -85,18 +87,68 @@ def adam_update(o: Optimiser, theta, g, state, t: int) -> list[torch.Tensor]:
         d = list(g)
     else:
         d = [gi + o.weight_decay * p for gi, p in zip(g, theta)] if o.weight_decay else list(g)
+    c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+    if not o.smoothing:  # the fused step: the same values, its derivative written out (_AdamStep)
+        first = "m" not in state
+        out = [_AdamStep.apply(p, None if first else mi, None if first else vi, di, (o.lr, b1, b2, c1, c2, o.eps))
+               for p, di, mi, vi in zip(theta, d, state.get("m", d), state.get("v", d))]
+        state["m"], state["v"] = [r[1] for r in out], [r[2] for r in out]
+        return [r[0] for r in out]
     m = [(1 - b1) * di if "m" not in state else b1 * mi + (1 - b1) * di for di, mi in
          zip(d, state.get("m", d))]
     v = [(1 - b2) * di * di if "v" not in state else b2 * vi + (1 - b2) * di * di for di, vi in
          zip(d, state.get("v", d))]
     state["m"], state["v"] = m, v
-    c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
     if o.smoothing:
         if "eps" not in state:  # eps + s RMS(d_0) per tensor, from the first step (differentiated through)
             state["eps"] = [o.eps + o.smoothing * di.pow(2).mean().sqrt() for di in d]
         return [p - o.lr * (mi / c1) / (torch.sqrt(vi / c2 + o.eps ** 2) + e)
                 for p, mi, vi, e in zip(theta, m, v, state["eps"])]
     return [p - o.lr * (mi / c1) / (torch.sqrt(vi / c2 + o.eps ** 2) + o.eps) for p, mi, vi in zip(theta, m, v)]
+
+
+class _AdamStep(torch.autograd.Function):
+    """One tensor's Adam step, (p, m', v', d) -> (p - lr (m / c1) / (sqrt(v / c2 + eps^2) + eps), m, v) with
+    m = b1 m' + (1 - b1) d, v = b2 v' + (1 - b2) d^2 (m' = v' = None: the first step, m = (1 - b1) d), those
+    expressions to rounding (in place on its own temporaries), with the backward written out: with
+    s = sqrt(v / c2 + eps^2) and q = dp / (s + eps),
+
+        dm = dm_out - (lr / c1) q,   dv = dv_out + q (lr / c1) m / (2 c2 s (s + eps)),
+        dp' = dp,   dm' = b1 dm,   dv' = b2 dv,   dd = (1 - b1) dm + 2 (1 - b2) d dv.
+
+    Recomputing s from the saved v, it keeps one fused pass where autograd kept each intermediate (the simulated
+    Adam's elementwise work is most of an iteration).  First derivatives only (the simulation's gradient and
+    adjoints need no more)."""
+
+    @staticmethod
+    def forward(p, m_prev, v_prev, d, hp):
+        lr, b1, b2, c1, c2, eps = hp  # in place on its own temporaries: few allocations
+        m = d * (1 - b1)
+        v = (d * d).mul_(1 - b2)
+        if m_prev is not None:
+            m.add_(m_prev, alpha=b1)
+            v.add_(v_prev, alpha=b2)
+        den = (v / c2).add_(eps ** 2).sqrt_().add_(eps)
+        return torch.sub(p, (m / den).mul_(lr / c1)), m, v
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, m_prev, _, d, ctx.hp = inputs
+        ctx.first = m_prev is None
+        ctx.save_for_backward(output[1], output[2], d)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dp, dm_out, dv_out):
+        lr, b1, b2, c1, c2, eps = ctx.hp
+        m, v, d = ctx.saved_tensors
+        s = (v / c2).add_(eps ** 2).sqrt_()
+        den = s + eps
+        q = dp / den
+        dm = torch.add(dm_out, q, alpha=-lr / c1)
+        dv = q.mul_(m).div_(s.mul_(den)).mul_(lr / c1 / (2 * c2)).add_(dv_out)
+        dd = (d * dv).mul_(2 * (1 - b2)).add_(dm, alpha=1 - b1)
+        return dp, None if ctx.first else dm * b1, None if ctx.first else dv * b2, dd, None
 
 
 @dataclass
@@ -106,7 +158,7 @@ class Trajectory:
 
     thetas: list[list[torch.Tensor]]
     adjoints: list[list[torch.Tensor]]
-    batches: list[slice]
+    batches: list[slice | torch.Tensor]
 
 
 @dataclass
@@ -131,6 +183,7 @@ class SimulationObjective:
     match: Literal["cosine", "squared"] = "cosine"
     chunk_size: int = 0
     first_layer: Callable | None = None
+    order: list[torch.Tensor] | None = None
     _unit: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -153,12 +206,19 @@ class SimulationObjective:
         c = self.chunk_size if 0 < self.chunk_size < m else m
         return [slice(i, min(i + c, m)) for i in range(0, m, c)]
 
-    def batches(self, m: int) -> list[slice]:
-        """The candidate rows of each simulated step: all of them, or consecutive chunks of ``batch`` in turn."""
+    def batches(self, m: int) -> list[slice | torch.Tensor]:
+        """The candidate rows of each simulated step: the replayed ``order``, or all of them, or consecutive
+        chunks of ``batch`` in turn."""
+        if self.order is not None:
+            return self.order
         if not self.batch or self.batch >= m:
             return [slice(0, m)] * self.steps
         starts = list(range(0, m, self.batch))
         return [slice(starts[t % len(starts)], min(starts[t % len(starts)] + self.batch, m)) for t in range(self.steps)]
+
+    def normaliser(self, rows: slice | torch.Tensor) -> int:
+        """b_t: |B_t| for a replayed step (the batch mean), m0 otherwise."""
+        return len(rows) if self.order is not None else self.m0
 
     def simulate(self, X: torch.Tensor, W: torch.Tensor, keep: bool = False):
         """theta_S - theta_0 (differentiable in X and W), and with ``keep`` the simulated gradients g_t and
@@ -169,7 +229,7 @@ class SimulationObjective:
         lab = self.labels
         for t, rows in enumerate(self.batches(X.shape[0])):
             per = self.loss(theta, X[rows], W[rows], None if lab is None else lab[rows])
-            g = torch.autograd.grad(per.sum() / self.m0, theta, create_graph=True)
+            g = torch.autograd.grad(per.sum() / self.normaliser(rows), theta, create_graph=True)
             if keep:
                 grads.append(g)
                 thetas.append([p.detach() for p in theta])
@@ -228,7 +288,10 @@ class SimulationObjective:
         pos = torch.arange(X.shape[0]) if rows is None else torch.as_tensor(rows)
         out = torch.zeros(X.shape[0], dtype=X.dtype, device=X.device)
         for theta, gamma, batch in zip(u.thetas, u.adjoints, u.batches):
-            inside = ((pos >= batch.start) & (pos < batch.stop)).to(X.device)
+            if isinstance(batch, slice):
+                inside = ((pos >= batch.start) & (pos < batch.stop)).to(X.device)
+            else:
+                inside = torch.isin(pos, batch.to(pos.device)).to(X.device)
             if not inside.any():
                 continue
 
@@ -236,8 +299,9 @@ class SimulationObjective:
                 return self.loss(list(params), X, W, labels)
 
             _, tangent = jvp(loss_of, tuple(theta), tuple(gamma))
+            tangent = tangent if self.order is None else tangent / self.normaliser(batch)
             out = out + torch.where(inside, tangent, torch.zeros_like(tangent))
-        return out / self.m0
+        return out / self.m0 if self.order is None else out
 
 
 __all__ = ["Optimiser", "SimulationObjective", "Trajectory", "adam_update", "sgd_update"]
