@@ -18,10 +18,10 @@ from .payload import Payload
 #: it runs with, and the reason the run prints
 WINNERS: dict[str, tuple[str, dict[str, Any], str]] = {
     "recipe": ("simulation", {"tv": 0.1},
-               "theta_0 and the recipe are given (its batch order is not): the candidates, started where Loo's NTK attack ends (a quarter of "
-               "the budget), are trained from theta_0 by a simulation of the recipe and its weight change matched to "
-               "the real one, with a total-variation prior (the best of every method on the bench's networks "
-               "trained with SGD and Adam)"),
+               "theta_0 and the recipe are given (its batch order is not): the candidates, started where Loo's NTK "
+               "attack ends (a quarter of the budget), are trained from theta_0 by a simulation of the recipe and its "
+               "weight change matched to the real one, with a total-variation prior (the best of every method on the "
+               "bench's networks trained with SGD and Adam)"),
     "init": ("loo-ntk", {"remove_init": "project", "kernel_at": "final", "tv": 0.1, "iterations": 8000},
              "theta_0 is given: Loo's NTK form on the displacement theta_T - theta_0, blind to theta_0's own "
              "direction (weight decay), with a total-variation prior (the best without the recipe on the bench)"),
@@ -35,7 +35,8 @@ REPLAY: tuple[dict[str, Any], str] = (
     "theta_0 and the recipe with its batch order are given: the candidates, one per training image and each with a "
     "learned label, are trained from theta_0 by a replay of the recipe's first 20 epochs, batch by batch in its "
     "recorded order, and the replayed weight change matched to the real one, with a total-variation prior (on the "
-    "bench as many images as the coarse simulation or more, and the only objective that held a CNN's training set)")
+    "bench as many images as the coarse simulation or more, and the only objective whose truth-start control held "
+    "the SGD-trained CNN's training set)")
 
 
 def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str, Any], str]:
