@@ -251,9 +251,13 @@ class Simulation(Method):
         if self.order is not None:  # a replayed slot's label is unknown: every class alike, learned from there
             k = 2 if self.loss_kind == "logistic" else self.payload.spec.n_outputs
             return torch.full((m, k), 1.0 / k, dtype=torch.float64)
+        return self.label_rows(lab)
+
+    def label_rows(self, y: torch.Tensor) -> torch.Tensor:
+        """The one-hot rows w_j of labels y (float64): logistic, columns +1 and -1; cross-entropy, K columns."""
         if self.loss_kind == "logistic":
-            return torch.stack([(lab > 0), (lab < 0)], 1).double()
-        return F.one_hot(lab.long(), self.payload.spec.n_outputs).double()
+            return torch.stack([(y > 0), (y < 0)], 1).double()
+        return F.one_hot(y.long(), self.payload.spec.n_outputs).double()
 
     def weights(self, M: torch.Tensor, m0: int) -> torch.Tensor:
         return M.clamp_min(0)
@@ -269,9 +273,7 @@ class Simulation(Method):
         slots = super().start_at(cands, x, labels)
         if self.order is not None and labels is not None:
             M = cands.multipliers.detach().clone()
-            y = torch.as_tensor(np.asarray(labels)[: len(slots)])
-            cols = (y < 0).long() if self.loss_kind == "logistic" else y.long()  # logistic: columns +1, -1
-            M[slots] = F.one_hot(cols, M.shape[1]).to(M)
+            M[slots] = self.label_rows(torch.as_tensor(np.asarray(labels)[: len(slots)])).to(M)
             cands.multipliers = M
         return slots
 

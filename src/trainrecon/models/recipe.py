@@ -96,9 +96,13 @@ class Recipe:
     def steps_per_epoch(self, n: int) -> int:
         return math.ceil(n / self.batch_size) if self.batch_size else 1
 
+    def full_batch(self, n: int) -> bool:
+        """Whether every step trains on all n images (``batch_size`` 0, or at least n)."""
+        return not self.batch_size or self.batch_size >= n
+
     def records_order(self, n: int) -> bool:
         """Whether the training's batches are known: the full batch, or mini-batches with their order's seed."""
-        return not self.batch_size or self.batch_size >= n or self.data_order_seed is not None
+        return self.full_batch(n) or self.data_order_seed is not None
 
     def batch_order(self, n: int, steps: int) -> list[torch.Tensor]:
         """The training-set indices (0 .. n-1, the owner's order) of each of the first ``steps`` optimiser steps,
@@ -107,7 +111,7 @@ class Recipe:
         if not self.records_order(n):
             raise TrainreconError("recipe.data_order_seed: replaying the training's mini-batches needs the seed of "
                                   "their order (none recorded)")
-        if not self.batch_size or self.batch_size >= n:
+        if self.full_batch(n):
             return [torch.arange(n)] * steps
         g = torch.Generator().manual_seed(self.data_order_seed)
         order: list[torch.Tensor] = []
