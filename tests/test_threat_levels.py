@@ -473,6 +473,36 @@ def test_a_replay_of_the_whole_recipe_from_the_truth_matches_exactly(tmp_path, r
     assert match(3) > 1e-3
 
 
+def test_the_simulations_memory_estimate_counts_its_graph_and_refuses_what_does_not_fit(tmp_path, monkeypatch):
+    """The simulation keeps every simulated step's graph for the backward pass: its estimate is the generic one plus
+    item x S (8 P + 32 b sum_l a_l), S steps of b rows (a replay: the recipe's batch; the coarse simulation: all m
+    or sim_batch); a run that would not fit is refused in one line before any work."""
+    import trainrecon.runtime
+    from trainrecon.attacks.method import Method
+    from trainrecon.attacks.plan import plan_run
+    from trainrecon.attacks.simulation import Simulation
+
+    folder, _, _ = adam_owner(tmp_path)  # n = 12, batch 4: 3 steps an epoch, 3 epochs
+    p = payload_from_folder(folder)
+    spec = p.spec
+    P, acts = spec.n_params(), sum(spec.activation_sizes())
+
+    def est(**kw):
+        cfg = plan_run(p, SimulationConfig(warm_start="none", dtype="float64", labels="learned", **kw)).cfg
+        return Simulation.memory_bytes(p, 12, cfg) - Method.memory_bytes(p, 12, cfg)
+
+    assert est(replay_epochs=2) == 8 * 6 * (8 * P + 32 * 4 * acts)
+    assert est(replay_epochs=9) == 8 * 9 * (8 * P + 32 * 4 * acts)  # at most the whole training's 9 steps
+    assert est(steps=5) == 8 * 5 * (8 * P + 32 * 12 * acts)
+    assert est(steps=5, sim_batch=3) == 8 * 5 * (8 * P + 32 * 3 * acts)
+    free = int(est(replay_epochs=1))
+    monkeypatch.setattr(trainrecon.runtime, "available_bytes", lambda device="cpu": free)
+    plan_run(p, SimulationConfig(warm_start="none", dtype="float64", labels="learned", steps=1, sim_batch=1))
+    with pytest.raises(TrainreconError, match=r"^attack with m = 12 candidates: needs about .* GiB, only .* GiB"):
+        reconstruct(p, SimulationConfig(replay_epochs=3, labels="learned", warm_start="none", dtype="float64"),
+                    log=lambda *_: None)
+
+
 def test_a_replay_runs_and_records_itself_and_is_refused_in_one_line_where_it_cannot_run(tmp_path, one_thread):
     folder, x, y = adam_owner(tmp_path)
     p = payload_from_folder(folder)

@@ -325,6 +325,19 @@ class Method:
         return [self.payload.init_params if self.kernel_at_init else self.payload.params]
 
     @classmethod
+    def memory_bytes(cls, payload: Payload, m: int, cfg: AttackConfig) -> float:
+        """A generous estimate of a run's peak memory, in bytes of the run's dtype (item = 4 or 8):
+
+            item (4 m d + 8 r sum_l a_l + 8 P),
+
+        the candidates with their optimiser state (d inputs each), every layer's per-candidate activations a_l
+        for r = m rows (``chunk_size`` rows when it is set), and a few copies of the P parameters."""
+        spec = payload.spec
+        rows = min(m, cfg.chunk_size) if cfg.chunk_size else m
+        item = 4 if cfg.dtype == "float32" else 8
+        return item * (4 * m * spec.input_dim + 8 * rows * sum(spec.activation_sizes()) + 8 * spec.n_params())
+
+    @classmethod
     def default_removal(cls, cfg: AttackConfig, payload: Payload) -> str:
         """What ``remove_init = "auto"`` means for this payload: ``none`` without theta_0 (or with
         ``init_tolerance``, the stand-in for an unknown theta_0), the form's own ``subtract`` for the NTK form

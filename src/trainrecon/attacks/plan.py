@@ -83,18 +83,9 @@ def _check(payload: Payload, method: type[Method], cfg: AttackConfig, device, co
     m = cfg.m or default_m(payload, method)
     m_max = cfg.largest_m(m)
     what = f"attack with m = {m_max} candidates" + (f", {copies} at once" if copies > 1 else "")
-    require_memory(copies * attack_bytes(payload, m_max, cfg), what, device)
+    require_memory(copies * method.memory_bytes(payload, m_max, cfg), what, device)
     method(payload, cfg).labels(m)  # refuses a victim the method cannot attack, and an m it cannot use
     return m
 
 
-def attack_bytes(payload: Payload, m: int, cfg) -> float:
-    """A generous estimate of an attack's peak memory: candidates with optimiser state, per-candidate
-    activations of every layer (chunked when chunk_size > 0), and a few copies of the parameters."""
-    spec = payload.spec
-    rows = min(m, cfg.chunk_size) if cfg.chunk_size else m
-    item = 4 if cfg.dtype == "float32" else 8
-    return item * (4 * m * spec.input_dim + 8 * rows * sum(spec.activation_sizes()) + 8 * spec.n_params())
-
-
-__all__ = ["RunPlan", "attack_bytes", "default_m", "plan_run"]
+__all__ = ["RunPlan", "default_m", "plan_run"]

@@ -204,6 +204,26 @@ class Simulation(Method):
         self._mu = p.mean_flat().reshape(1, -1)
 
     @classmethod
+    def memory_bytes(cls, payload, m: int, cfg: AttackConfig) -> float:
+        """The generic estimate (:meth:`Method.memory_bytes`) plus the simulation's graph, kept for the backward
+        pass over all S simulated steps, each with b rows:
+
+            item S (8 P + 32 b sum_l a_l),
+
+        parameters, gradient and optimiser state per step, and the step's activations with their first and
+        second derivatives (on the bench: about 4 P and 12-22 b sum_l a_l per step).  A replay's S and b are its
+        recipe's steps and batch; the coarse simulation's, ``steps`` and ``sim_batch`` (or all m)."""
+        spec, r, n = payload.spec, payload.recipe, payload.n_train
+        if cfg.replay_epochs and r is not None and n:
+            steps = min(cfg.replay_epochs * r.steps_per_epoch(n), r.total_steps(n))
+            rows = n if r.full_batch(n) else r.batch_size
+        else:
+            steps, rows = cfg.steps, cfg.sim_batch if 0 < cfg.sim_batch < m else m
+        item = 4 if cfg.dtype == "float32" else 8
+        graph = item * steps * (8 * spec.n_params() + 32 * rows * sum(spec.activation_sizes()))
+        return super().memory_bytes(payload, m, cfg) + graph
+
+    @classmethod
     def default_removal(cls, cfg: AttackConfig, payload) -> str:
         return "project" if payload.init_params is not None else "none"
 
