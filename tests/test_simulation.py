@@ -84,9 +84,13 @@ def test_the_simulated_training_is_torch_optims(opt, batch):
         assert torch.allclose(p.detach() - p0, d.detach(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("match, smoothing", [("cosine", 0.0), ("squared", 0.0), ("cosine", 0.5)])
-def test_the_gradient_is_the_finite_difference_one(match, smoothing):
-    obj, spec, X, labels = objective(Optimiser("adam", 0.05, weight_decay=0.01, smoothing=smoothing), match=match)
+@pytest.mark.parametrize("match, opt", [
+    ("cosine", Optimiser("adam", 0.05, weight_decay=0.01)), ("squared", Optimiser("adam", 0.05, weight_decay=0.01)),
+    ("cosine", Optimiser("adam", 0.05, weight_decay=0.01, smoothing=0.5)),
+    ("cosine", Optimiser("sgd", 0.3, momentum=0.9, nesterov=True, weight_decay=0.05)),
+    ("squared", Optimiser("sgd", 0.3, momentum=0.9, weight_decay=0.05))])
+def test_the_gradient_is_the_finite_difference_one(match, opt):
+    obj, spec, X, labels = objective(opt, match=match)
     Wm = F.one_hot(labels, K).double() * torch.linspace(0.5, 1.5, M, dtype=torch.float64)[:, None]
     _, gx, gm = obj.value_and_grad(X, Wm)
     g = torch.Generator().manual_seed(1)
@@ -186,6 +190,38 @@ def test_a_replayed_order_is_torch_optims_on_those_batches_and_its_first_variati
         Wj[j] = Wm[j] * (1 + eps)
         (d,) = torch.autograd.grad(obj.discrepancy(obj.simulate(X, Wj)), eps)
         assert math.isclose(float(d), float(h[j]), rel_tol=1e-8, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("mu, wd, nesterov, use_buf", [(0.9, 0.0, False, True), (0.9, 0.05, False, True),
+                                                      (0.9, 0.05, True, True), (0.5, 0.05, True, False)])
+def test_the_fused_sgd_step_is_autograd_of_sgds_expressions(mu, wd, nesterov, use_buf):
+    """_SGDStep over three steps (the first without a momentum buffer) against autograd of the plain expressions,
+    float64: the same parameters and buffers to rounding, and the same gradient of a random functional of the last
+    step's outputs (of p alone: the last buffer's gradient is None) in p_0 and every g_t."""
+    from trainrecon.objective.simulation import _SGDStep
+
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    gs = [torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    lr = 0.3
+    w = [torch.randn(7, 3, generator=g, dtype=torch.float64) for _ in range(2)]
+
+    def run(fused):
+        p, buf = p0, None
+        for gt in gs:
+            if fused:
+                p, buf = _SGDStep.apply(p, buf, gt, (lr, mu, wd, nesterov))
+            else:
+                d = gt + wd * p
+                buf = d if buf is None else mu * buf + d
+                p = p - lr * (d + mu * buf if nesterov else buf)
+        out = (w[0] * p).sum() + ((w[1] * buf).sum() if use_buf else 0)
+        return (p, buf), torch.autograd.grad(out, [p0, *gs])
+
+    (fp, fb), fg = run(True)
+    (ap, ab), ag = run(False)
+    for a, b in zip((fp, fb, *fg), (ap, ab, *ag)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
 def test_the_fused_adam_step_is_autograd_of_adams_expressions():
