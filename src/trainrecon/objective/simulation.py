@@ -80,8 +80,8 @@ def sgd_update(o: Optimiser, theta, g, state) -> list[torch.Tensor]:
 
 class _SGDStep(torch.autograd.Function):
     """One tensor's step of SGD with momentum, (p, buf', g) -> (p - lr step, buf) with d = g + wd p, buf = mu buf'
-    + d (buf' = None: the first step, buf = d) and step = d + mu buf (Nesterov) or buf, in three fused passes.
-    The step is linear in its inputs, so its backward needs nothing saved: with dstep = -lr dp_out,
+    + d (buf' = None: the first step, buf = d) and step = d + mu buf (Nesterov) or buf, in three passes (four with
+    Nesterov).  The step is linear in its inputs, so its backward needs nothing saved: with dstep = -lr dp_out,
 
         dbuf = dbuf_out + (mu dstep if Nesterov else dstep),   dd = dbuf (+ dstep if Nesterov),
         dp = dp_out + wd dd,   dbuf' = mu dbuf,   dg = dd,
