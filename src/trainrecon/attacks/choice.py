@@ -35,8 +35,8 @@ REPLAY: tuple[dict[str, Any], str] = (
     "theta_0 and the recipe with its batch order are given: the candidates, one per training image and each with a "
     "learned label, are trained from theta_0 by a replay of the recipe's first 20 epochs, batch by batch in its "
     "recorded order, and the replayed weight change matched to the real one, with a total-variation prior (on the "
-    "bench as many images as the coarse simulation or more, and the only objective whose truth-start control held "
-    "the SGD-trained CNN's training set)")
+    "bench as many images as the coarse simulation or more, and the objective whose truth-start control held most "
+    "of the SGD-trained CNN's training set: 19 of 50 over 834 iterations, against 6 for the coarse simulation)")
 
 
 def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str, Any], str]:
