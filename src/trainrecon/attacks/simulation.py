@@ -215,7 +215,7 @@ class Simulation(Method):
         recipe's steps and batch; the coarse simulation's, ``steps`` and ``sim_batch`` (or all m)."""
         spec, r, n = payload.spec, payload.recipe, payload.n_train
         if cfg.replay_epochs and r is not None and n:
-            steps = min(cfg.replay_epochs * r.steps_per_epoch(n), r.total_steps(n))
+            steps = r.first_epochs_steps(n, cfg.replay_epochs)
             rows = n if r.full_batch(n) else r.batch_size
         else:
             steps, rows = cfg.steps, cfg.sim_batch if 0 < cfg.sim_batch < m else m
@@ -240,7 +240,7 @@ class Simulation(Method):
             raise TrainreconError("attack.replay_epochs: replays the training's batches of n images; n is not "
                                   "disclosed")
         n = p.n_train
-        return p.recipe.batch_order(n, min(E * p.recipe.steps_per_epoch(n), p.recipe.total_steps(n)))
+        return p.recipe.batch_order(n, p.recipe.first_epochs_steps(n, E))
 
     def optimiser(self, lr: float) -> Optimiser:
         """The simulated optimiser: the recipe's (at ``lr``), or plain SGD without one."""

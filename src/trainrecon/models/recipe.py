@@ -131,6 +131,10 @@ class Recipe:
             return self.steps
         return self.epochs * self.steps_per_epoch(n)
 
+    def first_epochs_steps(self, n: int, epochs: int) -> int:
+        """Optimiser steps of the first ``epochs`` epochs on n images, at most the whole training's."""
+        return min(epochs * self.steps_per_epoch(n), self.total_steps(n))
+
 
 def load_recipe(path: str | Path) -> Recipe:
     """A recipe file (JSON object of :class:`Recipe` fields), refused in one line naming the file and field."""
