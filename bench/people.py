@@ -4,6 +4,7 @@ with momentum and weight decay, Adam, full-batch GD), attacked at each threat le
     python bench/people.py train --data-dir ../shared/data --out bench/results/people [--only NAME ...]
     python bench/people.py attack bench/results/people/NAME ... [--given weights init recipe] [--method auto ...]
                                   [--minutes 5] [--truth-start] [--config FILE] [--tag T]
+    python bench/people.py smoothness bench/results/people/NAME/bench[_T]/<level>_<method> ...
     python bench/people.py table bench/results/people > table.md
 
 ``train`` trains each victim of :data:`VICTIMS` with ``bench/outside.py`` (nothing of trainrecon's: the owner's
@@ -15,7 +16,10 @@ method, ``trainrecon reconstruct --given LEVEL --method M`` under a wall-clock b
 memory is recorded; it writes NAME/bench[_T]/<level>_<method>/{run,eval} and a JSON row per run
 (NAME/bench[_T]/<level>_<method>.json: what was given, the method and its config, the headline with its controls,
 AUC and TPR at 1 % FPR, the mean SSIM of the one-to-one matching, the truth-start control, seconds per iteration,
-iterations done, peak memory).  ``table`` prints the rows as Markdown.
+iterations done, peak memory).  ``smoothness`` evaluates a row's attack objective at the training images, at them
+plus noise of 1e-6, 1e-4 and 1e-2 per pixel and at unseen images (the truth-start control's measurement before its
+first step, :mod:`trainrecon.pipeline.truth_start`, run for one iteration) into <row>/smoothness.json and prints
+it.  ``table`` prints the rows as Markdown.
 """
 
 from __future__ import annotations
@@ -165,6 +169,23 @@ def table(a: argparse.Namespace) -> None:
               f"{r['peak_rss_gib_attack']:.2f} |")
 
 
+def smoothness(a: argparse.Namespace) -> None:
+    from trainrecon.models.victim import load_victim
+    from trainrecon.pipeline.truth_start import truth_start_control
+
+    for row in a.rows:
+        src = row.parent.parent
+        tr, ho = np.load(src / "train_images.npz"), np.load(src / "heldout_images.npz")
+        victim = load_victim(src / "victim")
+        out = truth_start_control(victim, row / "run", tr["x"], tr["y"], ho["x"], np.load(src / "mean.npz")["x"],
+                                  iterations=1, log=lambda *args: None)["objective"]
+        (row / "smoothness.json").write_text(json.dumps(out, indent=1))
+        at = out["training"]
+        print(f"{src.name} {row.parent.name}/{row.name}: objective at the training images {at['0']:.4g}; with noise "
+              + ", ".join(f"{k} {v:.4g}" for k, v in at.items() if k != "0")
+              + f"; at unseen images {out['unseen']:.4g}; chaotic: {out['chaotic']}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -180,10 +201,12 @@ def main() -> None:
     k.add_argument("--truth-start", action="store_true")
     k.add_argument("--config", type=Path, default=None, help="attack config fields for every run")
     k.add_argument("--tag", default="")
+    m = sub.add_parser("smoothness")
+    m.add_argument("rows", nargs="+", type=Path)
     s = sub.add_parser("table")
     s.add_argument("folders", nargs="+", type=Path)
     a = ap.parse_args()
-    {"train": train, "attack": attack, "table": table}[a.cmd](a)
+    {"train": train, "attack": attack, "smoothness": smoothness, "table": table}[a.cmd](a)
 
 
 if __name__ == "__main__":

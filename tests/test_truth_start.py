@@ -30,10 +30,10 @@ def test_the_readings_follow_the_kept_counts(monkeypatch, tmp_path, tiny_victim)
                                 (9, 1, "singles out the training set"), (6, 1, "holds only part")]:
         calls = iter([kept, kept_h])
 
-        def fake(payload, cfg, images, labels, mean, shape, device):
+        def fake(payload, cfg, images, labels, mean, shape, device, noise=()):
             rec = reconstruct(payload, cfg, log=lambda *a: None)
             k = next(calls)
-            return rec, list(range(len(images))), np.array([0.9] * k + [0.1] * (len(images) - k))
+            return rec, list(range(len(images))), np.array([0.9] * k + [0.1] * (len(images) - k)), {"0": 0.0}
 
         monkeypatch.setattr(ts, "_run_from", fake)
         out = ts.truth_start_control(victim, run, x_tr, y_tr, x_ho, mean, log=lambda *a: None)
@@ -64,6 +64,10 @@ def test_a_run_started_at_the_truth_keeps_it_when_the_attack_does_not_move(tmp_p
     assert start["heldout_kept"] == start["heldout"]["kept"] == n
     assert metrics["headline"]["recovered"] < n  # the run itself (tiny random starts) recovers fewer
     assert "does not single out the training set" in start["reading"]
+    at = start["objective"]["training"]  # a smooth objective: invisible noise barely moves it, and it is not chaotic
+    assert set(at) == {"0", "1e-06", "0.0001", "0.01"} and start["objective"]["unseen"] is not None
+    assert abs(at["1e-06"] - at["0"]) <= 1e-4 * abs(at["0"]) and not start["objective"]["chaotic"], start["objective"]
+    assert "chaotic" not in start["reading"]
     assert any(line.startswith("truth-start control (20 iterations") for line in lines)
     assert f"keeps {n} of {n} and, started at {n} images the model never saw, {n} of those" in metrics["audit"]["verdict"] \
         or metrics["audit"]["verdict"].startswith("The training data leaks")
@@ -105,3 +109,50 @@ def test_the_control_refuses_a_union_and_a_file_outside_a_run(tmp_path, tiny_vic
     (loose / "config.json").write_text(json.dumps({"method": "nope", "m": 4, "attack": {}}))
     with pytest.raises(TrainreconError, match="names no known method"):
         evaluate_run(tiny_victim, [loose / "c.npz"], tmp_path / "e4", truth_start=True, log=lambda *a: None)
+
+
+def test_the_start_measures_its_objective_under_noise_on_the_start_slots_only():
+    """StartAt's values against a dense float64 oracle: J(X) = ||X||^2 at X + s E, E standard normal from the seed on
+    the slots the images took and zero on the others (a slot outside them moved would change J by far more)."""
+    from types import SimpleNamespace
+
+    from trainrecon.hooks.start import StartAt
+
+    m, d, slots = 5, 7, [3, 0, 4]
+
+    class Objective:
+        def value_and_grad(self, X, M):
+            return {"total": float((X ** 2).sum())}, 2 * X, torch.zeros_like(M)
+
+    class Attack:
+        def start_at(self, cands, x, labels):
+            cands.x[slots] = x
+            return slots
+
+        def objective(self, it, cands):
+            return Objective()
+
+    cands = SimpleNamespace(x=torch.full((m, d), 0.5, dtype=torch.float64), multipliers=torch.ones(m, 1))
+    x = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    hook = StartAt(x, None, noise=(1e-6, 1e-2, 1.0), seed=4)
+    hook.before_loop(SimpleNamespace(attack=Attack(), cands=cands, done=0))
+    E = torch.zeros(m, d, dtype=torch.float64)
+    E[slots] = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    X = cands.x
+    assert torch.equal(X[slots], x) and set(hook.values) == {"0", "1e-06", "0.01", "1.0"}
+    for key, s in [("0", 0.0), ("1e-06", 1e-6), ("0.01", 1e-2), ("1.0", 1.0)]:
+        assert hook.values[key] == pytest.approx(float(((X + s * E) ** 2).sum()), rel=1e-14, abs=1e-14), key
+    assert hook.finish(None, 0.0) == {"started": 3, "objective": hook.values}
+
+
+def test_the_objective_is_called_chaotic_when_invisible_noise_undoes_half_its_fit():
+    """The rule of :func:`chaotic` on the bench's numbers: the SGD LeNet's replay (0.001 at its training images,
+    0.60 with noise of 1e-4, 0.89 at unseen images) is chaotic, the Adam MLP's (0.08, 0.17, 0.85) is not."""
+    from trainrecon.pipeline.truth_start import chaotic
+
+    assert chaotic({"0": 0.001, "1e-06": 0.18, "0.0001": 0.60, "0.01": 0.39}, 0.89)
+    assert not chaotic({"0": 0.082, "1e-06": 0.083, "0.0001": 0.173, "0.01": 0.22}, 0.85)
+    assert not chaotic({"0": 0.001, "0.0001": 0.60}, None)  # nothing to compare with
+    assert not chaotic({"0": 0.5, "0.0001": 0.9}, 0.4)  # unseen images fit better: no fit to undo
+    assert not chaotic({"0": 0.001}, 0.89)  # not measured
+    assert not chaotic({"0": 0.001, "0.0001": None}, 0.89) and not chaotic({"0": None, "0.0001": 0.6}, 0.89)  # inf

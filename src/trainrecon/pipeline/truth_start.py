@@ -24,6 +24,13 @@ is also scored by the whole headline.
   headline means the attack did not find it from its random start (an optimisation failure);
 * otherwise it holds part of the training set: a low headline is weak evidence of safety.
 
+Whatever the counts, the control also evaluates the attack's objective at the training images, at them plus noise
+of 1e-6, 1e-4 and 1e-2 per pixel, and at the unseen images (``objective``).  Where noise of 1e-4, which no
+similarity measure here can see, takes it half way to its value at the unseen images (:func:`chaotic`), the
+reading adds that the objective is chaotic there: its minimum at the training set is too narrow for any descent to
+stay in, let alone find (a training whose final weights such noise changes: the SGD-trained CNN of bench/RESULTS.md,
+whose loss spike in its eleventh epoch amplifies it).
+
 It uses the training images, so it belongs to evaluation, never to the attack.
 """
 
@@ -50,19 +57,38 @@ from ..metrics.scoring import score
 from ..models.victim import Victim
 
 
+#: the noise levels (per pixel, images in [0, 1]) at which the control evaluates the attack's objective around the
+#: training images (:class:`~trainrecon.hooks.start.StartAt`), and the one that decides whether it is chaotic there
+NOISE = (1e-6, 1e-4, 1e-2)
+CHAOS_LEVEL = 1e-4
+
+
+def chaotic(at_training: dict[str, float], at_unseen: float | None) -> bool:
+    """Whether the objective is chaotic at the training images: noise of :data:`CHAOS_LEVEL` per pixel (invisible
+    to the headline's similarity) takes it at least half way from its value there, J(X_train), to its value at
+    images the victim never saw, J(X_unseen) > J(X_train):
+
+        J(X_train + s E) - J(X_train) >= (J(X_unseen) - J(X_train)) / 2,   s = CHAOS_LEVEL."""
+    v0, vs = at_training.get("0"), at_training.get(repr(CHAOS_LEVEL))
+    if at_unseen is None or v0 is None or vs is None:  # not measured, or not finite
+        return False
+    return at_unseen > v0 and vs - v0 >= 0.5 * (at_unseen - v0)
+
+
 def _run_from(payload: Payload, cfg, images: np.ndarray, labels: np.ndarray | None, mean: np.ndarray, shape,
-              device: str):
+              device: str, noise: tuple[float, ...] = ()):
     """The attack run from ``images`` (raw, (k, C, H, W)) in slots of their labels: (its Reconstruction, the slots,
     the per-image similarity of each start image to its candidate at the end: matched one to one as the headline
     matches (so splitting or merging, which re-index candidates, do not matter), scored by the headline's
-    similarity, classic SSIM where defined, else the paper's, after its preprocessing)."""
+    similarity, classic SSIM where defined, else the paper's, after its preprocessing; the objective at the start
+    and at the start plus each level of ``noise``, :attr:`StartAt.values`)."""
     ref = torch.as_tensor(np.asarray(images, dtype=np.float64).reshape(len(images), *shape))
     mu = torch.as_tensor(mean.reshape(shape))
-    hook = StartAt((ref - mu).reshape(len(ref), -1), labels)
+    hook = StartAt((ref - mu).reshape(len(ref), -1), labels, noise)
     rec = reconstruct(payload, cfg, device=device, log=lambda *a: None, hooks=[hook])
     ref = ref[: len(hook.slots)]
     sim = preferred(score_pairs(ref, rec.x, mu, one_to_one(ref, rec.x, mu)))
-    return rec, hook.slots, sim
+    return rec, hook.slots, sim, hook.values
 
 
 def run_record(run_dir: str | Path) -> dict[str, Any]:
@@ -109,7 +135,7 @@ def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray
     shape = tuple(victim.spec.input_shape)
     t0 = time.time()
     n = len(x_train)
-    rec, slots, sim = _run_from(payload, cfg, x_train, y_train, mean, shape, device)
+    rec, slots, sim, at_training = _run_from(payload, cfg, x_train, y_train, mean, shape, device, NOISE)
     head = score(rec, x_train, x_heldout, mean, y_train, rule=rule).metrics["headline"]
     final = lambda r: (r.history[-1] if r.history else {}).get("relative_stationarity")  # noqa: E731
     out: dict[str, Any] = {
@@ -117,12 +143,16 @@ def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray
         "training": {"started": len(slots), "kept": int((sim > rule.threshold).sum()),
                      "recovered": int(head["recovered"]), "relative_stationarity": final(rec)},
         "heldout": None}
+    at_unseen = None
     if x_heldout is not None and len(x_heldout) >= n:
         # the same attack from n images the victim never saw, in the slots the training images took (their labels
         # are unknown); each scored by its similarity to its own start
-        rec_h, slots_h, sim_h = _run_from(payload, cfg, x_heldout[:n], y_train, mean, shape, device)
+        rec_h, slots_h, sim_h, at_unseen = _run_from(payload, cfg, x_heldout[:n], y_train, mean, shape, device)
         out["heldout"] = {"started": len(slots_h), "kept": int((sim_h > rule.threshold).sum()),
                           "relative_stationarity": final(rec_h)}
+    v_unseen = None if at_unseen is None else at_unseen.get("0")
+    out["objective"] = {"training": at_training, "unseen": v_unseen, "chaos_level": CHAOS_LEVEL,
+                        "chaotic": chaotic(at_training, v_unseen)}
     kept, kept_h = out["training"]["kept"], (out["heldout"] or {}).get("kept")
     if kept < 0.25 * n:
         reading = ("this attack's objective moves the training images away: it cannot see a leak in this victim, and "
@@ -138,6 +168,11 @@ def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray
                    "find it from its random start")
     else:
         reading = "this attack's objective holds only part of the training set: a low headline is weak evidence of safety"
+    if out["objective"]["chaotic"]:
+        v0, vs = at_training["0"], at_training[repr(CHAOS_LEVEL)]
+        reading += (f"; and it is chaotic at the training set: noise of {CHAOS_LEVEL:g} per pixel, invisible to the "
+                    f"headline, takes it from {v0:.3g} to {vs:.3g} (at images the victim never saw: {v_unseen:.3g}), "
+                    "so no descent stays at the training images, whatever its step")
     out["kept"], out["heldout_kept"], out["reading"] = kept, kept_h, reading
     out["seconds"] = time.time() - t0
     unseen = "" if kept_h is None else f", and of {n} images it never saw {kept_h}"
