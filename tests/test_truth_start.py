@@ -156,3 +156,24 @@ def test_the_objective_is_called_chaotic_when_invisible_noise_undoes_half_its_fi
     assert not chaotic({"0": 0.5, "0.0001": 0.9}, 0.4)  # unseen images fit better: no fit to undo
     assert not chaotic({"0": 0.001}, 0.89)  # not measured
     assert not chaotic({"0": 0.001, "0.0001": None}, 0.89) and not chaotic({"0": None, "0.0001": 0.6}, 0.89)  # inf
+
+
+def test_measuring_the_objective_under_noise_leaves_the_run_as_it_was(tiny_victim, one_thread):
+    """The control's run with the measurement gives bit for bit the candidates of the run without it (the noise has
+    its own generator; the evaluations change no state)."""
+    from trainrecon.hooks.start import StartAt
+    from trainrecon.pipeline.evaluation import load_truth
+    from trainrecon.models.victim import load_victim
+    from trainrecon.pipeline.truth_start import NOISE
+
+    victim = load_victim(tiny_victim)
+    x_tr, y_tr, _, mean = load_truth(victim, None, None, None)
+    payload = payload_from_folder(tiny_victim)
+    x = torch.as_tensor((x_tr - mean).reshape(len(x_tr), -1))
+    runs = []
+    for noise in [(), NOISE]:
+        hook = StartAt(x, y_tr, noise)
+        runs.append(reconstruct(payload, HaimConfig(iterations=30, checkpoint_every=30), log=lambda *a: None,
+                                hooks=[hook]))
+    assert torch.equal(runs[0].x, runs[1].x) and torch.equal(runs[0].multipliers, runs[1].multipliers)
+    assert hook.values["0"] > 0 and set(hook.values) == {"0", *map(repr, NOISE)}
