@@ -29,7 +29,7 @@ of 1e-6, 1e-4 and 1e-2 per pixel, and at the unseen images (``objective``).  Whe
 similarity measure here can see, takes it half way to its value at the unseen images (:func:`chaotic`), the
 reading adds that the objective is chaotic there: its minimum at the training set is too narrow for any descent to
 stay in, let alone find (a training whose final weights such noise changes: the SGD-trained CNN of bench/RESULTS.md,
-whose loss spike in its eleventh epoch amplifies it).
+whose training amplifies it from its first epochs on, most in a loss spike in its eleventh).
 
 It uses the training images, so it belongs to evaluation, never to the attack.
 """
