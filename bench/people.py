@@ -162,6 +162,8 @@ def table(a: argparse.Namespace) -> None:
             continue
         c, ts = r["controls"], r["truth_start"] or later_truth_start(r)
         keep = f"{ts['kept']} / {ts['heldout_kept']}" if ts else "-"
+        if (ts.get("objective") or {}).get("chaotic"):  # the objective's reading under invisible noise
+            keep += " (chaotic)"
         nulls = "/".join(str(v) for k, v in c.items() if k.startswith("null"))
         print(f"| {r['victim']} | {r['arm']} | {r['given']} | {r['method']} | **{r['recovered']}** of {r['n']} | {c['heldout']} | "
               f"{nulls} | {c['positive']} | {r['auc']:.3f} | {r['tpr_at_1pct_fpr']:.2f} | "
