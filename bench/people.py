@@ -182,10 +182,10 @@ def smoothness(a: argparse.Namespace) -> None:
         out = truth_start_control(victim, row / "run", tr["x"], tr["y"], ho["x"], np.load(src / "mean.npz")["x"],
                                   iterations=1, log=lambda *args: None)["objective"]
         (row / "smoothness.json").write_text(json.dumps(out, indent=1))
-        at = out["training"]
-        print(f"{src.name} {row.parent.name}/{row.name}: objective at the training images {at['0']:.4g}; with noise "
-              + ", ".join(f"{k} {v:.4g}" for k, v in at.items() if k != "0")
-              + f"; at unseen images {out['unseen']:.4g}; chaotic: {out['chaotic']}", flush=True)
+        at, num = out["training"], lambda v: "not finite" if v is None else f"{v:.4g}"  # noqa: E731
+        print(f"{src.name} {row.parent.name}/{row.name}: objective at the training images {num(at['0'])}; with noise "
+              + ", ".join(f"{k} {num(v)}" for k, v in at.items() if k != "0")
+              + f"; at unseen images {num(out['unseen'])}; chaotic: {out['chaotic']}", flush=True)
 
 
 def main() -> None:
