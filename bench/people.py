@@ -168,7 +168,13 @@ def table(a: argparse.Namespace) -> None:
         print(f"| {r['victim']} | {r['arm']} | {r['given']} | {r['method']} | **{r['recovered']}** of {r['n']} | {c['heldout']} | "
               f"{nulls} | {c['positive']} | {r['auc']:.3f} | {r['tpr_at_1pct_fpr']:.2f} | "
               f"{r['mean_matched_similarity']:.3f} | {keep} | {r['seconds_per_iteration']:.3f} x {r['iterations_done']} ({r.get('threads', 2)}) | "
-              f"{r['peak_rss_gib_attack']:.2f} |")
+              f"{r['peak_rss_gib_attack']:.2f}{segments(r)} |")
+
+
+def segments(row: dict) -> str:
+    """' (graph in segments of k steps)' where the simulation kept its graph k steps at a time, else ''."""
+    k = (row.get("method_report") or {}).get("checkpoint_steps")
+    return f" (graph in segments of {k} steps)" if k else ""
 
 
 def smoothness(a: argparse.Namespace) -> None:

@@ -102,6 +102,74 @@ def test_the_gradient_is_the_finite_difference_one(match, opt):
         assert math.isclose(fd, float((gx * dx).sum() + (gm * dm).sum()), rel_tol=1e-6, abs_tol=1e-10)
 
 
+class _Held:
+    """A tensor saved for the backward pass; ``live`` counts the bytes of those not yet freed."""
+
+    live = 0
+
+    def __init__(self, t):
+        self.t, self.n = t, t.numel() * t.element_size()
+        _Held.live += self.n
+
+    def __del__(self):
+        _Held.live -= self.n
+
+
+@pytest.mark.parametrize("opt, batch", [
+    (Optimiser("sgd", 0.3), 2),
+    (Optimiser("sgd", 0.3, momentum=0.9, nesterov=True, weight_decay=0.05), 3),
+    (Optimiser("adam", 0.05, weight_decay=0.01, betas=(0.8, 0.9)), 2),
+    (Optimiser("adamw", 0.05, weight_decay=0.1), 0),
+    (Optimiser("adam", 0.05, betas=(0.8, 0.9), smoothing=0.5), 2),
+    ("replay", 0),
+])
+def test_a_graph_kept_in_segments_gives_the_same_derivatives_and_keeps_less(opt, batch):
+    """segment = k: J and its gradient in X and the weights as with the whole graph (float64, to rounding) for
+    every k, the optimisers' states (momentum, Adam's moments, the smoothed eps) carried across segments; a
+    replayed order too; and so are the trajectory's adjoints gamma_t (splitting's first variation) and the splitting
+    matrices' products, per part of the trajectory and per chunk of candidates.  After the forward pass the graph holds less: 40 steps, 6 at a time, keep under a third of
+    the bytes the whole graph keeps."""
+    order = None
+    if opt == "replay":
+        opt, order = Optimiser("sgd", 0.3, momentum=0.9, weight_decay=0.05), [torch.tensor([0, 2]),
+                                                                           torch.tensor([3, 1, 0]), torch.tensor([2])]
+    obj, spec, X, labels = objective(opt, steps=7, batch=batch)
+    obj = dataclasses.replace(obj, order=order)
+    Wm = F.one_hot(labels, K).double() * torch.linspace(0.5, 1.5, M, dtype=torch.float64)[:, None]
+    v0, gx0, gm0 = obj.value_and_grad(X, Wm)
+    u0 = obj.u(X, Wm)
+    h0 = obj.per_candidate_term(X, Wm, u0)
+    V = torch.randn(M, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    hv0 = splitting_hvp(obj, X, Wm, u0, V)
+    for k in (1, 2, 3, 6, 7):
+        seg = dataclasses.replace(obj, segment=k)
+        v, gx, gm = seg.value_and_grad(X, Wm)
+        assert math.isclose(v["total"], v0["total"], rel_tol=1e-13)
+        assert torch.allclose(gx, gx0, rtol=1e-11, atol=1e-14) and torch.allclose(gm, gm0, rtol=1e-11, atol=1e-14)
+        u = seg.u(X, Wm)  # the adjoints gamma_t of the first variation, by the reverse sweep over segments
+        assert len(u.adjoints) == len(u0.adjoints) == len(u.thetas)
+        for a, b in zip([t for step in u.thetas + u.adjoints for t in step],
+                        [t for step in u0.thetas + u0.adjoints for t in step]):
+            assert torch.allclose(a, b, rtol=1e-11, atol=1e-14)
+        assert torch.allclose(seg.per_candidate_term(X, Wm, u), h0, rtol=1e-11, atol=1e-14)
+        for chunk in (0, 3):  # splitting's products, per part of the trajectory and per chunk of candidates
+            hv = splitting_hvp(dataclasses.replace(seg, chunk_size=chunk), X, Wm, u, V)
+            assert torch.allclose(hv, hv0, rtol=1e-10, atol=1e-13)
+    assert gx0.abs().max() > 1e-3 and gm0.abs().max() > 1e-3
+    if order is None:
+        long = dataclasses.replace(obj, steps=40)
+        held = {}
+        for k in (0, 6):
+            o = dataclasses.replace(long, segment=k)
+            _Held.live = 0
+            with torch.autograd.graph.saved_tensors_hooks(_Held, lambda h: h.t):
+                J = o.discrepancy(o.simulate(X.detach().requires_grad_(True), Wm))
+                held[k] = _Held.live  # J keeps its graph alive until here
+            assert J.requires_grad
+            del J  # its graph freed before the next count starts
+        assert held[6] < held[0] / 3
+
+
 def test_a_projected_match_ignores_theta0s_direction():
     """Blind to theta_0: adding c theta_0 to the target (what weight decay shrank) changes nothing."""
     obj, spec, X, labels = objective(Optimiser("sgd", 0.3, momentum=0.9))

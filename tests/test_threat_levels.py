@@ -474,9 +474,10 @@ def test_a_replay_of_the_whole_recipe_from_the_truth_matches_exactly(tmp_path, r
 
 
 def test_the_simulations_memory_estimate_counts_its_graph_and_refuses_what_does_not_fit(tmp_path, monkeypatch):
-    """The simulation keeps every simulated step's graph for the backward pass: its estimate is the generic one plus
-    item x S (8 P + 32 b sum_l a_l), S steps of b rows (a replay: the recipe's batch; the coarse simulation: all m
-    or sim_batch); a run that would not fit is refused in one line before any work."""
+    """The simulation keeps every simulated step's graph for the backward pass: item x S (6 P + 4 b sum_l a_l), S
+    steps of b rows (a replay: the recipe's batch; the coarse simulation: all m or sim_batch), or k steps at a time
+    (checkpoint_steps) item (ceil(S / k) 4 P + k (6 P + 4 b sum_l a_l)); the estimate is the generic one plus the
+    least graph a run can keep; a run that would not fit even so is refused in one line before any work."""
     import trainrecon.runtime
     from trainrecon.attacks.method import Method
     from trainrecon.attacks.plan import plan_run
@@ -487,20 +488,88 @@ def test_the_simulations_memory_estimate_counts_its_graph_and_refuses_what_does_
     spec = p.spec
     P, acts = spec.n_params(), sum(spec.activation_sizes())
 
-    def est(**kw):
-        cfg = plan_run(p, SimulationConfig(warm_start="none", dtype="float64", labels="learned", **kw)).cfg
-        return Simulation.memory_bytes(p, 12, cfg) - Method.memory_bytes(p, 12, cfg)
+    def cfg_of(**kw):
+        return plan_run(p, SimulationConfig(warm_start="none", dtype="float64", labels="learned", **kw)).cfg
 
-    assert est(replay_epochs=2) == 8 * 6 * (8 * P + 32 * 4 * acts)
-    assert est(replay_epochs=9) == 8 * 9 * (8 * P + 32 * 4 * acts)  # at most the whole training's 9 steps
-    assert est(steps=5) == 8 * 5 * (8 * P + 32 * 12 * acts)
-    assert est(steps=5, sim_batch=3) == 8 * 5 * (8 * P + 32 * 3 * acts)
-    free = int(est(replay_epochs=1))
+    def graph(k=0, **kw):
+        return Simulation.graph_bytes(p, 12, cfg_of(**kw), k)
+
+    assert graph(replay_epochs=2) == 8 * 6 * (6 * P + 4 * 4 * acts)
+    assert graph(replay_epochs=9) == 8 * 9 * (6 * P + 4 * 4 * acts)  # at most the whole training's 9 steps
+    assert graph(steps=5) == 8 * 5 * (6 * P + 4 * 12 * acts)
+    assert graph(steps=5, sim_batch=3) == 8 * 5 * (6 * P + 4 * 3 * acts)
+    assert graph(2, replay_epochs=3) == 8 * (5 * 4 * P + 2 * (6 * P + 4 * 4 * acts))  # 9 steps, 2 at a time
+    assert graph(9, replay_epochs=3) == graph(0, replay_epochs=3)  # k >= S: the whole graph
+    k = Simulation.least_segment(p, 12, cfg_of(replay_epochs=3))
+    assert 0 < k < 9 and all(graph(k, replay_epochs=3) <= graph(j, replay_epochs=3) for j in range(10))
+    for kw in ({"replay_epochs": 3}, {"replay_epochs": 3, "checkpoint_steps": 4}):
+        cfg = cfg_of(**kw)
+        assert Simulation.memory_bytes(p, 12, cfg) - Method.memory_bytes(p, 12, cfg) == \
+            Simulation.graph_bytes(p, 12, cfg, cfg.checkpoint_steps or k)
+    free = int(graph(replay_epochs=3))  # the whole graph of 9 steps, and nothing besides
     monkeypatch.setattr(trainrecon.runtime, "available_bytes", lambda device="cpu": free)
     plan_run(p, SimulationConfig(warm_start="none", dtype="float64", labels="learned", steps=1, sim_batch=1))
     with pytest.raises(TrainreconError, match=r"^attack with m = 12 candidates: needs about .* GiB, only .* GiB"):
-        reconstruct(p, SimulationConfig(replay_epochs=3, labels="learned", warm_start="none", dtype="float64"),
-                    log=lambda *_: None)
+        reconstruct(p, SimulationConfig(replay_epochs=3, labels="learned", warm_start="none", dtype="float64",
+                                        checkpoint_steps=9), log=lambda *_: None)
+    with pytest.raises(TrainreconError, match=r"^attack.checkpoint_steps: must be >= 0"):
+        SimulationConfig(checkpoint_steps=-1)
+
+
+def test_a_replay_that_would_not_fit_keeps_its_graph_in_segments_and_finds_the_same_candidates(tmp_path, monkeypatch,
+                                                                                                one_thread):
+    """checkpoint_steps 0 (the default): a replay whose whole graph fits keeps it (k = 0, the code of before);
+    with less memory free than that, the run keeps it k steps at a time (the least graph, loss.json's method_report
+    says which k) instead of being refused, and its candidates are those of the whole graph's run to rounding
+    (float64, 5 iterations)."""
+    import trainrecon.runtime
+    from trainrecon.attacks.method import Method
+    from trainrecon.attacks.simulation import Simulation
+
+    folder, _, _ = adam_owner(tmp_path)
+    p = payload_from_folder(folder)
+    cfg = SimulationConfig(replay_epochs=3, labels="learned", warm_start="none", dtype="float64", iterations=5)
+    whole = reconstruct(p, cfg, log=lambda *_: None)
+    assert whole.stats["method_report"]["checkpoint_steps"] == 0
+    need = Method.memory_bytes(p, 12, cfg) + Simulation.graph_bytes(p, 12, cfg, 0)
+    monkeypatch.setattr(trainrecon.runtime, "available_bytes", lambda device="cpu": int(need) - 1)
+    seg = reconstruct(p, cfg, log=lambda *_: None)
+    k = seg.stats["method_report"]["checkpoint_steps"]
+    assert k == Simulation.least_segment(p, 12, cfg) and 0 < k < 9
+    assert torch.allclose(seg.x, whole.x, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(seg.multipliers, whole.multipliers, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(seg.x, reconstruct(p, dataclasses.replace(cfg, iterations=4), log=lambda *_: None).x)
+
+
+def test_the_graphs_choice_counts_concurrent_runs_and_sample_splittings_growth(tmp_path, monkeypatch):
+    """Each of ``copies`` runs at once (a sweep's workers) finds the memory free now and keeps its whole graph if it
+    fits there: the plan asks copies x that, and refuses what would not fit, rather than counting on segments no
+    worker would choose.  A run whose sample splitting may double m chooses for the largest m."""
+    import trainrecon.runtime
+    from trainrecon.attacks.method import Method
+    from trainrecon.attacks.plan import plan_run
+    from trainrecon.attacks.simulation import Simulation
+    from trainrecon.refinement.settings import SplitConfig
+
+    folder, _, _ = adam_owner(tmp_path)
+    p = payload_from_folder(folder)
+    cfg = plan_run(p, SimulationConfig(replay_epochs=3, labels="learned", warm_start="none", dtype="float64")).cfg
+    need = Method.memory_bytes(p, 12, cfg) + Simulation.graph_bytes(p, 12, cfg, 0)
+    monkeypatch.setattr(trainrecon.runtime, "available_bytes", lambda device="cpu": int(need))
+    assert plan_run(p, cfg).m == 12  # one run: its whole graph fits
+    with pytest.raises(TrainreconError, match=r"^attack with m = 12 candidates, 2 at once: needs about"):
+        plan_run(p, cfg, copies=2)
+    coarse = SimulationConfig(steps=6, warm_start="none", dtype="float64", labels="fixed")
+    grow = dataclasses.replace(coarse, split=SplitConfig(enabled=True, mode="grow", max_factor=2.0))
+    at_m = Method.memory_bytes(p, 12, coarse) + Simulation.graph_bytes(p, 12, coarse, 0)
+    at_2m = Method.memory_bytes(p, 24, coarse) + Simulation.graph_bytes(p, 24, coarse, 0)
+    assert at_2m > at_m
+    monkeypatch.setattr(trainrecon.runtime, "available_bytes", lambda device="cpu": int(at_m))
+    for c, segmented in ((coarse, False), (grow, True)):
+        plan = plan_run(p, c)
+        attack = plan.method(plan.attacked, plan.cfg)
+        attack.init(plan.m)
+        assert (attack.segment > 0) == segmented
 
 
 def test_a_replay_runs_and_records_itself_and_is_refused_in_one_line_where_it_cannot_run(tmp_path, one_thread):

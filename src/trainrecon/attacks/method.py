@@ -325,8 +325,9 @@ class Method:
         return [self.payload.init_params if self.kernel_at_init else self.payload.params]
 
     @classmethod
-    def memory_bytes(cls, payload: Payload, m: int, cfg: AttackConfig) -> float:
-        """A generous estimate of a run's peak memory, in bytes of the run's dtype (item = 4 or 8):
+    def memory_bytes(cls, payload: Payload, m: int, cfg: AttackConfig, free: int | None = None) -> float:
+        """A generous estimate of a run's peak memory, in bytes of the run's dtype (item = 4 or 8), for a run that
+        finds ``free`` bytes available (a method whose memory adapts to it reads it; None: unknown):
 
             item (4 m d + 8 r sum_l a_l + 8 P),
 

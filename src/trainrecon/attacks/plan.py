@@ -18,7 +18,7 @@ import torch
 
 from ..errors import TrainreconError
 from ..hooks.interface import AttackHook
-from ..runtime import require_memory
+from .. import runtime
 from .method import AttackConfig, Method, method_for
 from .normalisation import normalise
 from .payload import Payload
@@ -83,7 +83,9 @@ def _check(payload: Payload, method: type[Method], cfg: AttackConfig, device, co
     m = cfg.m or default_m(payload, method)
     m_max = cfg.largest_m(m)
     what = f"attack with m = {m_max} candidates" + (f", {copies} at once" if copies > 1 else "")
-    require_memory(copies * method.memory_bytes(payload, m_max, cfg), what, device)
+    # each of the copies plans for the memory free now, as if alone (a sweep's workers do)
+    need = method.memory_bytes(payload, m_max, cfg, runtime.available_bytes(device))
+    runtime.require_memory(copies * need, what, device)
     method(payload, cfg).labels(m)  # refuses a victim the method cannot attack, and an m it cannot use
     return m
 

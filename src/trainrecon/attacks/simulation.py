@@ -50,6 +50,7 @@ from ..models.activations import EXACT, Surrogate
 from ..models.stationarity import NTK
 from ..objective.candidates import CandidateSet
 from ..objective.simulation import Optimiser, SimulationObjective
+from .. import runtime
 from ..hooks.budget import time_budget
 from .buzaglo import block_labels
 from .haim import haim_labels
@@ -72,7 +73,10 @@ class SimulationConfig(AttackConfig):
     ``replay_epochs = E > 0``: instead of ``steps`` full-batch steps, the recipe's own first E epochs, batch by batch
     in its recorded order (:meth:`~trainrecon.models.recipe.Recipe.batch_order`) at its learning rate (``sim_lr``
     when given), candidate j standing for training image j (m = n, labels learned: whose label is j's is not
-    disclosed)."""
+    disclosed); ``checkpoint_steps = k > 0``: the simulation's graph is kept k simulated steps at a time, each
+    segment run again in the backward pass (the same derivatives for about one more simulation an iteration;
+    :meth:`Simulation.graph_bytes`), 0 (the default): the whole graph where it fits in the memory available, else
+    the k that needs least (the run's choice, in loss.json's ``method_report``); k >= S: the whole graph."""
 
     iterations: int = 1000
     lr: float = 0.01
@@ -98,6 +102,7 @@ class SimulationConfig(AttackConfig):
     warm_iterations: int = 1000
     adam_smoothing: float = 0.0
     replay_epochs: int = 0
+    checkpoint_steps: int = 0
 
     #: runs recorded before the warm start existed started at random
     BEFORE: ClassVar[dict[str, Any]] = {**AttackConfig.BEFORE, "warm_start": "none"}
@@ -130,6 +135,9 @@ class SimulationConfig(AttackConfig):
         if self.split.enabled and self.sim_batch:
             raise TrainreconError("attack.split: sample splitting on the simulation needs every candidate in every "
                                   "simulated step (attack.sim_batch = 0)")
+        if self.checkpoint_steps < 0:
+            raise TrainreconError(f"attack.checkpoint_steps: must be >= 0 (0: only where the whole graph would not "
+                                  f"fit), got {self.checkpoint_steps}")
         if self.replay_epochs < 0:
             raise TrainreconError(f"attack.replay_epochs: must be >= 0 (0: no replay), got {self.replay_epochs}")
         if self.replay_epochs and (self.split.enabled or self.sim_batch):
@@ -199,29 +207,76 @@ class Simulation(Method):
         if self.order is not None and not self.sim_lr:
             self.sim_lr = r.lr  # a replay runs at the recipe's own rate: nothing to search
         self.search: dict[str, Any] | None = None
+        self.segment = 0  # the whole simulated graph until init(m) knows m (segment_steps)
         self.warm: dict[str, Any] | None = None
         self.resumed = False
         self._mu = p.mean_flat().reshape(1, -1)
 
     @classmethod
-    def memory_bytes(cls, payload, m: int, cfg: AttackConfig) -> float:
-        """The generic estimate (:meth:`Method.memory_bytes`) plus the simulation's graph, kept for the backward
-        pass over all S simulated steps, each with b rows:
-
-            item S (8 P + 32 b sum_l a_l),
-
-        parameters, gradient and optimiser state per step, and the step's activations with their first and
-        second derivatives (on the bench: about 4 P and 12-22 b sum_l a_l per step).  A replay's S and b are its
-        recipe's steps and batch; the coarse simulation's, ``steps`` and ``sim_batch`` (or all m)."""
-        spec, r, n = payload.spec, payload.recipe, payload.n_train
+    def graph_shape(cls, payload, m: int, cfg: AttackConfig) -> tuple[int, int]:
+        """(S, b): the simulated steps and the rows of each, a replay's recipe steps and batch, or the coarse
+        simulation's ``steps`` and ``sim_batch`` (or all m)."""
+        r, n = payload.recipe, payload.n_train
         if cfg.replay_epochs and r is not None and n:
-            steps = r.first_epochs_steps(n, cfg.replay_epochs)
-            rows = n if r.full_batch(n) else r.batch_size
-        else:
-            steps, rows = cfg.steps, cfg.sim_batch if 0 < cfg.sim_batch < m else m
-        item = 4 if cfg.dtype == "float32" else 8
-        graph = item * steps * (8 * spec.n_params() + 32 * rows * sum(spec.activation_sizes()))
-        return super().memory_bytes(payload, m, cfg) + graph
+            return r.first_epochs_steps(n, cfg.replay_epochs), n if r.full_batch(n) else r.batch_size
+        return cfg.steps, cfg.sim_batch if 0 < cfg.sim_batch < m else m
+
+    @classmethod
+    def graph_bytes(cls, payload, m: int, cfg: AttackConfig, k: int) -> float:
+        """The simulation's graph, kept for the backward pass: over all S simulated steps of b rows each
+        (:meth:`graph_shape`),
+
+            item S (6 P + 4 b sum_l a_l),
+
+        parameters, gradient and optimiser state per step, and the step's activations with their derivatives
+        (measured on the bench, one value_and_grad of a 100-step replay: 1.8 P per step under SGD with momentum,
+        4.6 P under Adam, about 2 b sum_l a_l on a CNN whose activations dominate); kept k steps at a time
+        (``checkpoint_steps``, 0 < k < S), the inputs of every segment and one segment's graph,
+
+            item (ceil(S / k) 4 P + k (6 P + 4 b sum_l a_l))."""
+        steps, P, per_step, item = cls._graph_sizes(payload, m, cfg)
+        if 0 < k < steps:
+            return item * (math.ceil(steps / k) * 4 * P + k * per_step)
+        return item * steps * per_step
+
+    @classmethod
+    def _graph_sizes(cls, payload, m: int, cfg: AttackConfig) -> tuple[int, int, int, int]:
+        """(S, P, 6 P + 4 b sum_l a_l, item) of :meth:`graph_bytes`."""
+        spec = payload.spec
+        steps, rows = cls.graph_shape(payload, m, cfg)
+        P = spec.n_params()
+        return steps, P, 6 * P + 4 * rows * sum(spec.activation_sizes()), 4 if cfg.dtype == "float32" else 8
+
+    @classmethod
+    def least_segment(cls, payload, m: int, cfg: AttackConfig) -> int:
+        """The k whose :meth:`graph_bytes` is least (0, the whole graph, where no segment length keeps less)."""
+        steps, P, per_step, _ = cls._graph_sizes(payload, m, cfg)
+        k = np.arange(1, steps)
+        if not len(k):
+            return 0
+        sizes = np.ceil(steps / k) * 4 * P + k * per_step
+        best = int(np.argmin(sizes))  # the first, the shortest, of equal sizes
+        return int(k[best]) if sizes[best] < steps * per_step else 0
+
+    @classmethod
+    def segment_steps(cls, payload, m: int, cfg: AttackConfig, free: int | None) -> int:
+        """The k of ``checkpoint_steps`` a run of m candidates (at most: sample splitting's growth) uses: the
+        config's; for 0, none (0: the whole graph) where the whole graph fits in ``free`` bytes (or free is
+        unknown), else :meth:`least_segment`."""
+        if cfg.checkpoint_steps:
+            return cfg.checkpoint_steps
+        if free is None or super().memory_bytes(payload, m, cfg) + cls.graph_bytes(payload, m, cfg, 0) <= free:
+            return 0
+        return cls.least_segment(payload, m, cfg)
+
+    @classmethod
+    def memory_bytes(cls, payload, m: int, cfg: AttackConfig, free: int | None = None) -> float:
+        """The generic estimate (:meth:`Method.memory_bytes`) plus the simulation's graph (:meth:`graph_bytes`) as
+        a run that finds ``free`` bytes keeps it (:meth:`segment_steps`): whole where it fits, else in the
+        segments that keep least (without ``free``, the least)."""
+        k = cls.segment_steps(payload, m, cfg, free) if free is not None else \
+            cfg.checkpoint_steps or cls.least_segment(payload, m, cfg)
+        return super().memory_bytes(payload, m, cfg) + cls.graph_bytes(payload, m, cfg, k)
 
     @classmethod
     def default_removal(cls, cfg: AttackConfig, payload) -> str:
@@ -338,7 +393,7 @@ class Simulation(Method):
             self.sample_loss(surrogate), self.optimiser(self.sim_lr), lambda M: self.weights(M, m0),
             self.regulariser(m0),
             cands.labels, m0, self.cfg.steps, self.cfg.sim_batch, self.cfg.match, self.cfg.chunk_size,
-            first_layer=p.spec.first_layer, order=self.order)
+            first_layer=p.spec.first_layer, order=self.order, segment=self.segment)
 
     def tv_prior(self, X: torch.Tensor, M: torch.Tensor, m0: int) -> torch.Tensor:
         """The TV prior relative to D's scale (D(0) = 1 for both matches), each candidate's term weighted by its
@@ -353,7 +408,11 @@ class Simulation(Method):
 
     def init(self, m: int) -> CandidateSet:
         """The method's start (random, or where ``warm_start`` ends: :meth:`warm_started`); without ``sim_lr``
-        then the search of the module docstring, from this very start.  A resumed run does neither."""
+        then the search of the module docstring, from this very start.  A resumed run does neither.  First, the
+        segments its graph is kept in (:meth:`segment_steps`, for the memory free on the run's device)."""
+        p, c = self.payload, self.cfg
+        k = self.segment_steps(p, c.largest_m(m), c, runtime.available_bytes(p.params[0].device))
+        self.segment = k if 0 < k < self.graph_shape(p, c.largest_m(m), c)[0] else 0  # k >= S: the whole graph
         cands = super().init(m)
         if self.cfg.warm_start != "none" and not self.resumed:
             cands, self.warm = self.warm_started(cands)
@@ -449,4 +508,5 @@ class Simulation(Method):
         return {"optimizer": o.kind, "loss": self.loss_kind, "steps": steps, "replay_epochs": self.cfg.replay_epochs,
                 "sim_lr": self.sim_lr,
                 "sim_batch": self.cfg.sim_batch, "momentum": o.momentum, "weight_decay": o.weight_decay,
-                "recipe_given": self.payload.recipe is not None, "lr_search": self.search, "warm_start": self.warm}
+                "recipe_given": self.payload.recipe is not None, "lr_search": self.search, "warm_start": self.warm,
+                "checkpoint_steps": self.segment}

@@ -57,6 +57,12 @@ class Optimiser:
     eps: float = 1e-8
     smoothing: float = 0.0
 
+    def state_keys(self) -> set[str]:
+        """The keys of the state its steps keep (one tensor per parameter tensor each)."""
+        if self.kind == "sgd":
+            return {"buf"} if self.momentum else set()
+        return {"m", "v", "eps"} if self.smoothing else {"m", "v"}
+
     def update(self, theta: list[torch.Tensor], g: list[torch.Tensor], state: dict, t: int) -> list[torch.Tensor]:
         """theta_{t+1} from theta_t, its gradient g_t and the state (updated in place: a new dict entry per step,
         never a tensor modified in place, so the graph stays intact)."""
@@ -228,6 +234,7 @@ class SimulationObjective:
     chunk_size: int = 0
     first_layer: Callable | None = None
     order: list[torch.Tensor] | None = None
+    segment: int = 0
     _unit: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -266,20 +273,44 @@ class SimulationObjective:
 
     def simulate(self, X: torch.Tensor, W: torch.Tensor, keep: bool = False):
         """theta_S - theta_0 (differentiable in X and W), and with ``keep`` the simulated gradients g_t and
-        parameters theta_t (graph kept) for the adjoints."""
-        theta = [p.detach().requires_grad_(True) for p in self.theta0]
-        state: dict = {}
-        grads, thetas = [], []
-        lab = self.labels
-        for t, rows in enumerate(self.batches(X.shape[0])):
-            per = self.loss(theta, X[rows], W[rows], None if lab is None else lab[rows])
-            g = torch.autograd.grad(per.sum() / self.normaliser(rows), theta, create_graph=True)
-            if keep:
-                grads.append(g)
-                thetas.append([p.detach() for p in theta])
-            theta = self.optimiser.update(theta, list(g), state, t)
+        parameters theta_t (graph kept) for the adjoints.  With ``segment = k`` (0 < k < S; not with ``keep``) the
+        graph is kept k steps at a time: each segment runs without one and is run again with it in the backward
+        pass (:class:`_Segment`), the same derivatives for about one more simulation."""
+        steps = list(enumerate(self.batches(X.shape[0])))
+        if not keep and 0 < self.segment < len(steps):
+            theta, state = [p.detach() for p in self.theta0], {}
+            for s in range(0, len(steps), self.segment):
+                theta, state = _Segment.run(self, steps[s:s + self.segment], theta, state, X, W)
+            return [p - p0 for p, p0 in zip(theta, self.theta0)]
+        thetas: list = []
+        grads: list = []
+        theta = self.advance(steps, [p.detach().requires_grad_(True) for p in self.theta0], {}, X, W, graph=True,
+                             thetas=thetas if keep else None, grads=grads if keep else None)
         delta = [p - p0 for p, p0 in zip(theta, self.theta0)]
         return (delta, grads, thetas) if keep else delta
+
+    def advance(self, span, theta: list[torch.Tensor], state: dict, X: torch.Tensor, W: torch.Tensor, graph: bool,
+                thetas: list | None = None, grads: list | None = None) -> list[torch.Tensor]:
+        """theta after the simulated steps ``span`` (pairs (t, rows)) from ``theta`` and the optimiser ``state``
+        (updated in place): differentiable in every input with ``graph`` (theta must then require grad), values
+        only without.  ``thetas`` / ``grads``, when given, receive each step's theta_t (detached) and g_t."""
+        lab = self.labels
+        for t, rows in span:
+            if not graph:
+                theta = [p.detach().requires_grad_(True) for p in theta]
+            if thetas is not None:
+                thetas.append([p.detach() for p in theta])
+            with torch.enable_grad():
+                per = self.loss(theta, X[rows], W[rows], None if lab is None else lab[rows])
+                g = torch.autograd.grad(per.sum() / self.normaliser(rows), theta, create_graph=graph)
+            if grads is not None:
+                grads.append(g)
+            if graph:
+                theta = self.optimiser.update(theta, list(g), state, t)
+            else:
+                with torch.no_grad():
+                    theta = self.optimiser.update(theta, list(g), state, t)
+        return theta
 
     def discrepancy(self, delta: Sequence[torch.Tensor]) -> torch.Tensor:
         """D(P delta, P target): 1 - cosine, or ||P delta - P target||^2 / ||P target||^2."""
@@ -313,39 +344,146 @@ class SimulationObjective:
             return float(D.detach() + self.prior(X, M))
 
     def u(self, X: torch.Tensor, M: torch.Tensor) -> Trajectory:
-        """The trajectory and the adjoints gamma_t = dJ/dg_t (total derivatives: through every later step)."""
+        """The trajectory and the adjoints gamma_t = dJ/dg_t (total derivatives: through every later step).  With
+        ``segment = k`` the graph is kept k steps at a time: the forward pass runs without one (keeping each theta_t
+        and each segment's starting state), then the segments run again with it in reverse order, each giving its
+        steps' gamma_t and the adjoint of its starting theta and state, which the segment before takes as its
+        outputs' adjoint."""
         X = X.detach()
         W = self.weights(M.detach())
-        delta, grads, thetas = self.simulate(X, W, keep=True)
-        D = self.discrepancy(delta)
-        flat = [gi for g in grads for gi in g]
-        adj = torch.autograd.grad(D, flat, allow_unused=True)
-        adj = [torch.zeros_like(f) if a is None else a.detach() for a, f in zip(adj, flat)]
-        n = len(self.theta0)
-        return Trajectory(thetas, [adj[k * n:(k + 1) * n] for k in range(len(grads))], self.batches(X.shape[0]))
+        steps = list(enumerate(self.batches(X.shape[0])))
+        n, k = len(self.theta0), self.segment
+        if not 0 < k < len(steps):
+            delta, grads, thetas = self.simulate(X, W, keep=True)
+            D = self.discrepancy(delta)
+            flat = [gi for g in grads for gi in g]
+            adj = torch.autograd.grad(D, flat, allow_unused=True)
+            adj = [torch.zeros_like(f) if a is None else a.detach() for a, f in zip(adj, flat)]
+            return Trajectory(thetas, [adj[i * n:(i + 1) * n] for i in range(len(grads))], [b for _, b in steps])
+        thetas, starts = [], []
+        theta, state = [p.detach() for p in self.theta0], {}
+        for s in range(0, len(steps), k):
+            starts.append((theta, {key: list(v) for key, v in state.items()}))
+            theta = self.advance(steps[s:s + k], theta, state, X, W, graph=False, thetas=thetas)
+        end = [p.detach().requires_grad_(True) for p in theta]
+        with torch.enable_grad():
+            D = self.discrepancy([p - p0 for p, p0 in zip(end, self.theta0)])
+        adj_out: list = list(torch.autograd.grad(D, end))  # the adjoint of a segment's outputs: theta, then state
+        adjoints: list = [None] * len(steps)
+        for i in reversed(range(len(starts))):
+            span = steps[i * k:(i + 1) * k]
+            theta_in = [p.detach().requires_grad_(True) for p in starts[i][0]]
+            keys = sorted(starts[i][1])
+            state_in = [v.detach().requires_grad_(True) for key in keys for v in starts[i][1][key]]
+            state, at, grads = {}, 0, []
+            for key in keys:
+                state[key], at = state_in[at:at + len(starts[i][1][key])], at + len(starts[i][1][key])
+            with torch.enable_grad():
+                out = self.advance(span, theta_in, state, X, W, graph=True, grads=grads)
+            out = out + [v for key in sorted(state) for v in state[key]]
+            pairs = [(o, a) for o, a in zip(out, adj_out) if a is not None and o.requires_grad]
+            flat = [gi for g in grads for gi in g]
+            wrt = flat + theta_in + state_in
+            got = torch.autograd.grad([o for o, _ in pairs], wrt, [a for _, a in pairs], allow_unused=True)
+            got = [torch.zeros_like(w) if a is None else a.detach() for a, w in zip(got, wrt)]
+            for j in range(len(span)):
+                adjoints[i * k + j] = got[j * n:(j + 1) * n]
+            adj_out = got[len(flat):]
+        return Trajectory(thetas, adjoints, [b for _, b in steps])
+
+    def hvp_parts(self, u: Trajectory) -> list[Trajectory]:
+        """The trajectory in parts of ``segment`` steps (the whole of it without): h_j is a sum over steps, so a
+        Hessian-vector product of it is the sum of the parts', each keeping one part's graph."""
+        k, S = self.segment, len(u.thetas)
+        if not 0 < k < S:
+            return [u]
+        return [Trajectory(u.thetas[i:i + k], u.adjoints[i:i + k], u.batches[i:i + k]) for i in range(0, S, k)]
 
     def per_candidate_term(self, X: torch.Tensor, W: torch.Tensor, u: Trajectory,
                            labels: torch.Tensor | None = None, rows: Sequence[int] | None = None) -> torch.Tensor:
         """h_j (module docstring) for every row of X (m,), differentiable in X.  ``rows``: the candidates' positions
-        in the set the trajectory was simulated with (default 0 .. m-1), which say the steps each took part in."""
+        in the set the trajectory was simulated with (default 0 .. m-1), which say the steps each took part in;
+        each step evaluates the loss on the rows of its batch only."""
         labels = self.labels if labels is None else labels
         pos = torch.arange(X.shape[0]) if rows is None else torch.as_tensor(rows)
         out = torch.zeros(X.shape[0], dtype=X.dtype, device=X.device)
         for theta, gamma, batch in zip(u.thetas, u.adjoints, u.batches):
             if isinstance(batch, slice):
-                inside = ((pos >= batch.start) & (pos < batch.stop)).to(X.device)
+                inside = (pos >= batch.start) & (pos < batch.stop)
             else:
-                inside = torch.isin(pos, batch.to(pos.device)).to(X.device)
-            if not inside.any():
+                inside = torch.isin(pos, batch.to(pos.device))
+            idx = torch.nonzero(inside).flatten().to(X.device)
+            if not len(idx):
                 continue
+            Xi, Wi, li = X[idx], W[idx], None if labels is None else labels[idx]
 
-            def loss_of(*params):
-                return self.loss(list(params), X, W, labels)
+            def loss_of(*params, Xi=Xi, Wi=Wi, li=li):
+                return self.loss(list(params), Xi, Wi, li)
 
             _, tangent = jvp(loss_of, tuple(theta), tuple(gamma))
             tangent = tangent if self.order is None else tangent / self.normaliser(batch)
-            out = out + torch.where(inside, tangent, torch.zeros_like(tangent))
+            out = out.index_add(0, idx, tangent)
         return out / self.m0 if self.order is None else out
+
+
+class _Segment(torch.autograd.Function):
+    """k simulated steps, (theta_t, state_t, X, W) -> (theta_{t+k}, state_{t+k}), with no graph kept: the forward
+    runs them for values only and saves its inputs; the backward runs them again with the graph
+    (:meth:`SimulationObjective.advance`) and returns the vector-Jacobian products of the outputs' adjoints in every
+    input that needs one.  The tensors travel flat: theta, then each optimiser-state entry (a list per key, in
+    key order), then X and W.  First derivatives only."""
+
+    @staticmethod
+    def run(obj, span, theta, state, X, W):
+        keys = sorted(state)
+        flat = [*theta, *(t for k in keys for t in state[k]), X, W]
+        out = _Segment.apply(obj, span, len(theta), [(k, len(state[k])) for k in keys], *flat)
+        theta_out, rest = list(out[:len(theta)]), list(out[len(theta):])
+        state_out, i = {}, 0
+        for k, n in _Segment.layout_of(obj, span, theta, state):
+            state_out[k], i = rest[i:i + n], i + n
+        return theta_out, state_out
+
+    @staticmethod
+    def layout_of(obj, span, theta, state):
+        """The state's (key, length) list after the segment: that of the optimiser's state after its steps."""
+        keys = set(state) | obj.optimiser.state_keys()
+        return [(k, len(theta)) for k in sorted(keys)]
+
+    @staticmethod
+    def unflatten(n: int, layout, tensors):
+        theta, state, i = list(tensors[:n]), {}, n
+        for k, c in layout:
+            state[k], i = list(tensors[i:i + c]), i + c
+        return theta, state, tensors[i], tensors[i + 1]
+
+    @staticmethod
+    def forward(ctx, obj, span, n, layout, *tensors):
+        inputs = [t.detach() for t in tensors]
+        theta, state, X, W = _Segment.unflatten(n, layout, inputs)
+        theta = obj.advance(span, theta, state, X, W, graph=False)
+        ctx.obj, ctx.span, ctx.n, ctx.layout = obj, span, n, layout
+        ctx.save_for_backward(*tensors)
+        out = [*theta, *(t for k in sorted(state) for t in state[k])]
+        ids = {id(t) for t in inputs}  # a state entry the steps left as it was (a smoothed Adam's eps): a copy
+        return tuple(o.clone() if id(o) in ids else o.detach() for o in out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in ctx.saved_tensors]
+        theta, state, X, W = _Segment.unflatten(ctx.n, ctx.layout, inputs)
+        with torch.enable_grad():
+            theta = ctx.obj.advance(ctx.span, theta, state, X, W, graph=True)
+        out = [*theta, *(t for k in sorted(state) for t in state[k])]
+        pairs = [(o, g) for o, g in zip(out, grads) if g is not None and o.requires_grad]
+        wanted = [i for i, need in enumerate(ctx.needs_input_grad[4:]) if need]
+        got = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                                  allow_unused=True) if pairs and wanted else [None] * len(wanted)
+        result = [None] * len(inputs)
+        for i, gi in zip(wanted, got):
+            result[i] = gi
+        return (None, None, None, None, *result)
 
 
 __all__ = ["Optimiser", "SimulationObjective", "Trajectory", "adam_update", "sgd_update"]

@@ -351,11 +351,16 @@ class WeightedSumObjective:
         """u = dF/ds at the current candidates."""
         return self.outer.grad(self.feature_sum(X, self.weights(M)))
 
+    def hvp_parts(self, u: Sequence[torch.Tensor]) -> list[Sequence[torch.Tensor]]:
+        """u in one part (a simulation's trajectory comes in several: its Hessian-vector products are sums)."""
+        return [u]
+
     def per_candidate_term(self, X: torch.Tensor, W: torch.Tensor, u: Sequence[torch.Tensor],
-                           labels: torch.Tensor | None = None) -> torch.Tensor:
+                           labels: torch.Tensor | None = None, rows: Sequence[int] | None = None) -> torch.Tensor:
         """h_j = sum_k W_jk <u, grad_theta phi_k(theta; x_j)> for every row of X, shape (m,), differentiable in X:
         the directional derivative of phi along u in parameter space (forward mode), weighted.  ``labels``
-        default to the objective's (pass the rows' own labels when X is a subset or a perturbed copy)."""
+        default to the objective's (pass the rows' own labels when X is a subset or a perturbed copy); ``rows``
+        (the candidates' positions in the set) changes nothing here: every term is the same function of x."""
         labels = self.labels if labels is None else labels
         theta = [p.detach() for p in self.theta]
 

@@ -42,17 +42,18 @@ from .settings import SplitConfig
 def splitting_hvp(obj: WeightedSumObjective, X: torch.Tensor, W: torch.Tensor, u, V: torch.Tensor,
                   labels: torch.Tensor | None = None) -> torch.Tensor:
     """Rows j of the result are S_j V_j (each S_j the Hessian of h_j at x_j): one forward-over-reverse call per
-    chunk of candidates (``obj.chunk_size``; the Hessian of the sum is block diagonal, so chunks are exact)."""
+    chunk of candidates (``obj.chunk_size``; the Hessian of the sum is block diagonal, so chunks are exact) and per
+    part of u (``obj.hvp_parts``: a simulation's trajectory in segments, whose products add up)."""
     W, X = W.detach(), X.detach()
     labels = obj.labels if labels is None else labels
-    out = torch.empty_like(V)
+    out = torch.zeros_like(V)
     for sl in obj._chunks(X.shape[0]):
         lab = None if labels is None else labels[sl]
+        for part in obj.hvp_parts(u):
+            def total(x, sl=sl, lab=lab, part=part):
+                return obj.per_candidate_term(x, W[sl], part, lab, rows=list(range(sl.start, sl.stop))).sum()
 
-        def total(x, sl=sl, lab=lab):
-            return obj.per_candidate_term(x, W[sl], u, lab).sum()
-
-        out[sl] = jvp(grad(total), (X[sl],), (V[sl],))[1]
+            out[sl] += jvp(grad(total), (X[sl],), (V[sl],))[1]
     return out
 
 
