@@ -79,6 +79,9 @@ ARMS = {
     "deep01": {"tv": 0.1, "deep_weight": 0.1},
     "deep01_seed1": {"tv": 0.1, "deep_weight": 0.1, "seed": 1},
     "deep01_seed2": {"tv": 0.1, "deep_weight": 0.1, "seed": 2},
+    # item 3: recovery against m under the defaults of 2026-12-06 evening (no collapse left at cosine 0.99)
+    "deep01_m150": {"tv": 0.1, "deep_weight": 0.1, "m": 150},
+    "deep01_m300": {"tv": 0.1, "deep_weight": 0.1, "m": 300},
 }
 
 
