@@ -82,6 +82,11 @@ ARMS = {
     # item 3: recovery against m under the defaults of 2026-12-06 evening (no collapse left at cosine 0.99)
     "deep01_m150": {"tv": 0.1, "deep_weight": 0.1, "m": 150},
     "deep01_m300": {"tv": 0.1, "deep_weight": 0.1, "m": 300},
+    # a late decay: the step constant for 90 % of the budget, then a cosine to a tenth (a polish within the budget)
+    "late01": {"tv": 0.1, "deep_weight": 0.1, "lr_final": 0.1, "lr_decay_start": 0.9},
+    "late01_seed1": {"tv": 0.1, "deep_weight": 0.1, "lr_final": 0.1, "lr_decay_start": 0.9, "seed": 1},
+    "late01_seed2": {"tv": 0.1, "deep_weight": 0.1, "lr_final": 0.1, "lr_decay_start": 0.9, "seed": 2},
+    "deep01_seed1_again": {"tv": 0.1, "deep_weight": 0.1, "seed": 1},  # the defaults' seed 1, beside late01_seed2
 }
 
 

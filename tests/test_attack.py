@@ -300,6 +300,18 @@ def test_lr_final_scales_each_step_by_a_cosine_like_a_loop_oracle(tiny_victim):
     assert not np.allclose(constant.x.numpy(), rec.x.numpy(), atol=1e-6)  # the schedule reaches the loop
     with pytest.raises(TrainreconError, match="attack.lr_final"):
         HaimConfig(lr_final=0.0)
+    # lr_decay_start = s: the factor is 1 until the share s of the run, then the cosine over the rest
+    late = reconstruct(v, HaimConfig(**{**cfg.__dict__, "lr_decay_start": 0.6}), log=lambda *a: None)
+    cands = attack.init(plan.m)
+    for k in range(N):
+        _, gx, gm = attack.objective(k, cands).value_and_grad(cands.x, cands.multipliers)
+        q = min(max((k / N - 0.6) / 0.4, 0.0), 1.0)
+        c = f + (1 - f) * 0.5 * (1 + math.cos(math.pi * q))
+        cands.x, cands.multipliers = cands.x - 0.5 * c * gx, cands.multipliers - 0.1 * c * gm
+    assert np.allclose(late.x.reshape(6, -1).numpy(), cands.x.detach().numpy(), rtol=0, atol=1e-12)
+    assert not np.allclose(late.x.numpy(), rec.x.numpy(), atol=1e-6)
+    with pytest.raises(TrainreconError, match="attack.lr_decay_start"):
+        HaimConfig(lr_decay_start=1.0)
     from trainrecon.hooks.budget import TimeBudget
     from trainrecon.hooks.interface import Step
     half = Step(3, 1000, 1000, None, None, {}, lambda: 5.0)  # 5 of a 10-second budget, 3 of 1000 iterations

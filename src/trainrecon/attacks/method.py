@@ -137,7 +137,9 @@ class AttackConfig:
     every k iterations by the best ones for the current candidates (NNLS on the stationarity term,
     :mod:`trainrecon.hooks.multipliers`) instead of only descending them.  ``lr_final = f`` in (0, 1] scales
     every step (candidates and multipliers) by a cosine from 1 to f over the run's progress, the larger of
-    iterations done / ``iterations`` and seconds / ``max_seconds`` (1, the default: a constant step).
+    iterations done / ``iterations`` and seconds / ``max_seconds`` (1, the default: a constant step);
+    ``lr_decay_start = s`` in [0, 1) keeps the step constant for the first share s of that progress and decays it
+    by the cosine over the rest (0, the default: over the whole run).
     ``deep_weight = gamma > 0`` counts the stationarity residual of every parameter tensor after the first
     parameterised layer's gamma times, F(s) = sum_p gamma_p ||target_p - s_p||^2 with gamma_p = 1 on the first
     layer (the one equation linear in the candidates: W_1 = sum_j w_j delta_j x_j^T) and gamma elsewhere
@@ -159,6 +161,7 @@ class AttackConfig:
     tv: float = 0.0
     solve_multipliers_every: int = 0
     lr_final: float = 1.0
+    lr_decay_start: float = 0.0
     deep_weight: float = 1.0
     normalise: Normalise = "auto"
     adapt: bool = True
@@ -195,6 +198,9 @@ class AttackConfig:
         if not 0 < self.lr_final <= 1:
             raise TrainreconError(f"attack.lr_final: the last step as a fraction of the first, in (0, 1], got "
                                   f"{self.lr_final}")
+        if not 0 <= self.lr_decay_start < 1:
+            raise TrainreconError(f"attack.lr_decay_start: the share of the run before lr_final's decay starts, in "
+                                  f"[0, 1), got {self.lr_decay_start}")
         if self.solve_multipliers_every < 0:
             raise TrainreconError(f"attack.solve_multipliers_every: must be >= 0 (0: off), got "
                                   f"{self.solve_multipliers_every}")

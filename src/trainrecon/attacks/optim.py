@@ -93,10 +93,12 @@ class RowAdam:
         return p - self.lr * m_hat / (v_hat.sqrt() + self.eps).reshape(-1, *[1] * (p.ndim - 1))
 
 
-def cosine_factor(final: float, progress: float) -> float:
-    """The step's factor at ``progress`` in [0, 1] of a run (``attack.lr_final``): final + (1 - final)
-    (1 + cos(pi progress)) / 2, from 1 at the start to ``final`` at the end (and after it)."""
-    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+def cosine_factor(final: float, progress: float, start: float = 0.0) -> float:
+    """The step's factor at ``progress`` in [0, 1] of a run (``attack.lr_final``, ``attack.lr_decay_start``):
+    final + (1 - final) (1 + cos(pi q)) / 2 with q = (progress - start) / (1 - start) clipped to [0, 1], 1 until
+    ``start`` and from there to ``final`` at the end (and after it)."""
+    q = (progress - start) / (1.0 - start)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * min(max(q, 0.0), 1.0)))
 
 
 def scaled_step(p: torch.Tensor, new: torch.Tensor, factor: float) -> torch.Tensor:

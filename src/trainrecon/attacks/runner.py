@@ -155,7 +155,8 @@ def _reconstruct(plan: RunPlan, store: RunStore | None, device, resume: bool, lo
                                       f"{cfg.lr:g}; lower attack.lr (--config with, say, {{\"lr\": {cfg.lr / 3:.2g}}})")
             # the run's progress (iterations, or a budget's share spent by the last step: the hooks say) sets the
             # step's factor (exactly 1 at lr_final 1)
-            f = cosine_factor(cfg.lr_final, max([it / cfg.iterations] + [h.spent(step) for h in hooks]))
+            f = cosine_factor(cfg.lr_final, max([it / cfg.iterations] + [h.spent(step) for h in hooks]),
+                              cfg.lr_decay_start)
             cands.x = scaled_step(cands.x, opt_x.step(cands.x, gx, cands.state_x), f)
             cands.multipliers = scaled_step(cands.multipliers, opt_m.step(cands.multipliers, gm, cands.state_m), f)
             bar.update(1)
