@@ -371,24 +371,15 @@ class SimulationObjective:
         adj_out: list = list(torch.autograd.grad(D, end))  # the adjoint of a segment's outputs: theta, then state
         adjoints: list = [None] * len(steps)
         for i in reversed(range(len(starts))):
-            span = steps[i * k:(i + 1) * k]
-            theta_in = [p.detach().requires_grad_(True) for p in starts[i][0]]
-            keys = sorted(starts[i][1])
-            state_in = [v.detach().requires_grad_(True) for key in keys for v in starts[i][1][key]]
-            state, at, grads = {}, 0, []
-            for key in keys:
-                state[key], at = state_in[at:at + len(starts[i][1][key])], at + len(starts[i][1][key])
-            with torch.enable_grad():
-                out = self.advance(span, theta_in, state, X, W, graph=True, grads=grads)
-            out = out + [v for key in sorted(state) for v in state[key]]
-            pairs = [(o, a) for o, a in zip(out, adj_out) if a is not None and o.requires_grad]
-            flat = [gi for g in grads for gi in g]
-            wrt = flat + theta_in + state_in
-            got = torch.autograd.grad([o for o, _ in pairs], wrt, [a for _, a in pairs], allow_unused=True)
-            got = [torch.zeros_like(w) if a is None else a.detach() for a, w in zip(got, wrt)]
+            span, (theta_s, state_s) = steps[i * k:(i + 1) * k], starts[i]
+            keys = sorted(state_s)
+            flat = [*theta_s, *(t for key in keys for t in state_s[key]), X, W]
+            got = _Segment.rerun_vjp(self, span, n, [(key, len(state_s[key])) for key in keys], flat, adj_out,
+                               range(len(flat) - 2), gammas=True)
             for j in range(len(span)):
-                adjoints[i * k + j] = got[j * n:(j + 1) * n]
-            adj_out = got[len(flat):]
+                adjoints[i * k + j] = [torch.zeros_like(p) if a is None else a.detach()
+                                       for a, p in zip(got[j * n:(j + 1) * n], self.theta0)]
+            adj_out = got[len(span) * n:]  # the adjoint of theta and state at the segment's start (None: zero)
         return Trajectory(thetas, adjoints, [b for _, b in steps])
 
     def hvp_parts(self, u: Trajectory) -> list[Trajectory]:
@@ -438,17 +429,14 @@ class _Segment(torch.autograd.Function):
         keys = sorted(state)
         flat = [*theta, *(t for k in keys for t in state[k]), X, W]
         out = _Segment.apply(obj, span, len(theta), [(k, len(state[k])) for k in keys], *flat)
-        theta_out, rest = list(out[:len(theta)]), list(out[len(theta):])
-        state_out, i = {}, 0
-        for k, n in _Segment.layout_of(obj, span, theta, state):
-            state_out[k], i = rest[i:i + n], i + n
+        theta_out, state_out, _, _ = _Segment.unflatten(len(theta), _Segment.layout_after(obj, len(theta), state),
+                                                        [*out, None, None])
         return theta_out, state_out
 
     @staticmethod
-    def layout_of(obj, span, theta, state):
-        """The state's (key, length) list after the segment: that of the optimiser's state after its steps."""
-        keys = set(state) | obj.optimiser.state_keys()
-        return [(k, len(theta)) for k in sorted(keys)]
+    def layout_after(obj, n: int, state) -> list[tuple[str, int]]:
+        """The state's (key, length) list after a segment: that of the optimiser's state after its steps."""
+        return [(k, n) for k in sorted(set(state) | obj.optimiser.state_keys())]
 
     @staticmethod
     def unflatten(n: int, layout, tensors):
@@ -456,6 +444,26 @@ class _Segment(torch.autograd.Function):
         for k, c in layout:
             state[k], i = list(tensors[i:i + c]), i + c
         return theta, state, tensors[i], tensors[i + 1]
+
+    @staticmethod
+    def rerun_vjp(obj, span, n: int, layout, tensors, adjoint, wanted, gammas: bool = False) -> list:
+        """Run the steps ``span`` again from ``tensors`` (flat, as :meth:`run` lays them out) with their graph and
+        return the vector-Jacobian products of ``adjoint`` (one per output: theta, then the state in key order;
+        None: zero) in the inputs ``wanted`` (indices into ``tensors``), preceded, with ``gammas``, by those in
+        each step's gradient g_t (n tensors a step: the adjoints gamma_t); None where one does not matter."""
+        last = len(tensors) - 2  # theta and the state always take part in the graph; X and W where wanted
+        inputs = [t.detach().requires_grad_(t.is_floating_point() and (i < last or i in wanted))
+                  for i, t in enumerate(tensors)]
+        theta, state, X, W = _Segment.unflatten(n, layout, inputs)
+        grads: list | None = [] if gammas else None
+        with torch.enable_grad():
+            theta = obj.advance(span, theta, state, X, W, graph=True, grads=grads)
+        out = [*theta, *(t for k in sorted(state) for t in state[k])]
+        pairs = [(o, a) for o, a in zip(out, adjoint) if a is not None and o.requires_grad]
+        wrt = [g for step in grads or [] for g in step] + [inputs[i] for i in wanted]
+        if not pairs or not wrt:
+            return [None] * len(wrt)
+        return list(torch.autograd.grad([o for o, _ in pairs], wrt, [a for _, a in pairs], allow_unused=True))
 
     @staticmethod
     def forward(ctx, obj, span, n, layout, *tensors):
@@ -471,16 +479,9 @@ class _Segment(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
-        inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in ctx.saved_tensors]
-        theta, state, X, W = _Segment.unflatten(ctx.n, ctx.layout, inputs)
-        with torch.enable_grad():
-            theta = ctx.obj.advance(ctx.span, theta, state, X, W, graph=True)
-        out = [*theta, *(t for k in sorted(state) for t in state[k])]
-        pairs = [(o, g) for o, g in zip(out, grads) if g is not None and o.requires_grad]
         wanted = [i for i, need in enumerate(ctx.needs_input_grad[4:]) if need]
-        got = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
-                                  allow_unused=True) if pairs and wanted else [None] * len(wanted)
-        result = [None] * len(inputs)
+        got = _Segment.rerun_vjp(ctx.obj, ctx.span, ctx.n, ctx.layout, ctx.saved_tensors, grads, wanted)
+        result: list = [None] * len(ctx.saved_tensors)
         for i, gi in zip(wanted, got):
             result[i] = gi
         return (None, None, None, None, *result)
