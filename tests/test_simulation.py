@@ -127,7 +127,8 @@ def test_a_graph_kept_in_segments_gives_the_same_derivatives_and_keeps_less(opt,
     """segment = k: J and its gradient in X and the weights as with the whole graph (float64, to rounding) for
     every k, the optimisers' states (momentum, Adam's moments, the smoothed eps) carried across segments; a
     replayed order too; and so are the trajectory's adjoints gamma_t (splitting's first variation) and the splitting
-    matrices' products, per part of the trajectory and per chunk of candidates.  After the forward pass the graph holds less: 40 steps, 6 at a time, keep under a third of
+    matrices' products, per part of the trajectory and per chunk of candidates, and for one candidate at its place
+    in the set.  After the forward pass the graph holds less: 40 steps, 6 at a time, keep under a third of
     the bytes the whole graph keeps."""
     order = None
     if opt == "replay":
@@ -141,6 +142,9 @@ def test_a_graph_kept_in_segments_gives_the_same_derivatives_and_keeps_less(opt,
     h0 = obj.per_candidate_term(X, Wm, u0)
     V = torch.randn(M, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     hv0 = splitting_hvp(obj, X, Wm, u0, V)
+    for j in range(M):  # one candidate alone at its place in the set (a split's curvature model) gives its row
+        one = splitting_hvp(obj, X[j:j + 1], Wm[j:j + 1], u0, V[j:j + 1], labels[j:j + 1], positions=[j])
+        assert torch.allclose(one[0], hv0[j], rtol=1e-11, atol=1e-14)
     for k in (1, 2, 3, 6, 7):
         seg = dataclasses.replace(obj, segment=k)
         v, gx, gm = seg.value_and_grad(X, Wm)

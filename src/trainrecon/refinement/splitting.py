@@ -40,18 +40,21 @@ from .settings import SplitConfig
 
 
 def splitting_hvp(obj: WeightedSumObjective, X: torch.Tensor, W: torch.Tensor, u, V: torch.Tensor,
-                  labels: torch.Tensor | None = None) -> torch.Tensor:
+                  labels: torch.Tensor | None = None, positions: list[int] | None = None) -> torch.Tensor:
     """Rows j of the result are S_j V_j (each S_j the Hessian of h_j at x_j): one forward-over-reverse call per
     chunk of candidates (``obj.chunk_size``; the Hessian of the sum is block diagonal, so chunks are exact) and per
-    part of u (``obj.hvp_parts``: a simulation's trajectory in segments, whose products add up)."""
+    part of u (``obj.hvp_parts``: a simulation's trajectory in segments, whose products add up). ``positions``: the
+    rows' places in the candidate set (0, 1, ... by default), for an objective whose term depends on the place
+    (a simulation's batches)."""
     W, X = W.detach(), X.detach()
     labels = obj.labels if labels is None else labels
+    places = list(range(X.shape[0])) if positions is None else list(positions)
     out = torch.zeros_like(V)
     for sl in obj._chunks(X.shape[0]):
         lab = None if labels is None else labels[sl]
         for part in obj.hvp_parts(u):
             def total(x, sl=sl, lab=lab, part=part):
-                return obj.per_candidate_term(x, W[sl], part, lab, rows=list(range(sl.start, sl.stop))).sum()
+                return obj.per_candidate_term(x, W[sl], part, lab, rows=places[sl]).sum()
 
             out[sl] += jvp(grad(total), (X[sl],), (V[sl],))[1]
     return out
@@ -292,7 +295,8 @@ def split_round(obj: WeightedSumObjective, cands: CandidateSet, cfg: SplitConfig
                 u_curv = model.u(cands.x, cands.multipliers)
             u = u_curv
         pred_curv = float(v @ splitting_hvp(curv, cands.x[j : j + 1], curv.weights(cands.multipliers[j : j + 1]),
-                                            u, v[None], None if cands.labels is None else cands.labels[j : j + 1])[0])
+                                            u, v[None], None if cands.labels is None else cands.labels[j : j + 1],
+                                            positions=[j])[0])
         best = None
         for rel in cfg.eps_grid:
             eps = rel * float(xj.norm().clamp_min(1e-12))
