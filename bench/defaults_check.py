@@ -57,7 +57,7 @@ def speed(a: argparse.Namespace) -> list[dict]:
             row = {"n": n, "m": 2 * n, "width": w, "work": 2 * n * spec.n_params()}
             for dtype in ("float64", "float32"):
                 with tempfile.TemporaryDirectory() as d:
-                    cfg = HaimConfig(iterations=a.iterations, m=2 * n, dtype=dtype, log_every=10 ** 6,
+                    cfg = HaimConfig(iterations=a.iterations, m=2 * n, dtype=dtype, autocast="none", log_every=10 ** 6,
                                      checkpoint_every=10 ** 6)
                     reconstruct(victim, cfg, Path(d) / "run", log=lambda *x: None)
                     row[dtype] = json.loads((Path(d) / "run" / "loss.json").read_text())["seconds_per_iteration"]

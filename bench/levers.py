@@ -87,6 +87,10 @@ ARMS = {
     "late01_seed1": {"tv": 0.1, "deep_weight": 0.1, "lr_final": 0.1, "lr_decay_start": 0.9, "seed": 1},
     "late01_seed2": {"tv": 0.1, "deep_weight": 0.1, "lr_final": 0.1, "lr_decay_start": 0.9, "seed": 2},
     "deep01_seed1_again": {"tv": 0.1, "deep_weight": 0.1, "seed": 1},  # the defaults' seed 1, beside late01_seed2
+    # the defaults since 2026-12-07: the network's products in bfloat16 where the device makes them fast
+    "bf16": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto"},
+    "bf16_seed1": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto", "seed": 1},
+    "bf16_seed2": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto", "seed": 2},
 }
 
 
@@ -109,9 +113,11 @@ def attack(a: argparse.Namespace) -> None:
     for arm in a.arms:
         cfg = a.source / "arms" / f"{arm}.json"
         cfg.parent.mkdir(parents=True, exist_ok=True)
-        # the budget ends every arm; an arm that names no tv runs without the prior, and one that names no
-        # deep_weight with every layer alike, as every arm did before they became Haim's defaults (2026-12-06)
-        cfg.write_text(json.dumps({"iterations": 10 ** 6, "tv": 0.0, "deep_weight": 1.0, **ARMS[arm]}))
+        # the budget ends every arm; an arm that names no tv runs without the prior, one that names no
+        # deep_weight with every layer alike, and one that names no autocast in float32 throughout, as every arm
+        # did before they became Haim's defaults (2026-12-06, 2026-12-07)
+        cfg.write_text(json.dumps({"iterations": 10 ** 6, "tv": 0.0, "deep_weight": 1.0, "autocast": "none",
+                                   **ARMS[arm]}))
         cmd = [sys.executable, str(HERE / "people.py"), "attack", str(a.source), "--given", "weights", "--method",
                "haim", "--minutes", str(a.minutes), "--config", str(cfg), "--tag", arm,
                *(["--truth-start"] if a.truth_start else [])]

@@ -316,3 +316,63 @@ def test_lr_final_scales_each_step_by_a_cosine_like_a_loop_oracle(tiny_victim):
     from trainrecon.hooks.interface import Step
     half = Step(3, 1000, 1000, None, None, {}, lambda: 5.0)  # 5 of a 10-second budget, 3 of 1000 iterations
     assert TimeBudget(10.0).spent(half) == 0.5  # the schedule's progress under a budget is its share spent
+
+
+def test_autocast_bfloat16_runs_the_networks_products_in_bfloat16_and_nothing_else(tiny_victim, tmp_path):
+    """attack.autocast = "bfloat16": the passes through the network under torch.autocast, the rest in float32.
+    The value and both gradients agree with float32's to bfloat16's rounding (not exactly: the products did run
+    in bfloat16); the residual stays float32 (a value computed from s in float32 equals the objective's to
+    float32's rounding of the same s); a float64 run and the training simulation refuse it in one line; a run
+    records it and ends with finite candidates."""
+    import dataclasses
+
+    import torch
+    from trainrecon.attacks.plan import plan_run
+
+    v = load_victim(tiny_victim)
+    cfg = HaimConfig(dtype="float32", normalise="none", adapt=False, m=8, autocast="none")
+    plan = plan_run(v, cfg)
+    attack = plan.method(plan.attacked.to("cpu", torch.float32), plan.cfg)
+    cands = attack.init(plan.m)
+    full = attack.objective(0, cands)
+    half = dataclasses.replace(full, autocast=torch.bfloat16)
+    (v32, gx32, gm32), (v16, gx16, gm16) = (o.value_and_grad(cands.x, cands.multipliers) for o in (full, half))
+    assert gx16.dtype == gm16.dtype == torch.float32
+    assert math_close(v16["total"], v32["total"], 2e-2)
+    for a, b in ((gx16, gx32), (gm16, gm32)):
+        assert float((a - b).norm() / b.norm()) < 5e-2
+    assert not torch.equal(gx16, gx32)  # the products did run in bfloat16
+    s = half.feature_sum(cands.x, half.weights(cands.multipliers))
+    assert all(t.dtype == torch.float32 for t in s)
+    assert math_close(float(half.outer.value_and_grad(s)[0]), v16["stationarity"], 1e-5)
+    rec = reconstruct(v, HaimConfig(iterations=5, dtype="float32", autocast="bfloat16"), tmp_path / "run",
+                      log=lambda *a: None)
+    assert np.isfinite(rec.x.numpy()).all()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["attack"]["autocast"] == "bfloat16"
+    with pytest.raises(TrainreconError, match="^attack.autocast: .*float64"):
+        plan_run(v, HaimConfig(dtype="float64", autocast="bfloat16"))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_autocast_auto_is_bfloat16_for_a_float32_run_where_the_device_makes_it_fast(tiny_victim, monkeypatch, fast):
+    """autocast = "auto": bfloat16 for a float32 run where runtime.fast_bfloat16 says the device's bfloat16
+    products are at least twice as fast (recorded with its reason in config.json["adapted"]), "none" elsewhere and
+    for a float64 run (with adapt false too)."""
+    from trainrecon import runtime
+    from trainrecon.attacks import method as method_module
+    from trainrecon.attacks.plan import plan_run
+
+    assert isinstance(runtime.fast_bfloat16("cpu"), bool)  # this machine's answer, measured
+    monkeypatch.setattr(method_module, "fast_bfloat16", lambda device: fast)
+    v = load_victim(tiny_victim)
+    for adapt in (True, False):
+        plan = plan_run(v, HaimConfig(dtype="float32", autocast="auto", adapt=adapt))
+        assert plan.cfg.autocast == ("bfloat16" if fast else "none")
+        recorded = (plan.adapted or {}).get("fields", {})
+        assert recorded.get("autocast") == ("bfloat16" if fast and adapt else None)
+        assert ("bfloat16 matrix products" in plan.adapted["reason"]) if fast and adapt else True
+        assert plan_run(v, HaimConfig(dtype="float64", autocast="auto", adapt=adapt)).cfg.autocast == "none"
+
+
+def math_close(a: float, b: float, rel: float) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b))

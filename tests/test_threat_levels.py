@@ -241,7 +241,7 @@ def test_the_learning_rate_search_takes_its_share_of_a_time_budget_and_no_more(t
 def test_the_simulation_runs_at_the_victims_own_scale(tmp_path, one_thread):
     """The recipe's learning rate holds at the victim's own scale: normalise 'auto' is refused where it would
     rescale theta (a homogeneous victim) and is the same run as 'none' where it would not (biases after the first
-    layer)."""
+    layer).  It runs every step in its dtype: attack.autocast is refused in one line."""
     cfg = dict(m=6, iterations=3, steps=2, sim_lr=0.1, log_every=1, warm_iterations=5)
     owner_files(tmp_path)
     p = payload_from_folder(owner_victim(tmp_path))
@@ -253,6 +253,8 @@ def test_the_simulation_runs_at_the_victims_own_scale(tmp_path, one_thread):
     reconstruct(p, SimulationConfig(**cfg), log=lambda *_: None)
     with pytest.raises(TrainreconError, match="attack.normalise: the simulation trains at the victim's own scale"):
         reconstruct(p, SimulationConfig(**cfg, normalise="auto"), log=lambda *_: None)
+    with pytest.raises(TrainreconError, match="^attack.autocast: for the weighted-sum methods"):
+        reconstruct(p, SimulationConfig(**cfg, dtype="float32", autocast="bfloat16"), log=lambda *_: None)
 
 
 def test_tv_is_simudys_anisotropic_total_variation_and_loo_takes_it(tmp_path, one_thread):

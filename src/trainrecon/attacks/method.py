@@ -27,7 +27,7 @@ import torch
 from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
 from ..registry import Registry
-from ..runtime import available_bytes
+from ..runtime import available_bytes, fast_bfloat16
 from ..models.activations import Surrogate
 from ..models.stationarity import StationarityForm
 from ..refinement.settings import MergeConfig, SplitConfig
@@ -38,11 +38,15 @@ from ..objective.weighted_sum import (DeadZoneDistance, ProjectedDistance, Squar
                                       TensorWeighted, WeightedSumObjective)
 
 #: what "auto" resolves to without a choice worth recording in config.json["adapted"]
-UNCHOSEN = (("remove_init", "none"), ("dtype", "float64"))
+UNCHOSEN = (("remove_init", "none"), ("dtype", "float64"), ("autocast", "none"))
 #: why ``dtype = "auto"`` becomes float32 (config.json["adapted"])
 FP32_REASON = ("a large iteration (m * n_params at or above the method's fp32_work): float32 costs about half as much "
                "per iteration on CPU and recovered as much per iteration, so more within a budget (dtype 'auto'; "
                "'float64' to keep double precision)")
+#: why ``autocast = "auto"`` becomes bfloat16 (config.json["adapted"])
+AUTOCAST_REASON = ("a float32 run on a device whose bfloat16 matrix products are at least twice as fast "
+                   "(runtime.fast_bfloat16): the network's products in bfloat16, accumulated in float32, for more "
+                   "iterations in a budget (autocast 'auto'; 'none' to keep every operation in float32)")
 #: why a method's default total-variation prior is off: inputs that are not images, or sample splitting (each child
 #: of a split adds its own TV term, which outweighs what a split gains: every split is vetoed, bench/RESULTS.md)
 TV_REASON = {"vector": "inputs are not images (input_shape with H or W of 1): no total-variation prior (tv 0)",
@@ -143,7 +147,13 @@ class AttackConfig:
     ``deep_weight = gamma > 0`` counts the stationarity residual of every parameter tensor after the first
     parameterised layer's gamma times, F(s) = sum_p gamma_p ||target_p - s_p||^2 with gamma_p = 1 on the first
     layer (the one equation linear in the candidates: W_1 = sum_j w_j delta_j x_j^T) and gamma elsewhere
-    (:class:`~trainrecon.objective.weighted_sum.TensorWeighted`); 1, the default: every tensor alike."""
+    (:class:`~trainrecon.objective.weighted_sum.TensorWeighted`); 1, the default: every tensor alike.
+    ``autocast = "bfloat16"`` runs the objective's passes through the network under ``torch.autocast``: its
+    matrix products in bfloat16, accumulated in float32 (AMX on Intel CPUs that have it, tensor cores on CUDA),
+    the residual, its gradient and the priors in float32; for a float32 run of a weighted-sum method
+    (:class:`~trainrecon.objective.weighted_sum.WeightedSumObjective`); "none", the default: every operation in
+    the run's dtype; "auto": bfloat16 for a float32 run on a device where it is at least twice as fast
+    (:meth:`Method.auto_autocast`)."""
 
     m: int = 0
     iterations: int = 8000
@@ -163,6 +173,7 @@ class AttackConfig:
     lr_final: float = 1.0
     lr_decay_start: float = 0.0
     deep_weight: float = 1.0
+    autocast: Literal["auto", "none", "bfloat16"] = "none"
     normalise: Normalise = "auto"
     adapt: bool = True
     auto_split: bool = True
@@ -170,7 +181,8 @@ class AttackConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
 
     #: what a field meant in runs recorded before it existed (resuming those must not change their behaviour)
-    BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none", "remove_init": "none", "deep_weight": 1.0}
+    BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none", "remove_init": "none", "deep_weight": 1.0,
+                                        "autocast": "none"}
     #: the fields a hook on the run carries out (its ``implements``), not the method: a run that enables one
     #: without that hook is refused (:meth:`needs_hooks`)
     HOOKED: ClassVar[tuple[str, ...]] = ("split", "merge", "max_seconds", "solve_multipliers_every")
@@ -319,6 +331,10 @@ class Method:
         if type(cfg) is not self.Config:
             raise TrainreconError(f"method {self.name}: expected a {self.Config.__name__}, got {type(cfg).__name__}")
         self.payload, self.cfg = payload, cfg
+        if cfg.autocast == "bfloat16" and cfg.dtype == "float64":
+            raise TrainreconError(f"attack.autocast: {cfg.autocast} products are for a float32 run; this one runs in "
+                                  "float64 (dtype 'auto' keeps float64 for a small iteration): set dtype 'float32' or "
+                                  "autocast 'none'")
         self.check()
         self.points = self.kernel_points()
         self.at = [p for point in self.points for p in point]  # one parameter list, or the points' lists in turn
@@ -412,14 +428,20 @@ class Method:
 
     # -- what a method defines ---------------------------------------------------------------------------------
     @classmethod
-    def adapt(cls, cfg: AttackConfig, payload: Payload) -> tuple[AttackConfig, dict[str, Any] | None]:
-        """(the config this victim's attack runs with, the record of what changed and why, or None).  Fields left
-        at their defaults take the method's defaults for what the payload is and holds
-        (:meth:`victim_defaults`); the run records both in config.json.  ``adapt = false`` runs the config as
-        given."""
+    def adapt(cls, cfg: AttackConfig, payload: Payload, device: torch.device | str = "cpu"
+              ) -> tuple[AttackConfig, dict[str, Any] | None]:
+        """(the config this victim's attack runs with on ``device``, the record of what changed and why, or None).
+        Fields left at their defaults take the method's defaults for what the payload is and holds
+        (:meth:`victim_defaults`) and for the device (``autocast = "auto"``, :meth:`auto_autocast`); the run records
+        both in config.json.  ``adapt = false`` runs the config as given (its "auto" fields resolved)."""
         if not cfg.adapt:
-            return (cfg if cfg.dtype != "auto" else dataclasses.replace(cfg, dtype=cls.auto_dtype(cfg, payload))), None
+            out = cfg if cfg.dtype != "auto" else dataclasses.replace(cfg, dtype=cls.auto_dtype(cfg, payload))
+            return (out if out.autocast != "auto" else
+                    dataclasses.replace(out, autocast=cls.auto_autocast(out, device))), None
         changed, reasons, notes = cls.victim_defaults(cfg, payload)
+        if cfg.autocast == "auto":
+            mode = changed["autocast"] = cls.auto_autocast(dataclasses.replace(cfg, **changed), device)
+            reasons += [AUTOCAST_REASON] if mode != "none" else []
         if not changed:
             return cfg, None
         out = dataclasses.replace(cfg, **changed)
@@ -459,6 +481,14 @@ class Method:
             return "float64"
         m = cfg.m or cls.candidates_per_sample * (payload.n_train or 0)
         return "float32" if m * payload.spec.n_params() >= cls.fp32_work else "float64"
+
+    @classmethod
+    def auto_autocast(cls, cfg: AttackConfig, device: torch.device | str) -> str:
+        """What ``autocast = "auto"`` runs with: bfloat16 for a float32 run on a device whose bfloat16 matrix
+        products are at least twice as fast as float32's (:func:`trainrecon.runtime.fast_bfloat16`: AMX on Intel
+        CPUs, tensor cores on CUDA), "none" otherwise.  On the n = 100 MNIST victims it recovers as much or more in
+        the same wall-clock (bench/RESULTS.md, "bfloat16 products")."""
+        return "bfloat16" if cfg.dtype == "float32" and fast_bfloat16(torch.device(device)) else "none"
 
     def check(self) -> None:
         """Refuse a victim this method cannot attack (one line)."""
@@ -568,7 +598,8 @@ class Method:
                        for i in range(k)) / k
 
         return WeightedSumObjective(self.at, outer, phi, lambda M: self.weights(M, m0), self.regulariser(m0),
-                                    cands.labels, self.cfg.chunk_size, first_layer=spec.first_layer)
+                                    cands.labels, self.cfg.chunk_size, first_layer=spec.first_layer,
+                                    autocast=torch.bfloat16 if self.cfg.autocast == "bfloat16" else None)
 
 
 #: the registered methods by name (CLI ``--method``, experiment files, sweeps): :func:`register` adds one

@@ -73,7 +73,7 @@ def plan_run(payload: Payload, cfg: AttackConfig, device: torch.device | str = "
         payload = Payload.of(payload)
     payload = payload.at_level(cfg.given)  # what this threat level discloses, and nothing more
     method = method_for(cfg)
-    run_cfg, adapted = method.adapt(cfg, payload)
+    run_cfg, adapted = method.adapt(cfg, payload, device)
     m = _check(payload, method, run_cfg, device, copies)
     attacked, normalisation = normalise(payload, run_cfg.normalise)
     return RunPlan(payload, method, run_cfg, adapted, m, attacked, normalisation)

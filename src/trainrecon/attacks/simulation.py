@@ -177,6 +177,11 @@ class Simulation(Method):
     search_space = {"lr": Tunable("relative", 0.1, 10.0), "init_scale": Tunable("log", 0.01, 1.0),
                     "tv": Tunable("log", 0.003, 1.0)}
 
+    @classmethod
+    def auto_autocast(cls, cfg, device) -> str:
+        """Every simulated step in the run's dtype: "auto" is "none" here (:meth:`check`)."""
+        return "none"
+
     def check(self) -> None:
         p = self.payload
         if p.init_params is None:
@@ -187,6 +192,9 @@ class Simulation(Method):
                                   "'subtract' or 'project'")
         if self.cfg.init_tolerance:
             raise TrainreconError("attack.init_tolerance: stands in for an unknown theta_0; the simulation knows it")
+        if self.cfg.autocast == "bfloat16":
+            raise TrainreconError("attack.autocast: for the weighted-sum methods; the simulation runs every step in "
+                                  "its dtype (a replay can amplify rounding: bench/RESULTS.md)")
         if self.cfg.normalise != "none" and p.spec.homogeneity().degree is not None:  # 'auto' would rescale theta
             raise TrainreconError("attack.normalise: the simulation trains at the victim's own scale (the recipe's "
                                   "learning rate holds there only); leave it 'none'")

@@ -251,7 +251,10 @@ class WeightedSumObjective:
     weight decay, theta_T - theta_0 for NTK).  ``first_layer`` (optional) maps theta to the network's first
     layer as an affine map with its units' row norms (``models.architecture.FirstLayer``), or None where the
     network does not start affine: what sample splitting's kink diagnostics read; without it they take
-    theta[0] as the first-layer matrix.
+    theta[0] as the first-layer matrix.  ``autocast`` (``attack.autocast``): a dtype (bfloat16) in which the
+    passes through phi run under ``torch.autocast`` on X's device (matrix products in it, accumulated in
+    float32: AMX on Intel CPUs that have it, tensor cores on CUDA); s, F, u and the prior stay in X's dtype.
+    None (the default): every operation in X's dtype.
     """
 
     theta: list[torch.Tensor]
@@ -262,6 +265,11 @@ class WeightedSumObjective:
     labels: torch.Tensor | None
     chunk_size: int = 0
     first_layer: Callable[[list[torch.Tensor]], object] | None = None
+    autocast: torch.dtype | None = None
+
+    def _reduced(self, X: torch.Tensor):
+        """The context the passes through phi run in (``autocast``)."""
+        return torch.autocast(X.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None)
 
     def _chunks(self, m: int) -> list[slice]:
         c = self.chunk_size if 0 < self.chunk_size < m else m
@@ -275,8 +283,10 @@ class WeightedSumObjective:
         theta = [p.detach().requires_grad_(True) for p in self.theta]
         s = [torch.zeros_like(p) for p in theta]
         for sl in self._chunks(X.shape[0]):
-            out = (self.phi(theta, X[sl].detach(), self._lab(sl)) * W[sl].detach()).sum()
-            for acc, g in zip(s, torch.autograd.grad(out, theta, allow_unused=True)):
+            with self._reduced(X):
+                out = (self.phi(theta, X[sl].detach(), self._lab(sl)) * W[sl].detach()).sum()
+                grads = torch.autograd.grad(out, theta, allow_unused=True)
+            for acc, g in zip(s, grads):
                 if g is not None:
                     acc += g
         return s
@@ -297,14 +307,16 @@ class WeightedSumObjective:
         for sl in chunks:
             xc = X[sl].detach().requires_grad_(True)
             wc = Wd[sl].clone().requires_grad_(True)
-            out = (self.phi(theta, xc, self._lab(sl)) * wc).sum()
-            gs = torch.autograd.grad(out, theta, create_graph=True, allow_unused=True)
+            with self._reduced(X):
+                out = (self.phi(theta, xc, self._lab(sl)) * wc).sum()
+                gs = torch.autograd.grad(out, theta, create_graph=True, allow_unused=True)
             gs = [torch.zeros_like(p) if g is None else g for p, g in zip(theta, gs)]
             if s is None:  # one chunk: this pass's sum is the whole s
                 s = [g.detach() for g in gs]
                 stat, u = self.outer.value_and_grad(s)
-            h = sum((g * ui).sum() for g, ui in zip(gs, u))
-            gxc, gwc = torch.autograd.grad(h, [xc, wc], allow_unused=True)
+            with self._reduced(X):
+                h = sum((g * ui).sum() for g, ui in zip(gs, u))
+                gxc, gwc = torch.autograd.grad(h, [xc, wc], allow_unused=True)
             if gxc is not None:
                 gx[sl] = gxc
             gw[sl] = gwc
