@@ -38,10 +38,11 @@ def resolve_device(name: str) -> torch.device:
 
 @functools.lru_cache(maxsize=None)
 def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
-    """Whether matrix products in bfloat16 run at least twice as fast as in float32 on ``device``: on CUDA, where
-    the GPU supports bfloat16 (tensor cores); on a CPU, timed once per process (a 256 x 1024 x 1024 product in
-    each dtype, the best of three, with the threads the run will use): about five times faster on Intel CPUs with
-    AMX, slower on CPUs that emulate bfloat16."""
+    """Whether matrix products in bfloat16 run at least twice as fast as in float32 on ``device``.  On a CPU, timed
+    once per process (a 256 x 1024 x 1024 product in each dtype, the best of three, with the threads the run will
+    use): about five times faster on this project's Intel CPU with AMX; a CPU without bfloat16 instructions fails
+    the test.  On CUDA, taken as true where the GPU supports bfloat16 (tensor cores; not timed, and not measured
+    in this project's bench, which had no GPU)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
