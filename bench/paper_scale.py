@@ -49,7 +49,7 @@ from trainrecon.config import from_dict, load_json, save_json  # noqa: E402
 from trainrecon.data.tasks import TaskConfig  # noqa: E402
 from trainrecon.pipeline import evaluate_run, train_victim  # noqa: E402
 from trainrecon.pipeline.evaluation import Candidates  # noqa: E402
-from trainrecon.runtime import resolve_device  # noqa: E402
+from trainrecon.runtime import matmul_seconds, resolve_device  # noqa: E402
 from trainrecon.training import TRAINERS  # noqa: E402
 
 #: the paper's setting, and the reduced one that runs on two CPU cores in minutes
@@ -75,16 +75,7 @@ def peak_memory_gib(device: torch.device) -> float:
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
     """The roofline: a dense (size x size) @ (size x size) product's rate, 2 size^3 / seconds, best of ``repeats``."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first one warms up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        (a @ b).sum().item()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size ** 3 / best / 1e9
+    return 2 * size ** 3 / matmul_seconds(device, dtype, size, size, size, repeats) / 1e9
 
 
 def flops_per_iteration(payload, cfg: HaimConfig, device: torch.device) -> float:

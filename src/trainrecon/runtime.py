@@ -46,17 +46,26 @@ def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
     dev = torch.device(device)
     if dev.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    best = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.ones(256, 1024, dtype=dtype), torch.ones(1024, 1024, dtype=dtype)
-        a @ b  # warm-up (the kernel's first call)
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t0)
-        best[dtype] = min(times)
-    return best[torch.bfloat16] * 2 <= best[torch.float32]
+    shape = (256, 1024, 1024)
+    return 2 * matmul_seconds(dev, torch.bfloat16, *shape) <= matmul_seconds(dev, torch.float32, *shape)
+
+
+def matmul_seconds(device: torch.device, dtype: torch.dtype, m: int, k: int, n: int, repeats: int = 3) -> float:
+    """The best time of ``repeats`` products (m x k) @ (k x n) in ``dtype`` on ``device``, after one that warms the
+    kernel up (synchronised on CUDA): what :func:`fast_bfloat16` compares and bench's roofline divides."""
+    a = torch.ones(m, k, device=device, dtype=dtype)
+    b = torch.ones(k, n, device=device, dtype=dtype)
+    best = float("inf")
+    for i in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:  # the first one warms up
+            best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def available_bytes(device: torch.device | str = "cpu") -> int | None:
