@@ -10,7 +10,7 @@ import torch
 
 from trainrecon.data.tasks import TaskConfig, build_task
 from trainrecon.metrics.protocols import evaluate
-from trainrecon.metrics.headline import HeadlineRule
+from trainrecon.metrics.headline import HeadlineRule, headline_line
 from trainrecon.metrics.ssim import ssim_classic, ssim_cross, ssim_paper
 
 CLI = [sys.executable, "-m", "trainrecon"]
@@ -43,6 +43,10 @@ def test_true_images_are_recovered_and_the_protocol_is_informative(mnist_task):
     c = head["controls"]
     assert head["informative"] and max(c["null_mean"], c["null_noise"], c["null_heldout_mean"]) == 0
     assert c["heldout"] <= n // 5  # training "1"s look like held-out "1"s: the rule sees it, and says so
+    # the held-out control's floor: the true images as candidates are the attack here, so the two counts agree,
+    # and the CLI's line states the floor beside the true images' count
+    assert c["positive_heldout"] == c["heldout"] >= 1
+    assert f"true images {n} (which also pass for {c['heldout']} held-out images);" in headline_line(head)
     assert head["similarity"].startswith("classic") and head["heldout_pool"] == 6 * n
 
 

@@ -159,8 +159,7 @@ def check_rendered(report: Path, metrics: dict, shot_name: str) -> None:
     assert " ".join(metrics["audit"]["verdict"].split()) in text
     assert f"the attack candidates reconstructed from the weights {head['recovered']} of {n}" in text
     for name, v in head["controls"].items():
-        if name != "positive_heldout":
-            assert re.search(rf"{name} .*?{v} of \d+", text), name
+        assert re.search(rf"{name} .*?{v} of \d+", text), name
     roc = metrics["exposure"]["roc"]
     assert f"AUC {fmt(roc['auc'])}" in text
     assert f"TPR at 1 % FPR {fmt(roc['tpr_at_fpr']['0.01'])}" in text

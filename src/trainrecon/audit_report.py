@@ -240,6 +240,11 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
                   "saw (how often the rule fires by chance)", f"{c['heldout']} of {min(n, head['heldout_pool'])}"],
                  ["positive", "the true training images used as candidates (what a perfect attack scores)",
                   f"{c['positive']} of {n}"]]
+        if "positive_heldout" in c:
+            rows.append(["positive_heldout", "the true training images against the held-out control: unseen images "
+                         "so like a training image that a perfect attack passes for them too (the held-out "
+                         "control's floor; a faithful attack reaches about its recovered share of it)",
+                         f"{c['positive_heldout']} of {min(n, head['heldout_pool'])}"])
         parts.append(_table(rows, ["set", "what it is", "recovered by the same rule"]))
         parts.append(f"<p class=\"note\">Rule: {html.escape(head['rule'])}; similarity: {html.escape(head['similarity'])}"
                      f", threshold {fmt(head['threshold'], 2)}; preprocessing: {html.escape(head['preprocessing'])}. "

@@ -200,4 +200,11 @@ def headline_line(head: dict[str, Any]) -> str:
     return (f"headline: {head['recovered']} of {head['n']} training images recovered "
             f"({head['similarity'].split(' (')[0]} > {head['threshold']}, one to one, nearer than all "
             f"{head['heldout_pool']} held-out images); controls: held-out {c['heldout']}, nulls [{nulls}], "
-            f"true images {c['positive']}; protocol {verdict}")
+            f"true images {c['positive']}{_twins(c)}; protocol {verdict}")
+
+
+def _twins(controls: dict[str, Any]) -> str:
+    """The held-out control's floor: how many held-out images the true images themselves "recover" (their
+    near-twins in the training set); a faithful attack reaches about recovered / n of it."""
+    k = controls.get("positive_heldout")
+    return "" if k is None else f" (which also pass for {k} held-out images)"
