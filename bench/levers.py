@@ -2,13 +2,15 @@
 with the truth-start control beside every arm.
 
     python bench/levers.py prepare --data-dir ../shared/data --out bench/results/levers
+    python bench/levers.py prepare --data-dir ../shared/data --out bench/results/levers2 --second
     python bench/levers.py attack bench/results/levers [--arms defaults solve500 ...] [--minutes 5] [--jobs 2]
     python bench/people.py table bench/results/levers/..   # the rows, as Markdown
 
 ``prepare`` trains the paper-width victim of ``bench/cases/haim_mnist_n100_pixel_box.json`` (MNIST odd/even,
 n = 100, MLP 784-500-500-1, pixel centring, the KKT trainer) into OUT/victim and writes, for evaluation only, its
 training images (train_images.npz) and every image its task holds out (heldout_images.npz: the held-out control
-and the comparison pool) as ``bench/people.py``'s victims have them.  ``attack`` runs ``bench/people.py attack``
+and the comparison pool) as ``bench/people.py``'s victims have them; ``--second``: the same case on the next 50
+images of each class, trained with seed 1 (the second victim).  ``attack`` runs ``bench/people.py attack``
 once per arm of :data:`ARMS` (attack config fields over the Haim defaults, at the weights level) under the same
 wall-clock budget, ``--jobs`` arms at a time (one torch thread each), the truth-start control on every arm; each
 arm's row is OUT/bench_<arm>/weights_haim.json.
@@ -22,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,8 +100,11 @@ ARMS = {
 def prepare(a: argparse.Namespace) -> None:
     exp = load_config(Experiment, CASE)
     train_cfg, _ = exp.configs(str(CASE))
-    train_victim(exp.task, train_cfg, a.out / "victim", a.data_dir)  # reuses a finished folder of this config
-    data = build_task(exp.task, a.data_dir)
+    task = exp.task
+    if a.second:  # the second victim: the next 50 images of each class, training seed 1
+        task, train_cfg = replace(task, skip_per_class=50), replace(train_cfg, seed=1)
+    train_victim(task, train_cfg, a.out / "victim", a.data_dir)  # reuses a finished folder of this config
+    data = build_task(task, a.data_dir)
     np.savez_compressed(a.out / "train_images.npz", x=data.x_train, y=data.y_train)
     np.savez_compressed(a.out / "heldout_images.npz", x=data.heldout_all)
     print(f"{a.out}: victim, {data.n} training images, {len(data.heldout_all)} held-out images")
@@ -134,6 +140,7 @@ def main() -> None:
     p = sub.add_parser("prepare")
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("bench/results/levers"))
+    p.add_argument("--second", action="store_true", help="the second victim (bench/results/levers2 in RESULTS.md)")
     k = sub.add_parser("attack")
     k.add_argument("source", type=Path)
     k.add_argument("--arms", nargs="+", default=list(ARMS))

@@ -11,7 +11,9 @@ write them) it relates each training image's recovery under the headline (eval/m
 * its margin y_i f(x_i),
 * its distance to its class mean and to its nearest other training image (pixel space),
 
-as recovery rates per quartile of each; and decomposes every candidate as a non-negative blend of the
+as recovery rates per quartile of each; says what the held-out control's hits are (``heldout_hits``: held-out
+images that the true training images also pass for, the control's floor, and each hit's candidate's nearest
+training image); and decomposes every candidate as a non-negative blend of the
 training images, x_j + mean ~ sum_i c_ij x_i (scipy NNLS), with the blend's relative residual and its effective
 number of images (sum c)^2 / sum c^2, for the candidates matched to recovered images and for the others (in
 pixel space, candidate + mean against the raw training images: centred by their own mean, the training images
@@ -36,7 +38,9 @@ import scipy.optimize
 import torch
 from matplotlib.figure import Figure  # a bare figure: no backend is set for the process
 
+from trainrecon.metrics.headline import recovered_mask, shown
 from trainrecon.metrics.protocols import evaluate
+from trainrecon.metrics.ssim import ssim_cross, ssim_kind
 from trainrecon.models.stationarity import KKT
 from trainrecon.models.victim import load_victim
 
@@ -120,10 +124,39 @@ def analyse(source: Path, arm: str, key: str = "weights_haim") -> dict:
                 "distinct_top_images": len({b["top"] for b in bs})}
 
     return {"arm": arm, "n": len(x), "m": len(cands), "recovered": int(recovered.sum()),
+            "heldout_hits": heldout_hits(source, folder),
             "by_quartile": {f: by_quartile(feats[f], recovered) for f in FEATURES},
             "blends": {"matched_to_recovered": summary(rec_b), "others": summary(other)},
             "per_image": {f: feats[f].tolist() for f in FEATURES} | {"recovered": recovered.tolist()},
             "per_candidate": parts}
+
+
+def heldout_hits(source: Path, folder: Path) -> dict:
+    """What the held-out control's "recovered" images are: for each held-out control image h that the attack's
+    candidates pass for (the headline's rule, h against the pool minus itself), whether the true training images
+    pass for h too (``twin``: the positive control's held-out count is the control's floor), the matched
+    candidate's nearest training image by SSIM and whether that candidate recovers it in the headline."""
+    victim = load_victim(source / "victim", training_record=False)
+    x, pool = np.load(source / "train_images.npz")["x"], np.load(source / "heldout_images.npz")["x"]
+    tr, ho = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(pool, dtype=torch.float64)
+    mean = torch.as_tensor(victim.mean_chw(), dtype=torch.float64).reshape(1, *x.shape[1:])
+    cand = torch.as_tensor(np.load(folder / "run" / "candidates.npz")["x"], dtype=torch.float64)
+    head = json.loads((folder / "eval" / "metrics.json").read_text())["headline"]
+    kind, n, tau = ssim_kind(tr.shape), len(x), head["threshold"]
+    control, rows = ho[:n], np.arange(min(n, len(ho)))
+    attack = recovered_mask(control, cand, mean, ho, kind, tau, reference_in_heldout=rows)
+    truth = recovered_mask(control, tr - mean, mean, ho, kind, tau, reference_in_heldout=rows)
+    train_idx = recovered_mask(tr, cand, mean, ho, kind, tau)["index"]
+    recovers = {int(train_idx[i]): int(i) for i in head["recovered_indices"]}
+    hits = []
+    for h in np.flatnonzero(attack["recovered"]):
+        c = int(attack["index"][h])
+        to_train = ssim_cross(shown(cand[c:c + 1], mean), tr, kind)[0]
+        hits.append({"heldout": int(h), "candidate": c, "similarity": float(attack["similarity"][h]),
+                     "twin": bool(truth["recovered"][h]), "nearest_train": int(to_train.argmax()),
+                     "nearest_train_similarity": float(to_train.max()), "recovers_train": recovers.get(c)})
+    return {"heldout": len(hits), "positive_heldout": int(truth["recovered"].sum()),
+            "twins": sum(h["twin"] for h in hits), "hits": hits}
 
 
 def subspace_probe(source: Path, arm: str, key: str, public: Path, count: int, ranks: list[int]) -> dict:
@@ -188,6 +221,12 @@ def main() -> None:
                 lines.append(f"  candidates {k}: {s['candidates']}, median blend residual {s['median_residual']:.2f}, "
                              f"median effective images {s['median_effective_images']:.1f}, "
                              f"{s['distinct_top_images']} distinct top images")
+        hh = result["heldout_hits"]
+        lines.append(f"  held-out control: {hh['heldout']}, of which {hh['twins']} twins (the true images pass for "
+                     f"{hh['positive_heldout']}); " + ", ".join(
+                         f"h{h['heldout']}: candidate's nearest training image {h['nearest_train']} at "
+                         f"{h['nearest_train_similarity']:.2f}" + (" (recovered)" if h["recovers_train"] is not None
+                                                                  else "") for h in hh["hits"]))
         for k, r in result.get("subspace", {}).get("ranks", {}).items():
             lines.append(f"  projected onto {k} public principal directions (0: not): {r['recovered']} recovered, "
                          f"controls {r['controls']}")
