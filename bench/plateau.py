@@ -124,30 +124,27 @@ def analyse(source: Path, arm: str, key: str = "weights_haim") -> dict:
                 "distinct_top_images": len({b["top"] for b in bs})}
 
     return {"arm": arm, "n": len(x), "m": len(cands), "recovered": int(recovered.sum()),
-            "heldout_hits": heldout_hits(source, folder),
+            "heldout_hits": heldout_hits(victim, x, np.load(source / "heldout_images.npz")["x"], cands, metrics),
             "by_quartile": {f: by_quartile(feats[f], recovered) for f in FEATURES},
             "blends": {"matched_to_recovered": summary(rec_b), "others": summary(other)},
             "per_image": {f: feats[f].tolist() for f in FEATURES} | {"recovered": recovered.tolist()},
             "per_candidate": parts}
 
 
-def heldout_hits(source: Path, folder: Path) -> dict:
+def heldout_hits(victim, x: np.ndarray, pool: np.ndarray, cands: np.ndarray, metrics: dict) -> dict:
     """What the held-out control's "recovered" images are: for each held-out control image h that the attack's
     candidates pass for (the headline's rule, h against the pool minus itself), whether the true training images
     pass for h too (``twin``: the positive control's held-out count is the control's floor), the matched
-    candidate's nearest training image by SSIM and whether that candidate recovers it in the headline."""
-    victim = load_victim(source / "victim", training_record=False)
-    x, pool = np.load(source / "train_images.npz")["x"], np.load(source / "heldout_images.npz")["x"]
+    candidate's nearest training image by SSIM and whether that candidate recovers it in the headline (from
+    ``metrics``' exposure)."""
     tr, ho = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(pool, dtype=torch.float64)
     mean = torch.as_tensor(victim.mean_chw(), dtype=torch.float64).reshape(1, *x.shape[1:])
-    cand = torch.as_tensor(np.load(folder / "run" / "candidates.npz")["x"], dtype=torch.float64)
-    head = json.loads((folder / "eval" / "metrics.json").read_text())["headline"]
-    kind, n, tau = ssim_kind(tr.shape), len(x), head["threshold"]
+    cand = torch.as_tensor(cands, dtype=torch.float64)
+    kind, n, tau = ssim_kind(tr.shape), len(x), metrics["headline"]["threshold"]
     control, rows = ho[:n], np.arange(min(n, len(ho)))
     attack = recovered_mask(control, cand, mean, ho, kind, tau, reference_in_heldout=rows)
     truth = recovered_mask(control, tr - mean, mean, ho, kind, tau, reference_in_heldout=rows)
-    train_idx = recovered_mask(tr, cand, mean, ho, kind, tau)["index"]
-    recovers = {int(train_idx[i]): int(i) for i in head["recovered_indices"]}
+    recovers = {e["candidate"]: e["position"] for e in metrics["exposure"]["images"] if e["recovered"]}
     hits = []
     for h in np.flatnonzero(attack["recovered"]):
         c = int(attack["index"][h])
