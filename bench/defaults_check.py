@@ -57,8 +57,8 @@ def speed(a: argparse.Namespace) -> list[dict]:
             row = {"n": n, "m": 2 * n, "width": w, "work": 2 * n * spec.n_params()}
             for dtype in ("float64", "float32"):
                 with tempfile.TemporaryDirectory() as d:
-                    cfg = HaimConfig(iterations=a.iterations, m=2 * n, dtype=dtype, autocast="none", log_every=10 ** 6,
-                                     checkpoint_every=10 ** 6)
+                    cfg = HaimConfig(iterations=a.iterations, m=2 * n, dtype=dtype, autocast="none", compile="none",
+                                     log_every=10 ** 6, checkpoint_every=10 ** 6)
                     reconstruct(victim, cfg, Path(d) / "run", log=lambda *x: None)
                     row[dtype] = json.loads((Path(d) / "run" / "loss.json").read_text())["seconds_per_iteration"]
             row["fp32_speedup"] = row["float64"] / row["float32"]

@@ -94,6 +94,10 @@ ARMS = {
     "bf16": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto"},
     "bf16_seed1": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto", "seed": 1},
     "bf16_seed2": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto", "seed": 2},
+    # the defaults since 2026-12-07 (afternoon): the objective's pass compiled into one graph where it pays
+    "comp": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto", "compile": "auto"},
+    "comp_seed1": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto", "compile": "auto", "seed": 1},
+    "comp_seed2": {"tv": 0.1, "deep_weight": 0.1, "autocast": "auto", "compile": "auto", "seed": 2},
 }
 
 
@@ -120,10 +124,10 @@ def attack(a: argparse.Namespace) -> None:
         cfg = a.source / "arms" / f"{arm}.json"
         cfg.parent.mkdir(parents=True, exist_ok=True)
         # the budget ends every arm; an arm that names no tv runs without the prior, one that names no
-        # deep_weight with every layer alike, and one that names no autocast in float32 throughout, as every arm
-        # did before they became Haim's defaults (2026-12-06, 2026-12-07)
+        # deep_weight with every layer alike, one that names no autocast in float32 throughout and one that names
+        # no compile with the eager passes, as every arm did before they became Haim's defaults (2026-12-06, 07)
         cfg.write_text(json.dumps({"iterations": 10 ** 6, "tv": 0.0, "deep_weight": 1.0, "autocast": "none",
-                                   **ARMS[arm]}))
+                                   "compile": "none", **ARMS[arm]}))
         cmd = [sys.executable, str(HERE / "people.py"), "attack", str(a.source), "--given", "weights", "--method",
                "haim", "--minutes", str(a.minutes), "--config", str(cfg), "--tag", arm,
                *(["--truth-start"] if a.truth_start else [])]

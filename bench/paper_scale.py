@@ -63,7 +63,8 @@ TASKS = {"mnist_odd_even": {"dataset": "mnist", "task": "odd_even", "centring": 
 #: layer's equation alike: the split and plain arms differ in splitting alone (a split's children would each add a
 #: TV term)
 ATTACK = {"lr": 1.0, "x_optimiser": "sgd", "lr_lambda": 0.01, "init_scale": 0.001, "lambda_min": 0.1, "alpha": 30.0,
-          "box_space": "pixel", "tv": 0.0, "deep_weight": 1.0, "autocast": "none"}
+          "box_space": "pixel", "tv": 0.0, "deep_weight": 1.0, "autocast": "none",
+          "compile": "none"}
 
 
 def peak_memory_gib(device: torch.device) -> float:

@@ -61,7 +61,7 @@ def steady(plan: RunPlan, device: torch.device | str = "cpu", backoff: float = 3
     lr = cfg.lr
     for _ in range(tries + 1):
         probe = dataclasses.replace(cfg, lr=lr, iterations=k, log_every=k, checkpoint_every=k, max_seconds=0.0,
-                                    split=SplitConfig(), merge=MergeConfig())
+                                    split=SplitConfig(), merge=MergeConfig(), compile="none")  # too short to compile
         try:
             run_attack(dataclasses.replace(plan, cfg=probe, hooks=()), device=device, log=lambda *a: None)
             break

@@ -50,6 +50,20 @@ def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
     return 2 * matmul_seconds(dev, torch.bfloat16, *shape) <= matmul_seconds(dev, torch.float32, *shape)
 
 
+@functools.lru_cache(maxsize=None)
+def compiler_works(device: torch.device | str = "cpu") -> bool:
+    """Whether ``torch.compile`` (inductor) compiles and runs a small function on ``device``, tried once per
+    process: on a CPU it needs a C++ compiler, on CUDA triton.  Where it fails, ``compile = "auto"`` keeps the
+    eager passes."""
+    dev = torch.device(device)
+    try:
+        x = torch.linspace(-1.0, 1.0, 8, device=dev)
+        out = torch.compile(lambda t: torch.nn.functional.softplus(t) * t)(x)
+        return bool(torch.allclose(out, torch.nn.functional.softplus(x) * x))
+    except Exception:  # noqa: BLE001 - any failure of the compiler stack means: do not compile
+        return False
+
+
 def matmul_seconds(device: torch.device, dtype: torch.dtype, m: int, k: int, n: int, repeats: int = 3) -> float:
     """The best time of ``repeats`` products (m x k) @ (k x n) in ``dtype`` on ``device``, after one that warms the
     kernel up (synchronised on CUDA): what :func:`fast_bfloat16` compares and bench's roofline divides."""

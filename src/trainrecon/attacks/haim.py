@@ -115,7 +115,10 @@ class HaimConfig(KKTConfig):
     (bench/RESULTS.md, "The first layer's equation first").  And the network's products in bfloat16 where the
     device makes them at least twice as fast (``autocast = "auto"``, :meth:`~.method.Method.auto_autocast`): on
     this project's CPU (AMX) an iteration costs about 0.7 of float32's, and at n = 100 three paired seeds recover
-    41 / 43 / 44 of 100 against 42 / 35 / 37 in the same 10 minutes (bench/RESULTS.md, "bfloat16 products")."""
+    41 / 43 / 44 of 100 against 42 / 35 / 37 in the same 10 minutes (bench/RESULTS.md, "bfloat16 products").
+    And the objective's pass compiled into one graph where an iteration is large (``compile = "auto"``,
+    :meth:`~.method.Method.auto_compile`): at n = 100, 1.3-1.7 times the iterations in 10 minutes on two threads
+    (bench/RESULTS.md, "One compiled graph")."""
 
     lr: float = 0.01
     tv: float = 0.1
@@ -123,6 +126,7 @@ class HaimConfig(KKTConfig):
     x_optimiser: Literal["sgd", "row_adam"] = "row_adam"
     dtype: Literal["auto", "float64", "float32"] = "auto"
     autocast: Literal["auto", "none", "bfloat16"] = "auto"
+    compile: Literal["auto", "none", "inductor"] = "auto"
 
 
 def haim_labels(m: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -180,6 +184,10 @@ POWER_SPLIT_REASON = ("splitting on by default here: on exact KKT points of poly
 #: (m = 40, 784-100-100-1); at equal iterations it recovered as much, and in 10 minutes at n = 100 more
 #: (three paired seeds)
 FP32_WORK = 5e6
+#: ``compile = "auto"`` compiles the objective from m * n_params = COMPILE_WORK on: at the n = 100 MNIST victim
+#: (m = 200, 784-500-500-1: 1.3e8) the compiled pass takes about 0.7 of the eager one's time, which repays the
+#: 10-30 s of compiling within a minute; the demo's victim (m = 80, 784-200-200-1: 1.6e7) stays eager
+COMPILE_WORK = 5e7
 
 
 class KKTMethod(Method):
@@ -187,6 +195,7 @@ class KKTMethod(Method):
     multiplier per candidate weighted by 1/m0, SGD with momentum on x (lr) and on lambda (lr_lambda)."""
 
     cfg: KKTConfig
+    compile_work = COMPILE_WORK
     #: the default lr 1 holds on normalised victims; a victim at its own scale can need less (a CIFAR-10 LeNet
     #: trained with SGD diverged at iteration 10, bench/RESULTS.md)
     probe_iterations = 20
@@ -219,6 +228,11 @@ class KKTMethod(Method):
             reasons.append(POWER_SPLIT_REASON)
             notes["split"] = POWER_SPLIT_REASON
         return changed, reasons, notes
+
+    @classmethod
+    def compilable(cls, cfg: KKTConfig) -> bool:
+        """A fixed surrogate: no continuation in alpha (``alpha_start``)."""
+        return super().compilable(cfg) and not cfg.alpha_start
 
     def __init__(self, payload: Payload, cfg: KKTConfig) -> None:
         super().__init__(payload, cfg)

@@ -27,18 +27,23 @@ import torch
 from ..config import check_numbers, to_dict
 from ..errors import TrainreconError
 from ..registry import Registry
-from ..runtime import available_bytes, fast_bfloat16
+from ..runtime import available_bytes, compiler_works, fast_bfloat16
 from ..models.activations import Surrogate
 from ..models.stationarity import StationarityForm
 from ..refinement.settings import MergeConfig, SplitConfig
 from ..objective.candidates import CandidateSet, cosine_matrix
 from .normalisation import Normalise
 from .payload import Payload
+from ..objective.fused import CompiledPass
 from ..objective.weighted_sum import (DeadZoneDistance, ProjectedDistance, SquaredDistance, SummedCopies,
                                       TensorWeighted, WeightedSumObjective)
 
+#: why ``compile = "auto"`` becomes inductor (config.json["adapted"])
+COMPILE_REASON = ("a large iteration (m * n_params at or above the method's compile_work) and a fixed surrogate: "
+                  "the objective's passes in one graph compiled by torch.compile (10-30 s once, within the budget), "
+                  "for more iterations in a budget (compile 'auto'; 'none' to keep the eager passes)")
 #: what "auto" resolves to without a choice worth recording in config.json["adapted"]
-UNCHOSEN = (("remove_init", "none"), ("dtype", "float64"), ("autocast", "none"))
+UNCHOSEN = (("remove_init", "none"), ("dtype", "float64"), ("autocast", "none"), ("compile", "none"))
 #: why ``dtype = "auto"`` becomes float32 (config.json["adapted"])
 FP32_REASON = ("a large iteration (m * n_params at or above the method's fp32_work): float32 costs about half as much "
                "per iteration on CPU and recovered as much per iteration, so more within a budget (dtype 'auto'; "
@@ -153,7 +158,13 @@ class AttackConfig:
     the residual, its gradient and the priors in float32; for a float32 run of a weighted-sum method
     (:class:`~trainrecon.objective.weighted_sum.WeightedSumObjective`); "none", the default: every operation in
     the run's dtype; "auto": bfloat16 for a float32 run on a device where it is at least twice as fast
-    (:meth:`Method.auto_autocast`)."""
+    (:meth:`Method.auto_autocast`).
+    ``compile = "inductor"`` computes the objective's value and gradients in one graph compiled by
+    ``torch.compile`` (:mod:`trainrecon.objective.fused`: the passes share their forward through the network and
+    the elementwise work is fused; compiling takes 10-30 s once, inside the run's budget); for a weighted-sum method
+    whose surrogate is fixed; "none", the default: the eager passes; "auto": "inductor" where an iteration is large
+    enough to repay the compiling (m * n_params at or above the method's ``compile_work``) and ``torch.compile``
+    works on the device (:meth:`Method.auto_compile`)."""
 
     m: int = 0
     iterations: int = 8000
@@ -174,6 +185,7 @@ class AttackConfig:
     lr_decay_start: float = 0.0
     deep_weight: float = 1.0
     autocast: Literal["auto", "none", "bfloat16"] = "none"
+    compile: Literal["auto", "none", "inductor"] = "none"
     normalise: Normalise = "auto"
     adapt: bool = True
     auto_split: bool = True
@@ -182,7 +194,7 @@ class AttackConfig:
 
     #: what a field meant in runs recorded before it existed (resuming those must not change their behaviour)
     BEFORE: ClassVar[dict[str, Any]] = {"normalise": "none", "remove_init": "none", "deep_weight": 1.0,
-                                        "autocast": "none"}
+                                        "autocast": "none", "compile": "none"}
     #: the fields a hook on the run carries out (its ``implements``), not the method: a run that enables one
     #: without that hook is refused (:meth:`needs_hooks`)
     HOOKED: ClassVar[tuple[str, ...]] = ("split", "merge", "max_seconds", "solve_multipliers_every")
@@ -326,6 +338,9 @@ class Method:
     probe_iterations: ClassVar[int] = 0
     #: ``dtype = "auto"`` (:meth:`auto_dtype`) runs in float32 where m * n_params reaches this (None: never)
     fp32_work: ClassVar[float | None] = None
+    #: ``compile = "auto"`` (:meth:`auto_compile`) compiles the objective where m * n_params reaches this (None:
+    #: never; a method whose objective is not a weighted sum, or whose surrogate follows a schedule, leaves it None)
+    compile_work: ClassVar[float | None] = None
 
     def __init__(self, payload: Payload, cfg: AttackConfig) -> None:
         if type(cfg) is not self.Config:
@@ -335,11 +350,16 @@ class Method:
             raise TrainreconError(f"attack.autocast: {cfg.autocast} products are for a float32 run; this one runs in "
                                   "float64 (dtype 'auto' keeps float64 for a small iteration): set dtype 'float32' or "
                                   "autocast 'none'")
+        if cfg.compile == "inductor" and not self.compilable(cfg):
+            raise TrainreconError(f"attack.compile: 'inductor' is for a weighted-sum objective with a fixed "
+                                  f"surrogate (the KKT methods without alpha_start); this {self.name} run has none: "
+                                  "set compile 'none' or 'auto'")
         self.check()
         self.points = self.kernel_points()
         self.at = [p for point in self.points for p in point]  # one parameter list, or the points' lists in turn
         self.removal = cfg.remove_init if cfg.remove_init != "auto" else self.default_removal(cfg, payload)
         self.outer = self.outer_loss(self.stationarity_target())
+        self._compiled: CompiledPass | None = None
 
     def kernel_points(self) -> list[list[torch.Tensor]]:
         """The parameter points at which the features are evaluated: theta_T, or theta_0 for the NTK kernel at
@@ -436,12 +456,16 @@ class Method:
         both in config.json.  ``adapt = false`` runs the config as given (its "auto" fields resolved)."""
         if not cfg.adapt:
             out = cfg if cfg.dtype != "auto" else dataclasses.replace(cfg, dtype=cls.auto_dtype(cfg, payload))
-            return (out if out.autocast != "auto" else
-                    dataclasses.replace(out, autocast=cls.auto_autocast(out, device))), None
+            out = out if out.autocast != "auto" else dataclasses.replace(out, autocast=cls.auto_autocast(out, device))
+            return (out if out.compile != "auto" else
+                    dataclasses.replace(out, compile=cls.auto_compile(out, payload, device))), None
         changed, reasons, notes = cls.victim_defaults(cfg, payload)
         if cfg.autocast == "auto":
             mode = changed["autocast"] = cls.auto_autocast(dataclasses.replace(cfg, **changed), device)
             reasons += [AUTOCAST_REASON] if mode != "none" else []
+        if cfg.compile == "auto":
+            mode = changed["compile"] = cls.auto_compile(dataclasses.replace(cfg, **changed), payload, device)
+            reasons += [COMPILE_REASON] if mode != "none" else []
         if not changed:
             return cfg, None
         out = dataclasses.replace(cfg, **changed)
@@ -490,6 +514,24 @@ class Method:
         the same wall-clock (bench/RESULTS.md, "bfloat16 products")."""
         return "bfloat16" if cfg.dtype == "float32" and fast_bfloat16(torch.device(device)) else "none"
 
+    @classmethod
+    def compilable(cls, cfg: AttackConfig) -> bool:
+        """Whether this run's objective can be compiled (``compile``): a weighted-sum method (one with a
+        :attr:`compile_work`) whose surrogate stays fixed over the run (a schedule would recompile it at every
+        change)."""
+        return cls.compile_work is not None
+
+    @classmethod
+    def auto_compile(cls, cfg: AttackConfig, payload: Payload, device: torch.device | str) -> str:
+        """What ``compile = "auto"`` runs with: "inductor" where the run is :meth:`compilable`, the work of an
+        iteration (m * n_params, m = 2n by default) reaches :attr:`compile_work` (below it the compiling costs
+        more than it saves in a run of minutes) and ``torch.compile`` works on the device
+        (:func:`trainrecon.runtime.compiler_works`); "none" otherwise."""
+        m = cfg.m or cls.candidates_per_sample * (payload.n_train or 0)
+        if not cls.compilable(cfg) or m * payload.spec.n_params() < cls.compile_work:
+            return "none"
+        return "inductor" if compiler_works(torch.device(device)) else "none"
+
     def check(self) -> None:
         """Refuse a victim this method cannot attack (one line)."""
 
@@ -518,6 +560,14 @@ class Method:
         """What the method chose for this run beyond its config, for loss.json's ``method_report`` (None: nothing);
         it travels in every checkpoint, so a resumed run takes it back (:meth:`restore`) instead of choosing again."""
         return None
+
+    def compile_report(self) -> dict[str, Any] | None:
+        """For a run with ``compile = "inductor"``: whether its objective ran compiled, and where the compiler
+        failed, why (the eager passes ran instead: same objective, more seconds per iteration); None otherwise."""
+        if self.cfg.compile != "inductor":
+            return None
+        failure = None if self._compiled is None else self._compiled.failure
+        return {"compiled": self._compiled is not None and failure is None, "failure": failure}
 
     def restore(self, report: dict[str, Any] | None) -> None:
         """Take back a checkpoint's :meth:`report` (a resumed run), before :meth:`init`."""
@@ -585,11 +635,26 @@ class Method:
     def objective(self, it: int, cands: CandidateSet, surrogate: Surrogate | None = None) -> WeightedSumObjective:
         """The objective at iteration ``it`` for ``cands``; ``surrogate`` replaces the method's activation (the
         smooth model sample splitting may take its curvature from)."""
-        spec, form, m0 = self.payload.spec, self.form, cands.m0
+        spec, m0 = self.payload.spec, cands.m0
         surrogate = self.surrogate(it) if surrogate is None else surrogate
 
-        k, n = len(self.points), len(self.points[0])
+        k = len(self.points)
         outer = self.outer if k == 1 else SummedCopies(self.outer, k)
+        autocast = torch.bfloat16 if self.cfg.autocast == "bfloat16" else None
+        fused = None
+        if self.cfg.compile == "inductor" and surrogate == self.surrogate(0):  # the run's own surrogate (not one
+            if self._compiled is None:  # sample splitting takes its curvature from): one compiled pass, built once
+                self._compiled = CompiledPass(self.features(surrogate), outer, autocast)
+            fused = self._compiled
+        return WeightedSumObjective(self.at, outer, self.features(surrogate), lambda M: self.weights(M, m0),
+                                    self.regulariser(m0), cands.labels, self.cfg.chunk_size,
+                                    first_layer=spec.first_layer, autocast=autocast, fused=fused)
+
+    def features(self, surrogate: Surrogate):
+        """phi(params, X, labels) (m, K): the form's features of the network under ``surrogate``, averaged over the
+        kernel points (``params`` holds each point's list in turn)."""
+        spec, form = self.payload.spec, self.form
+        k, n = len(self.points), len(self.points[0])
 
         def phi(params, X, labels):
             if k == 1:
@@ -597,9 +662,7 @@ class Method:
             return sum(form.features(spec.forward(params[i * n:(i + 1) * n], X, surrogate), labels)
                        for i in range(k)) / k
 
-        return WeightedSumObjective(self.at, outer, phi, lambda M: self.weights(M, m0), self.regulariser(m0),
-                                    cands.labels, self.cfg.chunk_size, first_layer=spec.first_layer,
-                                    autocast=torch.bfloat16 if self.cfg.autocast == "bfloat16" else None)
+        return phi
 
 
 #: the registered methods by name (CLI ``--method``, experiment files, sweeps): :func:`register` adds one

@@ -202,6 +202,7 @@ def _reconstruct(plan: RunPlan, store: RunStore | None, device, resume: bool, lo
         "normalisation": normalisation,
         **{h.key: h.finish(last, seconds) for h in hooks},
         **({"method_report": report} if (report := attack.report()) is not None else {}),
+        **({"compile": compiled} if (compiled := attack.compile_report()) is not None else {}),
     }
     rec = Reconstruction(
         x=cands.x.detach().cpu().double().reshape(cands.m, *payload.spec.input_shape),
