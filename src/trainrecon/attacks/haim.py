@@ -117,7 +117,7 @@ class HaimConfig(KKTConfig):
     this project's CPU (AMX) an iteration costs about 0.7 of float32's, and at n = 100 three paired seeds recover
     41 / 43 / 44 of 100 against 42 / 35 / 37 in the same 10 minutes (bench/RESULTS.md, "bfloat16 products").
     And the objective's pass compiled into one graph where an iteration is large (``compile = "auto"``,
-    :meth:`~.method.Method.auto_compile`): at n = 100, 1.3-1.7 times the iterations in 10 minutes on two threads
+    :meth:`~.method.Method.auto_compile`): at n = 100, 1.3-1.9 times the iterations in 10 minutes on two threads
     (bench/RESULTS.md, "One compiled graph")."""
 
     lr: float = 0.01

@@ -254,7 +254,10 @@ class WeightedSumObjective:
     theta[0] as the first-layer matrix.  ``autocast`` (``attack.autocast``): a dtype (bfloat16) in which the
     passes through phi run under ``torch.autocast`` on X's device (matrix products in it, accumulated in
     float32: AMX on Intel CPUs that have it, tensor cores on CUDA); s, F, u and the prior stay in X's dtype.
-    None (the default): every operation in X's dtype.
+    None (the default): every operation in X's dtype.  ``fused`` (``attack.compile``): a
+    :class:`~trainrecon.objective.fused.CompiledPass` built for this objective's phi and outer loss, which
+    computes F(s), dJ/dX and dJ/dW of one chunk in one compiled graph; used where the candidates are one chunk
+    (the eager passes where it is None or has failed).
     """
 
     theta: list[torch.Tensor]
