@@ -23,7 +23,9 @@ import functools
 from typing import Callable, Sequence
 
 import torch
-from torch.func import grad, jvp
+from torch.func import grad
+
+from .weighted_sum import weighted_directional
 
 PhiOfTheta = Callable[[Sequence[torch.Tensor], torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -45,8 +47,7 @@ def weighted_sum_pass(phi: PhiOfTheta, outer, theta: Sequence[torch.Tensor], X: 
     value, u = outer.value_and_grad(s)
 
     def h(x, w):
-        _, tangent = jvp(lambda *p: phi(list(p), x, labels), theta, tuple(ui.to(x.dtype) for ui in u))
-        return (w * tangent).sum()
+        return weighted_directional(phi, theta, u, x, w, labels).sum()
 
     with reduced:
         gx, gw = grad(h, argnums=(0, 1))(X, W)

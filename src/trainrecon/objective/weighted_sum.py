@@ -242,6 +242,15 @@ class SummedCopies:
         return self.inner.relative(value)
 
 
+def weighted_directional(phi: PhiFn, theta: Params, u: Sequence[torch.Tensor], X: torch.Tensor, W: torch.Tensor,
+                         labels: torch.Tensor | None) -> torch.Tensor:
+    """h_j = sum_k W_jk D_theta phi_k(theta; x_j)[u] = sum_k W_jk <u, grad_theta phi_k(theta; x_j)> for every row of
+    X, shape (m,): the directional derivative of phi along u in parameter space (forward mode), weighted;
+    differentiable in X and W."""
+    _, tangent = jvp(lambda *params: phi(list(params), X, labels), tuple(theta), tuple(u))
+    return (W * tangent).sum(dim=1)
+
+
 @dataclass
 class WeightedSumObjective:
     """J(X, M) = F(s) + prior(X, M), s = grad_theta sum_jk w_jk(M) phi_k(theta; x_j).
@@ -300,19 +309,31 @@ class WeightedSumObjective:
         relative_stationarity = F(s) / F(0)."""
         X = X.detach().requires_grad_(True)
         M = M.detach().requires_grad_(True)
-        theta = [p.detach().requires_grad_(True) for p in self.theta]
         W = self.weights(M)
         Wd = W.detach()
         chunks = self._chunks(X.shape[0])
         done = (None if self.fused is None or len(chunks) > 1
                 else self.fused([p.detach() for p in self.theta], X.detach(), Wd, self.labels))
+        stat, gx, gw = done if done is not None else self._passes(X.detach(), Wd, chunks)
+        (gm,) = torch.autograd.grad(W, M, grad_outputs=gw, allow_unused=True)
+        gm = torch.zeros_like(M) if gm is None else gm
+        prior = self.prior(X, M)
+        px, pm = torch.autograd.grad(prior, [X, M], allow_unused=True) if prior.requires_grad else (None, None)
+        gx = gx + (px if px is not None else 0)
+        gm = gm + (pm if pm is not None else 0)
+        values = {"stationarity": float(stat.detach()), "prior": float(prior.detach())}
+        values["total"] = values["stationarity"] + values["prior"]
+        values["relative_stationarity"] = self.outer.relative(values["stationarity"])
+        return values, gx.detach(), gm.detach()
+
+    def _passes(self, X: torch.Tensor, Wd: torch.Tensor, chunks: list[slice]):
+        """(F(s), dJ/dX, dJ/dW) by the eager passes: per chunk, s's reverse pass kept as a graph (s accumulated over
+        the chunks first where there are several), then the reverse pass of h = <s_chunk, u>."""
+        theta = [p.detach().requires_grad_(True) for p in self.theta]
         s = self.feature_sum(X, Wd) if len(chunks) > 1 else None
         stat, u = (None, None) if s is None else self.outer.value_and_grad(s)
         gx = torch.zeros_like(X)
         gw = torch.zeros_like(Wd)
-        if done is not None:  # the compiled pass did the loop's work
-            stat, gx, gw = done
-            chunks = []
         for sl in chunks:
             xc = X[sl].detach().requires_grad_(True)
             wc = Wd[sl].clone().requires_grad_(True)
@@ -329,16 +350,7 @@ class WeightedSumObjective:
             if gxc is not None:
                 gx[sl] = gxc
             gw[sl] = gwc
-        (gm,) = torch.autograd.grad(W, M, grad_outputs=gw, allow_unused=True)
-        gm = torch.zeros_like(M) if gm is None else gm
-        prior = self.prior(X, M)
-        px, pm = torch.autograd.grad(prior, [X, M], allow_unused=True) if prior.requires_grad else (None, None)
-        gx = gx + (px if px is not None else 0)
-        gm = gm + (pm if pm is not None else 0)
-        values = {"stationarity": float(stat.detach()), "prior": float(prior.detach())}
-        values["total"] = values["stationarity"] + values["prior"]
-        values["relative_stationarity"] = self.outer.relative(values["stationarity"])
-        return values, gx.detach(), gm.detach()
+        return stat, gx, gw
 
     def normal_equations(self, X: torch.Tensor, max_bytes: float | None = None):
         """The weights' least-squares problem for fixed candidates X, F being quadratic (||A (target - s)||^2):
@@ -383,10 +395,5 @@ class WeightedSumObjective:
         default to the objective's (pass the rows' own labels when X is a subset or a perturbed copy); ``rows``
         (the candidates' positions in the set) changes nothing here: every term is the same function of x."""
         labels = self.labels if labels is None else labels
-        theta = [p.detach() for p in self.theta]
-
-        def phi_of(*params):
-            return self.phi(list(params), X, labels)
-
-        _, tangent = jvp(phi_of, tuple(theta), tuple(ui.detach() for ui in u))
-        return (W * tangent).sum(dim=1)
+        return weighted_directional(self.phi, [p.detach() for p in self.theta], [ui.detach() for ui in u], X, W,
+                                    labels)
