@@ -19,7 +19,8 @@ splits separated a blend (both children matched one to one to distinct training 
 
 ``--arms split base`` runs the paired comparison alone; ``summary.json["paired_split_minus_base"]`` holds, per case,
 the paired differences (split - base, seeds paired) of the headline and of the papers' continuous measures
-(``metrics.json["paper_measures"]``) with 95 % t intervals.
+(``metrics.json["paper_measures"]``) with 95 % t intervals. ``--summarise`` runs nothing: it makes the tables and
+summary.json from the arms that finished (a bench cut short, or cases run by separate processes).
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_fi
     # every arm without the total-variation prior, as splitting runs by default (each child of a split would add its
     # own TV term), and every layer's equation alike: the arms differ in splitting alone, as they were measured
     # before TV and deep_weight 0.1 became Haim's defaults
+    # and every arm eager: a compiled objective would recompile at each change of m (bench/RESULTS.md, "One compiled
+    # graph"), so the split arm could not have what the plain arm has
     cfg = dataclasses.replace(attack, iterations=iterations, seed=seed, checkpoint_every=max(1, iterations // 4),
-                              tv=0.0, deep_weight=1.0)
+                              tv=0.0, deep_weight=1.0, compile="none")
     if arm in ("split", "split_random"):
         s = from_dict(SplitConfig, {**split, "enabled": True, "seed": seed,
                                     "direction": "random" if arm == "split_random" else split.get("direction", "eigen")})
@@ -139,6 +142,13 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: 
     return rows
 
 
+def finished_rows(out: Path, seeds, arms) -> list[dict]:
+    """The rows that :func:`run_case` wrote (``OUT/<case>/seed<k>/<arm>/bench.json``) for the arms that finished,
+    in its order: a bench cut short is summarised without running anything again."""
+    files = [out / f"seed{s}" / arm / "bench.json" for s in seeds for arm in ARMS if arm in arms]
+    return [load_json(f) for f in files if f.is_file()]
+
+
 def paired(rows: list[dict], arm: str = "split", against: str = "base") -> list[dict]:
     """Per case and measure (the headline and the papers' continuous measures, metrics.json's paper_measures),
     the paired differences ``arm`` - ``against`` over the seeds both ran: their mean, a 95 % t interval, and how
@@ -209,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--split", default="{}", help="JSON object of SplitConfig fields for the split arms")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (split always runs)")
+    ap.add_argument("--summarise", action="store_true",
+                    help="run nothing: the tables and summary.json from the finished arms' bench.json under --out")
     a = ap.parse_args(argv)
     import json
 
@@ -216,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(a.device)
     rows = []
     for case in a.cases:
+        if a.summarise:
+            rows += finished_rows(a.out / case.stem, a.seeds, {"split", *a.arms})
+            continue
         rows += run_case(case, a.out / case.stem, a.data_dir, device, a.seeds, a.iterations, split,
                          {"split", *a.arms})
     diffs = paired(rows)

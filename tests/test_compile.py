@@ -103,7 +103,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_passes_and_says_so(tiny_vict
     passes: the very candidates of an eager run, and the record names the failure in one line."""
     from trainrecon.objective import fused as fused_module
 
-    def broken(fn):
+    def broken(fn, **options):
         def call(*a, **k):
             raise RuntimeError("no working C++ compiler\nsecond line")
         return call
@@ -150,3 +150,28 @@ def test_runs_recorded_before_compile_existed_read_back_eager():
     assert HaimConfig.BEFORE["compile"] == "none"
     assert LooConfig().compile == "none" and BuzagloMulticlassConfig().compile == "none"
     assert HaimConfig().compile == "auto"
+
+
+def test_more_compiled_methods_than_the_compiler_cache_holds_still_run_compiled(one_thread):
+    """Every CompiledPass compiles the same function, so torch's cache holds one entry per kind of network: past
+    its limit torch would run the function uncompiled, silently, and the run's record would say 'compiled'
+    (measured: with the limit at 1, the second and third networks ran uncompiled). With the limit at 1, networks of
+    two, three and four layers each compile a graph of their own (the cache is emptied and the call retried) and
+    give the eager oracle's numbers, and the first one, its entry gone, compiles again."""
+    _needs_compiler()
+    from torch._dynamo.utils import counters
+
+    method_cls, cfg, _ = CASES["haim"]
+    widths = [[6, 5, 1], [6, 5, 4, 1], [6, 5, 4, 3, 1]]
+    built = [build_objective(method_cls, _victim(MLPSpec(widths=w, bias=[True] + [False] * (len(w) - 2)), seed=s),
+                             dataclasses.replace(cfg, compile=c), 6)
+             for s, w in enumerate(widths) for c in ("inductor", "none")]
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for (compiled, cands), (eager, _) in [*zip(built[::2], built[1::2]), (built[0], built[1])]:
+            graphs = counters["stats"]["unique_graphs"]
+            va, gxa, _ = compiled.value_and_grad(cands.x, cands.multipliers)
+            assert compiled.fused.failure is None
+            assert counters["stats"]["unique_graphs"] > graphs  # a graph of its own, not the uncompiled function
+            vb, gxb, _ = eager.value_and_grad(cands.x, cands.multipliers)
+            assert math.isclose(va["total"], vb["total"], rel_tol=1e-10)
+            assert float((gxa - gxb).norm() / gxb.norm()) < 1e-10

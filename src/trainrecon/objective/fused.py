@@ -12,8 +12,8 @@ pass of h), which ``torch.compile`` (inductor) traces into one graph: the passes
 network and the elementwise work is fused.  On the n = 100 MNIST victim (784-500-500-1, m = 200, bfloat16
 products, two threads) the objective's value and gradients take 7.8-8.7 ms against 10.4-10.8 ms eager, the
 compiled pass 5.6 ms of them (bench/RESULTS.md, "One compiled graph").
-Compiling costs 10-30 s once per process and shape; a compiler that fails falls back to the eager passes for the
-rest of the run (:attr:`CompiledPass.failure` says why).
+Compiling costs 10-30 s once per process, method and shape; a compiler that fails falls back to the eager passes
+for the rest of the run (:attr:`CompiledPass.failure` says why).
 """
 
 from __future__ import annotations
@@ -56,21 +56,37 @@ def weighted_sum_pass(phi: PhiOfTheta, outer, theta: Sequence[torch.Tensor], X: 
 
 class CompiledPass:
     """:func:`weighted_sum_pass` for fixed ``phi``, ``outer`` and ``autocast``, compiled once by
-    ``torch.compile`` (inductor) and reused by every iteration's objective.  Where compiling or running the
-    compiled graph raises, :meth:`__call__` returns None from then on and :attr:`failure` holds the reason (one
-    line): the caller takes the eager passes."""
+    ``torch.compile`` (inductor, one whole graph: ``fullgraph``) and reused by every iteration's objective.  Where
+    compiling or running the compiled graph raises, :meth:`__call__` returns None from then on and :attr:`failure`
+    holds the reason (one line): the caller takes the eager passes.
+
+    Every instance compiles the same Python function, so torch's compiled-code cache holds one entry per instance
+    (and per shape), up to ``torch._dynamo.config.recompile_limit`` (8) a process: past it, torch would run the
+    function uncompiled without a word, and a run would say it ran compiled when it did not.  Compiled with
+    ``fullgraph``, hitting the limit raises instead; the cache is then emptied (``torch._dynamo.reset``: live
+    instances recompile on their next call) and the call tried once more, so a process that builds many methods
+    (a sweep, the truth-start control) keeps compiling, and any other failure is recorded, never hidden."""
 
     def __init__(self, phi: PhiOfTheta, outer, autocast: torch.dtype | None = None) -> None:
+        import torch._dynamo  # what torch.compile loads anyway; here for its exception and reset (slow to import)
+
         self.failure: str | None = None
-        self._fn = torch.compile(functools.partial(weighted_sum_pass, phi, outer, autocast=autocast))
+        self._fn = torch.compile(functools.partial(weighted_sum_pass, phi, outer, autocast=autocast), fullgraph=True)
 
     def __call__(self, theta: Sequence[torch.Tensor], X: torch.Tensor, W: torch.Tensor,
                  labels: torch.Tensor | None):
         if self.failure is not None:
             return None
-        try:
-            return self._fn(list(theta), X, W, labels)
-        except Exception as e:  # noqa: BLE001 - any compiler failure (no C++ compiler, an unsupported op): eager
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            self.failure = f"the compiler failed ({first[:200]}); the eager passes ran instead"
-            return None
+        for attempt in (0, 1):
+            try:
+                return self._fn(list(theta), X, W, labels)
+            except torch._dynamo.exc.FailOnRecompileLimitHit:
+                if attempt:
+                    self.failure = "the compiler failed (its cache was full twice); the eager passes ran instead"
+                    return None
+                torch._dynamo.reset()
+            except Exception as e:  # noqa: BLE001 - any compiler failure (no C++ compiler, an unsupported op): eager
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                self.failure = f"the compiler failed ({first[:200]}); the eager passes ran instead"
+                return None
+        return None
