@@ -12,8 +12,8 @@ pass of h), which ``torch.compile`` (inductor) traces into one graph: the passes
 network and the elementwise work is fused.  On the n = 100 MNIST victim (784-500-500-1, m = 200, bfloat16
 products, two threads) the objective's value and gradients take 7.8-8.7 ms against 10.4-10.8 ms eager, the
 compiled pass 5.6 ms of them (bench/RESULTS.md, "One compiled graph").
-Compiling costs 10-30 s once per process, method and shape; a compiler that fails falls back to the eager passes
-for the rest of the run (:attr:`CompiledPass.failure` says why).
+Compiling costs 10-30 s once per process, kind of network and shape; a compiler that fails falls back to the
+eager passes for the rest of the run (:attr:`CompiledPass.failure` says why).
 """
 
 from __future__ import annotations
@@ -60,12 +60,13 @@ class CompiledPass:
     compiling or running the compiled graph raises, :meth:`__call__` returns None from then on and :attr:`failure`
     holds the reason (one line): the caller takes the eager passes.
 
-    Every instance compiles the same Python function, so torch's compiled-code cache holds one entry per instance
-    (and per shape), up to ``torch._dynamo.config.recompile_limit`` (8) a process: past it, torch would run the
-    function uncompiled without a word, and a run would say it ran compiled when it did not.  Compiled with
-    ``fullgraph``, hitting the limit raises instead; the cache is then emptied (``torch._dynamo.reset``: live
-    instances recompile on their next call) and the call tried once more, so a process that builds many methods
-    (a sweep, the truth-start control) keeps compiling, and any other failure is recorded, never hidden."""
+    Every instance compiles the same Python function, so torch's compiled-code cache holds one entry per kind of
+    network (instances of one kind share it) and shape, up to ``torch._dynamo.config.recompile_limit`` (8) a
+    process: past it, torch would run the function uncompiled without a word, and a run would say it ran compiled
+    when it did not.  Compiled with ``fullgraph``, hitting the limit raises instead; the cache is then emptied
+    (``torch._dynamo.reset``: live instances recompile on their next call) and the call tried once more, so a
+    process that builds many kinds of network (a sweep) keeps compiling, and any other failure is recorded, never
+    hidden."""
 
     def __init__(self, phi: PhiOfTheta, outer, autocast: torch.dtype | None = None) -> None:
         import torch._dynamo  # what torch.compile loads anyway; here for its exception and reset (slow to import)
