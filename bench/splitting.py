@@ -235,15 +235,22 @@ def main(argv: list[str] | None = None) -> None:
                          {"split", *a.arms})
     diffs = paired(rows)
     diffs_mbig = paired(rows, against="base_mbig")  # the control for the larger final m
+    diffs_random = paired(rows, against="split_random")  # the control for the split directions
+    # a summary made from finished arms has neither their split config (each arm's config.json holds it) nor
+    # their memory
     save_json(a.out / "summary.json", {"rows": rows, "paired_split_minus_base": diffs,
                                        "paired_split_minus_base_mbig": diffs_mbig,
-                                       "split": to_dict(from_dict(SplitConfig, split)),
-                                       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                                       "paired_split_minus_split_random": diffs_random,
+                                       "summarised": a.summarise,
+                                       "split": None if a.summarise else to_dict(from_dict(SplitConfig, split)),
+                                       "peak_rss_gib": None if a.summarise else
+                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                                        "_command": "python " + " ".join(sys.argv)})
     print(table(rows))
     print(paired_table(diffs))
-    if diffs_mbig:
-        print(paired_table(diffs_mbig, "base_mbig"))
+    for against, more in (("base_mbig", diffs_mbig), ("split_random", diffs_random)):
+        if more:
+            print(paired_table(more, against))
 
 
 if __name__ == "__main__":

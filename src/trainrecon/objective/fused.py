@@ -90,4 +90,3 @@ class CompiledPass:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 self.failure = f"the compiler failed ({first[:200]}); the eager passes ran instead"
                 return None
-        return None
