@@ -17,6 +17,18 @@ splits separated a blend (both children matched one to one to distinct training 
     python bench/splitting.py bench/cases/haim_mnist_pixel_box.json bench/cases/buzaglo_multiclass_mnist_pixel_box.json \\
         bench/cases/loo_ntk_mnist_kernel_init.json --data-dir ../shared/data --iterations 2500 --seeds 0 1
 
+A case is an experiment file, whose victim the bench trains, or a victim folder of the bench's layout (``SRC/victim``,
+``SRC/train_images.npz``, ``SRC/heldout_images.npz``: a network trained elsewhere and imported, as
+``bench/outside.py`` and ``bench/levers.py prepare`` write them), attacked by ``--method`` with its defaults; the
+training and held-out images are read for the evaluation alone.  ``--attack`` (a JSON object or file) sets attack
+fields for every arm.  ``--protocol same`` (the default) runs every arm with one objective: no total-variation prior,
+every layer's equation counted alike, as splitting was measured before TV and ``deep_weight = 0.1`` became Haim's
+defaults; ``--protocol defaults`` runs each arm as ``trainrecon reconstruct`` would, splitting on or off (the split
+arms lose the default TV prior there, as a user's run does, recorded in their config.json).  Every arm is eager.
+
+    python bench/splitting.py bench/results/levers_new --method haim --protocol defaults --data-dir ../shared/data \
+        --iterations 20000 --seeds 0 1 2 3 4 --arms split base
+
 ``--arms split base`` runs the paired comparison alone; ``summary.json["paired_split_minus_base"]`` holds, per case,
 the paired differences (split - base, seeds paired) of the headline and of the papers' continuous measures
 (``metrics.json["paper_measures"]``) with 95 % t intervals. ``--summarise`` runs nothing: it makes the tables and
@@ -35,8 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from trainrecon import reconstruct
-from trainrecon.attacks import payload_from_folder
-from trainrecon.config import from_dict, load_config, load_json, save_json, to_dict
+from trainrecon.attacks import method_named, payload_from_folder
+from trainrecon.config import from_dict, load_config, load_json, parse_json, save_json, to_dict
+from trainrecon.errors import TrainreconError
 from trainrecon.metrics.protocols import evaluate
 from trainrecon.models.victim import load_victim
 from trainrecon.pipeline import Experiment, evaluate_run, load_truth, train_victim
@@ -46,14 +59,20 @@ from trainrecon.runtime import resolve_device
 ARMS = ("split", "split_random", "base", "base_mbig")
 
 
-def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_final: int, split: dict):
-    # every arm without the total-variation prior, as splitting runs by default (each child of a split would add its
-    # own TV term), and every layer's equation alike: the arms differ in splitting alone, as they were measured
-    # before TV and deep_weight 0.1 became Haim's defaults
-    # and every arm eager: a compiled objective would recompile at each change of m (bench/RESULTS.md, "One compiled
+PROTOCOLS = ("same", "defaults")
+
+
+def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_final: int, split: dict,
+               protocol: str = "same"):
+    # every arm eager: a compiled objective would recompile at each change of m (bench/RESULTS.md, "One compiled
     # graph"), so the split arm could not have what the plain arm has
     cfg = dataclasses.replace(attack, iterations=iterations, seed=seed, checkpoint_every=max(1, iterations // 4),
-                              tv=0.0, deep_weight=1.0, compile="none")
+                              compile="none")
+    if protocol == "same":
+        # one objective in every arm, without the total-variation prior (each child of a split would add its own TV
+        # term) and with every layer's equation alike: the arms differ in splitting alone, as they were measured
+        # before TV and deep_weight 0.1 became Haim's defaults
+        cfg = dataclasses.replace(cfg, tv=0.0, deep_weight=1.0)
     if arm in ("split", "split_random"):
         s = from_dict(SplitConfig, {**split, "enabled": True, "seed": seed,
                                     "direction": "random" if arm == "split_random" else split.get("direction", "eigen")})
@@ -61,6 +80,43 @@ def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_fi
     m = m_final if arm == "base_mbig" else cfg.m
     # ten times the iterations, cut at the split arm's wall-clock
     return dataclasses.replace(cfg, iterations=10 * iterations, max_seconds=budget, m=m, split=SplitConfig())
+
+
+@dataclasses.dataclass
+class Case:
+    """One victim and the attack every arm starts from; ``truth`` / ``heldout``: the images files the evaluation
+    reads (None: the victim's train.json task, from --data-dir)."""
+
+    name: str
+    victim_dir: Path
+    attack: object
+    truth: Path | None = None
+    heldout: Path | None = None
+
+
+def case_name(source: Path, method: str) -> str:
+    return f"{source.name}_{method}" if source.is_dir() else source.stem
+
+
+def load_case(source: Path, out: Path, data_dir, device, method: str, fields: dict) -> Case:
+    """The case of an experiment file (its victim trained into ``out / "victim"``) or of a victim folder."""
+    if source.is_dir():
+        victim_dir = source / "victim"
+        missing = [f for f in (victim_dir, source / "train_images.npz") if not f.exists()]
+        if missing:
+            raise TrainreconError(f"{missing[0]}: not found (a victim folder holds victim/, train_images.npz and "
+                                  "heldout_images.npz)")
+        heldout = source / "heldout_images.npz"
+        attack = from_dict(method_named(method).Config, fields, "--attack")
+        return Case(case_name(source, method), victim_dir, attack, source / "train_images.npz",
+                    heldout if heldout.is_file() else None)
+    exp = load_config(Experiment, source)
+    train_cfg, attack = exp.configs(str(source))
+    if fields:
+        attack = from_dict(type(attack), {**to_dict(attack), **fields}, "--attack")
+    victim_dir = out / "victim"
+    train_victim(exp.task, train_cfg, victim_dir, data_dir, device, log=lambda *a: None)
+    return Case(case_name(source, method), victim_dir, attack)
 
 
 def separated_blends(run: Path, metrics: dict, pairs: dict) -> dict:
@@ -91,18 +147,16 @@ def pairs_png(run: Path, mean: np.ndarray, path: Path) -> None:
     candidate_grid(x.reshape(-1, *x.shape[2:]), mean, path, max_images=60)
 
 
-def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: dict, arms=ARMS) -> list[dict]:
-    exp = load_config(Experiment, case)
-    train_cfg, attack = exp.configs(str(case))
-    victim_dir = out / "victim"
-    train_victim(exp.task, train_cfg, victim_dir, data_dir, device, log=lambda *a: None)
+def run_case(case: Case, out: Path, data_dir, device, seeds, iterations, split: dict, arms=ARMS,
+             protocol: str = "same") -> list[dict]:
+    victim_dir, attack = case.victim_dir, case.attack
     payload = payload_from_folder(victim_dir)
     rows = []
     for seed in seeds:
         budget, m_final = 0.0, 0
         for arm in [a for a in ARMS if a in arms]:  # the split arm first: it sets the others' budget
             run = out / f"seed{seed}" / arm
-            cfg = arm_config(attack, arm, iterations, seed, budget, m_final, split)
+            cfg = arm_config(attack, arm, iterations, seed, budget, m_final, split, protocol)
             t0 = time.time()
             res = reconstruct(payload, cfg, run, device, resume=True, log=lambda *a: None).stats
             wall = time.time() - t0
@@ -114,10 +168,11 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: 
                 block = payload.spec.n_outputs if payload.spec.n_outputs > 1 else 2  # class blocks / halves
                 m_final = -(-m_final // block) * block
             metrics = evaluate_run(victim_dir, [run / "candidates.npz"], run / "eval", data_dir=data_dir,
-                                   log=lambda *a: None)
+                                   truth=case.truth, heldout=case.heldout, log=lambda *a: None)
             head = metrics["headline"]
             row = {
-                "case": case.stem, "seed": seed, "arm": arm, "m_start": cfg.m or 2 * (payload.n_train or 0),
+                "case": case.name, "protocol": protocol, "seed": seed, "arm": arm,
+                "m_start": cfg.m or 2 * (payload.n_train or 0),
                 "m_end": res["m"], "iterations": res["iterations_done"], "seconds": res["seconds"], "wall": wall,
                 "final_loss": res["final_loss"]["total"] if res["final_loss"] else None,
                 "recovered": head["recovered"], "controls": head["controls"], "informative": head["informative"],
@@ -129,13 +184,14 @@ def run_case(case: Path, out: Path, data_dir, device, seeds, iterations, split: 
             if res["splitting"]:
                 log = load_json(run / "splits.json")["splits"]
                 row["kink_aligned_share"] = (sum(e["kink_alignment"] > 0.8 for e in log) / len(log)) if log else None
-                x_tr, _, x_ho, mean = load_truth(load_victim(victim_dir), data_dir, None, None)  # evaluation side
+                x_tr, _, x_ho, mean = load_truth(load_victim(victim_dir), data_dir, case.truth,
+                                                 case.heldout)  # evaluation side
                 _, pairs = evaluate(np.load(run / "candidates.npz")["x"], x_tr, x_ho, mean)
                 row["blends"] = separated_blends(run, metrics, pairs)
                 pairs_png(run, payload.mean_chw(), out / f"seed{seed}" / f"{arm}_pairs.png")
             rows.append(row)
             save_json(run / "bench.json", row)
-            print(f"{case.stem} seed {seed} {arm:12s}: m {row['m_start']}->{row['m_end']}, {row['iterations']} its, "
+            print(f"{case.name} seed {seed} {arm:12s}: m {row['m_start']}->{row['m_end']}, {row['iterations']} its, "
                   f"{row['seconds']:.0f} s, loss {row['final_loss']:.4g}, recovered {row['recovered']} "
                   f"(held-out {head['controls']['heldout']}), min split eig "
                   f"{row['second_order']['min_splitting_eigenvalue']:.3g}", flush=True)
@@ -211,28 +267,49 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("cases", nargs="+", type=Path)
+    ap.add_argument("cases", nargs="+", type=Path, help="experiment files (bench/cases/*.json) or victim folders")
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--out", default="bench/results/splitting", type=Path)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--iterations", type=int, default=4000)
+    ap.add_argument("--method", default="haim", help="the method that attacks a victim folder (experiment files name "
+                                                      "their own)")
+    ap.add_argument("--attack", default="{}", help="JSON object (or a file holding one) of attack fields for every arm")
+    ap.add_argument("--protocol", default="same", choices=PROTOCOLS,
+                    help="same: one objective in every arm (no TV prior, every layer alike); defaults: each arm as "
+                         "trainrecon reconstruct runs it")
     ap.add_argument("--split", default="{}", help="JSON object of SplitConfig fields for the split arms")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms to run (split always runs)")
     ap.add_argument("--summarise", action="store_true",
                     help="run nothing: the tables and summary.json from the finished arms' bench.json under --out")
     a = ap.parse_args(argv)
-    import json
+    try:
+        run(a)
+    except TrainreconError as e:  # bad input: one line, and nothing written for a case not begun
+        sys.exit(f"error: {e}")
 
-    split = json.loads(a.split)
+
+def json_object(text: str, where: str) -> dict:
+    data = load_json(Path(text)) if not text.lstrip().startswith("{") else parse_json(text, where)
+    if not isinstance(data, dict):
+        raise TrainreconError(f"{where}: expected a JSON object")
+    return data
+
+
+def run(a: argparse.Namespace) -> None:
+    split, fields = json_object(a.split, "--split"), json_object(a.attack, "--attack")
+    from_dict(SplitConfig, split, "--split")  # refused before anything runs
+    method_named(a.method)
     device = resolve_device(a.device)
     rows = []
-    for case in a.cases:
+    for source in a.cases:
+        out = a.out / case_name(source, a.method)
         if a.summarise:
-            rows += finished_rows(a.out / case.stem, a.seeds, {"split", *a.arms})
+            rows += finished_rows(out, a.seeds, {"split", *a.arms})
             continue
-        rows += run_case(case, a.out / case.stem, a.data_dir, device, a.seeds, a.iterations, split,
-                         {"split", *a.arms})
+        case = load_case(source, out, a.data_dir, device, a.method, fields)
+        rows += run_case(case, out, a.data_dir, device, a.seeds, a.iterations, split, {"split", *a.arms}, a.protocol)
     diffs = paired(rows)
     diffs_mbig = paired(rows, against="base_mbig")  # the control for the larger final m
     diffs_random = paired(rows, against="split_random")  # the control for the split directions

@@ -268,3 +268,52 @@ def test_split_then_continue_acceptance_keeps_a_round_only_if_its_look_ahead_end
     reconstruct(payload, cfg, tmp_path / "c", log=lambda *a: None, stop_after=10)
     reconstruct(payload, cfg, tmp_path / "c", resume=True, log=lambda *a: None)
     assert np.array_equal(np.load(tmp_path / "a" / "candidates.npz")["x"], np.load(tmp_path / "c" / "candidates.npz")["x"])
+
+
+def _bench_splitting():
+    """bench/splitting.py as a module (bench/ is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "splitting.py"
+    spec = importlib.util.spec_from_file_location("bench_splitting", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_splitting_bench_runs_on_a_victim_folder_with_its_own_images(tmp_path, tiny_victim, tiny_task, one_thread):
+    """A network trained elsewhere (a victim folder: victim/, train_images.npz, heldout_images.npz) is benched
+    with the method's defaults, scored against the folder's images; a folder without its training images is
+    refused in one line before anything is written."""
+    import shutil
+
+    bench = _bench_splitting()
+    src = tmp_path / "held_back"
+    shutil.copytree(tiny_victim, src / "victim")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        bench.main([str(src), "--method", "haim", "--out", str(out), "--iterations", "20", "--seeds", "0"])
+    assert "train_images.npz" in str(e.value) and "\n" not in str(e.value) and not out.exists()
+    keep = slice(None, None, 2)  # every other held-out image: not the pool the victim's task would give
+    np.savez(src / "train_images.npz", x=tiny_task.x_train[::-1], y=tiny_task.y_train[::-1])
+    heldout = tiny_task.heldout_all[keep]
+    np.savez(src / "heldout_images.npz", x=heldout, y=np.zeros(len(heldout)))
+    bench.main([str(src), "--method", "haim", "--protocol", "defaults", "--out", str(out), "--iterations", "30",
+                "--seeds", "0", "--arms", "split", "base"])
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert [(r["case"], r["arm"], r["protocol"]) for r in rows] == [("held_back_haim", "split", "defaults"),
+                                                                   ("held_back_haim", "base", "defaults")]
+    assert all(r["controls"]["positive"] == 10 for r in rows)  # the folder's 10 training images
+    metrics = json.loads((out / "held_back_haim" / "seed0" / "base" / "eval" / "metrics.json").read_text())
+    assert metrics["headline"]["heldout_pool"] == len(heldout)
+    split_cfg = json.loads((out / "held_back_haim" / "seed0" / "split" / "config.json").read_text())
+    base_cfg = json.loads((out / "held_back_haim" / "seed0" / "base" / "config.json").read_text())
+    # as trainrecon reconstruct runs them: splitting drops the default TV prior (and says so), the plain arm keeps it
+    assert split_cfg["attack"]["tv"] == 0 and "tv" in split_cfg["adapted"]["fields"]
+    assert base_cfg["attack"]["tv"] == HaimConfig().tv and base_cfg["attack"]["compile"] == "none"
+    same = bench.arm_config(HaimConfig(), "base", 30, 0, 1.0, 20, {}, "same")
+    assert (same.tv, same.deep_weight, same.compile) == (0.0, 1.0, "none")
