@@ -23,7 +23,7 @@ from trainrecon.models.mlp import MLPSpec
 from trainrecon.models.parameters import init_params
 from trainrecon.models.user_weights import victim_from_module
 from trainrecon.models.victim import Victim, load_victim
-from trainrecon.objective.fused import CompiledPass
+from trainrecon.objective.fused import CompiledPass, CompiledPrior
 
 
 def _needs_compiler():
@@ -61,9 +61,10 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_compiled_pass_equals_the_eager_double_backward_in_float64(case, one_thread):
-    """F(s), dJ/dX and dJ/dM of the objective with the compiled pass (its prior added eagerly) against the
-    eager double-backward oracle, float64, at a random point of a tiny victim: to 1e-10 relative; the pass itself
-    ran compiled (no fallback), and it is the objective's one chunk (a chunked objective takes the eager loop)."""
+    """F(s), the prior, dJ/dX and dJ/dM of the objective with the compiled pass and the compiled prior against the
+    eager double-backward and autograd of the eager prior, float64, at a random point of a tiny victim (candidates
+    outside the box, multipliers below lambda_min: every term of the prior active): to 1e-10 relative; both ran
+    compiled (no fallback), and the pass is the objective's one chunk (a chunked objective takes the eager loop)."""
     _needs_compiler()
     method_cls, cfg, make = CASES[case]
     victim = make()
@@ -71,16 +72,20 @@ def test_the_compiled_pass_equals_the_eager_double_backward_in_float64(case, one
     eager, cands = build_objective(method_cls, victim, cfg, m)
     compiled, _ = build_objective(method_cls, victim, dataclasses.replace(cfg, compile="inductor"), m)
     assert eager.fused is None and isinstance(compiled.fused, CompiledPass)
-    X = cands.x + 0.3 * torch.randn(cands.x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    (va, gxa, gma), (vb, gxb, gmb) = (o.value_and_grad(X, cands.multipliers) for o in (compiled, eager))
-    assert compiled.fused.failure is None
+    assert eager.fused_prior is None and isinstance(compiled.fused_prior, CompiledPrior)
+    X = cands.x + 0.8 * torch.randn(cands.x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    scale = torch.linspace(0.01, 3.0, cands.m, dtype=torch.float64)  # some below lambda_min: its penalty active
+    M = cands.multipliers * scale.reshape(-1, *[1] * (cands.multipliers.ndim - 1))
+    (va, gxa, gma), (vb, gxb, gmb) = (o.value_and_grad(X, M) for o in (compiled, eager))
+    assert compiled.fused.failure is None and compiled.fused_prior.failure is None
+    assert va["prior"] > 0 and math.isclose(va["prior"], vb["prior"], rel_tol=1e-10)
     assert math.isclose(va["total"], vb["total"], rel_tol=1e-10)
     assert math.isclose(va["stationarity"], vb["stationarity"], rel_tol=1e-10)
     for a, b in ((gxa, gxb), (gma, gmb)):
         assert a.dtype == torch.float64
         assert float((a - b).norm() / b.norm()) < 1e-10
     chunked = dataclasses.replace(compiled, chunk_size=4)  # two chunks: the eager loop, the same numbers
-    vc, gxc, _ = chunked.value_and_grad(X, cands.multipliers)
+    vc, gxc, _ = chunked.value_and_grad(X, M)
     assert math.isclose(vc["total"], vb["total"], rel_tol=1e-10) and float((gxc - gxb).norm() / gxb.norm()) < 1e-10
 
 
@@ -94,7 +99,7 @@ def test_a_compiled_run_finds_the_eager_runs_candidates_and_records_it(tiny_vict
     fused = reconstruct(v, dataclasses.replace(base, compile="inductor"), tmp_path / "run", log=lambda *a: None)
     assert float((fused.x - eager.x).abs().max()) < 1e-8
     stats = json.loads((tmp_path / "run" / "loss.json").read_text())
-    assert stats["compile"] == {"compiled": True, "failure": None}
+    assert stats["compile"] == {"compiled": True, "prior_compiled": True, "failure": None}
     assert "compile" not in eager.stats
 
 
@@ -114,7 +119,7 @@ def test_a_failing_compiler_falls_back_to_the_eager_passes_and_says_so(tiny_vict
     eager = reconstruct(v, base, log=lambda *a: None)
     fell = reconstruct(v, dataclasses.replace(base, compile="inductor"), log=lambda *a: None)
     assert torch.equal(fell.x, eager.x)
-    assert fell.stats["compile"]["compiled"] is False
+    assert fell.stats["compile"]["compiled"] is False and fell.stats["compile"]["prior_compiled"] is False
     assert fell.stats["compile"]["failure"] == ("the compiler failed (no working C++ compiler); the eager passes "
                                                 "ran instead")
 

@@ -34,7 +34,7 @@ from ..refinement.settings import MergeConfig, SplitConfig
 from ..objective.candidates import CandidateSet, cosine_matrix
 from .normalisation import Normalise
 from .payload import Payload
-from ..objective.fused import CompiledPass
+from ..objective.fused import CompiledPass, CompiledPrior
 from ..objective.weighted_sum import (DeadZoneDistance, ProjectedDistance, SquaredDistance, SummedCopies,
                                       TensorWeighted, WeightedSumObjective)
 
@@ -109,7 +109,11 @@ def _differences(img: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor |
 
 def total_variation(X: torch.Tensor, shape) -> torch.Tensor:
     """TV of every row of X (m, C H W) as an image of ``shape`` (C, H, W): mean |vertical differences| + mean
-    |horizontal differences| (SimuDy's anisotropic total variation), shape (m,)."""
+    |horizontal differences| (SimuDy's anisotropic total variation), shape (m,).  Traced by ``torch.compile`` (the
+    compiled prior, ``objective/fused.py``), the same expression in plain operations, which it differentiates and
+    fuses itself (|.|'s derivative at 0 is 0 there too)."""
+    if torch.compiler.is_compiling():
+        return _TotalVariation.forward(X, tuple(shape))
     return _TotalVariation.apply(X, tuple(shape))
 
 
@@ -359,7 +363,10 @@ class Method:
         self.at = [p for point in self.points for p in point]  # one parameter list, or the points' lists in turn
         self.removal = cfg.remove_init if cfg.remove_init != "auto" else self.default_removal(cfg, payload)
         self.outer = self.outer_loss(self.stationarity_target())
+        self._baseline = self.outer.baseline  # F(0), read once (a cached property: not where torch.compile traces)
+        self._mean = payload.mean_flat()  # x + mean: the candidates' pixels (a tensor made once, traced by compile)
         self._compiled: CompiledPass | None = None
+        self._compiled_prior: tuple[int, CompiledPrior] | None = None  # (m0, the compiled prior of that m0)
 
     def kernel_points(self) -> list[list[torch.Tensor]]:
         """The parameter points at which the features are evaluated: theta_T, or theta_0 for the NTK kernel at
@@ -437,8 +444,7 @@ class Method:
     def tv_prior(self, X: torch.Tensor, M: torch.Tensor, m0: int) -> torch.Tensor:
         """tv F(0) (1/m0) sum_j TV(x_j + mean) (:class:`AttackConfig`'s ``tv``): every candidate counted once,
         whatever its multiplier M_j (free in sign and scale here; the simulation weights its terms)."""
-        return self.cfg.tv * self.outer.baseline * total_variation(X + self.payload.mean_flat(),
-                                                                   self.payload.spec.input_shape).sum() / m0
+        return self.cfg.tv * self._baseline * total_variation(X + self._mean, self.payload.spec.input_shape).sum() / m0
 
     def regulariser(self, m0: int):
         """R(X, M) of the objective: the method's :meth:`prior`, plus :meth:`tv_prior` when ``tv`` is set."""
@@ -562,12 +568,14 @@ class Method:
         return None
 
     def compile_report(self) -> dict[str, Any] | None:
-        """For a run with ``compile = "inductor"``: whether its objective ran compiled, and where the compiler
-        failed, why (the eager passes ran instead: same objective, more seconds per iteration); None otherwise."""
+        """For a run with ``compile = "inductor"``: whether its objective's pass and its prior ran compiled, and
+        where the compiler failed, why (the eager passes ran instead: same objective, more seconds per iteration);
+        None otherwise."""
         if self.cfg.compile != "inductor":
             return None
-        failure = None if self._compiled is None else self._compiled.failure
-        return {"compiled": self._compiled is not None and failure is None, "failure": failure}
+        parts = {"compiled": self._compiled, "prior_compiled": self._compiled_prior and self._compiled_prior[1]}
+        ran = {k: c is not None and c.failure is None for k, c in parts.items()}
+        return {**ran, "failure": next((c.failure for c in parts.values() if c is not None and c.failure), None)}
 
     def restore(self, report: dict[str, Any] | None) -> None:
         """Take back a checkpoint's :meth:`report` (a resumed run), before :meth:`init`."""
@@ -641,14 +649,17 @@ class Method:
         k = len(self.points)
         outer = self.outer if k == 1 else SummedCopies(self.outer, k)
         autocast = torch.bfloat16 if self.cfg.autocast == "bfloat16" else None
-        fused = None
+        fused = fused_prior = None
         if self.cfg.compile == "inductor" and surrogate == self.surrogate(0):  # the run's own surrogate (not one
             if self._compiled is None:  # sample splitting takes its curvature from): one compiled pass, built once
                 self._compiled = CompiledPass(self.features(surrogate), outer, autocast)
-            fused = self._compiled
+            if self._compiled_prior is None or self._compiled_prior[0] != m0:  # and its prior, once per m0
+                self._compiled_prior = (m0, CompiledPrior(self.regulariser(m0)))
+            fused, fused_prior = self._compiled, self._compiled_prior[1]
         return WeightedSumObjective(self.at, outer, self.features(surrogate), lambda M: self.weights(M, m0),
                                     self.regulariser(m0), cands.labels, self.cfg.chunk_size,
-                                    first_layer=spec.first_layer, autocast=autocast, fused=fused)
+                                    first_layer=spec.first_layer, autocast=autocast, fused=fused,
+                                    fused_prior=fused_prior)
 
     def features(self, surrogate: Surrogate):
         """phi(params, X, labels) (m, K): the form's features of the network under ``surrogate``, averaged over the

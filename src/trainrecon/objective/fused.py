@@ -14,6 +14,9 @@ products, two threads) the objective's value and gradients take 7.8-8.7 ms again
 compiled pass 5.6 ms of them (bench/RESULTS.md, "One compiled graph").
 Compiling costs 10-30 s once per process, kind of network and shape; a compiler that fails falls back to the
 eager passes for the rest of the run (:attr:`CompiledPass.failure` says why).
+
+The prior R(X, M) (the box, the multiplier penalty, the total variation) is compiled apart
+(:class:`CompiledPrior`): (R, dR/dX, dR/dM) by one reverse pass, in X's dtype (never under autocast).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import functools
 from typing import Callable, Sequence
 
 import torch
-from torch.func import grad
+from torch.func import grad, grad_and_value
 
 from .weighted_sum import weighted_directional
 
@@ -54,39 +57,64 @@ def weighted_sum_pass(phi: PhiOfTheta, outer, theta: Sequence[torch.Tensor], X: 
     return value, gx.to(X.dtype), gw.to(W.dtype)
 
 
-class CompiledPass:
-    """:func:`weighted_sum_pass` for fixed ``phi``, ``outer`` and ``autocast``, compiled once by
-    ``torch.compile`` (inductor, one whole graph: ``fullgraph``) and reused by every iteration's objective.  Where
-    compiling or running the compiled graph raises, :meth:`__call__` returns None from then on and :attr:`failure`
-    holds the reason (one line): the caller takes the eager passes.
+def prior_pass(prior: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], X: torch.Tensor, M: torch.Tensor):
+    """(R(X, M), dR/dX, dR/dM) by torch.func: the function :class:`CompiledPrior` compiles, and an eager oracle
+    for it."""
+    (gx, gm), value = grad_and_value(prior, argnums=(0, 1))(X, M)
+    return value, gx, gm
 
-    Every instance compiles the same Python function, so torch's compiled-code cache holds one entry per kind of
-    network (instances of one kind share it) and shape, up to ``torch._dynamo.config.recompile_limit`` (8) a
-    process: past it, torch would run the function uncompiled without a word, and a run would say it ran compiled
-    when it did not.  Compiled with ``fullgraph``, hitting the limit raises instead; the cache is then emptied
-    (``torch._dynamo.reset``: live instances recompile on their next call) and the call tried once more, so a
-    process that builds many kinds of network (a sweep) keeps compiling, and any other failure is recorded, never
+
+class Compiled:
+    """``fn`` compiled once by ``torch.compile`` (inductor, one whole graph: ``fullgraph``) and reused by every
+    iteration's objective.  Where compiling or running the compiled graph raises, :meth:`__call__` returns None
+    from then on and :attr:`failure` holds the reason (one line): the caller takes the eager passes (``instead``
+    names them in that line).
+
+    Every instance of a kind compiles the same Python function, so torch's compiled-code cache holds one entry per
+    kind of network (instances of one kind share it) and shape, up to ``torch._dynamo.config.recompile_limit`` (8)
+    a process: past it, torch would run the function uncompiled without a word, and a run would say it ran
+    compiled when it did not.  Compiled with ``fullgraph``, hitting the limit raises instead; the cache is then
+    emptied (``torch._dynamo.reset``: live instances recompile on their next call) and the call tried once more, so
+    a process that builds many kinds of network (a sweep) keeps compiling, and any other failure is recorded, never
     hidden."""
 
-    def __init__(self, phi: PhiOfTheta, outer, autocast: torch.dtype | None = None) -> None:
+    def __init__(self, fn: Callable, instead: str = "the eager passes") -> None:
         import torch._dynamo  # what torch.compile loads anyway; here for its exception and reset (slow to import)
 
         self.failure: str | None = None
-        self._fn = torch.compile(functools.partial(weighted_sum_pass, phi, outer, autocast=autocast), fullgraph=True)
+        self._instead = instead  # what runs where the compiled graph fails
+        self._fn = torch.compile(fn, fullgraph=True)
 
-    def __call__(self, theta: Sequence[torch.Tensor], X: torch.Tensor, W: torch.Tensor,
-                 labels: torch.Tensor | None):
+    def __call__(self, *args):
         if self.failure is not None:
             return None
         for attempt in (0, 1):
             try:
-                return self._fn(list(theta), X, W, labels)
+                return self._fn(*args)
             except torch._dynamo.exc.FailOnRecompileLimitHit:
                 if attempt:
-                    self.failure = "the compiler failed (its cache was full twice); the eager passes ran instead"
+                    self.failure = f"the compiler failed (its cache was full twice); {self._instead} ran instead"
                     return None
                 torch._dynamo.reset()
             except Exception as e:  # noqa: BLE001 - any compiler failure (no C++ compiler, an unsupported op): eager
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                self.failure = f"the compiler failed ({first[:200]}); the eager passes ran instead"
+                self.failure = f"the compiler failed ({first[:200]}); {self._instead} ran instead"
                 return None
+
+
+class CompiledPass(Compiled):
+    """:func:`weighted_sum_pass` for fixed ``phi``, ``outer`` and ``autocast``, compiled (:class:`Compiled`)."""
+
+    def __init__(self, phi: PhiOfTheta, outer, autocast: torch.dtype | None = None) -> None:
+        super().__init__(functools.partial(weighted_sum_pass, phi, outer, autocast=autocast))
+
+    def __call__(self, theta: Sequence[torch.Tensor], X: torch.Tensor, W: torch.Tensor,
+                 labels: torch.Tensor | None):
+        return super().__call__(list(theta), X, W, labels)
+
+
+class CompiledPrior(Compiled):
+    """:func:`prior_pass` for a fixed prior R(X, M), compiled (:class:`Compiled`): called with (X, M)."""
+
+    def __init__(self, prior: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        super().__init__(functools.partial(prior_pass, prior), "the eager prior")

@@ -266,7 +266,9 @@ class WeightedSumObjective:
     None (the default): every operation in X's dtype.  ``fused`` (``attack.compile``): a
     :class:`~trainrecon.objective.fused.CompiledPass` built for this objective's phi and outer loss, which
     computes F(s), dJ/dX and dJ/dW of one chunk in one compiled graph; used where the candidates are one chunk
-    (the eager passes where it is None or has failed).
+    (the eager passes where it is None or has failed).  ``fused_prior``: a
+    :class:`~trainrecon.objective.fused.CompiledPrior` of ``prior``, which computes (R, dR/dX, dR/dM) in one
+    compiled graph (autograd of the eager prior where it is None or has failed).
     """
 
     theta: list[torch.Tensor]
@@ -279,6 +281,7 @@ class WeightedSumObjective:
     first_layer: Callable[[list[torch.Tensor]], object] | None = None
     autocast: torch.dtype | None = None
     fused: Callable | None = None
+    fused_prior: Callable | None = None
 
     def _reduced(self, X: torch.Tensor):
         """The context the passes through phi run in (``autocast``)."""
@@ -317,8 +320,12 @@ class WeightedSumObjective:
         stat, gx, gw = done if done is not None else self._passes(X.detach(), Wd, chunks)
         (gm,) = torch.autograd.grad(W, M, grad_outputs=gw, allow_unused=True)
         gm = torch.zeros_like(M) if gm is None else gm
-        prior = self.prior(X, M)
-        px, pm = torch.autograd.grad(prior, [X, M], allow_unused=True) if prior.requires_grad else (None, None)
+        done = None if self.fused_prior is None else self.fused_prior(X.detach(), M.detach())
+        if done is not None:
+            prior, px, pm = done
+        else:
+            prior = self.prior(X, M)
+            px, pm = torch.autograd.grad(prior, [X, M], allow_unused=True) if prior.requires_grad else (None, None)
         gx = gx + (px if px is not None else 0)
         gm = gm + (pm if pm is not None else 0)
         values = {"stationarity": float(stat.detach()), "prior": float(prior.detach())}
