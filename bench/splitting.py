@@ -26,7 +26,7 @@ every layer's equation counted alike, as splitting was measured before TV and ``
 defaults; ``--protocol defaults`` runs each arm as ``trainrecon reconstruct`` would, splitting on or off (the split
 arms lose the default TV prior there, as a user's run does, recorded in their config.json).  Every arm is eager.
 
-    python bench/splitting.py bench/results/levers_new --method haim --protocol defaults --data-dir ../shared/data \
+    python bench/splitting.py bench/results/levers_new --method haim --protocol defaults --data-dir ../shared/data \\
         --iterations 20000 --seeds 0 1 2 3 4 --arms split base
 
 ``--arms split base`` runs the paired comparison alone; ``summary.json["paired_split_minus_base"]`` holds, per case,
@@ -48,6 +48,7 @@ import numpy as np
 
 from trainrecon import reconstruct
 from trainrecon.attacks import method_named, payload_from_folder
+from trainrecon.attacks.plan import plan_run
 from trainrecon.config import from_dict, load_config, load_json, parse_json, save_json, to_dict
 from trainrecon.errors import TrainreconError
 from trainrecon.metrics.protocols import evaluate
@@ -78,14 +79,16 @@ def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_fi
                                     "direction": "random" if arm == "split_random" else split.get("direction", "eigen")})
         return dataclasses.replace(cfg, split=s)
     m = m_final if arm == "base_mbig" else cfg.m
-    # ten times the iterations, cut at the split arm's wall-clock
-    return dataclasses.replace(cfg, iterations=10 * iterations, max_seconds=budget, m=m, split=SplitConfig())
+    # ten times the iterations, cut at the split arm's wall-clock; no splitting, even where the method would turn it
+    # on for the victim (power victims: --no-split)
+    return dataclasses.replace(cfg, iterations=10 * iterations, max_seconds=budget, m=m, split=SplitConfig(),
+                               auto_split=False)
 
 
 @dataclasses.dataclass
 class Case:
     """One victim and the attack every arm starts from; ``truth`` / ``heldout``: the images files the evaluation
-    reads (None: the victim's train.json task, from --data-dir)."""
+    reads (a victim folder's; None for an experiment file's victim: its train.json task, from --data-dir)."""
 
     name: str
     victim_dir: Path
@@ -98,18 +101,34 @@ def case_name(source: Path, method: str) -> str:
     return f"{source.name}_{method}" if source.is_dir() else source.stem
 
 
+#: attack fields the bench sets in every arm itself (--iterations, --seeds, its budget, its split arms), and those
+#: --protocol same sets (one objective in every arm): an --attack value for them would be dropped
+ARM_FIELDS = ("iterations", "seed", "checkpoint_every", "max_seconds", "compile", "split", "auto_split")
+SAME_FIELDS = ("tv", "deep_weight")
+
+
+def check_fields(fields: dict, protocol: str) -> None:
+    for k in fields:
+        if k in ARM_FIELDS:
+            raise TrainreconError(f"--attack: {k!r} is set by the bench in every arm (--iterations, --seeds, --split)")
+        if protocol == "same" and k in SAME_FIELDS:
+            raise TrainreconError(f"--attack: {k!r} is set in every arm by --protocol same (no TV prior, every layer "
+                                  "alike); --protocol defaults takes it")
+
+
 def load_case(source: Path, out: Path, data_dir, device, method: str, fields: dict) -> Case:
-    """The case of an experiment file (its victim trained into ``out / "victim"``) or of a victim folder."""
+    """The case of an experiment file (its victim trained into ``out / "victim"``) or of a victim folder (its files
+    checked: the training and held-out images read as the evaluation will read them)."""
     if source.is_dir():
         victim_dir = source / "victim"
-        missing = [f for f in (victim_dir, source / "train_images.npz") if not f.exists()]
+        files = (victim_dir, source / "train_images.npz", source / "heldout_images.npz")
+        missing = [f for f in files if not f.exists()]
         if missing:
             raise TrainreconError(f"{missing[0]}: not found (a victim folder holds victim/, train_images.npz and "
                                   "heldout_images.npz)")
-        heldout = source / "heldout_images.npz"
         attack = from_dict(method_named(method).Config, fields, "--attack")
-        return Case(case_name(source, method), victim_dir, attack, source / "train_images.npz",
-                    heldout if heldout.is_file() else None)
+        load_truth(load_victim(victim_dir), None, files[1], files[2])  # refused here, before any arm runs
+        return Case(case_name(source, method), victim_dir, attack, files[1], files[2])
     exp = load_config(Experiment, source)
     train_cfg, attack = exp.configs(str(source))
     if fields:
@@ -291,7 +310,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def json_object(text: str, where: str) -> dict:
-    data = load_json(Path(text)) if not text.lstrip().startswith("{") else parse_json(text, where)
+    """A JSON object given inline, or the file that holds one."""
+    inline = text.lstrip()[:1] in ("{", "[", "") or not Path(text).is_file()
+    data = parse_json(text, where) if inline else load_json(Path(text))
     if not isinstance(data, dict):
         raise TrainreconError(f"{where}: expected a JSON object")
     return data
@@ -301,15 +322,25 @@ def run(a: argparse.Namespace) -> None:
     split, fields = json_object(a.split, "--split"), json_object(a.attack, "--attack")
     from_dict(SplitConfig, split, "--split")  # refused before anything runs
     method_named(a.method)
+    check_fields(fields, a.protocol)
     device = resolve_device(a.device)
     rows = []
-    for source in a.cases:
-        out = a.out / case_name(source, a.method)
-        if a.summarise:
-            rows += finished_rows(out, a.seeds, {"split", *a.arms})
-            continue
-        case = load_case(source, out, a.data_dir, device, a.method, fields)
-        rows += run_case(case, out, a.data_dir, device, a.seeds, a.iterations, split, {"split", *a.arms}, a.protocol)
+    if a.summarise:
+        for source in a.cases:
+            found = finished_rows(a.out / case_name(source, a.method), a.seeds, {"split", *a.arms})
+            if not found:
+                raise TrainreconError(f"{a.out / case_name(source, a.method)}: no finished arm for these seeds (a "
+                                      "victim folder's rows are under FOLDER_METHOD: the --method of the run)")
+            rows += found
+    else:
+        cases = [load_case(source, a.out / case_name(source, a.method), a.data_dir, device, a.method, fields)
+                 for source in a.cases]  # every case checked (and its victim trained) before any arm runs
+        for case in cases:
+            plan_run(payload_from_folder(case.victim_dir), arm_config(case.attack, "split", a.iterations, 0, 0.0, 0,
+                                                                      split, a.protocol), device)
+        for case in cases:
+            rows += run_case(case, a.out / case.name, a.data_dir, device, a.seeds, a.iterations, split,
+                             {"split", *a.arms}, a.protocol)
     diffs = paired(rows)
     diffs_mbig = paired(rows, against="base_mbig")  # the control for the larger final m
     diffs_random = paired(rows, against="split_random")  # the control for the split directions

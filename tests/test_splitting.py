@@ -287,21 +287,33 @@ def _bench_splitting():
 @pytest.mark.slow
 def test_splitting_bench_runs_on_a_victim_folder_with_its_own_images(tmp_path, tiny_victim, tiny_task, one_thread):
     """A network trained elsewhere (a victim folder: victim/, train_images.npz, heldout_images.npz) is benched
-    with the method's defaults, scored against the folder's images; a folder without its training images is
-    refused in one line before anything is written."""
+    with the method's defaults, scored against the folder's images; a folder without its images, a bad --attack or
+    --method, an --attack field the bench sets itself, and a summary of nothing are refused in one line before
+    anything is written."""
     import shutil
 
     bench = _bench_splitting()
     src = tmp_path / "held_back"
     shutil.copytree(tiny_victim, src / "victim")
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as e:
-        bench.main([str(src), "--method", "haim", "--out", str(out), "--iterations", "20", "--seeds", "0"])
-    assert "train_images.npz" in str(e.value) and "\n" not in str(e.value) and not out.exists()
-    keep = slice(None, None, 2)  # every other held-out image: not the pool the victim's task would give
-    np.savez(src / "train_images.npz", x=tiny_task.x_train[::-1], y=tiny_task.y_train[::-1])
-    heldout = tiny_task.heldout_all[keep]
+
+    def refused(*args, match):
+        with pytest.raises(SystemExit) as e:
+            bench.main([str(src), "--out", str(out), "--iterations", "20", "--seeds", "0", *args])
+        assert match in str(e.value) and "\n" not in str(e.value) and "Traceback" not in str(e.value)
+        assert not out.exists()
+
+    refused(match="train_images.npz: not found")
+    np.savez(src / "train_images.npz", x=tiny_task.x_train[::-1], y=tiny_task.y_train[::-1])  # reordered
+    refused(match="heldout_images.npz: not found")
+    heldout = tiny_task.heldout_all[::2]  # every other held-out image: not the pool the victim's task would give
     np.savez(src / "heldout_images.npz", x=heldout, y=np.zeros(len(heldout)))
+    refused("--attack", "{not json", match="--attack: not valid JSON")
+    refused("--attack", '{"no_such_field": 1}', match="--attack: unknown field 'no_such_field'")
+    refused("--attack", '{"tv": 0.5}', match="--attack: 'tv' is set in every arm by --protocol same")
+    refused("--attack", '{"iterations": 5}', match="--attack: 'iterations' is set by the bench")
+    refused("--method", "no-such-method", match="no-such-method")
+    refused("--summarise", match="no finished arm")
     bench.main([str(src), "--method", "haim", "--protocol", "defaults", "--out", str(out), "--iterations", "30",
                 "--seeds", "0", "--arms", "split", "base"])
     rows = json.loads((out / "summary.json").read_text())["rows"]
@@ -310,6 +322,7 @@ def test_splitting_bench_runs_on_a_victim_folder_with_its_own_images(tmp_path, t
     assert all(r["controls"]["positive"] == 10 for r in rows)  # the folder's 10 training images
     metrics = json.loads((out / "held_back_haim" / "seed0" / "base" / "eval" / "metrics.json").read_text())
     assert metrics["headline"]["heldout_pool"] == len(heldout)
+    assert metrics["provenance"]["inputs"]["truth"] == str((src / "train_images.npz").resolve())
     split_cfg = json.loads((out / "held_back_haim" / "seed0" / "split" / "config.json").read_text())
     base_cfg = json.loads((out / "held_back_haim" / "seed0" / "base" / "config.json").read_text())
     # as trainrecon reconstruct runs them: splitting drops the default TV prior (and says so), the plain arm keeps it
