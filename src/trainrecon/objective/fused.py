@@ -71,8 +71,8 @@ class Compiled:
     names them in that line).
 
     Every instance of a kind compiles the same Python function, so torch's compiled-code cache holds one entry per
-    kind of network (instances of one kind share it) and shape, up to ``torch._dynamo.config.recompile_limit`` (8)
-    a process: past it, torch would run the function uncompiled without a word, and a run would say it ran
+    kind of network (instances of one kind share it) and shape (for the prior, also per value of the numbers its
+    closure holds: tv, F(0), m0), up to ``torch._dynamo.config.recompile_limit`` (8) a process: past it, torch would run the function uncompiled without a word, and a run would say it ran
     compiled when it did not.  Compiled with ``fullgraph``, hitting the limit raises instead; the cache is then
     emptied (``torch._dynamo.reset``: live instances recompile on their next call) and the call tried once more, so
     a process that builds many kinds of network (a sweep) keeps compiling, and any other failure is recorded, never
