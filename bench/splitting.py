@@ -88,11 +88,13 @@ def arm_config(attack, arm: str, iterations: int, seed: int, budget: float, m_fi
 @dataclasses.dataclass
 class Case:
     """One victim and the attack every arm starts from; ``truth`` / ``heldout``: the images files the evaluation
-    reads (a victim folder's; None for an experiment file's victim: its train.json task, from --data-dir)."""
+    reads (a victim folder's; None for an experiment file's victim: its train.json task, from --data-dir);
+    ``images``: what they hold, :func:`load_truth`'s (training images, labels, held-out images, mean), read once."""
 
     name: str
     victim_dir: Path
     attack: object
+    images: tuple
     truth: Path | None = None
     heldout: Path | None = None
 
@@ -127,15 +129,16 @@ def load_case(source: Path, out: Path, data_dir, device, method: str, fields: di
             raise TrainreconError(f"{missing[0]}: not found (a victim folder holds victim/, train_images.npz and "
                                   "heldout_images.npz)")
         attack = from_dict(method_named(method).Config, fields, "--attack")
-        load_truth(load_victim(victim_dir), None, files[1], files[2])  # refused here, before any arm runs
-        return Case(case_name(source, method), victim_dir, attack, files[1], files[2])
+        images = load_truth(load_victim(victim_dir), None, files[1], files[2])  # refused here, before any arm runs
+        return Case(case_name(source, method), victim_dir, attack, images, files[1], files[2])
     exp = load_config(Experiment, source)
     train_cfg, attack = exp.configs(str(source))
     if fields:
         attack = from_dict(type(attack), {**to_dict(attack), **fields}, "--attack")
     victim_dir = out / "victim"
     train_victim(exp.task, train_cfg, victim_dir, data_dir, device, log=lambda *a: None)
-    return Case(case_name(source, method), victim_dir, attack)
+    images = load_truth(load_victim(victim_dir), data_dir, None, None)  # the task's, from --data-dir
+    return Case(case_name(source, method), victim_dir, attack, images)
 
 
 def separated_blends(run: Path, metrics: dict, pairs: dict) -> dict:
@@ -203,8 +206,7 @@ def run_case(case: Case, out: Path, data_dir, device, seeds, iterations, split: 
             if res["splitting"]:
                 log = load_json(run / "splits.json")["splits"]
                 row["kink_aligned_share"] = (sum(e["kink_alignment"] > 0.8 for e in log) / len(log)) if log else None
-                x_tr, _, x_ho, mean = load_truth(load_victim(victim_dir), data_dir, case.truth,
-                                                 case.heldout)  # evaluation side
+                x_tr, _, x_ho, mean = case.images  # evaluation side
                 _, pairs = evaluate(np.load(run / "candidates.npz")["x"], x_tr, x_ho, mean)
                 row["blends"] = separated_blends(run, metrics, pairs)
                 pairs_png(run, payload.mean_chw(), out / f"seed{seed}" / f"{arm}_pairs.png")
