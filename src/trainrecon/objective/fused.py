@@ -72,11 +72,11 @@ class Compiled:
 
     Every instance of a kind compiles the same Python function, so torch's compiled-code cache holds one entry per
     kind of network (instances of one kind share it) and shape (for the prior, also per value of the numbers its
-    closure holds: tv, F(0), m0), up to ``torch._dynamo.config.recompile_limit`` (8) a process: past it, torch would run the function uncompiled without a word, and a run would say it ran
-    compiled when it did not.  Compiled with ``fullgraph``, hitting the limit raises instead; the cache is then
-    emptied (``torch._dynamo.reset``: live instances recompile on their next call) and the call tried once more, so
-    a process that builds many kinds of network (a sweep) keeps compiling, and any other failure is recorded, never
-    hidden."""
+    closure holds: tv, F(0), m0), up to ``torch._dynamo.config.recompile_limit`` (8) a process: past it, torch would
+    run the function uncompiled without a word, and a run would say it ran compiled when it did not. Compiled with
+    ``fullgraph``, hitting the limit raises instead; the cache is then emptied (``torch._dynamo.reset``: live
+    instances recompile on their next call) and the call tried once more, so a process that builds many kinds of
+    network (a sweep) keeps compiling, and any other failure is recorded, never hidden."""
 
     def __init__(self, fn: Callable, instead: str = "the eager passes") -> None:
         import torch._dynamo  # what torch.compile loads anyway; here for its exception and reset (slow to import)

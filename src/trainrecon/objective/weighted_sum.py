@@ -320,9 +320,9 @@ class WeightedSumObjective:
         stat, gx, gw = done if done is not None else self._passes(X.detach(), Wd, chunks)
         (gm,) = torch.autograd.grad(W, M, grad_outputs=gw, allow_unused=True)
         gm = torch.zeros_like(M) if gm is None else gm
-        done = None if self.fused_prior is None else self.fused_prior(X.detach(), M.detach())
-        if done is not None:
-            prior, px, pm = done
+        prior_done = None if self.fused_prior is None else self.fused_prior(X.detach(), M.detach())
+        if prior_done is not None:
+            prior, px, pm = prior_done
         else:
             prior = self.prior(X, M)
             px, pm = torch.autograd.grad(prior, [X, M], allow_unused=True) if prior.requires_grad else (None, None)
