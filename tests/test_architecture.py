@@ -178,6 +178,15 @@ def test_conv_operator_norm_and_lipschitz_bound_against_dense_matrices():
     assert np.allclose(scaled, 3.0 * np.array(factors), rtol=1e-9)
 
 
+def test_a_first_layer_is_dense_only_where_each_row_of_its_weight_is_an_image():
+    """The MLP (either route, a Flatten before it included) has a dense first layer; a convolution first, or a
+    linear layer over part of the input after something else, does not."""
+    assert net("mlp")[1].first_layer_dense() and not net("cnn")[1].first_layer_dense()
+    assert victim_from_module(mlp_module(), SHAPE).spec.first_layer_dense()
+    pooled = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(9, 1))  # its rows are not images of the input
+    assert not victim_from_module(pooled, SHAPE).spec.first_layer_dense()
+
+
 def test_homogeneity_and_normalisation_of_a_cnn():
     _, spec, params = net("cnn")  # a bias on the first layer only: homogeneous of degree 3
     assert spec.homogeneity().degree == 3

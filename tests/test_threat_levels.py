@@ -17,7 +17,7 @@ from torch import nn
 
 from trainrecon import reconstruct
 from trainrecon.attacks import BuzagloMulticlassConfig, LooConfig, LooNTK, SimulationConfig, payload_from_folder
-from trainrecon.attacks.choice import REPLAY, WINNERS, default_attack
+from trainrecon.attacks.choice import FIRST_LAYER, REPLAY, WINNERS, default_attack
 from trainrecon.errors import TrainreconError
 from trainrecon.models.user_weights import import_module_victim
 from trainrecon.models.recipe import Recipe, load_recipe
@@ -30,6 +30,13 @@ import torch.nn as nn
 
 def build():
     return nn.Sequential(nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 3))
+"""
+#: a network whose first layer is a convolution (not dense over the input): the recipe level's default is the simulation
+CNN_FACTORY = """
+import torch.nn as nn
+
+def build():
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
 """
 RECIPE = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "loss": "cross_entropy",
           "batch_size": 4, "epochs": 3, "data_order_seed": 7}
@@ -55,7 +62,8 @@ def owner_files(tmp_path, seed=3, factory=FACTORY):
     for _ in range(3):
         for k in range(0, 12, 4):
             opt.zero_grad()
-            nn.functional.cross_entropy(net(x[k:k + 4]), y[k:k + 4]).backward()
+            batch = x[k:k + 4] if isinstance(net[0], nn.Linear) else x[k:k + 4].reshape(-1, 1, 4, 4)
+            nn.functional.cross_entropy(net(batch), y[k:k + 4]).backward()
             opt.step()
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
     save_file(init, str(tmp_path / "init.safetensors"))
@@ -295,23 +303,39 @@ def test_the_simulations_tv_prior_is_unchanged_by_a_split_at_eps_0(tmp_path):
 
 
 def test_each_level_gets_its_bench_winner(tmp_path):
+    """With theta_0 an MLP gets Loo's form on its first layer at both levels that give it; a CNN gets Loo's form on
+    every layer with theta_0 alone and the simulation with the recipe, replaying its batches where the recipe
+    records their order; with the weights alone, the KKT attack for the outputs."""
     owner_files(tmp_path)
     p = payload_from_folder(owner_victim(tmp_path))
     names = {level: default_attack(p, level)[0] for level in ("all", "recipe", "init", "weights")}
-    assert names["all"] == names["recipe"] and names["weights"] == "buzaglo-multiclass"
-    assert default_attack(p, "init")[1]["given"] == "init"
+    assert names["all"] == names["recipe"] == names["init"] == "loo-ntk" and names["weights"] == "buzaglo-multiclass"
+    assert default_attack(p, "init")[1] == {**FIRST_LAYER[0], "given": "init"}
+    assert default_attack(p, "recipe")[1] == {**FIRST_LAYER[0], "given": "recipe"}
+    assert p.spec.first_layer_dense()
+    runs = [reconstruct(p, LooConfig(**{**fields, "iterations": 20, "m": 6}), log=lambda *_: None)
+            for fields in (default_attack(p, level)[1] for level in ("init", "recipe"))]
+    assert torch.equal(runs[0].x, runs[1].x)  # the recipe adds nothing this attack uses: the same candidates
+    assert [r.config["payload"]["threat_level"] for r in runs] == ["init", "recipe"]
     with pytest.raises(TrainreconError, match="--given: 'recipe' needs"):
         default_attack(p.at_level("weights"), "recipe")
     assert load_recipe(tmp_path / "recipe.json") == p.recipe
-    assert "replay_epochs" not in default_attack(p, "recipe")[1]  # n is not disclosed: no slot per training image
-    told = payload_from_folder(owner_victim(tmp_path, "told", n=12))  # its recipe records the order's seed: a replay
+    cnn = tmp_path / "cnn"
+    cnn.mkdir()
+    owner_files(cnn, factory=CNN_FACTORY)
+    c = payload_from_folder(owner_victim(cnn))
+    assert not c.spec.first_layer_dense()
+    assert default_attack(c, "init")[1] == {**WINNERS["init"][1], "given": "init"}
+    assert default_attack(c, "recipe")[0] == "simulation"
+    assert "replay_epochs" not in default_attack(c, "recipe")[1]  # n is not disclosed: no slot per training image
+    told = payload_from_folder(owner_victim(cnn, "told", n=12))  # its recipe records the order's seed: a replay
     assert default_attack(told, "recipe")[1] == {**REPLAY[0], "given": "recipe"}
-    recipe = json.loads((tmp_path / "recipe.json").read_text())
-    (tmp_path / "recipe.json").write_text(json.dumps({k: v for k, v in recipe.items() if k != "data_order_seed"}))
-    unordered = payload_from_folder(owner_victim(tmp_path, "unordered", n=12))
+    recipe = json.loads((cnn / "recipe.json").read_text())
+    (cnn / "recipe.json").write_text(json.dumps({k: v for k, v in recipe.items() if k != "data_order_seed"}))
+    unordered = payload_from_folder(owner_victim(cnn, "unordered", n=12))
     assert default_attack(unordered, "recipe")[1] == {**WINNERS["recipe"][1], "given": "recipe"}
-    (tmp_path / "recipe.json").write_text(json.dumps({**recipe, "batch_size": 0, "data_order_seed": None}))
-    full = payload_from_folder(owner_victim(tmp_path, "full", n=12))  # the full batch needs no seed
+    (cnn / "recipe.json").write_text(json.dumps({**recipe, "batch_size": 0, "data_order_seed": None}))
+    full = payload_from_folder(owner_victim(cnn, "full", n=12))  # the full batch needs no seed
     assert default_attack(full, "recipe")[1]["replay_epochs"] == 20
 
 
@@ -331,7 +355,7 @@ def test_the_owners_audit_gives_a_verdict_per_level(tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert [row["level"] for row in result["levels"]] == ["weights", "init", "recipe"]
-    assert [row["method"] for row in result["levels"]] == ["buzaglo-multiclass", "loo-ntk", "simulation"]
+    assert [row["method"] for row in result["levels"]] == ["buzaglo-multiclass", "loo-ntk", "loo-ntk"]
     page = (tmp_path / "audit" / "report.html").read_text()
     for row in result["levels"]:
         assert (tmp_path / "audit" / row["report"]).is_file() and html.escape(row["verdict"]) in page

@@ -14,17 +14,18 @@ from typing import Any
 
 from .payload import Payload
 
-#: the winners per threat level (bench/RESULTS.md, "Networks trained as people train them"): method, the fields
-#: it runs with, and the reason the run prints
+#: the winners per threat level on networks whose first layer is not dense over the input (bench/RESULTS.md,
+#: "Networks trained as people train them"): method, the fields it runs with, and the reason the run prints
 WINNERS: dict[str, tuple[str, dict[str, Any], str]] = {
     "recipe": ("simulation", {"tv": 0.1},
                "theta_0 and the recipe are given (its batch order is not): the candidates, started where Loo's NTK "
                "attack ends (a quarter of the budget), are trained from theta_0 by a simulation of the recipe and its "
-               "weight change matched to the real one, with a total-variation prior (the best of every method on the "
-               "bench's networks trained with SGD and Adam)"),
+               "weight change matched to the real one, with a total-variation prior (the network's first layer is not "
+               "dense over the input, so the first layer's form does not apply)"),
     "init": ("loo-ntk", {"remove_init": "project", "kernel_at": "final", "tv": 0.1, "iterations": 8000},
              "theta_0 is given: Loo's NTK form on the displacement theta_T - theta_0, blind to theta_0's own "
-             "direction (weight decay), with a total-variation prior (the best without the recipe on the bench)"),
+             "direction (weight decay), with a total-variation prior (the network's first layer is not dense over the "
+             "input, so the first layer's form does not apply)"),
 }
 
 
@@ -39,13 +40,28 @@ REPLAY: tuple[dict[str, Any], str] = (
     "of the SGD-trained CNN's training set: 19 of 50 over 834 iterations, against 6 for the coarse simulation)")
 
 
+#: with theta_0 (with or without the recipe) on a network whose first layer is dense over the input (an MLP):
+#: Loo's form on that layer's displacement alone (bench/RESULTS.md, "The first layer's displacement")
+FIRST_LAYER: tuple[dict[str, Any], str] = (
+    {"remove_init": "project", "kernel_at": "final", "deep_weight": 1e-6, "beta_start": 30.0, "beta_max": 30.0,
+     "box_weight": 300.0, "init_scale": 0.001, "lr": 0.01, "tv": 0.1, "iterations": 20000},
+    "theta_0 is given and the network's first layer is dense over the input: Loo's NTK form fitted to that layer's "
+    "displacement W_T - W_0 (the layers after it counted 1e-6 times: any images explain their displacement about "
+    "as well), with a sharp surrogate (softplus at beta 30), a firm pixel box and a total-variation prior (on the "
+    "bench's MLPs, SGD- and Adam-trained, as many images as the simulation of the recipe or more)")
+
+
 def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str, Any], str]:
     """(method name, config fields, reason) for ``payload`` at threat level ``given`` (``all``: everything it
-    has).  With the recipe: the simulation, replaying the training's batches where the recipe records them
-    (:data:`REPLAY`).  With only the weights: Haim's KKT attack for one output, Buzaglo's multiclass attack for
-    several."""
+    has).  With theta_0 on a network whose first layer is dense over the input: Loo's form on that layer
+    (:data:`FIRST_LAYER`).  Otherwise with the recipe: the simulation, replaying the training's batches where the
+    recipe records them (:data:`REPLAY`).  With only the weights: Haim's KKT attack for one output, Buzaglo's
+    multiclass attack for several."""
     at = payload.at_level(given, "--given")
     level = at.level
+    if level in ("init", "recipe") and at.spec.first_layer_dense():
+        fields, reason = FIRST_LAYER
+        return "loo-ntk", dict(fields, given=given), reason
     if level == "recipe" and at.n_train and at.recipe.records_order(at.n_train):
         fields, reason = REPLAY
         return "simulation", dict(fields, given=given), reason
@@ -59,4 +75,4 @@ def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str,
             "KKT attack")
 
 
-__all__ = ["REPLAY", "WINNERS", "default_attack"]
+__all__ = ["FIRST_LAYER", "REPLAY", "WINNERS", "default_attack"]

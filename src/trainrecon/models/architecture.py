@@ -21,7 +21,9 @@ shaped by :meth:`~Architecture.param_shapes` (the names of the tensors in ``mode
   initialisation U(-b, b) of ``nn.Linear`` / ``nn.Conv2d`` (weights and biases alike), what a network trained
   from that init still carries of theta_0 (the attacks' ``init_tolerance``);
 * ``activation_sizes()``: per-sample sizes of every layer's output (memory estimates);
-* ``first_layer_tensors()``: how many leading parameter tensors the first parameterised layer holds.
+* ``first_layer_tensors()``: how many leading parameter tensors the first parameterised layer holds;
+* ``first_layer_dense()``: whether that layer is a dense map of the whole input (an MLP's: each row of its weight
+  an image), not a convolution's kernel.
 
 Two implementations: :class:`~.mlp.MLPSpec` (``model.json`` without ``kind``: widths, bias, activation) and
 :class:`~.sequential.SequentialSpec` (``kind: "sequential"``: a declarative layer list with
@@ -136,6 +138,13 @@ class Architecture:
         names = self.param_names()
         layer = names[0].rpartition(".")[0]
         return next((i for i, name in enumerate(names) if name.rpartition(".")[0] != layer), len(names))
+
+    def first_layer_dense(self) -> bool:
+        """Whether the first parameterised layer is dense over the whole input: its weight is (U, C H W), each of
+        its rows an image of the input's shape (an MLP's first layer), and only flattening comes before it."""
+        params = [torch.zeros(s, device="meta") for s in self.param_shapes().values()]  # shapes only
+        shape = next(iter(self.param_shapes().values()))
+        return len(shape) == 2 and shape[1] == self.input_dim and self.first_layer(params) is not None
 
     def homogeneity_degree(self) -> int | None:
         return self.homogeneity().degree
