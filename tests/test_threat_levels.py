@@ -31,7 +31,7 @@ import torch.nn as nn
 def build():
     return nn.Sequential(nn.Linear(16, 6), nn.ReLU(), nn.Linear(6, 3))
 """
-#: a network whose first layer is a convolution (not dense over the input): the recipe level's default is the simulation
+#: a network whose first layer is a convolution (not dense over the input): with the recipe, the simulation runs
 CNN_FACTORY = """
 import torch.nn as nn
 
