@@ -337,6 +337,9 @@ def test_each_level_gets_its_bench_winner(tmp_path):
     (cnn / "recipe.json").write_text(json.dumps({**recipe, "batch_size": 0, "data_order_seed": None}))
     full = payload_from_folder(owner_victim(cnn, "full", n=12))  # the full batch needs no seed
     assert default_attack(full, "recipe")[1]["replay_epochs"] == 20
+    (cnn / "recipe.json").write_text(json.dumps({**recipe, "loss": "mse"}))  # learned labels need a likelihood
+    squared = payload_from_folder(owner_victim(cnn, "mse", n=12))
+    assert default_attack(squared, "recipe")[1] == {**WINNERS["recipe"][1], "given": "recipe"}
 
 
 @pytest.mark.slow
