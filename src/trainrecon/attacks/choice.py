@@ -55,8 +55,8 @@ def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str,
     """(method name, config fields, reason) for ``payload`` at threat level ``given`` (``all``: everything it
     has).  With theta_0 on a network whose first layer is dense over the input: Loo's form on that layer
     (:data:`FIRST_LAYER`).  Otherwise with the recipe: the simulation, replaying the training's batches where the
-    recipe records them and its loss is a likelihood (:data:`REPLAY`: its learned labels need one).  With only the weights: Haim's KKT attack for one output, Buzaglo's
-    multiclass attack for several."""
+    recipe records them and its loss is a likelihood (:data:`REPLAY`: its learned labels need one).  With only
+    the weights: Haim's KKT attack for one output, Buzaglo's multiclass attack for several."""
     at = payload.at_level(given, "--given")
     level = at.level
     if level in ("init", "recipe") and at.spec.first_layer_dense():

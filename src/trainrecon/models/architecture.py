@@ -142,9 +142,10 @@ class Architecture:
     def first_layer_dense(self) -> bool:
         """Whether the first parameterised layer is dense over the whole input: its weight is (U, C H W), each of
         its rows an image of the input's shape (an MLP's first layer), and only flattening comes before it."""
-        params = [torch.zeros(s, device="meta") for s in self.param_shapes().values()]  # shapes only
-        shape = next(iter(self.param_shapes().values()))
-        return len(shape) == 2 and shape[1] == self.input_dim and self.first_layer(params) is not None
+        shapes = list(self.param_shapes().values())
+        if len(shapes[0]) != 2 or shapes[0][1] != self.input_dim:
+            return False
+        return self.first_layer([torch.zeros(s, device="meta") for s in shapes]) is not None  # shapes only
 
     def homogeneity_degree(self) -> int | None:
         return self.homogeneity().degree
