@@ -340,6 +340,8 @@ def test_each_level_gets_its_bench_winner(tmp_path):
     (cnn / "recipe.json").write_text(json.dumps({**recipe, "loss": "mse"}))  # learned labels need a likelihood
     squared = payload_from_folder(owner_victim(cnn, "mse", n=12))
     assert default_attack(squared, "recipe")[1] == {**WINNERS["recipe"][1], "given": "recipe"}
+    with pytest.raises(TrainreconError, match="^attack.labels: learned soft labels need a likelihood loss .* not mse$"):
+        reconstruct(squared, SimulationConfig(**{**REPLAY[0], "given": "recipe", "iterations": 1}), log=lambda *_: None)
 
 
 @pytest.mark.slow

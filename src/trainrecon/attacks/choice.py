@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..models.recipe import LIKELIHOOD_LOSSES
 from .payload import Payload
 
 #: the winners per threat level on networks whose first layer is not dense over the input (bench/RESULTS.md,
@@ -62,7 +63,7 @@ def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str,
     if level in ("init", "recipe") and at.spec.first_layer_dense():
         fields, reason = FIRST_LAYER
         return "loo-ntk", dict(fields, given=given), reason
-    if level == "recipe" and at.n_train and at.recipe.records_order(at.n_train) and at.recipe.loss != "mse":
+    if level == "recipe" and at.n_train and at.recipe.records_order(at.n_train) and at.recipe.loss in LIKELIHOOD_LOSSES:
         fields, reason = REPLAY
         return "simulation", dict(fields, given=given), reason
     if level in WINNERS:

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from ..errors import TrainreconError
 from ..models.activations import EXACT, Surrogate
+from ..models.recipe import LIKELIHOOD_LOSSES
 from ..models.stationarity import NTK
 from ..objective.candidates import CandidateSet
 from ..objective.simulation import Optimiser, SimulationObjective
@@ -206,9 +207,9 @@ class Simulation(Method):
         if loss == "cross_entropy" and p.spec.n_outputs < 2:
             raise TrainreconError("recipe.loss: 'cross_entropy' needs several outputs; a one-output network trains "
                                   "on 'logistic' or 'mse'")
-        if loss == "mse" and self.cfg.labels == "learned":
-            raise TrainreconError("attack.labels: learned soft labels need a likelihood loss (cross_entropy or "
-                                  "logistic), not mse")
+        if loss not in LIKELIHOOD_LOSSES and self.cfg.labels == "learned":
+            raise TrainreconError(f"attack.labels: learned soft labels need a likelihood loss "
+                                  f"({' or '.join(LIKELIHOOD_LOSSES)}), not {loss}")
         self.loss_kind = loss
         self.sim_lr = self.cfg.sim_lr
         self.order = self.replay_order()

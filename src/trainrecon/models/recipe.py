@@ -41,6 +41,9 @@ from ..errors import TrainreconError
 THREAT_LEVELS = ("weights", "init", "recipe")
 ThreatLevel = Literal["weights", "init", "recipe"]
 RECIPE_FILE = "recipe.json"
+#: the losses that are a likelihood of the label (softmax cross-entropy, logistic): the only ones a simulation can
+#: train soft, learned labels on (``attack.labels = "learned"``; under mse a label is a regression target)
+LIKELIHOOD_LOSSES = ("cross_entropy", "logistic")
 
 
 @dataclass
