@@ -101,6 +101,12 @@ def test_stationarity_residual_against_a_dense_jacobian(kind):
     for i in range(4):
         dense = torch.autograd.functional.jacobian(lambda th: y[i] * spec.forward(unflatten(spec, th), x[i:i + 1])[0, 0], flat)
         assert torch.allclose(J[i], dense, rtol=1e-10, atol=1e-12)
+    for chunk in (1, 3):  # computed a block of inputs at a time, into one tensor: the same rows
+        assert torch.allclose(KKT.per_sample_grads(spec, params, x, y, chunk=chunk), J, rtol=1e-13, atol=1e-15)
+    moved = [t + 0.1 for t in params]  # the average over two points, summed in place
+    both = KKT.per_sample_grads(spec, moved, x, y, chunk=3, into=KKT.per_sample_grads(spec, params, x, y, weight=0.5),
+                                weight=0.5)
+    assert torch.allclose(both, (J + KKT.per_sample_grads(spec, moved, x, y)) / 2, rtol=1e-13, atol=1e-15)
     lam = torch.tensor([0.5, 1.0, 0.2, 2.0], dtype=torch.float64)
     target = unflatten(spec, lam @ J)
     res = _kkt_residual_at(spec, target, params, x, y)

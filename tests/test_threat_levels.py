@@ -22,6 +22,7 @@ from trainrecon.errors import TrainreconError
 from trainrecon.models.user_weights import import_module_victim
 from trainrecon.models.recipe import Recipe, load_recipe
 from trainrecon.models.stationarity import NTK
+from trainrecon.models.parameters import flatten, unflatten
 from trainrecon.models.victim import load_victim
 from trainrecon.objective.weighted_sum import ProjectedDistance
 
@@ -205,6 +206,11 @@ def test_loo_kernel_at_both_ends_averages_the_two_kernels(tmp_path):
     # the refit residual of the candidates uses the same averaged gradients
     J = sum(NTK.per_sample_grads(p.spec, pt, cands.x, None) for pt in (p.init_params, p.params)) / 2
     assert J.shape[0] == 4 * 3 and both.refit_residual(cands) is not None
+    flat = flatten(p.params)  # row (i, k) = grad_theta f_k(x_i), in blocks of 1 and of 3 inputs (3 rows each)
+    dense = torch.autograd.functional.jacobian(lambda th: p.spec.forward(unflatten(p.spec, th), cands.x), flat)
+    for chunk in (1, 3):
+        assert torch.allclose(NTK.per_sample_grads(p.spec, p.params, cands.x, None, chunk=chunk),
+                              dense.reshape(4 * 3, -1), rtol=1e-10, atol=1e-12)
 
 
 def test_the_simulation_attack_runs_at_both_levels_and_chooses_its_learning_rate(tmp_path, one_thread):

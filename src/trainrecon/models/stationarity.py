@@ -120,8 +120,11 @@ class StationarityForm:
         return list(params)
 
     def per_sample_grads(self, spec: Architecture, params, x: torch.Tensor, labels: torch.Tensor | None,
-                         chunk: int = 256) -> torch.Tensor:
-        """J (n K', P): row (i, k) is grad_theta phi_k(theta; x_i), exact activation, flattened."""
+                         chunk: int = 0, into: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
+        """J (n K', P): row (i, k) is grad_theta phi_k(theta; x_i), exact activation, flattened, computed ``chunk``
+        inputs at a time (0: as many as make :data:`CHUNK_BYTES` of rows) and written into one tensor as they come,
+        scaled by ``weight``; with ``into`` (n K', P) added to it in place (an average over kernel points without
+        a second copy of J)."""
         x = x.reshape(len(x), -1)
         lab = torch.zeros(len(x), dtype=x.dtype, device=x.device) if labels is None else labels.to(x.device)
 
@@ -130,8 +133,16 @@ class StationarityForm:
 
         jac = vmap(jacrev(phi_single), in_dims=(None, 0, 0))
         flat = flatten(params)
-        return torch.cat([jac(flat, x[i : i + chunk], lab[i : i + chunk]).reshape(-1, flat.numel())
-                          for i in range(0, len(x), chunk)])
+        J, i, step = into, 0, chunk
+        while i < len(x):
+            block = jac(flat, x[i: i + (step or 1)], lab[i: i + (step or 1)]).reshape(-1, flat.numel())
+            k = block.shape[0] // min(step or 1, len(x) - i)  # rows per input (K')
+            if J is None:
+                J = torch.zeros(len(x) * k, flat.numel(), dtype=block.dtype, device=block.device)
+            J[i * k: i * k + block.shape[0]].add_(block, alpha=weight)
+            i += step or 1
+            step = step or max(1, CHUNK_BYTES // (k * flat.numel() * block.element_size()))
+        return J
 
     def residual(self, spec: Architecture, params, x: torch.Tensor, labels: torch.Tensor | None = None,
                  init=None, grads_at=None, target=None, blind_to=None) -> dict[str, Any]:
@@ -144,7 +155,10 @@ class StationarityForm:
         (an attack's ``remove_init = "project"``)."""
         with torch.no_grad():
             points = grads_at if isinstance(grads_at, tuple) else (params if grads_at is None else grads_at,)
-            J = sum(self.per_sample_grads(spec, point, x, labels).double() for point in points) / len(points)
+            J = None
+            for point in points:  # the average of the points' J, summed in place
+                J = self.per_sample_grads(spec, point, x, labels, into=J, weight=1.0 / len(points))
+            J = J.double()
             t = flatten(self.target(params, init) if target is None else target).double()
             if blind_to is not None:  # P t and P J^T, P the projection off every d_p (block diagonal)
                 sizes = [d.numel() for d in blind_to]
@@ -153,12 +167,15 @@ class StationarityForm:
                     if e.norm() > 0:
                         e = e / e.norm()
                         t[a:b] -= e * (t[a:b] @ e)
-                        J[:, a:b] -= (J[:, a:b] @ e)[:, None] * e[None]
+                        J[:, a:b].addr_(J[:, a:b] @ e, e, alpha=-1)  # in place: no (rows, size) temporary
             K = (J @ J.T).cpu().numpy()
             b = (J @ t).cpu().numpy()
             c0 = float(t @ t)
         return gram_report(K, b, c0, self.nonneg)
 
+
+#: how many bytes of J's rows :meth:`StationarityForm.per_sample_grads` computes at once (a block of inputs)
+CHUNK_BYTES = 2 ** 26
 
 KKT = StationarityForm("kkt")
 WEIGHT_DECAY = StationarityForm("weight_decay")
