@@ -45,7 +45,7 @@ REPLAY: tuple[dict[str, Any], str] = (
 #: Loo's form on that layer's displacement alone (bench/RESULTS.md, "The first layer's displacement")
 FIRST_LAYER: tuple[dict[str, Any], str] = (
     {"remove_init": "project", "kernel_at": "final", "deep_weight": 1e-6, "beta_start": 30.0, "beta_max": 30.0,
-     "box_weight": 300.0, "init_scale": 0.001, "lr": 0.01, "tv": 0.1, "iterations": 20000},
+     "box_weight": 300.0, "init_scale": 0.001, "lr": 0.01, "tv": 0.1, "iterations": 4000},
     "theta_0 is given and the network's first layer is dense over the input: Loo's NTK form fitted to that layer's "
     "displacement W_T - W_0 (the layers after it counted 1e-6 times: any images explain their displacement about "
     "as well), with a sharp surrogate (softplus at beta 30), a firm pixel box and a total-variation prior (on the "
