@@ -133,15 +133,15 @@ class StationarityForm:
 
         jac = vmap(jacrev(phi_single), in_dims=(None, 0, 0))
         flat = flatten(params)
-        J, i, step = into, 0, chunk
-        while i < len(x):
-            block = jac(flat, x[i: i + (step or 1)], lab[i: i + (step or 1)]).reshape(-1, flat.numel())
-            k = block.shape[0] // min(step or 1, len(x) - i)  # rows per input (K')
-            if J is None:
-                J = torch.zeros(len(x) * k, flat.numel(), dtype=block.dtype, device=block.device)
-            J[i * k: i * k + block.shape[0]].add_(block, alpha=weight)
-            i += step or 1
-            step = step or max(1, CHUNK_BYTES // (k * flat.numel() * block.element_size()))
+        P = flat.numel()
+        n0 = min(chunk or 1, len(x))  # the first block: its rows per input size the rest
+        first = jac(flat, x[:n0], lab[:n0]).reshape(-1, P)
+        k = first.shape[0] // n0  # rows per input (K')
+        step = chunk or max(1, CHUNK_BYTES // (k * P * first.element_size()))
+        J = torch.zeros(len(x) * k, P, dtype=first.dtype, device=first.device) if into is None else into
+        J[: first.shape[0]].add_(first, alpha=weight)
+        for i in range(n0, len(x), step):
+            J[i * k: (i + step) * k].add_(jac(flat, x[i: i + step], lab[i: i + step]).reshape(-1, P), alpha=weight)
         return J
 
     def residual(self, spec: Architecture, params, x: torch.Tensor, labels: torch.Tensor | None = None,
