@@ -17,7 +17,7 @@ from torch import nn
 
 from trainrecon import reconstruct
 from trainrecon.attacks import BuzagloMulticlassConfig, LooConfig, LooNTK, SimulationConfig, payload_from_folder
-from trainrecon.attacks.choice import FIRST_LAYER, REPLAY, WINNERS, default_attack
+from trainrecon.attacks.choice import ADAM_FIRST_LAYER, FIRST_LAYER, REPLAY, WINNERS, default_attack
 from trainrecon.errors import TrainreconError
 from trainrecon.models.user_weights import import_module_victim
 from trainrecon.models.recipe import Recipe, load_recipe
@@ -319,6 +319,10 @@ def test_each_level_gets_its_bench_winner(tmp_path):
     assert default_attack(p, "init")[1] == {**FIRST_LAYER[0], "given": "init"}
     assert default_attack(p, "recipe")[1] == {**FIRST_LAYER[0], "given": "recipe"}
     assert p.spec.first_layer_dense()
+    adam = dataclasses.replace(p.recipe, optimizer="adam", momentum=0.0, lr=1e-3)  # Adam's: more, shorter restarts
+    q = dataclasses.replace(p, recipe=adam)
+    assert default_attack(q, "recipe")[1] == {**FIRST_LAYER[0], **ADAM_FIRST_LAYER[0], "given": "recipe"}
+    assert default_attack(q, "init")[1] == {**FIRST_LAYER[0], "given": "init"}  # the optimiser is not disclosed
     runs = [reconstruct(p, LooConfig(**{**fields, "iterations": 20, "m": 6}), log=lambda *_: None)
             for fields in (default_attack(p, level)[1] for level in ("init", "recipe"))]
     assert torch.equal(runs[0].x, runs[1].x)  # the recipe adds nothing this attack uses: the same candidates

@@ -132,7 +132,8 @@ def test_the_start_measures_its_objective_under_noise_on_the_start_slots_only():
         def objective(self, it, cands):
             return Objective()
 
-    cands = SimpleNamespace(x=torch.full((m, d), 0.5, dtype=torch.float64), multipliers=torch.ones(m, 1))
+    cands = SimpleNamespace(x=torch.full((m, d), 0.5, dtype=torch.float64), multipliers=torch.ones(m, 1),
+                            restarts=1)
     x = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     hook = StartAt(x, None, noise=(1e-6, 1e-2, 1.0), seed=4)
     hook.before_loop(SimpleNamespace(attack=Attack(), cands=cands, done=0))

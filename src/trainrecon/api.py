@@ -52,16 +52,17 @@ def reconstruct(payload, cfg, out_dir: str | Path | RunFolder | None = None, dev
 def steady(plan: RunPlan, device: torch.device | str = "cpu", backoff: float = 3.0, tries: int = 3) -> RunPlan:
     """The plan with a step size that does not diverge at the start: where the method asks for a probe
     (``probe_iterations``), the config's lr is its default and the victim is attacked at its own scale (not
-    normalised), run the attack for that many iterations in memory (same seed, no refinements) and divide lr by
-    ``backoff`` while the probe diverges (at most ``tries`` times); the plan's ``adapted`` record says so.  The probe
-    is deterministic, so a resumed run plans the same lr.  Otherwise the plan as it is."""
+    normalised), run the attack for that many iterations in memory (same seed, one restart, no refinements) and
+    divide lr by ``backoff`` while the probe diverges (at most ``tries`` times); the plan's ``adapted`` record says
+    so.  The probe is deterministic, so a resumed run plans the same lr.  Otherwise the plan as it is."""
     cfg, k = plan.cfg, plan.method.probe_iterations
     if not k or not cfg.adapt or cfg.lr != type(cfg)().lr or plan.normalisation["applied"]:
         return plan
     lr = cfg.lr
     for _ in range(tries + 1):
         probe = dataclasses.replace(cfg, lr=lr, iterations=k, log_every=k, checkpoint_every=k, max_seconds=0.0,
-                                    split=SplitConfig(), merge=MergeConfig(), compile="none")  # too short to compile
+                                    split=SplitConfig(), merge=MergeConfig(), compile="none",  # too short to compile
+                                    restarts=1)  # the first restart's start stands for the others'
         try:
             run_attack(dataclasses.replace(plan, cfg=probe, hooks=()), device=device, log=lambda *a: None)
             break

@@ -61,8 +61,9 @@ def check_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any], re
                      where: Path) -> None:
     """A checkpoint checked against its own run (``record``: method, m, attack config) before it is trusted:
     the iteration a whole number in [0, attack.iterations], the history a list of objects, the seconds a finite
-    number >= 0, the candidate record's m0 this run's m; the candidates real and finite, their number m (between
-    1 and m where merging is on, up to max_factor x m where splitting is), and every per-candidate tensor (and
+    number >= 0, the candidate record's m0 this run's m (R m for the R restarts of ``attack.restarts`` before their
+    consensus); the candidates real and finite, their number m (R m there; between 1 and m where merging is on, up to
+    max_factor x m where splitting is), and every per-candidate tensor (and
     optimiser state) of that many rows.  Refused in one line naming the field; the refinements' own state is
     checked as each takes it back."""
     def bad(what: str) -> TrainreconError:
@@ -78,9 +79,11 @@ def check_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any], re
     if "seconds" in state and not (is_finite_number(state["seconds"]) and state["seconds"] >= 0):
         raise bad(f"seconds {json.dumps(state['seconds'])[:30]}")
     cands = state.get("candidates")
+    blocks = 1  # the restarts the candidates are (attack.restarts before their consensus, else 1)
     if cands is not None:
-        if not (isinstance(cands, dict) and cands.get("m0", m) == m and isinstance(cands.get("runs", []), list)
-                and all(isinstance(r, str) for r in cands.get("runs", []))):
+        blocks = cands.get("restarts", 1) if isinstance(cands, dict) else None
+        if not (blocks in (1, attack.get("restarts", 1)) and cands.get("m0", m) == blocks * m
+                and isinstance(cands.get("runs", []), list) and all(isinstance(r, str) for r in cands.get("runs", []))):
             raise bad(f"candidates record {json.dumps(cands)[:40]}, this run has m = {m}")
     x = tensors.get("x")
     if x is None or not x.is_floating_point() or x.ndim < 2 or x.shape[0] < 1 or x.layout != torch.strided:
@@ -91,7 +94,9 @@ def check_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any], re
     top = int(math.floor(float(split.get("max_factor", 1.0)) * m)) if split.get("enabled") else m
     low = 1 if merge.get("enabled") else m
     rows = int(x.shape[0])
-    if not low <= rows <= max(top, m):
+    if blocks > 1 and rows != blocks * m:
+        raise bad(f"{rows} candidates, this run has {blocks} restarts of m = {m}")
+    if blocks == 1 and not low <= rows <= max(top, m):
         raise bad(f"{rows} candidates, this run has m = {m}")
     mult = tensors.get("multipliers")
     for name, t in tensors.items():

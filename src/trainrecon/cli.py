@@ -140,6 +140,11 @@ def reconstruct(
                + f" ({so['candidates_below_threshold']} of {so['m']} below -{so['threshold']:g}"
                + (f"; {so['candidates_without_eigenvalue']} without one" if so.get("candidates_without_eigenvalue") else "")
                + ")")
+    if res.get("restarts"):
+        rs = res["restarts"]
+        typer.echo(f"restarts: {rs['restarts']} independent descents, kept where they agree: each of the {res['m']} "
+                   f"candidates the pixel median of one image's copies (found by {max(rs['group_sizes'])} to "
+                   f"{min(rs['group_sizes'])} restarts; attack.restarts)")
     norm = res["normalisation"]
     typer.echo(f"scale: attacked theta / {norm['kappa']:.4g} (homogeneous of degree {norm['degree']}; multipliers x "
                f"{norm['multipliers_to_victim_scale']:.4g} at the victim's scale)" if norm["applied"]

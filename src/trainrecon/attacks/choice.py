@@ -43,26 +43,40 @@ REPLAY: tuple[dict[str, Any], str] = (
 
 #: with theta_0 (with or without the recipe) on a network whose first layer is dense over the input (an MLP):
 #: Loo's form on that layer's displacement alone (bench/RESULTS.md, "The first layer's displacement"; its
-#: iterations: "The first layer's form stopped at 4000 iterations", past which the fit goes on into the noise)
+#: iterations: "The first layer's form stopped at 4000 iterations", past which the fit goes on into the noise),
+#: ten independent restarts merged by their consensus ("Restarts and their consensus")
 FIRST_LAYER: tuple[dict[str, Any], str] = (
     {"remove_init": "project", "kernel_at": "final", "deep_weight": 1e-6, "beta_start": 30.0, "beta_max": 30.0,
-     "box_weight": 300.0, "init_scale": 0.001, "lr": 0.01, "tv": 0.1, "iterations": 4000},
+     "box_weight": 300.0, "init_scale": 0.001, "lr": 0.01, "tv": 0.1, "iterations": 4000, "restarts": 10},
     "theta_0 is given and the network's first layer is dense over the input: Loo's NTK form fitted to that layer's "
     "displacement W_T - W_0 (the layers after it counted 1e-6 times: any images explain their displacement about "
-    "as well), with a sharp surrogate (softplus at beta 30), a firm pixel box and a total-variation prior (on the "
-    "bench's MLPs, SGD- and Adam-trained, as many images as the simulation of the recipe or more)")
+    "as well), with a sharp surrogate (softplus at beta 30), a firm pixel box and a total-variation prior, ten "
+    "independent restarts kept where they agree (the pixel median of each image several restarts find); on the "
+    "bench's MLPs, SGD- and Adam-trained, as many images as the simulation of the recipe or more")
+
+
+#: the first layer's form where the recipe names Adam (or AdamW): twice the restarts, each half as long (the same
+#: work); one descent on the Adam MLP recovers as many at 2000 iterations as at 4000 and fewer after, and the more
+#: restarts the more their consensus keeps (bench/RESULTS.md, "Restarts and their consensus")
+ADAM_FIRST_LAYER: tuple[dict[str, Any], str] = (
+    {"iterations": 2000, "restarts": 20},
+    "; the recipe names Adam: twenty restarts of 2000 iterations (one descent on an Adam-trained network gains "
+    "nothing past 2000 iterations, and more restarts agree on more images)")
 
 
 def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str, Any], str]:
     """(method name, config fields, reason) for ``payload`` at threat level ``given`` (``all``: everything it
     has).  With theta_0 on a network whose first layer is dense over the input: Loo's form on that layer
-    (:data:`FIRST_LAYER`).  Otherwise with the recipe: the simulation, replaying the training's batches where the
-    recipe records them and its loss is a likelihood (:data:`REPLAY`: its learned labels need one).  With only
+    (:data:`FIRST_LAYER`; at the recipe level, where the recipe names Adam, with :data:`ADAM_FIRST_LAYER`'s
+    restarts).  Otherwise with the recipe: the simulation, replaying the training's batches where the recipe
+    records them and its loss is a likelihood (:data:`REPLAY`: its learned labels need one).  With only
     the weights: Haim's KKT attack for one output, Buzaglo's multiclass attack for several."""
     at = payload.at_level(given, "--given")
     level = at.level
     if level in ("init", "recipe") and at.spec.first_layer_dense():
         fields, reason = FIRST_LAYER
+        if level == "recipe" and at.recipe.optimizer in ("adam", "adamw"):
+            fields, reason = {**fields, **ADAM_FIRST_LAYER[0]}, reason + ADAM_FIRST_LAYER[1]
         return "loo-ntk", dict(fields, given=given), reason
     if level == "recipe" and at.n_train and at.recipe.records_order(at.n_train) and at.recipe.loss in LIKELIHOOD_LOSSES:
         fields, reason = REPLAY
@@ -77,4 +91,4 @@ def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str,
             "KKT attack")
 
 
-__all__ = ["FIRST_LAYER", "REPLAY", "WINNERS", "default_attack"]
+__all__ = ["ADAM_FIRST_LAYER", "FIRST_LAYER", "REPLAY", "WINNERS", "default_attack"]

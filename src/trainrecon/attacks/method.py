@@ -35,6 +35,7 @@ from ..objective.candidates import CandidateSet, cosine_matrix
 from .normalisation import Normalise
 from .payload import Payload
 from ..objective.fused import CompiledPass, CompiledPrior
+from ..objective.restarts import Restarts
 from ..objective.weighted_sum import (DeadZoneDistance, ProjectedDistance, SquaredDistance, SummedCopies,
                                       TensorWeighted, WeightedSumObjective)
 
@@ -168,7 +169,13 @@ class AttackConfig:
     the elementwise work is fused; compiling takes 10-30 s once, inside the run's budget); for a weighted-sum method
     whose surrogate is fixed; "none", the default: the eager passes; "auto": "inductor" where an iteration is large
     enough to repay the compiling (m * n_params at or above the method's ``compile_work``) and ``torch.compile``
-    works on the device (:meth:`Method.auto_compile`)."""
+    works on the device (:meth:`Method.auto_compile`).
+    ``restarts = R > 1`` runs R independent descents in one run: R blocks of m candidates, block r drawn from seed
+    + r, each descending its own objective alone (J = sum_r J_r(X_r, M_r): no block sees another, so block r
+    moves as the run with seed + r would), merged at the end into the m candidates that most blocks agree on
+    (:mod:`trainrecon.refinement.consensus`: the pixel median of each image found by several restarts); 1, the
+    default: one descent.  Not with sample splitting, merging or ``solve_multipliers_every`` (they act on the
+    whole set)."""
 
     m: int = 0
     iterations: int = 8000
@@ -190,6 +197,7 @@ class AttackConfig:
     deep_weight: float = 1.0
     autocast: Literal["auto", "none", "bfloat16"] = "none"
     compile: Literal["auto", "none", "inductor"] = "none"
+    restarts: int = 1
     normalise: Normalise = "auto"
     adapt: bool = True
     auto_split: bool = True
@@ -201,7 +209,7 @@ class AttackConfig:
                                         "autocast": "none", "compile": "none"}
     #: the fields a hook on the run carries out (its ``implements``), not the method: a run that enables one
     #: without that hook is refused (:meth:`needs_hooks`)
-    HOOKED: ClassVar[tuple[str, ...]] = ("split", "merge", "max_seconds", "solve_multipliers_every")
+    HOOKED: ClassVar[tuple[str, ...]] = ("split", "merge", "max_seconds", "solve_multipliers_every", "restarts")
 
     def __post_init__(self) -> None:
         check_numbers(self, "attack")
@@ -229,6 +237,9 @@ class AttackConfig:
         if not 0 <= self.lr_decay_start < 1:
             raise TrainreconError(f"attack.lr_decay_start: the share of the run before lr_final's decay starts, in "
                                   f"[0, 1), got {self.lr_decay_start}")
+        if self.restarts < 1:
+            raise TrainreconError(f"attack.restarts: the number of independent descents, must be >= 1, got "
+                                  f"{self.restarts}")
         if self.solve_multipliers_every < 0:
             raise TrainreconError(f"attack.solve_multipliers_every: must be >= 0 (0: off), got "
                                   f"{self.solve_multipliers_every}")
@@ -240,11 +251,11 @@ class AttackConfig:
 
     def needs_hooks(self) -> list[tuple[str, str]]:
         """(the field that asks, what a hook must implement) for every :data:`HOOKED` field this config turns on:
-        a settings block's ``name.enabled``, else ``name`` set nonzero."""
+        a settings block's ``name.enabled``, else ``name`` set away from its default (0, or 1 restart)."""
         out = []
         for name in self.HOOKED:
             value = getattr(self, name)
-            on = value.enabled if hasattr(value, "enabled") else bool(value)
+            on = value.enabled if hasattr(value, "enabled") else value != self.__dataclass_fields__[name].default
             if on:
                 out.append((f"{name}.enabled" if hasattr(value, "enabled") else name, name))
         return out
@@ -595,11 +606,15 @@ class Method:
         return X, self.multipliers(m, g)
 
     def init(self, m: int) -> CandidateSet:
-        """:meth:`draw` from ``cfg.seed``, with the method's labels."""
+        """:meth:`draw` from ``cfg.seed``, with the method's labels; with ``restarts`` R > 1, R blocks of m, block r
+        drawn from ``cfg.seed`` + r."""
         like = self.payload.params[0]
-        X, M = self.draw(m, torch.Generator().manual_seed(self.cfg.seed))
+        R = self.cfg.restarts
+        drawn = [self.draw(m, torch.Generator().manual_seed(self.cfg.seed + r)) for r in range(R)]
+        X, M = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
         labels = self.labels(m)
-        return CandidateSet(X.to(like), M.to(like), None if labels is None else labels.to(like.device))
+        labels = None if labels is None else torch.cat([labels] * R).to(like.device)
+        return CandidateSet(X.to(like), M.to(like), labels, restarts=R)
 
     def truth_slots(self, cands: CandidateSet, labels: np.ndarray | None, k: int) -> list[int]:
         """The slot of each of the first min(k, m) given images: the first free slot of its label
@@ -608,10 +623,12 @@ class Method:
 
     def start_at(self, cands: CandidateSet, x: torch.Tensor, labels: np.ndarray | None) -> list[int]:
         """Put the given centred images x (k, d) into their slots (:meth:`truth_slots`), in place: the truth-start
-        control's start.  Returns the slots."""
-        slots = self.truth_slots(cands, labels, x.shape[0])
+        control's start; with restarts, in every block.  Returns the slots."""
+        per = cands.m // cands.restarts  # every restart starts there
+        slots = [r * per + j for r, block in enumerate(cands.blocks())
+                 for j in self.truth_slots(block, labels, x.shape[0])]
         X = cands.x.detach().clone()
-        X[slots] = x[: len(slots)].to(X)
+        X[slots] = x[: len(slots) // cands.restarts].repeat(cands.restarts, 1).to(X)
         cands.x = X
         return slots
 
@@ -640,9 +657,13 @@ class Method:
         return self.form.residual(p.spec, params, x, labels, init=init, grads_at=at, target=target,
                                   blind_to=blind)["kkt_residual"]
 
-    def objective(self, it: int, cands: CandidateSet, surrogate: Surrogate | None = None) -> WeightedSumObjective:
+    def objective(self, it: int, cands: CandidateSet,
+                  surrogate: Surrogate | None = None) -> WeightedSumObjective | Restarts:
         """The objective at iteration ``it`` for ``cands``; ``surrogate`` replaces the method's activation (the
-        smooth model sample splitting may take its curvature from)."""
+        smooth model sample splitting may take its curvature from); for a set of several restarts, the sum of
+        each block's own objective (:class:`~trainrecon.objective.restarts.Restarts`)."""
+        if cands.restarts > 1:
+            return Restarts([self.objective(it, block, surrogate) for block in cands.blocks()])
         spec, m0 = self.payload.spec, cands.m0
         surrogate = self.surrogate(it) if surrogate is None else surrogate
 

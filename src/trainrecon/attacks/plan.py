@@ -81,6 +81,12 @@ def plan_run(payload: Payload, cfg: AttackConfig, device: torch.device | str = "
 
 def _check(payload: Payload, method: type[Method], cfg: AttackConfig, device, copies: int = 1) -> int:
     m = cfg.m or default_m(payload, method)
+    if cfg.restarts > 1:
+        acting = [f for f, on in (("split", cfg.split.enabled), ("merge", cfg.merge.enabled),
+                                  ("solve_multipliers_every", cfg.solve_multipliers_every)) if on]
+        if acting:
+            raise TrainreconError(f"attack.restarts: {cfg.restarts} independent descents cannot take attack."
+                                  f"{acting[0]}, which acts on the whole candidate set; set restarts 1 or turn it off")
     m_max = cfg.largest_m(m)
     what = f"attack with m = {m_max} candidates" + (f", {copies} at once" if copies > 1 else "")
     # each of the copies plans for the memory free now, as if alone (a sweep's workers do)

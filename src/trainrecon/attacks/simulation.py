@@ -110,6 +110,9 @@ class SimulationConfig(AttackConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.restarts != 1:
+            raise TrainreconError(f"attack.restarts: the simulation runs one descent (its candidates are the training "
+                                  f"set one to one), got {self.restarts}")
         if self.steps < 1:
             raise TrainreconError(f"attack.steps: need at least one simulated step, got {self.steps}")
         if self.sim_batch < 0 or self.sim_lr < 0 or self.box_weight < 0 or self.alpha < 0 or self.lr_labels < 0:

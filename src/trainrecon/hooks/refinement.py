@@ -22,6 +22,7 @@ import torch
 
 from ..models.activations import Surrogate
 from ..objective.candidates import CandidateSet
+from ..refinement.consensus import THRESHOLD as CONSENSUS_THRESHOLD, merge_restarts
 from ..refinement.merging import collapse_report, merge_groups, reseed, similarity_groups
 from ..refinement.settings import MergeConfig, SplitConfig
 from ..refinement.splitting import second_order_report, split_round
@@ -137,7 +138,8 @@ class SplittingHook(AttackHook):
 
 class SecondOrderHook(AttackHook):
     """The run's second-order status at its final candidates: ||grad J||, the smallest eigenvalue of every
-    splitting matrix S_j and how many lie below -``cfg.threshold`` (``loss.json["second_order"]``)."""
+    splitting matrix S_j and how many lie below -``cfg.threshold`` (``loss.json["second_order"]``); for a run
+    stopped before its restarts' consensus, its first restart's."""
 
     key = "second_order"
 
@@ -145,8 +147,9 @@ class SecondOrderHook(AttackHook):
         self.cfg = cfg
 
     def finish(self, step: Step, seconds: float) -> dict[str, Any]:
-        return second_order_report(step.attack.objective(step.end, step.cands), step.cands, self.cfg.threshold,
-                                   self.cfg.lanczos_steps, self.cfg.seed)
+        c = step.cands.blocks()[0]  # a run stopped before its restarts' consensus: its first restart's
+        return second_order_report(step.attack.objective(step.end, c), c, self.cfg.threshold, self.cfg.lanczos_steps,
+                                   self.cfg.seed)
 
 
 class CollapseHook(AttackHook):
@@ -212,6 +215,44 @@ class MergingHook(AttackHook):
         return {"merges.json": {"merges": self.merges}}
 
 
+class ConsensusHook(AttackHook):
+    """``attack.restarts``: when the run finishes (its last iteration, or a hook ends it there, as the wall-clock
+    budget does; this hook acts after every other), its R blocks become their consensus, m candidates
+    (:func:`trainrecon.refinement.consensus.merge_restarts`: the pixel median of each image that several restarts
+    find), and the checkpoint written after that step holds them.  A run stopped before its end (a test's
+    ``stop_after``, a pruned sweep trial, Ctrl-C) keeps its blocks, and resumed, continues them.
+    ``loss.json["restarts"]``: R, the threshold and each group's size."""
+
+    key = "restarts"
+    implements = "restarts"
+
+    def __init__(self) -> None:
+        self.record: dict[str, Any] | None = None
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        self.record = meta.get("restarts_merged")
+
+    def state(self) -> dict[str, Any]:
+        return {"restarts_merged": self.record}
+
+    def after_step(self, step: Step) -> bool:
+        c = step.cands
+        if c.restarts == 1 or not (step.done == step.iterations or step.finish_now):
+            return False
+        step.cands, sizes = merge_restarts(c, c.restarts, c.m // c.restarts)
+        self.record = {"restarts": c.restarts, "threshold": CONSENSUS_THRESHOLD, "group_sizes": sizes}
+        return True
+
+    def finish(self, step: Step, seconds: float) -> dict[str, Any] | None:
+        return self.record
+
+
+def consensus(restarts: int) -> list[AttackHook]:
+    """The restarts' consensus where a run has several (:class:`ConsensusHook`); none for one (its loss.json is
+    what it was before restarts existed)."""
+    return [ConsensusHook()] if restarts > 1 else []
+
+
 def standard_hooks(split: SplitConfig, input_shape: tuple[int, ...],
                    merge: MergeConfig | None = None) -> list[AttackHook]:
     """The hooks every run gets: the second-order report, the collapse count, merging of near-duplicates when
@@ -223,4 +264,4 @@ def standard_hooks(split: SplitConfig, input_shape: tuple[int, ...],
     return hooks
 
 
-__all__ = ["CollapseHook", "MergingHook", "SecondOrderHook", "SplittingHook", "standard_hooks"]
+__all__ = ["CollapseHook", "ConsensusHook", "MergingHook", "SecondOrderHook", "SplittingHook", "consensus", "standard_hooks"]

@@ -29,10 +29,12 @@ class StartAt(AttackHook):
     def __init__(self, x: torch.Tensor, labels: np.ndarray | None, noise: Sequence[float] = (), seed: int = 0) -> None:
         self.x, self.labels, self.noise, self.seed = x, labels, tuple(noise), seed
         self.slots: list[int] = []
+        self.started = 0  # images started (each in every restart's block)
         self.values: dict[str, float] = {}
 
     def before_loop(self, step) -> None:
         self.slots = step.attack.start_at(step.cands, self.x, self.labels)
+        self.started = len(self.slots) // step.cands.restarts
         c = step.cands
         objective = step.attack.objective(step.done, c)
         E = torch.zeros(c.x.shape, dtype=torch.float64)
@@ -44,7 +46,7 @@ class StartAt(AttackHook):
         self.values = {k: (v if math.isfinite(v) else None) for k, v in values.items()}  # strict JSON
 
     def finish(self, last, seconds: float) -> dict[str, Any]:
-        return {"started": len(self.slots), "objective": self.values}
+        return {"started": self.started, "objective": self.values}
 
 
 __all__ = ["StartAt"]

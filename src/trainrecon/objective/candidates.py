@@ -6,6 +6,8 @@ leading axis of length m is per candidate; scalars such as Adam's step count are
 a unique id per candidate, its parent's id (-1 for a candidate drawn at initialisation) and the run it
 was born in.  ``m0``, the number of candidates at initialisation, fixes the weight normalisation
 w = lambda / m0 for the whole run: a split halves its children's multipliers instead of rescaling everyone.
+``restarts`` R > 1: the set is R blocks of m / R candidates in order, independent descents of one objective
+(``attack.restarts``); :meth:`blocks` gives them, each with m0 / R.
 
 Operations return new sets (nothing is modified in place): :meth:`take` (a subset, in a given order),
 :meth:`split` (candidate j becomes x_j + eps v and x_j - eps v, each with half of j's multipliers and a copy
@@ -54,6 +56,7 @@ class CandidateSet:
     m0: int = 0
     runs: list[str] = field(default_factory=lambda: [""])
     run_of: torch.Tensor | None = None  # index into ``runs`` per candidate
+    restarts: int = 1
 
     def __post_init__(self) -> None:
         m = self.x.shape[0]
@@ -68,6 +71,14 @@ class CandidateSet:
             self.run_of = torch.zeros(m, dtype=torch.long)
         if not self.m0:
             self.m0 = m
+        if self.restarts < 1 or m % self.restarts or self.m0 % self.restarts:
+            raise ValueError(f"candidate set: {m} candidates (m0 {self.m0}) are not {self.restarts} equal blocks")
+
+    def blocks(self) -> list["CandidateSet"]:
+        """The ``restarts`` blocks of the set, in order, each a set of its own (m0 / R, one restart)."""
+        per = self.m // self.restarts
+        return [dataclasses.replace(self.take(range(r * per, (r + 1) * per)), m0=self.m0 // self.restarts)
+                for r in range(self.restarts)]
 
     @property
     def m(self) -> int:
@@ -77,7 +88,7 @@ class CandidateSet:
         idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
         m = self.m
         return dataclasses.replace(
-            self, x=self.x[idx], multipliers=self.multipliers[idx],
+            self, restarts=1, x=self.x[idx], multipliers=self.multipliers[idx],
             labels=None if self.labels is None else self.labels[idx],
             state_x=_rows(self.state_x, m, idx), state_m=_rows(self.state_m, m, idx),
             ids=self.ids[idx], parents=self.parents[idx], run_of=self.run_of[idx], runs=list(self.runs))
@@ -135,8 +146,8 @@ class CandidateSet:
         return out
 
     def record(self) -> dict[str, Any]:
-        """The JSON part of a checkpoint: m0 and the run names."""
-        return {"m0": self.m0, "runs": self.runs}
+        """The JSON part of a checkpoint: m0, the run names and the number of restarts."""
+        return {"m0": self.m0, "runs": self.runs, "restarts": self.restarts}
 
     @staticmethod
     def from_tensors(t: dict[str, torch.Tensor], record: dict[str, Any] | None = None,
@@ -147,4 +158,5 @@ class CandidateSet:
         sx = {k[len("opt_x."):]: v for k, v in t.items() if k.startswith("opt_x.")}
         sm = {k[len("opt_m."):]: v for k, v in t.items() if k.startswith("opt_m.")}
         return CandidateSet(t["x"], t["multipliers"], t.get("labels", labels), sx, sm, t.get("ids"), t.get("parents"),
-                            int(record.get("m0", 0)), list(record.get("runs", [""])), t.get("run_of"))
+                            int(record.get("m0", 0)), list(record.get("runs", [""])), t.get("run_of"),
+                            int(record.get("restarts", 1)))

@@ -77,18 +77,19 @@ def chaotic(at_training: dict[str, float], at_unseen: float | None) -> bool:
 
 def _run_from(payload: Payload, cfg, images: np.ndarray, labels: np.ndarray | None, mean: np.ndarray, shape,
               device: str, noise: tuple[float, ...] = ()):
-    """The attack run from ``images`` (raw, (k, C, H, W)) in slots of their labels: (its Reconstruction, the slots,
-    the per-image similarity of each start image to its candidate at the end: matched one to one as the headline
-    matches (so splitting or merging, which re-index candidates, do not matter), scored by the headline's
-    similarity, classic SSIM where defined, else the paper's, after its preprocessing; the objective at the start
-    and at the start plus each level of ``noise``, :attr:`StartAt.values`)."""
+    """The attack run from ``images`` (raw, (k, C, H, W)) in slots of their labels: (its Reconstruction, how many
+    images started (each in every restart's block), the per-image similarity of each start image to its candidate
+    at the end: matched one to one as the headline matches (so splitting, merging or the restarts' consensus, which
+    re-index candidates, do not matter), scored by the headline's similarity, classic SSIM where defined, else the
+    paper's, after its preprocessing; the objective at the start and at the start plus each level of ``noise``,
+    :attr:`StartAt.values`)."""
     ref = torch.as_tensor(np.asarray(images, dtype=np.float64).reshape(len(images), *shape))
     mu = torch.as_tensor(mean.reshape(shape))
     hook = StartAt((ref - mu).reshape(len(ref), -1), labels, noise)
     rec = reconstruct(payload, cfg, device=device, log=lambda *a: None, hooks=[hook])
-    ref = ref[: len(hook.slots)]
+    ref = ref[: hook.started]
     sim = preferred(score_pairs(ref, rec.x, mu, one_to_one(ref, rec.x, mu)))
-    return rec, hook.slots, sim, hook.values
+    return rec, hook.started, sim, hook.values
 
 
 def run_record(run_dir: str | Path) -> dict[str, Any]:
@@ -135,20 +136,20 @@ def truth_start_control(victim: Victim, run_dir: str | Path, x_train: np.ndarray
     shape = tuple(victim.spec.input_shape)
     t0 = time.time()
     n = len(x_train)
-    rec, slots, sim, at_training = _run_from(payload, cfg, x_train, y_train, mean, shape, device, NOISE)
+    rec, started, sim, at_training = _run_from(payload, cfg, x_train, y_train, mean, shape, device, NOISE)
     head = score(rec, x_train, x_heldout, mean, y_train, rule=rule).metrics["headline"]
     final = lambda r: (r.history[-1] if r.history else {}).get("relative_stationarity")  # noqa: E731
     out: dict[str, Any] = {
         "iterations": iterations, "method": method, "n": n, "threshold": rule.threshold,
-        "training": {"started": len(slots), "kept": int((sim > rule.threshold).sum()),
+        "training": {"started": started, "kept": int((sim > rule.threshold).sum()),
                      "recovered": int(head["recovered"]), "relative_stationarity": final(rec)},
         "heldout": None}
     at_unseen = None
     if x_heldout is not None and len(x_heldout) >= n:
         # the same attack from n images the victim never saw, in the slots the training images took (their labels
         # are unknown); each scored by its similarity to its own start
-        rec_h, slots_h, sim_h, at_unseen = _run_from(payload, cfg, x_heldout[:n], y_train, mean, shape, device)
-        out["heldout"] = {"started": len(slots_h), "kept": int((sim_h > rule.threshold).sum()),
+        rec_h, started_h, sim_h, at_unseen = _run_from(payload, cfg, x_heldout[:n], y_train, mean, shape, device)
+        out["heldout"] = {"started": started_h, "kept": int((sim_h > rule.threshold).sum()),
                           "relative_stationarity": final(rec_h)}
     v_unseen = None if at_unseen is None else at_unseen.get("0")
     out["objective"] = {"training": at_training, "unseen": v_unseen, "chaos_level": CHAOS_LEVEL,
