@@ -264,4 +264,5 @@ def standard_hooks(split: SplitConfig, input_shape: tuple[int, ...],
     return hooks
 
 
-__all__ = ["CollapseHook", "ConsensusHook", "MergingHook", "SecondOrderHook", "SplittingHook", "consensus", "standard_hooks"]
+__all__ = ["CollapseHook", "ConsensusHook", "MergingHook", "SecondOrderHook", "SplittingHook", "consensus",
+           "standard_hooks"]
