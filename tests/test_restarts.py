@@ -10,7 +10,7 @@ import torch
 
 from trainrecon import reconstruct
 from trainrecon.attacks import LooConfig, LooNTK, SimulationConfig, payload_from_folder
-from trainrecon.checkpoint import load_checkpoint
+from trainrecon.checkpoint import load_checkpoint, save_checkpoint
 from trainrecon.errors import TrainreconError
 from trainrecon.hooks.start import StartAt
 from trainrecon.objective.candidates import CandidateSet
@@ -98,6 +98,10 @@ def test_each_block_of_a_run_moves_as_the_run_of_its_seed(tmp_path, one_thread):
     assert run.stats["restarts"] == {"restarts": 3, "threshold": 0.7, "group_sizes": sizes}
     _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     assert meta["candidates"]["restarts"] == 1 and meta["restarts_merged"]["group_sizes"] == sizes
+    tensors, meta = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    save_checkpoint(tmp_path / "run" / "checkpoint.safetensors", tensors, {**meta, "restarts_merged": "three"})
+    with pytest.raises(TrainreconError, match="^checkpoint: damaged state \\(restarts's"):
+        reconstruct(p, LooConfig(**base, seed=4, restarts=3), tmp_path / "run", resume=True, **quiet)
     budget = reconstruct(p, LooConfig(**{**base, "iterations": 10 ** 6}, seed=4, restarts=3, max_seconds=1.0), **quiet)
     assert budget.x.shape[0] == 6 and budget.stats["restarts"]["restarts"] == 3
     assert reconstruct(p, LooConfig(**base, seed=4, restarts=1), **quiet).x.equal(alone[0].x)

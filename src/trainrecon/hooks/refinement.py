@@ -217,7 +217,7 @@ class MergingHook(AttackHook):
 
 class ConsensusHook(AttackHook):
     """``attack.restarts``: when the run finishes (its last iteration, or a hook ends it there, as the wall-clock
-    budget does; this hook acts after every other), its R blocks become their consensus, m candidates
+    budget does; this hook acts after the budget's), its R blocks become their consensus, m candidates
     (:func:`trainrecon.refinement.consensus.merge_restarts`: the pixel median of each image that several restarts
     find), and the checkpoint written after that step holds them.  A run stopped before its end (a test's
     ``stop_after``, a pruned sweep trial, Ctrl-C) keeps its blocks, and resumed, continues them.
@@ -230,7 +230,11 @@ class ConsensusHook(AttackHook):
         self.record: dict[str, Any] | None = None
 
     def restore(self, meta: dict[str, Any]) -> None:
-        self.record = meta.get("restarts_merged")
+        record = meta.get("restarts_merged")
+        if record is not None and not (isinstance(record, dict) and isinstance(record.get("restarts"), int)
+                                       and isinstance(record.get("group_sizes"), list)):
+            raise ValueError("restarts_merged")  # the loop refuses the checkpoint in one line
+        self.record = record
 
     def state(self) -> dict[str, Any]:
         return {"restarts_merged": self.record}
