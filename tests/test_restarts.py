@@ -63,7 +63,7 @@ def test_the_consensus_keeps_what_every_restart_finds_as_the_pixel_median():
     assert [len(g) for g in groups[:2]] == [4, 4] and all(len(g) == 1 for g in groups[2:])
     M = torch.arange(12, dtype=torch.float64).reshape(12, 1)
     cands = CandidateSet(torch.as_tensor(x), M, restarts=4)
-    merged, sizes = merge_restarts(cands, 4, 3, 0.7)
+    merged, sizes = merge_restarts(cands, 0.7)
     assert sizes == [4, 4, 1] and merged.m == merged.m0 == 3 and merged.restarts == 1
     for k, g in enumerate(groups[:3]):
         assert np.allclose(merged.x[k].numpy(), np.median(x[g], axis=0), rtol=0, atol=1e-12)
@@ -93,7 +93,7 @@ def test_each_block_of_a_run_moves_as_the_run_of_its_seed(tmp_path, one_thread):
     run = reconstruct(p, LooConfig(**base, seed=4, restarts=3), tmp_path / "run", resume=True, **quiet)
     blocks = CandidateSet(torch.cat([a.x.reshape(6, -1) for a in alone]), torch.cat([a.multipliers for a in alone]),
                           restarts=3)
-    want, sizes = merge_restarts(blocks, 3, 6)
+    want, sizes = merge_restarts(blocks)
     assert run.x.shape[0] == 6 and torch.equal(run.x.reshape(6, -1), want.x)
     assert run.stats["restarts"] == {"restarts": 3, "threshold": 0.7, "group_sizes": sizes}
     _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")

@@ -243,7 +243,7 @@ class ConsensusHook(AttackHook):
         c = step.cands
         if c.restarts == 1 or not (step.done == step.iterations or step.finish_now):
             return False
-        step.cands, sizes = merge_restarts(c, c.restarts, c.m // c.restarts)
+        step.cands, sizes = merge_restarts(c)
         self.record = {"restarts": c.restarts, "threshold": CONSENSUS_THRESHOLD, "group_sizes": sizes}
         return True
 

@@ -1,5 +1,5 @@
 """Consensus of independent restarts: R descents of one objective from independent starts (``attack.restarts``,
-batched in one run by :class:`~trainrecon.objective.restarts.Restarts`) merged into k candidates.
+batched in one run by :class:`~trainrecon.objective.restarts.Restarts`) merged into m / R candidates.
 
 A training image that the objective singles out is found by several restarts, each copy with its own noise; an
 attractor of one descent is found by few.  Everything here uses the candidates alone (no training set):
@@ -60,14 +60,13 @@ def consensus_groups(x: torch.Tensor, restart: torch.Tensor, tau: float = THRESH
     return groups
 
 
-def merge_restarts(cands: CandidateSet, restarts: int, k: int,
-                   tau: float = THRESHOLD) -> tuple[CandidateSet, list[int]]:
-    """The k most supported groups of ``cands`` (``restarts`` blocks of equal size, in order) merged into one
-    candidate each (module docstring): ids, labels and provenance of each group's leader, optimiser state
-    dropped, m0 = k.  Returns (the merged set, each group's size)."""
-    per = cands.m // restarts
+def merge_restarts(cands: CandidateSet, tau: float = THRESHOLD) -> tuple[CandidateSet, list[int]]:
+    """The m / R most supported groups of ``cands`` (its R = ``cands.restarts`` blocks, :meth:`CandidateSet.blocks`)
+    merged into one candidate each (module docstring): ids, labels and provenance of each group's leader, optimiser
+    state dropped, m0 the number of groups.  Returns (the merged set, each group's size)."""
+    per = cands.m // cands.restarts
     restart = torch.arange(cands.m) // per
-    groups = consensus_groups(cands.x.detach(), restart, tau)[:k]
+    groups = consensus_groups(cands.x.detach(), restart, tau)[:per]
     leaders = cands.take([g[0] for g in groups])
     x = torch.stack([torch.quantile(cands.x[g], 0.5, dim=0) for g in groups])
     M = torch.stack([torch.quantile(cands.multipliers[g], 0.5, dim=0) for g in groups])
