@@ -176,7 +176,7 @@ def plot(rows: list[dict], path: Path) -> None:
     labels = [f"{r['victim'].split('_')[0]}\n{r['dtype']}\n{r['arm']}" for r in rows]
     xs = np.arange(len(rows))
     ax.bar(xs - 0.2, [r["recovered"] or 0 for r in rows], 0.4, label="recovered (headline)")
-    ax.bar(xs + 0.2, [max(v for k, v in r["controls"].items() if k not in ("positive", "positive_heldout"))
+    ax.bar(xs + 0.2, [max(v for k, v in r["controls"].items() if k != "positive")
                       for r in rows], 0.4, label="largest negative / held-out control")
     ax.set_xticks(xs, labels, fontsize=7)
     ax.set_ylabel("training images")

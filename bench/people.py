@@ -34,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from trainrecon.config import load_json
+from trainrecon.errors import TrainreconError
+
 HERE = Path(__file__).resolve().parent
 SGD = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--weight-decay", "5e-4", "--batch-size", "10",
        "--epochs", "200"]
@@ -86,7 +89,9 @@ def train(a: argparse.Namespace) -> None:
 
 
 def attack(a: argparse.Namespace) -> None:
-    extra = json.loads(a.config.read_text()) if a.config else {}
+    extra = load_json(a.config) if a.config else {}
+    if not isinstance(extra, dict):
+        raise SystemExit(f"{a.config}: expected a JSON object of attack config fields")
     for src in a.sources:
         n = len(np.load(src / "train_images.npz")["y"])
         bench = src / (f"bench_{a.tag}" if a.tag else "bench")
@@ -214,7 +219,10 @@ def main() -> None:
     s = sub.add_parser("table")
     s.add_argument("folders", nargs="+", type=Path)
     a = ap.parse_args()
-    {"train": train, "attack": attack, "smoothness": smoothness, "table": table}[a.cmd](a)
+    try:
+        {"train": train, "attack": attack, "smoothness": smoothness, "table": table}[a.cmd](a)
+    except TrainreconError as e:  # a user's mistake (a config file that is not JSON): one line
+        raise SystemExit(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -235,16 +235,12 @@ def render_report(result: Score, histories: dict[str, list[dict]] | None = None,
         c = head["controls"]
         rows = [[Raw("<b>the attack</b>"), "candidates reconstructed from the weights", Raw(f"<b>{rec}</b> of {n}")]]
         rows += [[k, NULL_NAMES.get(k, "a further set of guesses made without the attack"), f"{v} of {n}"]
-                 for k, v in c.items() if k not in ("heldout", "positive", "positive_heldout")]
+                 for k, v in c.items() if k not in ("heldout", "positive")]
         rows += [["heldout", f"the attack's candidates against {min(n, head['heldout_pool'])} images the model never "
-                  "saw (how often the rule fires by chance)", f"{c['heldout']} of {min(n, head['heldout_pool'])}"],
+                  "saw, each against the training images and the other unseen ones (the rule with the two sets' roles "
+                  "swapped: how often it fires by chance)", f"{c['heldout']} of {min(n, head['heldout_pool'])}"],
                  ["positive", "the true training images used as candidates (what a perfect attack scores)",
                   f"{c['positive']} of {n}"]]
-        if "positive_heldout" in c:
-            rows.append(["positive_heldout", "the true training images against the held-out control: unseen images "
-                         "so like a training image that a perfect attack passes for them too (the held-out "
-                         "control's floor; a faithful attack reaches about its recovered share of it)",
-                         f"{c['positive_heldout']} of {min(n, head['heldout_pool'])}"])
         parts.append(_table(rows, ["set", "what it is", "recovered by the same rule"]))
         parts.append(f"<p class=\"note\">Rule: {html.escape(head['rule'])}; similarity: {html.escape(head['similarity'])}"
                      f", threshold {fmt(head['threshold'], 2)}; preprocessing: {html.escape(head['preprocessing'])}. "

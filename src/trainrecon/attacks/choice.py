@@ -75,7 +75,7 @@ def default_attack(payload: Payload, given: str = "all") -> tuple[str, dict[str,
     level = at.level
     if level in ("init", "recipe") and at.spec.first_layer_dense():
         fields, reason = FIRST_LAYER
-        if level == "recipe" and at.recipe.optimizer in ("adam", "adamw"):
+        if level == "recipe" and at.recipe.adaptive:
             fields, reason = {**fields, **ADAM_FIRST_LAYER[0]}, reason + ADAM_FIRST_LAYER[1]
         return "loo-ntk", dict(fields, given=given), reason
     if level == "recipe" and at.n_train and at.recipe.records_order(at.n_train) and at.recipe.loss in LIKELIHOOD_LOSSES:

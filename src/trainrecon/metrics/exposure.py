@@ -9,8 +9,10 @@ t_i with matched candidate c_i gets
 * ``exposure`` = similarity - heldout_best, and ``margin_over_nulls`` = similarity - null_best.
 
 An image is exposed when its candidate looks more like it than like anything unseen: exposure > 0 is clause 2 of
-the headline's rule.  The same score is computed for the held-out control (the first n held-out images, matched
-one to one to the same candidates, each compared with H minus itself), which the victim never saw.  The ROC of
+the headline's rule.  The same score is computed for the held-out control C (the first n held-out images, which
+the victim never saw, matched one to one to the same candidates, each compared with T and H minus C: the roles
+swapped, :func:`.headline.heldout_control`), so that for candidates that know nothing of which of T and C trained
+the victim the two sets' scores have one distribution.  The ROC of
 the score with training images as positives and held-out control images as negatives
 (:func:`sklearn.metrics.roc_curve`, :func:`~sklearn.metrics.roc_auc_score`) needs no threshold: AUC 0.5 is an
 attack that tells training images from unseen ones no better than chance.  TPR at a fixed FPR (1 %, 0.1 %) is
@@ -29,7 +31,8 @@ import numpy as np
 FPR_TARGETS = (0.01, 0.001)
 UNMATCHED = -3.0
 SCORE_DEFINITION = ("exposure = similarity of an image to its one-to-one candidate - the best similarity of that "
-                    "candidate to any held-out image (for a held-out image: any other held-out image)")
+                    "candidate to any held-out image (for a held-out control image: any training image or held-out "
+                    "image outside the control)")
 
 
 @dataclass(frozen=True)

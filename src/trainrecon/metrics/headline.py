@@ -12,18 +12,24 @@ For candidates C (centred, m of them), training images T (n), a held-out set H o
        s(t_i, c_i) > tau,   s(t_i, c_i) > max_{h in H} s(h, c_i),   s(t_i, c_i) > max_k max_{c in N_k} s(t_i, c):
 
    the candidate clears the threshold, looks more like t_i than like any image the victim never saw (a
-   candidate that is merely "a typical digit" fails: among several times n unseen digits one is as close), and
+   candidate that is merely "a typical digit" mostly fails: among several times n unseen digits one is as
+   close; the best of m typical candidates beats N unseen images for about m / (m + N) of the training images
+   by luck, which the held-out control sees too), and
    beats the best that every null candidate set reaches for t_i.
 
 Each control is scored by the same rule (its third clause dropped, since the nulls are what it compares to):
 
-* **held-out control**: the attack's candidates matched to the first n held-out images, each compared with H
-  minus itself: how many never-seen images the rule would call "recovered".
+* **held-out control**: the rule with the two sets' roles swapped.  The attack's candidates are matched to the
+  first n held-out images C (the control), and each is compared with every image outside C: the training
+  images and the rest of H.  So the headline's training images face C and the rest of H, the control faces T
+  and the rest of H: pools of one size.  An attack that knows nothing of which of T and C trained the victim
+  gives the two counts (without the null clause) one distribution, so the control is the headline's exact
+  permutation null; a faithful copy of a training image does not pass for its unseen near-twin, since the
+  copy is nearer the training image it copies.
 * **negative controls** (built from what the attacker has): ``null_mean`` (m copies of the input mean: zeros in
   centred space), ``null_noise`` (m Gaussian candidates at the attack's scale, seeded), ``null_heldout_mean``
   (m copies of another subset's mean: H's), and any named sets passed in (a shadow victim's candidates).
-* **positive control**: the true training images as candidates, what a perfect attack scores; and how many
-  held-out images it also "recovers".
+* **positive control**: the true training images as candidates, what a perfect attack scores.
 
 ``informative`` is true when the positive control beats every negative control by at least n/2; an
 uninformative rule reports its counts but makes no claim.
@@ -101,14 +107,13 @@ def best_similarity(reference: torch.Tensor, cand_shown: torch.Tensor, kind: str
 
 
 def recovered_mask(
-    reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor, heldout: torch.Tensor, kind: str,
-    threshold: float, null_best: torch.Tensor | None = None, reference_in_heldout: np.ndarray | None = None,
+    reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor, pool: torch.Tensor, kind: str,
+    threshold: float, null_best: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
-    """The rule of the module docstring for one candidate set against ``reference``.
-
-    ``reference_in_heldout[i]``: the row of ``heldout`` that *is* reference image i (the held-out control),
-    excluded from its own comparison; -1 or None for none.  Returns the matched index, the similarity to the
-    matched reference, the best held-out similarity of that candidate, and the boolean mask.
+    """The rule of the module docstring for one candidate set against ``reference``, each matched candidate
+    compared with every image of ``pool`` (the images outside the reference set: for the training images, H;
+    for the held-out control, :func:`heldout_control`'s pool).  Returns the matched index, the similarity to the
+    matched reference, the best pool similarity of that candidate (``heldout_best``), and the boolean mask.
     """
     idx = one_to_one(reference, cand, mean)
     ok = idx >= 0
@@ -118,17 +123,19 @@ def recovered_mask(
         rows = np.flatnonzero(ok)
         matched = shown(cand[torch.as_tensor(idx[rows])], mean)
         sim[rows] = ssim_cross(reference[torch.as_tensor(rows)], matched, kind).diagonal().numpy()
-        vs_pool = ssim_cross(matched, heldout, kind)
-        if reference_in_heldout is not None:
-            for k, r in enumerate(rows):
-                if reference_in_heldout[r] >= 0:
-                    vs_pool[k, int(reference_in_heldout[r])] = -np.inf
-        pool_best[rows] = vs_pool.max(dim=1).values.numpy() if heldout.shape[0] else -np.inf
+        pool_best[rows] = ssim_cross(matched, pool, kind).max(dim=1).values.numpy() if pool.shape[0] else -np.inf
     with np.errstate(invalid="ignore"):
         mask = ok & (sim > threshold) & (sim > pool_best)
         if null_best is not None:
             mask &= sim > null_best.numpy()
     return {"index": idx, "similarity": sim, "heldout_best": pool_best, "recovered": mask}
+
+
+def heldout_control(train: torch.Tensor, heldout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, its pool): the held-out control C, the first n = len(train) held-out images (all of them when there are
+    fewer), and the images each is compared with, T and H minus C (module docstring: the roles swapped)."""
+    n = train.shape[0]
+    return heldout[:n], torch.cat([train.to(heldout.dtype), heldout[n:]])
 
 
 def headline_counts(
@@ -138,10 +145,10 @@ def headline_counts(
     """The ``headline`` object of metrics.json, per-set similarities (for the ECDF picture) and the per-image
     details of the attack's candidates (``train``: :func:`recovered_mask` on the training images with
     ``null_best``, the best similarity any null candidate reaches for each; ``heldout``: the same on the
-    held-out control, each compared with H minus itself); the details are empty without held-out images.
+    held-out control, each compared with T and H minus C); the details are empty without held-out images.
 
     ``heldout``: raw images the victim never saw (at least 2 for a claim; several times n makes clause 2
-    strict); the first n are the held-out control, each compared with the others.  ``nulls``: named centred candidate sets scored as negative controls (:func:`null_sets`
+    strict); the first n are the held-out control C (:func:`heldout_control`).  ``nulls``: named centred candidate sets scored as negative controls (:func:`null_sets`
     and any others, such as a shadow victim's candidates).
     """
     n = train.shape[0]
@@ -165,14 +172,12 @@ def headline_counts(
         sims[name] = r["similarity"]
         best = best_similarity(train, shown(c, mean), kind)
         null_best = torch.maximum(null_best, best)
-    control = heldout[:n]  # with fewer than n held-out images, all of them, each compared with the others
-    self_rows = np.arange(control.shape[0])
-    r_ho = recovered_mask(control, cand, mean, heldout, kind, rule.threshold, reference_in_heldout=self_rows)
+    control, control_pool = heldout_control(train, heldout)
+    r_ho = recovered_mask(control, cand, mean, control_pool, kind, rule.threshold)
     counts["heldout"] = int(r_ho["recovered"].sum())
     sims["heldout"] = r_ho["similarity"]
     truth = train - mean
     r_pos = recovered_mask(train, truth, mean, heldout, kind, rule.threshold)
-    r_pos_ho = recovered_mask(control, truth, mean, heldout, kind, rule.threshold, reference_in_heldout=self_rows)
     sims["positive"] = r_pos["similarity"]
     r = recovered_mask(train, cand, mean, heldout, kind, rule.threshold, null_best=null_best if nulls else None)
     sims["attack"] = r["similarity"]
@@ -182,7 +187,7 @@ def headline_counts(
     head.update({
         "recovered": int(r["recovered"].sum()),
         "recovered_indices": np.flatnonzero(r["recovered"]).tolist(),
-        "controls": {**negatives, "positive": positive, "positive_heldout": int(r_pos_ho["recovered"].sum())},
+        "controls": {**negatives, "positive": positive},
         "negative_controls_max": worst,
         "informative": bool(positive - worst >= n / 2),
         "informative_rule": "positive control - max(negative controls) >= n / 2",
@@ -195,16 +200,9 @@ def headline_line(head: dict[str, Any]) -> str:
     if head.get("recovered") is None:
         return f"headline: {head.get('reason', 'no claim')}"
     c = head["controls"]
-    nulls = ", ".join(f"{k.removeprefix('null_')} {v}" for k, v in c.items() if k not in ("heldout", "positive", "positive_heldout"))
+    nulls = ", ".join(f"{k.removeprefix('null_')} {v}" for k, v in c.items() if k not in ("heldout", "positive"))
     verdict = "informative" if head["informative"] else "UNINFORMATIVE for this data: no claim"
     return (f"headline: {head['recovered']} of {head['n']} training images recovered "
             f"({head['similarity'].split(' (')[0]} > {head['threshold']}, one to one, nearer than all "
             f"{head['heldout_pool']} held-out images); controls: held-out {c['heldout']}, nulls [{nulls}], "
-            f"true images {c['positive']}{_twins(c)}; protocol {verdict}")
-
-
-def _twins(controls: dict[str, Any]) -> str:
-    """The held-out control's floor: how many held-out images the true images themselves "recover" (their
-    near-twins in the training set); a faithful attack reaches about recovered / n of it."""
-    k = controls.get("positive_heldout")
-    return "" if k is None else f" (which also pass for {k} held-out images)"
+            f"true images {c['positive']}; protocol {verdict}")

@@ -43,7 +43,7 @@ THRESHOLDS = (0.4, 0.5)
 #: the sets every evaluation scores by itself, under these names in metrics.json and the pictures: a further null
 #: set may not take one of them (nor its short form, null_ dropped, as the headline line prints it), since it
 #: would replace that control instead of joining it
-BUILTIN_SETS = ("attack", "heldout", "positive", "positive_heldout", "null_mean", "null_noise", "null_heldout_mean")
+BUILTIN_SETS = ("attack", "heldout", "positive", "null_mean", "null_noise", "null_heldout_mean")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 

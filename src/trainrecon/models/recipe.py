@@ -96,6 +96,12 @@ class Recipe:
         if self.data_order_seed is not None and not 0 <= self.data_order_seed < 2**63:
             raise TrainreconError(f"recipe.data_order_seed: must be an integer in [0, 2^63), got {self.data_order_seed}")
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether the optimiser scales each coordinate's step by its own gradient history (Adam, AdamW), so that
+        the weights move by about lr sign(g) and not lr g."""
+        return self.optimizer in ("adam", "adamw")
+
     def steps_per_epoch(self, n: int) -> int:
         return math.ceil(n / self.batch_size) if self.batch_size else 1
 
