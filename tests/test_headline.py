@@ -10,8 +10,9 @@ import torch
 
 from trainrecon.data.tasks import TaskConfig, build_task
 from trainrecon.metrics.protocols import evaluate
-from trainrecon.metrics.headline import HeadlineRule, headline_counts, headline_line
-from trainrecon.metrics.ssim import ssim_classic, ssim_cross, ssim_paper
+from trainrecon.metrics.headline import (HeadlineRule, headline_counts, headline_line, null_sets, recovered_mask,
+                                        typical_images)
+from trainrecon.metrics.ssim import ssim_classic, ssim_cross, ssim_kind, ssim_paper
 
 CLI = [sys.executable, "-m", "trainrecon"]
 
@@ -45,7 +46,8 @@ def test_true_images_are_recovered_and_the_protocol_is_informative(mnist_task):
     # the held-out control compares each unseen image with the training images too: an exact copy of a training
     # image is nearer that image than any unseen look-alike, so a perfect attack passes for no unseen image
     assert c["heldout"] == 0 and "positive_heldout" not in c
-    assert f"controls: held-out 0, nulls [mean 0, noise 0, heldout_mean 0], true images {n}; " in headline_line(head)
+    assert (f"controls: held-out 0, nulls [mean 0, noise 0, heldout_mean 0, typical {c['null_typical']}], true "
+            f"images {n}; ") in headline_line(head)
     assert head["similarity"].startswith("classic") and head["heldout_pool"] == 6 * n
 
 
@@ -103,8 +105,31 @@ def test_a_partial_reconstruction_beats_the_nulls(mnist_task, rng):
     x[: n // 2] = np.clip(x[: n // 2] + 0.15 * rng.normal(size=x[: n // 2].shape), 0, 1)
     x[n // 2 :] = rng.random(x[n // 2 :].shape)
     head = headline_of(x - mnist_task.mean, mnist_task)
-    assert head["negative_controls_max"] <= 1
-    assert head["recovered"] > head["negative_controls_max"]
+    c = head["controls"]
+    assert max(c["null_mean"], c["null_noise"], c["null_heldout_mean"]) <= 1
+    assert head["recovered"] > head["negative_controls_max"] >= c["null_typical"]
+
+
+def test_typical_images_are_a_null_drawn_from_the_pool_and_scored_against_the_rest(mnist_task):
+    """null_typical: min(m, (|H| - n) // 2) images of H outside the held-out control, drawn by the seed, each
+    compared with H minus them (oracle: the rule on that pool); as the attack's candidates they recover nothing
+    (each ties the null's best for its training image); what luck gives them is reported, not 0."""
+    n = mnist_task.n
+    T, H = torch.as_tensor(mnist_task.x_train), torch.as_tensor(mnist_task.heldout_all)
+    mean = torch.as_tensor(mnist_task.mean).reshape(1, *T.shape[1:])
+    m = 2 * n
+    D, pool = typical_images(H, n, m, seed=0)
+    assert len(D) == min(m, (len(H) - n) // 2) and len(D) + len(pool) == len(H)
+    flat = lambda x: {bytes(r) for r in x.reshape(len(x), -1).numpy()}  # noqa: E731
+    assert not flat(D) & flat(pool) and not flat(D) & flat(H[:n]) and flat(H[:n]) <= flat(pool)
+    assert torch.equal(typical_images(H, n, m, seed=0)[0], D) and not torch.equal(typical_images(H, n, m, 1)[0], D)
+    cands = (D - mean)[:m]
+    nulls = null_sets(cands, H, mean, 0, n)
+    assert torch.equal(nulls["null_typical"], D - mean)
+    head, _, _ = headline_counts(cands, T, H, mean, nulls)
+    oracle = recovered_mask(T, D - mean, mean, pool, ssim_kind(T.shape), 0.5)["recovered"].sum()
+    assert head["controls"]["null_typical"] == oracle >= 1 and head["recovered"] == 0
+    assert "null_typical" not in null_sets(cands, H[: n + 1], mean, 0, n)  # no image to spare outside the control
     assert set(head["recovered_indices"]) <= set(range(n // 2))
 
 

@@ -60,7 +60,7 @@ def test_exposure_matches_a_dense_oracle_and_the_roc_is_recomputed_from_the_per_
         return float(ssim_cross(a[None], b[None], kind)[0, 0])
 
     nulls = {k: torch.as_tensor(v) for k, v in
-             __import__("trainrecon.metrics.headline", fromlist=["null_sets"]).null_sets(c, ho, mu, 0).items()}
+             __import__("trainrecon.metrics.headline", fromlist=["null_sets"]).null_sets(c, ho, mu, 0, n).items()}
     assert len(exp["images"]) == n and [e["exposure"] for e in exp["images"]] == sorted(
         (e["exposure"] for e in exp["images"]), reverse=True)
     for e in exp["images"]:
@@ -75,7 +75,7 @@ def test_exposure_matches_a_dense_oracle_and_the_roc_is_recomputed_from_the_per_
         assert e["margin_over_nulls"] == pytest.approx(sim - null_best, abs=1e-10)
         assert e["exposure"] == pytest.approx(sim - best, abs=1e-10)
         assert e["recovered"] == (i in res.headline["recovered_indices"])
-    # the held-out control's score: its own candidate, each compared with every *other* held-out image
+    # the held-out control's score: its own candidate, each compared with the training images and H minus the control
     assert len(exp["heldout_scores"]) == n
     # ROC / TPR recomputed from the per-image scores alone (a pairwise oracle for AUC, a threshold scan for TPR)
     pos = np.array([e["exposure"] for e in exp["images"]])

@@ -30,6 +30,8 @@ FINGERPRINT = "weights fingerprint (SHA-256)"  # the victim record's key (audit.
 NULL_NAMES = {"null_mean": "the input mean alone (what the attacker is given, no attack)",
               "null_noise": "random noise at the candidates' scale",
               "null_heldout_mean": "the mean of another subset of images",
+              "null_typical": "images of the task the model never saw, drawn from the held-out pool and each compared "
+                              "with the rest of it (what luck gives someone who knows only the kind of data)",
               "shadow": "the same attack on a shadow model trained on other images"}
 
 

@@ -28,7 +28,10 @@ Each control is scored by the same rule (its third clause dropped, since the nul
   copy is nearer the training image it copies.
 * **negative controls** (built from what the attacker has): ``null_mean`` (m copies of the input mean: zeros in
   centred space), ``null_noise`` (m Gaussian candidates at the attack's scale, seeded), ``null_heldout_mean``
-  (m copies of another subset's mean: H's), and any named sets passed in (a shadow victim's candidates).
+  (m copies of another subset's mean: H's), ``null_typical`` (typical images: up to m images of H outside the
+  control, each compared with H minus them, :func:`typical_images`; a set of digit-like guesses that needs no
+  attack, where the three before are blurred or noise), and any named sets passed in (a shadow victim's
+  candidates).
 * **positive control**: the true training images as candidates, what a perfect attack scores.
 
 ``informative`` is true when the positive control beats every negative control by at least n/2; an
@@ -85,9 +88,23 @@ def one_to_one(reference: torch.Tensor, cand: torch.Tensor, mean: torch.Tensor) 
     return hungarian(ncc_dist(reference - mean, cand, half_resolution=uses_half_resolution(reference.shape)))
 
 
-def null_sets(cand: torch.Tensor, heldout: torch.Tensor | None, mean: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
-    """Negative-control candidate sets of the attack's size m, in centred space: the input mean (zeros), noise at
-    the candidates' scale, and (with held-out images) another subset's mean."""
+def typical_images(heldout: torch.Tensor, n: int, m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D, its pool): the typical-images null's raw images D, min(m, (|H| - n) // 2) images of the held-out pool
+    H outside the held-out control (its first n), drawn by ``seed``, and the images each is compared with, H
+    minus D (D's own images would otherwise stop every one of them).  That pool is smaller than the attack's
+    (all of H), so D passes for a few more training images by luck than the attack's candidates could."""
+    rest = heldout[n:]
+    k = min(m, len(rest) // 2)
+    pick = torch.zeros(len(rest), dtype=torch.bool)
+    pick[torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed))[:k]] = True
+    return rest[pick], torch.cat([heldout[:n], rest[~pick]])
+
+
+def null_sets(cand: torch.Tensor, heldout: torch.Tensor | None, mean: torch.Tensor, seed: int,
+              n: int | None = None) -> dict[str, torch.Tensor]:
+    """Negative-control candidate sets of (at most) the attack's size m, in centred space: the input mean (zeros),
+    noise at the candidates' scale, and with held-out images another subset's mean and, given the number of
+    training images n, typical images (:func:`typical_images`, where H holds more than n + 1)."""
     m = cand.shape[0]
     g = torch.Generator().manual_seed(seed)
     scale = float(cand.std()) if cand.numel() > 1 else 1.0
@@ -97,6 +114,10 @@ def null_sets(cand: torch.Tensor, heldout: torch.Tensor | None, mean: torch.Tens
     }
     if heldout is not None and len(heldout):
         out["null_heldout_mean"] = (heldout.mean(dim=0, keepdim=True) - mean).expand(m, *cand.shape[1:]).clone()
+        if n is not None:
+            typical = typical_images(heldout, n, m, seed)[0]
+            if len(typical):
+                out["null_typical"] = typical - mean
     return out
 
 
@@ -167,7 +188,8 @@ def headline_counts(
     counts: dict[str, int] = {}
     null_best = torch.full((n,), -torch.inf, dtype=torch.float64)
     for name, c in nulls.items():
-        r = recovered_mask(train, c, mean, heldout, kind, rule.threshold)
+        pool = typical_images(heldout, n, c.shape[0], rule.null_seed)[1] if name == "null_typical" else heldout
+        r = recovered_mask(train, c, mean, pool, kind, rule.threshold)
         counts[name] = int(r["recovered"].sum())
         sims[name] = r["similarity"]
         best = best_similarity(train, shown(c, mean), kind)

@@ -43,7 +43,8 @@ THRESHOLDS = (0.4, 0.5)
 #: the sets every evaluation scores by itself, under these names in metrics.json and the pictures: a further null
 #: set may not take one of them (nor its short form, null_ dropped, as the headline line prints it), since it
 #: would replace that control instead of joining it
-BUILTIN_SETS = ("attack", "heldout", "positive", "null_mean", "null_noise", "null_heldout_mean")
+BUILTIN_SETS = ("attack", "heldout", "positive", "null_mean", "null_noise", "null_heldout_mean",
+                "null_typical")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -210,7 +211,7 @@ def evaluate(
     n = int(tr.shape[0])
     control = None if ho is None else ho[:n]
     check_null_names(list(extra_nulls or {}))
-    nulls = null_sets(cand, ho, mu, rule.null_seed)
+    nulls = null_sets(cand, ho, mu, rule.null_seed, n)
     nulls.update({k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in (extra_nulls or {}).items()})
     head, sims, details = headline_counts(cand, tr, ho, mu, nulls, rule)
     exposure = exposure_of(details, train_indices)
