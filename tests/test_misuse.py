@@ -77,7 +77,7 @@ def runs(tmp_path_factory, tiny_victim):
 # 1. controls a user cannot replace --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["null_mean", "NULL_MEAN", "mean", "null_noise", "noise", "null_heldout_mean",
-                                  "heldout_mean", "heldout", "positive", "attack",
+                                  "heldout_mean", "heldout", "positive", "attack", "null_typical", "typical",
                                   "null_attack", "", " ", "a b", " x", "x\t"])
 def test_a_null_set_cannot_take_a_control_name_or_an_odd_one(name, runs, tiny_victim, tmp_path, capsys, monkeypatch):
     c = runs / "rec" / "candidates.npz"

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 import trainrecon
 from headless import chromium, render
 from trainrecon.audit_report import fmt, render_report
-from trainrecon.metrics.headline import shown
+from trainrecon.metrics.headline import one_to_one, shown
 from trainrecon.metrics.ssim import ssim_cross, ssim_kind
 from trainrecon.models.user_weights import import_victim
 
@@ -75,8 +75,14 @@ def test_exposure_matches_a_dense_oracle_and_the_roc_is_recomputed_from_the_per_
         assert e["margin_over_nulls"] == pytest.approx(sim - null_best, abs=1e-10)
         assert e["exposure"] == pytest.approx(sim - best, abs=1e-10)
         assert e["recovered"] == (i in res.headline["recovered_indices"])
-    # the held-out control's score: its own candidate, each compared with the training images and H minus the control
+    # the held-out control's score: its own candidate, compared with the training images and H minus the control
     assert len(exp["heldout_scores"]) == n
+    ctrl = ho[:n]
+    idx = one_to_one(ctrl, c, mu)
+    for k in range(n):
+        cj = shown(c[int(idx[k]):int(idx[k]) + 1], mu)[0]
+        others = max(max(s(t, cj) for t in tr), max(s(h, cj) for h in ho[n:]))
+        assert exp["heldout_scores"][k] == pytest.approx(s(ctrl[k], cj) - others, abs=1e-10)
     # ROC / TPR recomputed from the per-image scores alone (a pairwise oracle for AUC, a threshold scan for TPR)
     pos = np.array([e["exposure"] for e in exp["images"]])
     neg = np.array(exp["heldout_scores"])

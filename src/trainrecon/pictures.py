@@ -123,6 +123,7 @@ def identify_plot(rep: dict, path) -> None:
 SET_STYLES = {"attack": ("training images (attack)", "C0", "-"), "heldout": ("held-out images (attack)", "C1", "--"),
               "positive": ("true images as candidates", "C2", ":"), "null_mean": ("null: input mean", "C3", "-."),
               "null_noise": ("null: noise", "C4", "-."), "null_heldout_mean": ("null: another subset's mean", "C5", "-."),
+              "null_typical": ("null: typical images", "C7", "-."),
               "shadow": ("null: shadow victim's attack", "C6", "-.")}
 
 

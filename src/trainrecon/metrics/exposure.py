@@ -12,7 +12,7 @@ An image is exposed when its candidate looks more like it than like anything uns
 the headline's rule.  The same score is computed for the held-out control C (the first n held-out images, which
 the victim never saw, matched one to one to the same candidates, each compared with T and H minus C: the roles
 swapped, :func:`.headline.heldout_control`), so that for candidates that know nothing of which of T and C trained
-the victim the two sets' scores have one distribution.  The ROC of
+the victim the two sets' scores have one distribution (for a given centring mean).  The ROC of
 the score with training images as positives and held-out control images as negatives
 (:func:`sklearn.metrics.roc_curve`, :func:`~sklearn.metrics.roc_auc_score`) needs no threshold: AUC 0.5 is an
 attack that tells training images from unseen ones no better than chance.  TPR at a fixed FPR (1 %, 0.1 %) is

@@ -13,8 +13,8 @@ For candidates C (centred, m of them), training images T (n), a held-out set H o
 
    the candidate clears the threshold, looks more like t_i than like any image the victim never saw (a
    candidate that is merely "a typical digit" mostly fails: among several times n unseen digits one is as
-   close; the best of m typical candidates beats N unseen images for about m / (m + N) of the training images
-   by luck, which the held-out control sees too), and
+   close; the best of m typical candidates beats N unseen images for up to about m / (m + N) of the training
+   images by luck, which ``null_typical`` reports and the held-out control sees too), and
    beats the best that every null candidate set reaches for t_i.
 
 Each control is scored by the same rule (its third clause dropped, since the nulls are what it compares to):
@@ -22,10 +22,10 @@ Each control is scored by the same rule (its third clause dropped, since the nul
 * **held-out control**: the rule with the two sets' roles swapped.  The attack's candidates are matched to the
   first n held-out images C (the control), and each is compared with every image outside C: the training
   images and the rest of H.  So the headline's training images face C and the rest of H, the control faces T
-  and the rest of H: pools of one size.  An attack that knows nothing of which of T and C trained the victim
-  gives the two counts (without the null clause) one distribution, so the control is the headline's exact
-  permutation null; a faithful copy of a training image does not pass for its unseen near-twin, since the
-  copy is nearer the training image it copies.
+  and the rest of H: pools of one size (where |H| >= n).  For candidates that know nothing of which of T and C
+  trained the victim, and a given centring mean, the two counts (without the null clause) have one
+  distribution: swapping T and C swaps them exactly.  A faithful copy of a training image does not pass for
+  its unseen near-twin, since the copy is nearer the training image it copies.
 * **negative controls** (built from what the attacker has): ``null_mean`` (m copies of the input mean: zeros in
   centred space), ``null_noise`` (m Gaussian candidates at the attack's scale, seeded), ``null_heldout_mean``
   (m copies of another subset's mean: H's), ``null_typical`` (typical images: up to m images of H outside the
@@ -156,7 +156,8 @@ def heldout_control(train: torch.Tensor, heldout: torch.Tensor) -> tuple[torch.T
     """(C, its pool): the held-out control C, the first n = len(train) held-out images (all of them when there are
     fewer), and the images each is compared with, T and H minus C (module docstring: the roles swapped)."""
     n = train.shape[0]
-    return heldout[:n], torch.cat([train.to(heldout.dtype), heldout[n:]])
+    dtype = torch.promote_types(train.dtype, heldout.dtype)
+    return heldout[:n], torch.cat([train.to(dtype), heldout[n:].to(dtype)])
 
 
 def headline_counts(
@@ -188,7 +189,12 @@ def headline_counts(
     counts: dict[str, int] = {}
     null_best = torch.full((n,), -torch.inf, dtype=torch.float64)
     for name, c in nulls.items():
-        pool = typical_images(heldout, n, c.shape[0], rule.null_seed)[1] if name == "null_typical" else heldout
+        pool = heldout
+        if name == "null_typical":  # compared with the pool minus its own images: the ones :func:`null_sets` drew
+            typical, pool = typical_images(heldout, n, c.shape[0], rule.null_seed)
+            if typical.shape != c.shape or not torch.allclose(typical - mean, c, rtol=0, atol=1e-12):
+                raise ValueError("null_typical: not the typical images of this held-out pool and null seed "
+                                 "(null_sets(..., seed=rule.null_seed, n=len(train)) draws them)")
         r = recovered_mask(train, c, mean, pool, kind, rule.threshold)
         counts[name] = int(r["recovered"].sum())
         sims[name] = r["similarity"]
