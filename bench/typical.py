@@ -70,7 +70,8 @@ def floor_of(source: Path, data_dir: Path, draws: int, runs: list[str]) -> dict:
             rows.append({"recovered": h["recovered"], "heldout": h["controls"]["heldout"]})
         rec = [r["recovered"] for r in rows]
         ho = [r["heldout"] for r in rows]
-        out["typical"][split] = {"draws": rows, "recovered_mean": float(np.mean(rec)), "heldout_mean": float(np.mean(ho))}
+        out["typical"][split] = {"draws": rows, "recovered_mean": float(np.mean(rec)),
+                                 "heldout_mean": float(np.mean(ho))}
         print(f"{source.name} typical {split}-split images (m = {m}, {draws} draws): recovered {rec} (mean "
               f"{np.mean(rec):.1f}), held-out control {ho} (mean {np.mean(ho):.1f}); m / (m + N) n = "
               f"{m / (m + len(heldout)) * n:.1f}", flush=True)
@@ -96,7 +97,8 @@ def picture(result: dict, path: Path) -> None:
     ax.bar(xs + 0.2, ho, 0.4, label="held-out control")
     ax.set_xticks(xs, labels, fontsize=7)
     ax.set_ylabel(f"of n = {result['n']}")
-    ax.set_title(f"{Path(result['source']).name}: m = {result['m']}, held-out pool {result['heldout_pool']}", fontsize=9)
+    ax.set_title(f"{Path(result['source']).name}: m = {result['m']}, held-out pool {result['heldout_pool']}",
+                 fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

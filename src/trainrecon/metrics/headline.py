@@ -170,8 +170,9 @@ def headline_counts(
     held-out control, each compared with T and H minus C); the details are empty without held-out images.
 
     ``heldout``: raw images the victim never saw (at least 2 for a claim; several times n makes clause 2
-    strict); the first n are the held-out control C (:func:`heldout_control`).  ``nulls``: named centred candidate sets scored as negative controls (:func:`null_sets`
-    and any others, such as a shadow victim's candidates).
+    strict); the first n are the held-out control C (:func:`heldout_control`).  ``nulls``: named centred
+    candidate sets scored as negative controls (:func:`null_sets` and any others, such as a shadow victim's
+    candidates).
     """
     n = train.shape[0]
     kind = ssim_kind(train.shape)
