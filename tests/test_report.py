@@ -237,6 +237,12 @@ def test_the_verdict_sentence_follows_the_headline_and_its_controls():
     assert verdict_kind(metrics(1, heldout=1)) == "noleak" and verdict(metrics(0)).startswith("No leak shown")
     assert verdict_kind(metrics(7, positive=9, informative=False)) == "noclaim"
     assert verdict(metrics(7, positive=9, informative=False)).startswith("No verdict for this data")
+    # a count of typical images (luck) moves by a few on another draw: the attack must clear that, not just the count
+    typical = {"headline": {"n": 100, "recovered": 20, "heldout_pool": 600, "informative": True,
+                            "negative_controls_max": 18, "controls": {"heldout": 0, "null_typical": 18, "positive": 100}}}
+    assert verdict_kind(typical) == "noleak" and "by luck (up to about 29)" in verdict(typical)
+    typical["headline"]["recovered"] = 30
+    assert verdict_kind(typical) == "leak"
     none = {"headline": {"n": 20, "recovered": None, "reason": "no claim: the rule needs held-out images"}}
     assert verdict_kind(none) == "noclaim" and verdict(none) == "No verdict: no claim: the rule needs held-out images."
 

@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import json
+import math
 import platform
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -45,13 +46,28 @@ def versions() -> dict[str, str]:
             "matplotlib": matplotlib.__version__}
 
 
+def chance_bar(count: int, n: int) -> float:
+    """What a control that counted ``count`` of n could count on another draw by luck, at about 2 % one-sided:
+    count + 2 sqrt(2 count (1 - count / n)), two standard deviations of the difference of two binomial counts
+    of rate count / n.  A control at 0 (blurred guesses, noise) has no spread: 0."""
+    return count + 2.0 * math.sqrt(max(0.0, 2.0 * count * (1.0 - count / n))) if n else float(count)
+
+
+def leak_bar(head: dict[str, Any]) -> float:
+    """The count the attack must exceed to show a leak: the largest :func:`chance_bar` over the negative controls
+    and the held-out control (typical images reach a fifth of an MNIST training set by luck, and a second draw of
+    them as much more or less)."""
+    return max(chance_bar(head["negative_controls_max"], head["n"]), chance_bar(head["controls"]["heldout"], head["n"]))
+
+
 def verdict_kind(metrics: dict[str, Any]) -> str:
-    """``leak`` (an informative rule, and the attack recovers more than every control), ``noleak`` (informative,
-    no more than the controls) or ``noclaim`` (no held-out images, or an uninformative rule)."""
+    """``leak`` (an informative rule, and the attack recovers more than every control could by luck,
+    :func:`leak_bar`), ``noleak`` (informative, not clear of the controls) or ``noclaim`` (no held-out images, or
+    an uninformative rule)."""
     head = metrics["headline"]
     if head.get("recovered") is None or not head.get("informative"):
         return "noclaim"
-    return "leak" if head["recovered"] > max(head["negative_controls_max"], head["controls"]["heldout"]) else "noleak"
+    return "leak" if head["recovered"] > leak_bar(head) else "noleak"
 
 
 #: what each threat level gave the attacker, as the verdict says it
@@ -101,8 +117,11 @@ def verdict(metrics: dict[str, Any], given: str = GIVEN["weights"]) -> str:
         f" and, started at {start['n']} images the model never saw, {start['heldout_kept']} of those"
     control = "" if not start else (f" Started at the training images themselves, the attack keeps {start['kept']} "
                                     f"of {start['n']}{unseen} ({start['iterations']} iterations): {start['reading']}.")
-    return (f"No leak shown: the attack, given {given}, recovered {rec} of {n} training images, no more than the "
-            f"controls. {controls}{control}")
+    bar = leak_bar(head)
+    clear = ("no more than the controls" if bar == max(worst, c["heldout"]) else
+             f"not clear of what the controls could reach by luck (up to about {bar:.0f})")
+    return (f"No leak shown: the attack, given {given}, recovered {rec} of {n} training images, {clear}. "
+            f"{controls}{control}")
 
 
 def audit_record(metrics: dict[str, Any], victim: dict[str, Any], runs: list[dict[str, Any]], inputs: dict[str, Any],
