@@ -10,7 +10,8 @@ about m / (m + N) of the training images, so at m = 2n and N = 6n to about a qua
 
     python bench/typical.py SOURCE [SOURCE ...] --data-dir ../shared/data --draws 5 [--runs RUN ...]
 
-SOURCE: a folder with ``train_images.npz`` and ``heldout_images.npz`` (the people and levers benches' victims);
+SOURCE: a folder with ``train_images.npz`` and ``heldout_images.npz`` (the people and levers benches' victims;
+the input mean from its ``mean.npz`` where it has one, else the training images' pixel mean);
 RUN: a run folder under it (``RUN/candidates.npz``) scored beside, with its m.  MNIST and CIFAR-10 victims (the
 image shape says which).  Writes ``typical.json`` (every draw's counts, the command) and ``typical.png`` (the
 attack against the typical draws, each with its held-out control) into each SOURCE.
@@ -45,7 +46,9 @@ def floor_of(source: Path, data_dir: Path, draws: int, runs: list[str]) -> dict:
     train = np.load(source / "train_images.npz")["x"].astype(np.float64)
     heldout = np.load(source / "heldout_images.npz")["x"].astype(np.float64)
     n, shape = len(train), tuple(train.shape[1:])
-    mean = train.mean(0)  # what the attacker is given
+    # the input mean the attacker is given: the victim's (mean.npz, the people bench), else the training images'
+    # pixel mean (the levers victims' pixel centring)
+    mean = np.load(source / "mean.npz")["x"].reshape(shape) if (source / "mean.npz").is_file() else train.mean(0)
     stem = "cifar10" if shape[0] == 3 else "mnist"
     splits = {"test": f"{stem}_test_subset.npz" if stem == "cifar10" else "mnist_test.npz",
               "train": f"{stem}_subset.npz"}
