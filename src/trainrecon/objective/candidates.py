@@ -75,9 +75,10 @@ class CandidateSet:
             raise ValueError(f"candidate set: {m} candidates (m0 {self.m0}) are not {self.restarts} equal blocks")
 
     def blocks(self) -> list["CandidateSet"]:
-        """The ``restarts`` blocks of the set, in order, each a set of its own (m0 / R, one restart)."""
+        """The ``restarts`` blocks of the set, in order, each a set of its own (m0 / R, one restart) whose rows are
+        views of this set's, to read (the objective takes them every iteration: no copy)."""
         per = self.m // self.restarts
-        return [dataclasses.replace(self.take(range(r * per, (r + 1) * per)), m0=self.m0 // self.restarts)
+        return [dataclasses.replace(self.take(slice(r * per, (r + 1) * per)), m0=self.m0 // self.restarts)
                 for r in range(self.restarts)]
 
     @property
@@ -85,7 +86,9 @@ class CandidateSet:
         return self.x.shape[0]
 
     def take(self, index) -> "CandidateSet":
-        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        """The candidates at ``index`` (indices, in that order: copies; or a ``slice``: views of this set's rows,
+        its optimiser state included, for reading, since the optimiser updates its state in place)."""
+        idx = index if isinstance(index, slice) else torch.as_tensor(index, dtype=torch.long).reshape(-1)
         m = self.m
         return dataclasses.replace(
             self, restarts=1, x=self.x[idx], multipliers=self.multipliers[idx],
